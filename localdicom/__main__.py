@@ -1,0 +1,3 @@
+from localdicom.cli import main
+
+main()

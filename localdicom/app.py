@@ -1,0 +1,106 @@
+"""make_app(settings) -> the aiohttp application, and its one route table.
+
+Every DICOMweb route is served identically at the root, under ``/v1`` and ``/v2`` (Azure's
+versioned URLs) and under ``/dicom-web`` (Orthanc's), so clients configured for either work
+unchanged. The prefix is part of the route pattern, and URLs the server writes keep it.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from aiohttp import web
+
+from localdicom.archive import Archive
+from localdicom.catalog import Catalog
+from localdicom.samples import store_samples
+from localdicom.web import delete, qido, stow, wado
+from localdicom.web.context import CATALOG
+from localdicom.web.errors import error_middleware
+
+logger = logging.getLogger("localdicom")
+
+PREFIXES = ("", "/{prefix:v1|v2|dicom-web}")
+UID = r"[^/]+"
+STUDY = f"/studies/{{study:{UID}}}"
+SERIES = f"{STUDY}/series/{{series:{UID}}}"
+INSTANCE = f"{SERIES}/instances/{{instance:{UID}}}"
+
+ROUTES = [
+    ("POST", "/studies", stow.store),
+    ("POST", STUDY, stow.store),
+    ("GET", "/studies", qido.search_studies),
+    ("GET", "/series", qido.search_series),
+    ("GET", "/instances", qido.search_instances),
+    ("GET", f"{STUDY}/series", qido.search_series),
+    ("GET", f"{STUDY}/instances", qido.search_instances),
+    ("GET", f"{SERIES}/instances", qido.search_instances),
+    ("GET", STUDY, wado.retrieve_study),
+    ("GET", SERIES, wado.retrieve_series),
+    ("GET", INSTANCE, wado.retrieve_instance),
+    ("GET", f"{STUDY}/metadata", wado.study_metadata),
+    ("GET", f"{SERIES}/metadata", wado.series_metadata),
+    ("GET", f"{INSTANCE}/metadata", wado.instance_metadata),
+    ("GET", f"{INSTANCE}/frames/{{frames}}", wado.frames),
+    ("GET", f"{INSTANCE}/bulk/{{path:.+}}", wado.bulk_data),
+    ("DELETE", STUDY, delete.delete_study),
+    ("DELETE", SERIES, delete.delete_series),
+    ("DELETE", INSTANCE, delete.delete_instance),
+]
+
+
+@dataclass(frozen=True)
+class Settings:
+    """How one server runs; the CLI fills it from its options."""
+
+    archive: Path
+    host: str = "127.0.0.1"
+    port: int = 8042
+    #: Replace a stored instance when a different one arrives with its SOP Instance UID.
+    overwrite: bool = False
+    #: fsync every stored file and its folder before answering (safe against power loss).
+    fsync: bool = True
+    #: Store the bundled sample instances at startup if they are missing.
+    samples: bool = False
+
+
+SETTINGS = web.AppKey("settings", Settings)
+
+
+def make_app(settings: Settings) -> web.Application:
+    app = web.Application(middlewares=[error_middleware], client_max_size=0)
+    app[SETTINGS] = settings
+    for prefix in PREFIXES:
+        for method, path, handler in ROUTES:
+            app.router.add_route(method, prefix + path, handler)
+    app.cleanup_ctx.append(_open_catalog)
+    return app
+
+
+async def _open_catalog(app: web.Application) -> AsyncIterator[None]:
+    settings = app[SETTINGS]
+    catalog = Catalog(Archive(settings.archive, fsync=settings.fsync), overwrite=settings.overwrite)
+    report = await catalog.open()
+    studies, series, instances = catalog.index.counts()
+    logger.info(
+        "archive %s: %d studies, %d series, %d instances indexed in %.2f s "
+        "(%d sidecars regenerated, %d files skipped)",
+        settings.archive,
+        studies,
+        series,
+        instances,
+        report.seconds,
+        len(report.scan.regenerated),
+        len(report.scan.skipped),
+    )
+    for path, reason in report.scan.skipped:
+        logger.warning("skipped %s: %s", path, reason)
+    if settings.samples:
+        outcomes = await store_samples(catalog)
+        added = sum(not outcome.already_present for outcome in outcomes)
+        logger.info("samples: %d stored, %d already present", added, len(outcomes) - added)
+    app[CATALOG] = catalog
+    yield

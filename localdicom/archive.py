@@ -1,0 +1,249 @@
+"""The archive folder: the only code that reads or writes it.
+
+Layout (see README, "How it works")::
+
+    ARCHIVE/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.dcm    bytes as received
+    ARCHIVE/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.json   sidecar
+    ARCHIVE/.incoming/                                                    uploads in progress
+
+Every path is built from UIDs that :func:`check_uid` accepted, so nothing a client sends can
+name a file outside the folder. Writes go to a temporary file in the same file system and are
+renamed into place, so a crash leaves the old state or the new one, never half an instance.
+Everything here is blocking: callers run it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import os
+import shutil
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, BinaryIO
+
+from localdicom.dicom.header import ByteRange, Header, NotDicom, describe
+from localdicom.dicom.uids import check_uid
+
+logger = logging.getLogger(__name__)
+
+#: Bump when the sidecar content changes: older sidecars are then regenerated at startup.
+SIDECAR_FORMAT = 1
+INCOMING = ".incoming"
+READ_CHUNK = 1 << 20
+
+
+@dataclass(frozen=True)
+class StoredInstance:
+    """An instance on disk, as its sidecar describes it."""
+
+    header: Header
+    size: int
+    digest: str
+
+
+@dataclass
+class ScanReport:
+    """What the startup scan found besides intact instances."""
+
+    regenerated: list[Path] = field(default_factory=list)
+    skipped: list[tuple[Path, str]] = field(default_factory=list)
+    removed_leftovers: int = 0
+
+
+def file_digest(fp: BinaryIO) -> str:
+    """SHA-256 of a whole file: decides whether a re-sent instance is the very same one."""
+    fp.seek(0)
+    return hashlib.file_digest(fp, "sha256").hexdigest()
+
+
+class Archive:
+    """A folder of instances in the study/series/instance layout."""
+
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        self.root = root
+        self.fsync = fsync
+        self.incoming = root / INCOMING
+
+    def prepare(self) -> None:
+        """Create the archive folder and its upload area if they do not exist yet."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.incoming.mkdir(exist_ok=True)
+
+    # paths ---------------------------------------------------------------------------------
+
+    def study_dir(self, study: str) -> Path:
+        return self.root / check_uid(study, "StudyInstanceUID")
+
+    def series_dir(self, study: str, series: str) -> Path:
+        return self.study_dir(study) / check_uid(series, "SeriesInstanceUID")
+
+    def instance_file(self, study: str, series: str, sop: str) -> Path:
+        return self.series_dir(study, series) / (check_uid(sop, "SOPInstanceUID") + ".dcm")
+
+    def new_incoming_file(self) -> Path:
+        """A fresh path for an upload in progress; it is renamed into place or deleted."""
+        return self.incoming / f"{uuid.uuid4().hex}.part"
+
+    # reading -------------------------------------------------------------------------------
+
+    def read_sidecar(self, dcm: Path) -> StoredInstance:
+        return _stored_from(json.loads(dcm.with_suffix(".json").read_bytes()))
+
+    def read_ranges(self, dcm: Path, ranges: list[ByteRange]) -> bytes:
+        """The concatenation of byte ranges of a stored file: a frame or a bulk value."""
+        with dcm.open("rb") as fp:
+            parts = []
+            for offset, length in ranges:
+                fp.seek(offset)
+                parts.append(fp.read(length))
+        return b"".join(parts)
+
+    # writing -------------------------------------------------------------------------------
+
+    def commit(self, incoming: Path, header: Header, digest: str) -> StoredInstance:
+        """Move a parsed upload into place and write its sidecar, replacing any old copy."""
+        target = self.instance_file(header.study_uid, header.series_uid, header.sop_uid)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        if self.fsync:
+            _fsync_file(incoming)
+        os.replace(incoming, target)
+        stored = self._write_sidecar(target, header, digest)
+        if self.fsync:
+            _fsync_file(target.parent)  # makes the rename itself durable
+        return stored
+
+    def _write_sidecar(self, dcm: Path, header: Header, digest: str) -> StoredInstance:
+        stat = dcm.stat()
+        document = {
+            "format": SIDECAR_FORMAT,
+            "size": stat.st_size,
+            "mtime_ns": stat.st_mtime_ns,
+            "digest": digest,
+        }
+        document.update(header.to_dict())
+        self._write_atomically(dcm.with_suffix(".json"), json.dumps(document).encode())
+        return StoredInstance(header, stat.st_size, digest)
+
+    def _write_atomically(self, path: Path, data: bytes) -> None:
+        temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+        with temporary.open("wb") as fp:
+            fp.write(data)
+            if self.fsync:
+                fp.flush()
+                os.fsync(fp.fileno())
+        os.replace(temporary, path)
+
+    def remove_instance(self, study: str, series: str, sop: str) -> None:
+        """Delete an instance and its sidecar, then any folder that this left empty."""
+        dcm = self.instance_file(study, series, sop)
+        for path in (dcm.with_suffix(".json"), dcm):
+            path.unlink(missing_ok=True)
+        self._remove_empty(dcm.parent)
+
+    def remove_tree(self, folder: Path) -> None:
+        """Delete a series or study folder whole (after its instances left the index)."""
+        shutil.rmtree(folder, ignore_errors=True)
+        self._remove_empty(folder.parent)
+
+    def _remove_empty(self, folder: Path) -> None:
+        while folder != self.root and folder.is_relative_to(self.root):
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+            folder = folder.parent
+
+    # the startup scan ----------------------------------------------------------------------
+
+    def scan(self, report: ScanReport) -> Iterator[StoredInstance]:
+        """Yield every instance in the archive, repairing sidecars as needed.
+
+        A sidecar that is missing, unreadable, of another format, or older than its .dcm is
+        regenerated from the .dcm; a file that is not a DICOM instance where it stands is
+        reported and left alone; leftovers of interrupted writes are removed.
+        """
+        report.removed_leftovers += self._clean_incoming()
+        for study in sorted(self._subfolders(self.root)):
+            for series in sorted(self._subfolders(study)):
+                yield from self._scan_series(series, report)
+
+    def _clean_incoming(self) -> int:
+        leftovers = list(self.incoming.iterdir()) if self.incoming.is_dir() else []
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        return len(leftovers)
+
+    @staticmethod
+    def _subfolders(folder: Path) -> Iterator[Path]:
+        with os.scandir(folder) as entries:
+            for entry in entries:
+                if entry.is_dir() and not entry.name.startswith("."):
+                    yield Path(entry.path)
+
+    def _scan_series(self, series: Path, report: ScanReport) -> Iterator[StoredInstance]:
+        for path in sorted(series.iterdir()):
+            if path.name.startswith(".") and path.name.endswith(".tmp"):
+                path.unlink(missing_ok=True)
+                report.removed_leftovers += 1
+            elif path.suffix == ".dcm":
+                stored = self._load(path, report)
+                if stored is not None:
+                    yield stored
+            elif path.suffix == ".json" and not path.with_suffix(".dcm").exists():
+                path.unlink(missing_ok=True)  # sidecar of a file deleted by hand
+                report.removed_leftovers += 1
+
+    def _load(self, dcm: Path, report: ScanReport) -> StoredInstance | None:
+        try:
+            document = json.loads(dcm.with_suffix(".json").read_bytes())
+            if self._is_current(dcm, document):
+                return _stored_from(document)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass  # missing, unreadable or of an older format: regenerate below
+        try:
+            stored = self.regenerate_sidecar(dcm)
+        except (NotDicom, OSError) as exc:
+            report.skipped.append((dcm, str(exc)))
+            return None
+        report.regenerated.append(dcm)
+        return stored
+
+    @staticmethod
+    def _is_current(dcm: Path, document: dict[str, Any]) -> bool:
+        stat = dcm.stat()
+        return (
+            document.get("format") == SIDECAR_FORMAT
+            and document["size"] == stat.st_size
+            and document["mtime_ns"] == stat.st_mtime_ns
+            and [document["study"], document["series"], document["sop"] + ".dcm"]
+            == [dcm.parent.parent.name, dcm.parent.name, dcm.name]
+        )
+
+    def regenerate_sidecar(self, dcm: Path) -> StoredInstance:
+        """Describe a .dcm again and write its sidecar; it must sit where its UIDs say."""
+        with dcm.open("rb") as fp:
+            header = describe(fp)
+            digest = file_digest(fp)
+        expected = self.instance_file(header.study_uid, header.series_uid, header.sop_uid)
+        if expected != dcm:
+            raise NotDicom(
+                f"its UIDs place it at {expected.relative_to(self.root)}, not here; "
+                "move it or store it through STOW-RS"
+            )
+        return self._write_sidecar(dcm, header, digest)
+
+
+def _fsync_file(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _stored_from(document: dict[str, Any]) -> StoredInstance:
+    return StoredInstance(Header.from_dict(document), document["size"], document["digest"])

@@ -1,0 +1,184 @@
+"""The archive on disk and its index in memory, kept in step.
+
+Handlers talk to a :class:`Catalog`; it runs the blocking disk work in worker threads and
+updates the index on the event loop, so a query never sees an instance that is not on disk
+and a deleted instance disappears from queries before its files go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from enum import IntEnum
+from pathlib import Path
+
+from localdicom.archive import Archive, ScanReport, StoredInstance
+from localdicom.dicom.header import Header, NotDicom, describe
+from localdicom.index import Index, InstanceRecord
+
+logger = logging.getLogger(__name__)
+
+
+class FailureReason(IntEnum):
+    """STOW-RS Failure Reason codes (PS3.18 10.5.3, from the Storage statuses of PS3.4 B.2.3)."""
+
+    PROCESSING_FAILURE = 0x0110
+    DUPLICATE_SOP_INSTANCE = 0x0111
+    OUT_OF_RESOURCES = 0xA700
+    DATASET_DOES_NOT_MATCH = 0xA900
+    CANNOT_UNDERSTAND = 0xC000
+
+
+class StoreFailed(Exception):
+    """One instance of a STOW request was not stored; nothing of it is left behind."""
+
+    def __init__(self, reason: FailureReason, message: str, header: Header | None = None):
+        super().__init__(message)
+        self.reason = reason
+        self.header = header
+
+
+@dataclass(frozen=True)
+class Stored:
+    header: Header
+    #: True when the very same instance was already stored (idempotent re-send).
+    already_present: bool
+
+
+@dataclass(frozen=True)
+class OpenReport:
+    scan: ScanReport
+    seconds: float
+
+
+class Catalog:
+    """Stores, finds and deletes instances."""
+
+    def __init__(self, archive: Archive, *, overwrite: bool = False) -> None:
+        self.archive = archive
+        self.index = Index()
+        self.overwrite = overwrite
+        self._commit_lock = asyncio.Lock()
+
+    async def open(self) -> OpenReport:
+        """Rebuild the index from the archive (creating it if absent)."""
+        started = time.perf_counter()
+        report = ScanReport()
+
+        def scan() -> list[StoredInstance]:
+            self.archive.prepare()
+            return list(self.archive.scan(report))
+
+        for stored in await asyncio.to_thread(scan):
+            self.index.add(stored)
+        return OpenReport(report, time.perf_counter() - started)
+
+    async def store(self, chunks: AsyncIterator[bytes], study: str | None = None) -> Stored:
+        """Store one instance streamed as ``chunks``; ``study`` is the study the URL names.
+
+        Raises :class:`StoreFailed`; in every case nothing of a failed instance stays on disk.
+        """
+        incoming = self.archive.new_incoming_file()
+        try:
+            digest = await self._receive(chunks, incoming)
+            header = await asyncio.to_thread(_describe_file, incoming)
+            if study is not None and header.study_uid != study:
+                raise StoreFailed(
+                    FailureReason.DATASET_DOES_NOT_MATCH,
+                    f"its StudyInstanceUID {header.study_uid} is not the study of the URL, {study}",
+                    header,
+                )
+            async with self._commit_lock:
+                return await self._commit(incoming, header, digest)
+        finally:
+            incoming.unlink(missing_ok=True)
+
+    async def _receive(self, chunks: AsyncIterator[bytes], incoming: Path) -> str:
+        digest = hashlib.sha256()
+        try:
+            with incoming.open("wb") as fp:
+                async for chunk in chunks:
+                    digest.update(chunk)
+                    fp.write(chunk)
+        except OSError as exc:
+            raise StoreFailed(
+                FailureReason.OUT_OF_RESOURCES, f"the archive cannot be written: {exc}"
+            ) from exc
+        return digest.hexdigest()
+
+    async def _commit(self, incoming: Path, header: Header, digest: str) -> Stored:
+        existing = self.index.instances.get(header.sop_uid)
+        if existing is not None:
+            if existing.digest == digest:
+                return Stored(header, already_present=True)
+            if not self.overwrite:
+                raise StoreFailed(
+                    FailureReason.DUPLICATE_SOP_INSTANCE,
+                    f"SOP Instance {header.sop_uid} is already stored with different content; "
+                    "delete it first, or start the server with --overwrite",
+                    header,
+                )
+            await self._forget([existing])
+        try:
+            stored = await asyncio.to_thread(self.archive.commit, incoming, header, digest)
+        except OSError as exc:
+            raise StoreFailed(
+                FailureReason.OUT_OF_RESOURCES, f"the archive cannot be written: {exc}", header
+            ) from exc
+        self.index.add(stored)
+        return Stored(header, already_present=False)
+
+    # deletion --------------------------------------------------------------------------------
+
+    async def delete_instance(self, study: str, series: str, sop: str) -> bool:
+        async with self._commit_lock:
+            record = self.index.instance_in(study, series, sop)
+            if record is None:
+                return False
+            await self._forget([record])
+            return True
+
+    async def delete_series(self, study: str, series: str) -> bool:
+        async with self._commit_lock:
+            if self.index.series_in(study, series) is None:
+                return False
+            self.index.remove_series(series)
+            await asyncio.to_thread(
+                self.archive.remove_tree, self.archive.series_dir(study, series)
+            )
+            return True
+
+    async def delete_study(self, study: str) -> bool:
+        async with self._commit_lock:
+            if not self.index.remove_study(study):
+                return False
+            await asyncio.to_thread(self.archive.remove_tree, self.archive.study_dir(study))
+            return True
+
+    async def _forget(self, records: list[InstanceRecord]) -> None:
+        for record in records:
+            self.index.remove_instance(record.sop)
+            await asyncio.to_thread(
+                self.archive.remove_instance, record.study, record.series, record.sop
+            )
+
+    # reading ---------------------------------------------------------------------------------
+
+    def path_of(self, record: InstanceRecord) -> Path:
+        return self.archive.instance_file(record.study, record.series, record.sop)
+
+    async def header_of(self, record: InstanceRecord) -> Header:
+        stored = await asyncio.to_thread(self.archive.read_sidecar, self.path_of(record))
+        return stored.header
+
+
+def _describe_file(path: Path) -> Header:
+    try:
+        with path.open("rb") as fp:
+            return describe(fp)
+    except NotDicom as exc:
+        raise StoreFailed(FailureReason.CANNOT_UNDERSTAND, f"not stored: {exc}") from exc

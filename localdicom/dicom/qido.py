@@ -1,0 +1,401 @@
+"""QIDO-RS query semantics (PS3.18 8.3.4 and 10.6, PS3.4 C.2.2.2): pure, no HTTP, no disk.
+
+A query string becomes a :class:`Query` of attribute conditions; each condition is one of the
+matching types of PS3.4 C.2.2.2 (universal, single value, UID list, wildcard, range), spelled
+out as a small class in the way pynetdicom's qrscp spells them out as functions.
+"""
+
+from __future__ import annotations
+
+import re
+from collections.abc import Iterable, Mapping
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
+
+from localdicom.dicom.uids import InvalidUID, check_uid
+
+STUDY, SERIES, INSTANCE = "study", "series", "instance"
+LEVELS = (STUDY, SERIES, INSTANCE)
+
+
+def _tags(*keywords: str) -> tuple[str, ...]:
+    return tuple(f"{tag_for_keyword(keyword):08X}" for keyword in keywords)
+
+
+#: Attributes kept in memory per level: what PS3.18 Tables 10.6.1-5 and 10.6.3-3 ask a server
+#: to match and return, plus the descriptive attributes viewers' study lists show.
+LEVEL_ATTRIBUTES: dict[str, tuple[str, ...]] = {
+    STUDY: _tags(
+        "SpecificCharacterSet",
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "ReferringPhysicianName",
+        "TimezoneOffsetFromUTC",
+        "StudyDescription",
+        "PatientName",
+        "PatientID",
+        "IssuerOfPatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "PatientAge",
+        "StudyInstanceUID",
+        "StudyID",
+        "InstitutionName",
+    ),
+    SERIES: _tags(
+        "Modality",
+        "SeriesDescription",
+        "SeriesInstanceUID",
+        "SeriesNumber",
+        "SeriesDate",
+        "SeriesTime",
+        "BodyPartExamined",
+        "ProtocolName",
+        "Laterality",
+        "Manufacturer",
+        "PerformedProcedureStepStartDate",
+        "PerformedProcedureStepStartTime",
+    ),
+    INSTANCE: _tags(
+        "SOPClassUID",
+        "SOPInstanceUID",
+        "InstanceNumber",
+        "ContentDate",
+        "ContentTime",
+        "AcquisitionNumber",
+        "ImageType",
+        "Rows",
+        "Columns",
+        "BitsAllocated",
+        "NumberOfFrames",
+    ),
+}
+
+#: Attributes the server computes rather than copies (PS3.18 Table 10.6.3-3).
+MODALITIES_IN_STUDY, STUDY_SERIES, STUDY_INSTANCES, SERIES_INSTANCES = _tags(
+    "ModalitiesInStudy",
+    "NumberOfStudyRelatedSeries",
+    "NumberOfStudyRelatedInstances",
+    "NumberOfSeriesRelatedInstances",
+)
+RETRIEVE_URL, INSTANCE_AVAILABILITY = _tags("RetrieveURL", "InstanceAvailability")
+COMPUTED: dict[str, tuple[str, ...]] = {
+    STUDY: (MODALITIES_IN_STUDY, STUDY_SERIES, STUDY_INSTANCES),
+    SERIES: (SERIES_INSTANCES,),
+    INSTANCE: (),
+}
+
+#: Returned for every match at each level (PS3.18 Table 10.6.3-3), when present.
+DEFAULT_RETURN: dict[str, tuple[str, ...]] = {
+    STUDY: _tags(
+        "SpecificCharacterSet",
+        "StudyDate",
+        "StudyTime",
+        "AccessionNumber",
+        "InstanceAvailability",
+        "ModalitiesInStudy",
+        "ReferringPhysicianName",
+        "TimezoneOffsetFromUTC",
+        "RetrieveURL",
+        "PatientName",
+        "PatientID",
+        "PatientBirthDate",
+        "PatientSex",
+        "StudyInstanceUID",
+        "StudyID",
+        "NumberOfStudyRelatedSeries",
+        "NumberOfStudyRelatedInstances",
+    ),
+    SERIES: _tags(
+        "SpecificCharacterSet",
+        "Modality",
+        "TimezoneOffsetFromUTC",
+        "SeriesDescription",
+        "RetrieveURL",
+        "SeriesInstanceUID",
+        "SeriesNumber",
+        "NumberOfSeriesRelatedInstances",
+        "PerformedProcedureStepStartDate",
+        "PerformedProcedureStepStartTime",
+        "StudyInstanceUID",
+    ),
+    INSTANCE: _tags(
+        "SpecificCharacterSet",
+        "SOPClassUID",
+        "SOPInstanceUID",
+        "InstanceAvailability",
+        "TimezoneOffsetFromUTC",
+        "RetrieveURL",
+        "InstanceNumber",
+        "Rows",
+        "Columns",
+        "BitsAllocated",
+        "NumberOfFrames",
+        "StudyInstanceUID",
+        "SeriesInstanceUID",
+    ),
+}
+
+CONTROL_PARAMETERS = frozenset({"includefield", "limit", "offset", "fuzzymatching"})
+
+
+class QueryError(ValueError):
+    """A query parameter this server cannot honour; the message says which and why."""
+
+
+# matching types (PS3.4 C.2.2.2) ------------------------------------------------------------
+
+
+class Condition:
+    """One attribute's matching rule; ``matches`` receives the element's DICOM JSON."""
+
+    def matches(self, element: Mapping[str, Any] | None) -> bool:
+        values = _text_values(element)
+        return any(self.matches_value(value) for value in values)
+
+    def matches_value(self, value: str) -> bool:
+        raise NotImplementedError
+
+
+class Universal(Condition):
+    """An empty value: every entity matches, the attribute is returned."""
+
+    def matches(self, element: Mapping[str, Any] | None) -> bool:
+        return True
+
+
+@dataclass
+class SingleValue(Condition):
+    value: str
+    case_insensitive: bool = False
+
+    def matches_value(self, value: str) -> bool:
+        if self.case_insensitive:
+            return value.casefold() == self.value.casefold()
+        return value == self.value
+
+
+@dataclass
+class ValueList(Condition):
+    """UID list matching (PS3.4 C.2.2.2.2), and any backslash-separated list of values."""
+
+    values: frozenset[str]
+
+    def matches_value(self, value: str) -> bool:
+        return value in self.values
+
+
+@dataclass
+class Wildcard(Condition):
+    pattern: re.Pattern[str]
+
+    def matches_value(self, value: str) -> bool:
+        return self.pattern.fullmatch(value) is not None
+
+
+@dataclass
+class Range(Condition):
+    """Date, time and datetime ranges, compared on values padded to the same precision."""
+
+    low: str | None
+    high: str | None
+
+    def matches_value(self, value: str) -> bool:
+        value = _pad(value.split("&")[0].split("+")[0])
+        return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
+
+# query parsing ---------------------------------------------------------------------------
+
+
+@dataclass
+class Query:
+    """A parsed QIDO-RS query at one level."""
+
+    level: str
+    conditions: dict[str, Condition] = field(default_factory=dict)
+    include: set[str] = field(default_factory=set)
+    include_all: bool = False
+    limit: int | None = None
+    offset: int = 0
+    fuzzy: bool = False
+
+
+def parse_query(params: Iterable[tuple[str, str]], level: str) -> Query:
+    """Turn query string pairs into a :class:`Query`, or raise :class:`QueryError`."""
+    query = Query(level)
+    values: dict[str, str] = {}
+    for name, value in params:
+        if name in CONTROL_PARAMETERS:
+            _apply_control(query, name, value)
+            continue
+        tag = attribute_tag(name)
+        if tag in values and _vr(tag) != "UI":
+            raise QueryError(f"{name} is given more than once")
+        values[tag] = values[tag] + "\\" + value if tag in values else value
+    for tag, value in values.items():
+        _check_matchable(tag, level)
+        query.conditions[tag] = parse_condition(tag, value, query.fuzzy)
+    return query
+
+
+def _apply_control(query: Query, name: str, value: str) -> None:
+    if name == "includefield":
+        for item in filter(None, (part.strip() for part in value.split(","))):
+            if item == "all":
+                query.include_all = True
+            else:
+                query.include.add(attribute_tag(item))
+    elif name == "fuzzymatching":
+        if value not in ("true", "false"):
+            raise QueryError(f"fuzzymatching must be true or false, not {value!r}")
+        query.fuzzy = value == "true"
+    else:
+        number = _non_negative(name, value)
+        if name == "limit":
+            query.limit = number
+        else:
+            query.offset = number
+
+
+def _non_negative(name: str, value: str) -> int:
+    if not value.isdigit() or len(value) > 9:
+        raise QueryError(f"{name} must be a whole number from 0 to 999999999, not {value!r}")
+    return int(value)
+
+
+def attribute_tag(name: str) -> str:
+    """The 8-hex-digit tag for a keyword or tag given in a query (PS3.18 8.3.4.1)."""
+    if re.fullmatch(r"[0-9A-Fa-f]{8}", name):
+        tag = name.upper()
+        if keyword_for_tag(int(tag, 16)) or int(tag[:4], 16) % 2:
+            return tag
+    elif (number := tag_for_keyword(name)) is not None:
+        return f"{number:08X}"
+    shown = name if len(name) <= 64 else name[:61] + "..."
+    raise QueryError(f"{shown!r} is not a DICOM attribute keyword or tag, nor a QIDO parameter")
+
+
+def searchable(level: str) -> tuple[str, ...]:
+    """Attributes a query at ``level`` may match on: its own and those of the levels above."""
+    tags: list[str] = []
+    for each in LEVELS[: LEVELS.index(level) + 1]:
+        tags.extend(LEVEL_ATTRIBUTES[each])
+        tags.extend(COMPUTED[each] if each in (level, STUDY) else ())
+    return tuple(tags)
+
+
+def _check_matchable(tag: str, level: str) -> None:
+    allowed = searchable(level)
+    if tag not in allowed:
+        names = ", ".join(sorted(keyword_for_tag(int(t, 16)) for t in allowed))
+        raise QueryError(
+            f"{keyword_for_tag(int(tag, 16)) or tag} cannot be matched at the {level} level; "
+            f"these can: {names}"
+        )
+
+
+def parse_condition(tag: str, value: str, fuzzy: bool = False) -> Condition:
+    """The matching type a value asks for, checked against the attribute's VR."""
+    if len(value) > 1024:
+        raise QueryError(f"the value for {tag} is longer than 1024 characters")
+    vr = _vr(tag)
+    if value == "" or value == "*":
+        return Universal()
+    if vr == "UI":
+        uids = [part for part in re.split(r"[\\,]", value) if part]
+        try:
+            return ValueList(frozenset(check_uid(uid) for uid in uids))
+        except InvalidUID as exc:
+            raise QueryError(str(exc)) from exc
+    if vr in ("DA", "TM", "DT"):
+        return _date_condition(tag, value, vr)
+    if "\\" in value:
+        return ValueList(frozenset(value.split("\\")))
+    case_insensitive = vr == "PN" or fuzzy
+    if "*" in value or "?" in value:
+        regex = "".join(
+            ".*" if char == "*" else "." if char == "?" else re.escape(char) for char in value
+        )
+        flags = re.IGNORECASE if case_insensitive else 0
+        return Wildcard(re.compile(regex, flags | re.DOTALL))
+    return SingleValue(value, case_insensitive)
+
+
+_FORMATS = {
+    "DA": r"\d{8}",
+    "TM": r"\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?",
+    "DT": r"\d{4}(\d{2}(\d{2}(\d{2}(\d{2}(\d{2}(\.\d{1,6})?)?)?)?)?)?",
+}
+
+
+def _date_condition(tag: str, value: str, vr: str) -> Condition:
+    name = keyword_for_tag(int(tag, 16)) or tag
+    low, dash, high = value.partition("-")
+    for part in (low, high):
+        if part and not re.fullmatch(_FORMATS[vr], part):
+            raise QueryError(
+                f"{name}={value!r} is not a {vr} value or range "
+                f"(e.g. {'20200101-20201231' if vr == 'DA' else '0800-1730'}; PS3.18 8.3.4.1)"
+            )
+    if not dash:
+        return SingleValue(low) if vr == "DA" else Range(_pad(low), _pad(low, high=True))
+    if not low and not high:
+        raise QueryError(f"{name}={value!r}: a range needs at least one end")
+    low_key = _pad(low) if low else None
+    high_key = _pad(high, high=True) if high else None
+    if low_key and high_key and low_key > high_key:
+        raise QueryError(f"{name}={value!r}: the range ends before it starts")
+    return Range(low_key, high_key)
+
+
+def _pad(value: str, high: bool = False) -> str:
+    """Pad a partial date/time so that values of different precision compare correctly."""
+    head, _, fraction = value.partition(".")
+    return head + ("9" if high else "0") * (20 - len(head)) + "." + fraction.ljust(6, "0")
+
+
+def _vr(tag: str) -> str:
+    try:
+        return dictionary_VR(int(tag, 16))
+    except KeyError:
+        return "UN"
+
+
+def _text_values(element: Mapping[str, Any] | None) -> list[str]:
+    """The values of a DICOM JSON element as text; PN as each of its component groups."""
+    if not element:
+        return []
+    texts = []
+    for value in element.get("Value", ()):
+        if isinstance(value, dict):
+            texts.extend(str(group) for group in value.values())
+        else:
+            texts.append(_number_text(value) if isinstance(value, int | float) else str(value))
+    return texts
+
+
+def _number_text(value: float) -> str:
+    return str(int(value)) if float(value).is_integer() else str(value)
+
+
+# results ---------------------------------------------------------------------------------
+
+
+def result_fields(query: Query, scope_levels: tuple[str, ...]) -> list[str]:
+    """Tags a result carries: the level's defaults, the matched keys and includefield.
+
+    ``scope_levels`` are the higher levels not fixed by the URL (``/series`` searches every
+    study, so study attributes are returned too; PS3.18 Table 10.6.3-2).
+    """
+    tags = list(DEFAULT_RETURN[query.level])
+    for level in scope_levels:
+        tags.extend(DEFAULT_RETURN[level])
+    if query.include_all:
+        tags.extend(searchable(query.level))
+    tags.extend(query.conditions)
+    tags.extend(sorted(query.include))
+    return list(dict.fromkeys(tags))

@@ -1,0 +1,29 @@
+"""The URLs the server writes into responses (RetrieveURL, BulkDataURI).
+
+They follow the request that asked: its scheme and host, or those a reverse proxy reports in
+``Forwarded`` / ``X-Forwarded-*`` headers, and the prefix the route was reached under
+(``/v1``, ``/dicom-web``, ...), so they are right under every prefix and behind a proxy
+(CLIENTS.md, pain points 7 and 8).
+"""
+
+from __future__ import annotations
+
+from aiohttp import web
+
+
+def service_root(request: web.Request) -> str:
+    """Absolute URL of the DICOMweb service root the request used, without a final slash."""
+    forwarded = request.forwarded[0] if request.forwarded else {}
+    scheme = (
+        forwarded.get("proto")
+        or request.headers.get("X-Forwarded-Proto", "").split(",")[0].strip()
+        or request.scheme
+    )
+    host = (
+        forwarded.get("host")
+        or request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
+        or request.host
+    )
+    proxy_prefix = request.headers.get("X-Forwarded-Prefix", "").rstrip("/")
+    prefix = request.match_info.get("prefix")
+    return f"{scheme}://{host}{proxy_prefix}{'/' + prefix if prefix else ''}"
