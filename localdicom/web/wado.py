@@ -82,16 +82,15 @@ async def _retrieve(request: web.Request, records: list[InstanceRecord]) -> web.
     the_catalog = catalog(request)
     if not offer.multipart:
         return await _single_instance(request, the_catalog, records[0], offer)
-    writer = MultipartWriter(DICOM)
-    response = web.StreamResponse(headers={"Content-Type": writer.content_type})
-    await response.prepare(request)
-    for record in records:
-        syntax = _syntax_for(record, offer)
-        chunks = _instance_bytes(the_catalog, record, syntax)
-        await writer.write_part(response, f"{DICOM}; transfer-syntax={syntax}", chunks)
-    await writer.finish(response)
-    await response.write_eof()
-    return response
+    parts = (_instance_part(the_catalog, record, offer) for record in records)
+    return await _multipart_response(request, DICOM, parts)
+
+
+def _instance_part(
+    catalog: Catalog, record: InstanceRecord, offer: Offer
+) -> tuple[str, AsyncIterator[bytes]]:
+    syntax = _syntax_for(record, offer)
+    return f"{DICOM}; transfer-syntax={syntax}", _instance_bytes(catalog, record, syntax)
 
 
 def _syntax_for(record: InstanceRecord, offer: Offer) -> str:
@@ -196,7 +195,9 @@ async def frames(request: web.Request) -> web.StreamResponse:
     content_type = f"{OCTET_STREAM}; transfer-syntax={label}"
     if not offer.multipart:
         return web.Response(body=data[0], headers={"Content-Type": content_type})
-    return await _multipart_response(request, OCTET_STREAM, content_type, data)
+    return await _multipart_response(
+        request, OCTET_STREAM, ((content_type, _once(frame)) for frame in data)
+    )
 
 
 def _read_frames(
@@ -228,13 +229,16 @@ def _frame_count(header: Header) -> int:
 
 
 async def _multipart_response(
-    request: web.Request, part_type: str, content_type: str, parts: Iterable[bytes]
+    request: web.Request,
+    part_type: str,
+    parts: Iterable[tuple[str, AsyncIterator[bytes]]],
 ) -> web.StreamResponse:
+    """Stream ``(Content-Type, chunks)`` parts as one multipart/related response."""
     writer = MultipartWriter(part_type)
     response = web.StreamResponse(headers={"Content-Type": writer.content_type})
     await response.prepare(request)
-    for part in parts:
-        await writer.write_part(response, content_type, _once(part))
+    for content_type, chunks in parts:
+        await writer.write_part(response, content_type, chunks)
     await writer.finish(response)
     await response.write_eof()
     return response
@@ -262,4 +266,4 @@ async def bulk_data(request: web.Request) -> web.StreamResponse:
     data = await asyncio.to_thread(the_catalog.archive.read_ranges, file, [span])
     if not offer.multipart:
         return web.Response(body=data, headers={"Content-Type": OCTET_STREAM})
-    return await _multipart_response(request, OCTET_STREAM, OCTET_STREAM, [data])
+    return await _multipart_response(request, OCTET_STREAM, [(OCTET_STREAM, _once(data))])
