@@ -202,12 +202,7 @@ class Index:
                 **record.attributes,
                 "00201209": {"vr": "IS", "Value": [len(record.instances)]},
             }
-        series = self.series[record.series]
-        return {
-            **self.attributes(self.studies[record.study]),
-            **series.attributes,
-            **record.attributes,
-        }
+        return {**self.attributes(self.series[record.series]), **record.attributes}
 
     def counts(self) -> tuple[int, int, int]:
         return len(self.studies), len(self.series), len(self.instances)

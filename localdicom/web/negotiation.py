@@ -110,8 +110,8 @@ def _acceptable(media_range: MediaRange, offer: Offer, default_syntax: str | Non
     if media_range.type in ("*/*", "*"):
         return True  # the server's choice: its first offer
     if media_range.type == MULTIPART_RELATED:
-        part_type = media_range.params.get("type", offer.media_type).lower()
-        if not offer.multipart or part_type != offer.media_type:
+        part_type = MediaRange(media_range.params.get("type", offer.media_type).lower())
+        if not offer.multipart or not part_type.matches(offer.media_type):
             return False
     elif media_range.type == "multipart/*":
         return offer.multipart

@@ -51,7 +51,7 @@ def search(level: str):
         results = await asyncio.gather(
             *(_result(the_catalog, record, fields, root) for record in page)
         )
-        headers = {"Content-Type": offer.media_type + "; charset=utf-8"}
+        headers = {"Content-Type": offer.media_type}
         if end is not None and end < len(matches):
             headers["Warning"] = (
                 '299 localdicom "There are additional results that can be requested"'

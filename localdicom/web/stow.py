@@ -7,6 +7,7 @@ without a boundary parameter, parts with or without Content-Disposition), or one
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -109,7 +110,8 @@ def _response(request: web.Request, outcomes: list[Outcome], media_type: str) ->
         body["00081199"] = {"vr": "SQ", "Value": [_referenced_item(root, o) for o in stored]}
     status = 200 if not failed else 409 if not stored else 202
     headers = {"Warning": ", ".join(_warning(f) for f in failed)} if failed else {}
-    return web.json_response(body, status=status, content_type=media_type, headers=headers)
+    headers["Content-Type"] = media_type  # no charset parameter: JSON is UTF-8 (RFC 8259)
+    return web.Response(body=json.dumps(body).encode(), status=status, headers=headers)
 
 
 def _referenced_item(root: str, outcome: Stored) -> dict[str, Any]:
