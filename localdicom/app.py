@@ -23,6 +23,7 @@ from localdicom.web.errors import error_middleware
 
 logger = logging.getLogger("localdicom")
 
+MAX_REQUEST_LINE = 256 * 1024
 PREFIXES = ("", "/{prefix:v1|v2|dicom-web}")
 UID = r"[^/]+"
 STUDY = f"/studies/{{study:{UID}}}"
@@ -71,7 +72,12 @@ SETTINGS = web.AppKey("settings", Settings)
 
 
 def make_app(settings: Settings) -> web.Application:
-    app = web.Application(middlewares=[error_middleware], client_max_size=0)
+    # Long QIDO UID lists must reach the handler, which says what is wrong with them.
+    app = web.Application(
+        middlewares=[error_middleware],
+        client_max_size=0,
+        handler_args={"max_line_size": MAX_REQUEST_LINE},
+    )
     app[SETTINGS] = settings
     for prefix in PREFIXES:
         for method, path, handler in ROUTES:

@@ -50,6 +50,15 @@ class Stored:
 
 
 @dataclass(frozen=True)
+class Received:
+    """An upload checked and waiting in the upload area to be committed or discarded."""
+
+    path: Path
+    header: Header
+    digest: str
+
+
+@dataclass(frozen=True)
 class OpenReport:
     scan: ScanReport
     seconds: float
@@ -77,27 +86,47 @@ class Catalog:
             self.index.add(stored)
         return OpenReport(report, time.perf_counter() - started)
 
-    async def store(self, chunks: AsyncIterator[bytes], study: str | None = None) -> Stored:
-        """Store one instance streamed as ``chunks``; ``study`` is the study the URL names.
+    async def receive(
+        self, chunks: AsyncIterator[bytes], study: str | None = None
+    ) -> Received:
+        """Stream one instance to the upload area and check it; nothing is stored yet.
 
-        Raises :class:`StoreFailed`; in every case nothing of a failed instance stays on disk.
+        ``study`` is the study the URL names. Raises :class:`StoreFailed`, leaving nothing
+        behind; on success the caller must :meth:`commit` or :meth:`discard` the result.
         """
         incoming = self.archive.new_incoming_file()
         try:
-            digest = await self._receive(chunks, incoming)
+            digest = await self._write_incoming(chunks, incoming)
             header = await asyncio.to_thread(_describe_file, incoming)
             if study is not None and header.study_uid != study:
                 raise StoreFailed(
                     FailureReason.DATASET_DOES_NOT_MATCH,
-                    f"its StudyInstanceUID {header.study_uid} is not the study of the URL, {study}",
+                    f"its StudyInstanceUID {header.study_uid} is not the study of the URL, "
+                    f"{study}",
                     header,
                 )
-            async with self._commit_lock:
-                return await self._commit(incoming, header, digest)
-        finally:
+        except BaseException:
             incoming.unlink(missing_ok=True)
+            raise
+        return Received(incoming, header, digest)
 
-    async def _receive(self, chunks: AsyncIterator[bytes], incoming: Path) -> str:
+    @staticmethod
+    def discard(received: Received) -> None:
+        received.path.unlink(missing_ok=True)
+
+    async def commit(self, received: Received) -> Stored:
+        """Move a received instance into the archive under the duplicate policy."""
+        try:
+            async with self._commit_lock:
+                return await self._commit(received.path, received.header, received.digest)
+        finally:
+            self.discard(received)
+
+    async def store(self, chunks: AsyncIterator[bytes], study: str | None = None) -> Stored:
+        """:meth:`receive` then :meth:`commit` one instance."""
+        return await self.commit(await self.receive(chunks, study))
+
+    async def _write_incoming(self, chunks: AsyncIterator[bytes], incoming: Path) -> str:
         digest = hashlib.sha256()
         try:
             with incoming.open("wb") as fp:

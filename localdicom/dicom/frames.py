@@ -8,6 +8,7 @@ dataset parsed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -23,7 +24,7 @@ def parse_frame_list(text: str, limit: int = 100_000) -> list[int]:
     numbers = []
     for item in text.split(","):
         item = item.strip()
-        if not item.isdigit() or len(item) > 9 or int(item) == 0:
+        if not (item.isascii() and item.isdigit()) or len(item) > 9 or int(item) == 0:
             raise FrameListError(
                 f"frame list {text[:80]!r} must be frame numbers from 1 separated by commas"
             )
@@ -33,34 +34,55 @@ def parse_frame_list(text: str, limit: int = 100_000) -> list[int]:
     return numbers
 
 
-def to_little_endian(frame: bytes, bits_allocated: int) -> bytes:
-    """Swap the byte order of a big endian frame's pixel cells."""
-    if bits_allocated not in (16, 32, 64):
-        return frame
-    return (
-        np.frombuffer(frame, dtype=f">u{bits_allocated // 8}")
-        .astype(f"<u{bits_allocated // 8}")
-        .tobytes()
-    )
+def swap_unit(bits_allocated: int, vr: str) -> int:
+    """Bytes per unit whose order big endian reverses: none for OB, 16-bit words for OW data
+    of up to 16 bits (even 8-bit data, PS3.5 7.3), the pixel cell above that or for OF/OD."""
+    if vr == "OB":
+        return 1
+    if vr == "OW":
+        return max(2, bits_allocated // 8)
+    return {"OF": 4, "OD": 8}.get(vr, max(1, bits_allocated // 8))
+
+
+def to_little_endian(data: bytes, unit: int) -> bytes:
+    """Reverse the byte order of each ``unit``-byte value; ``data`` starts on a unit boundary."""
+    if unit == 1:
+        return data
+    whole = len(data) - len(data) % unit
+    swapped = np.frombuffer(data, f">u{unit}", count=whole // unit).astype(f"<u{unit}")
+    return swapped.tobytes() + data[whole:]
+
+
+def read_big_endian_frame(
+    read: Callable[[int, int], bytes], pixel_start: int, span: tuple[int, int], unit: int
+) -> bytes:
+    """A frame of big endian pixel data in little endian order.
+
+    A frame of odd-sized 8-bit OW data can start or end inside a word, so whole words around
+    it are read, swapped and trimmed.
+    """
+    offset, length = span
+    lead = (offset - pixel_start) % unit
+    end = offset + length
+    end += (-(end - pixel_start)) % unit
+    data = to_little_endian(read(offset - lead, end - offset + lead), unit)
+    return data[lead : lead + length]
 
 
 def frames_by_parsing(path: Path, numbers: list[int]) -> list[bytes]:
     """Native frames read through pydicom: for files without usable byte ranges."""
     ds = pydicom.dcmread(path)
-    data = ds.PixelData
+    element = ds["PixelData"]
+    data = element.value
     bits = int(ds.BitsAllocated)
+    if not ds.original_encoding[1]:  # big endian
+        data = to_little_endian(data, swap_unit(bits, element.VR))
     frame_bits = int(ds.Rows) * int(ds.Columns) * int(ds.get("SamplesPerPixel", 1)) * bits
     if frame_bits % 8 == 0:
         size = frame_bits // 8
-        frames = [data[(n - 1) * size : n * size] for n in numbers]
-    else:
-        bits_array = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")
-        frames = [
-            np.packbits(
-                bits_array[(n - 1) * frame_bits : n * frame_bits], bitorder="little"
-            ).tobytes()
-            for n in numbers
-        ]
-    if not ds.original_encoding[1]:  # big endian
-        frames = [to_little_endian(frame, bits) for frame in frames]
-    return frames
+        return [data[(n - 1) * size : n * size] for n in numbers]
+    bits_array = np.unpackbits(np.frombuffer(data, np.uint8), bitorder="little")
+    return [
+        np.packbits(bits_array[(n - 1) * frame_bits : n * frame_bits], bitorder="little").tobytes()
+        for n in numbers
+    ]

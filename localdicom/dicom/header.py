@@ -13,18 +13,18 @@ Large values are not read: pydicom's ``defer_size`` skips them and leaves their 
 from __future__ import annotations
 
 import logging
+import struct
 from dataclasses import dataclass
-from io import BytesIO
+from pathlib import Path
 from typing import Any, BinaryIO
 
 import pydicom
 from pydicom.datadict import dictionary_VR
-from pydicom.dataelem import DataElement, RawDataElement
+from pydicom.dataelem import RawDataElement
 from pydicom.dataset import Dataset
 from pydicom.encaps import (
     generate_fragmented_frames,
     parse_basic_offsets,
-    parse_fragments,
 )
 from pydicom.errors import InvalidDicomError
 from pydicom.tag import Tag
@@ -41,6 +41,7 @@ logger = logging.getLogger(__name__)
 BULK_DATA_THRESHOLD = 1024
 BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 PIXEL_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
+UNDEFINED_LENGTH = 0xFFFFFFFF
 
 #: A byte range in the .dcm file: (offset, length).
 ByteRange = tuple[int, int]
@@ -61,8 +62,9 @@ class Header:
     transfer_syntax: str
     #: DICOM JSON of the dataset; BulkDataURI values are paths relative to the service root.
     metadata: dict[str, Any]
-    #: Bulk data path (as in the BulkDataURI after ``bulk/``) -> byte range in the file.
-    bulk: dict[str, ByteRange]
+    #: Bulk data path (as in the BulkDataURI after ``bulk/``) -> byte range in the file, or
+    #: None when the file is deflated and the value must be parsed out.
+    bulk: dict[str, ByteRange | None]
     #: One entry per frame: the byte ranges whose concatenation is that frame.
     frames: list[list[ByteRange]] | None
 
@@ -87,7 +89,7 @@ class Header:
             sop_class_uid=data["sop_class"],
             transfer_syntax=data["transfer_syntax"],
             metadata=data["metadata"],
-            bulk={key: tuple(span) for key, span in data["bulk"].items()},
+            bulk={key: span and tuple(span) for key, span in data["bulk"].items()},
             frames=(
                 None
                 if data["frames"] is None
@@ -110,15 +112,22 @@ def describe(fp: BinaryIO) -> Header:
     try:
         ds = _read(fp)
         study_uid, series_uid, sop_uid, sop_class_uid = _identity(ds)
-    except (InvalidDicomError, EOFError, OSError, ValueError, KeyError, TypeError) as exc:
-        if isinstance(exc, NotDicom):
-            raise
+    except NotDicom:
+        raise
+    except InvalidDicomError as exc:
+        raise NotDicom(
+            "not a DICOM Part 10 file: no 'DICM' after a 128-byte preamble, "
+            "or no File Meta Information"
+        ) from exc
+    except (EOFError, OSError, ValueError, KeyError, TypeError) as exc:
         raise NotDicom(f"not a readable DICOM Part 10 file ({exc})") from exc
     transfer_syntax = str(ds.file_meta.TransferSyntaxUID)
     positioned = transfer_syntax != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
+    if positioned:
+        _check_complete(ds, fp)
     base = instance_path(study_uid, series_uid, sop_uid) + "/bulk/"
-    bulk: dict[str, ByteRange] = {}
-    metadata = _dataset_json(ds, base, "", bulk, positioned)
+    bulk: dict[str, ByteRange | None] = {}
+    metadata = _dataset_json(ds, base, "", bulk, fp if positioned else None)
     try:
         frames = _frames(ds, fp, transfer_syntax) if positioned else None
     except ValueError as exc:
@@ -140,6 +149,19 @@ def _read(fp: BinaryIO) -> Dataset:
     return ds
 
 
+def _check_complete(ds: Dataset, fp: BinaryIO) -> None:
+    """Refuse a file cut short: pydicom skips deferred values without checking they exist."""
+    size = fp.seek(0, 2)
+    elements = (ds.get_item(tag, keep_deferred=True) for tag in sorted(ds.keys()))
+    for raw in elements:
+        defined = isinstance(raw, RawDataElement) and raw.length != UNDEFINED_LENGTH
+        if defined and raw.value_tell + raw.length > size:
+            raise NotDicom(
+                f"the file is truncated: {raw.tag} needs {raw.length} bytes at offset "
+                f"{raw.value_tell}, the file has {size}"
+            )
+
+
 def _identity(ds: Dataset) -> tuple[str, str, str, str]:
     names = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
     missing = [name for name in names if not str(ds.get(name, "") or "").strip()]
@@ -155,85 +177,97 @@ def _identity(ds: Dataset) -> tuple[str, str, str, str]:
 
 
 def _dataset_json(
-    ds: Dataset, base: str, path: str, bulk: dict[str, ByteRange], positioned: bool
+    ds: Dataset,
+    base: str,
+    path: str,
+    bulk: dict[str, ByteRange | None],
+    fp: BinaryIO | None,
+    offset: int = 0,
 ) -> dict[str, Any]:
-    """DICOM JSON of ``ds``, recording the file offsets of values given as BulkDataURIs."""
+    """DICOM JSON of ``ds``, recording the file offsets of values given as BulkDataURIs.
+
+    ``bulk`` maps each BulkDataURI's path to the value's byte range in ``fp``, or to None when
+    there is no ``fp`` because offsets in the file mean nothing (deflated files). pydicom
+    parses a sequence of defined length from its value's bytes, so the positions of elements
+    inside it count from that value's start: ``offset`` is where that is in the file.
+    """
     out: dict[str, Any] = {}
     for tag in sorted(ds.keys()):
         raw = ds.get_item(tag, keep_deferred=True)
         if tag.group == 0x0000 or tag.element == 0x0000:
             continue  # command and group length elements are not part of DICOM JSON
         key = f"{tag:08X}"
-        vr = _vr(ds, raw)
+        vr = _vr(raw)
         if _is_bulk(raw, vr):
             bulk_path = path + key
-            if positioned:
-                bulk[bulk_path] = (raw.value_tell, raw.length)
+            position = offset + raw.value_tell
+            bulk[bulk_path] = None if fp is None else (position, _value_length(raw, fp, position))
             out[key] = {"vr": vr, "BulkDataURI": base + bulk_path}
-            continue
-        elem = _convert(ds, tag, raw, vr)
-        if elem.VR == "SQ":
+        elif vr == "SQ" or getattr(raw, "VR", None) == "SQ":
+            inner = offset + raw.value_tell if isinstance(raw, RawDataElement) else offset
             items = [
-                _dataset_json(item, base, f"{path}{key}/{index}/", bulk, positioned)
-                for index, item in enumerate(elem.value)
+                _dataset_json(item, base, f"{path}{key}/{index}/", bulk, fp, inner)
+                for index, item in enumerate(ds[tag].value)
             ]
             out[key] = {"vr": "SQ", "Value": items}
         else:
-            out[key] = elem.to_json_dict(None, BULK_DATA_THRESHOLD)
+            out[key] = _element_json(ds, tag, raw, vr)
     return out
 
 
-def _convert(ds: Dataset, tag: int, raw: Any, vr: str) -> DataElement:
-    """The element with its value decoded; a value pydicom cannot decode is kept as text.
+def _value_length(raw: RawDataElement, fp: BinaryIO, position: int) -> int:
+    """Bytes of the value; an undefined length (encapsulated data) ends at its delimiter."""
+    if raw.length != UNDEFINED_LENGTH:
+        return raw.length
+    return _scan_items(fp, position).length
+
+
+def _element_json(ds: Dataset, tag: int, raw: Any, vr: str) -> dict[str, Any]:
+    """The element's DICOM JSON; a value pydicom cannot decode is kept as text.
 
     Real files carry values that break their VR's rules (an IS of '1A'); dropping them from the
     metadata would hide them, failing the whole instance would be worse.
     """
     try:
-        elem = ds[tag]
-        elem.to_json_dict(None, BULK_DATA_THRESHOLD)
+        return ds[tag].to_json_dict(None, BULK_DATA_THRESHOLD)
     except (ValueError, TypeError, KeyError) as exc:
         logger.warning("keeping %s (%s) as text: %s", Tag(tag), vr, exc)
         text = bytes(raw.value or b"").decode("latin-1").strip(" \0")
-        return DataElement(tag, "UN" if vr in BULK_VRS else "LO", text.split("\\"))
-    return elem
+        return {"vr": "UN" if vr in BULK_VRS else "LO", "Value": text.split("\\")}
 
 
-def _vr(ds: Dataset, raw: Any) -> str:
+def _vr(raw: Any) -> str:
+    """The element's VR, an ambiguous one resolved as pydicom resolves it (PS3.5 A.1, 8.2)."""
     vr = raw.VR
     if vr is None:
         try:
             vr = dictionary_VR(raw.tag)
         except KeyError:
             vr = "UN"
-    if vr == "OB or OW":
-        bits = ds.get("BitsAllocated", 16)
-        vr = "OW" if raw.tag in PIXEL_DATA_TAGS and bits > 8 else "OB"
-    return vr.split(" or ")[0]
+    options = vr.split(" or ")
+    if "OW" not in options or len(options) == 1:
+        return options[0]
+    if raw.tag in PIXEL_DATA_TAGS and raw.length == UNDEFINED_LENGTH:
+        return "OB"  # encapsulated
+    return "OW"  # Implicit VR: native pixel data and the other OB-or-OW values are OW
 
 
 def _is_bulk(raw: Any, vr: str) -> bool:
-    if not isinstance(raw, RawDataElement):
-        return False
-    if raw.tag in PIXEL_DATA_TAGS:
-        return True
-    if raw.value is None:  # deferred: longer than the threshold
-        return vr in BULK_VRS
-    return vr in BULK_VRS and raw.length > BULK_DATA_THRESHOLD
+    if not isinstance(raw, RawDataElement) or raw.length == 0:
+        return False  # an empty element has no value to refer to (PS3.18 F.2.5)
+    return raw.tag in PIXEL_DATA_TAGS or (vr in BULK_VRS and raw.length > BULK_DATA_THRESHOLD)
 
 
 def _frames(ds: Dataset, fp: BinaryIO, transfer_syntax: str) -> list[list[ByteRange]] | None:
     """Byte ranges of each frame of the top-level pixel data, or None if there is none."""
     present = [tag for tag in PIXEL_DATA_TAGS if tag in ds]
     raw = ds.get_item(present[0], keep_deferred=True) if present else None
-    if raw is None or not isinstance(raw, RawDataElement):
+    if raw is None or not isinstance(raw, RawDataElement) or raw.length == 0:
         return None
     count = _int(ds, "NumberOfFrames", 1)
     if transfer_syntax in NATIVE_TRANSFER_SYNTAXES:
         return _native_frames(ds, raw, count)
-    fp.seek(raw.value_tell)
-    value = raw.value if raw.value is not None else fp.read(raw.length)
-    return _encapsulated_frames(ds, value, raw.value_tell, count)
+    return _encapsulated_frames(ds, fp, raw.value_tell, count)
 
 
 def _int(ds: Dataset, keyword: str, default: int) -> int:
@@ -249,8 +283,11 @@ def _native_frames(ds: Dataset, raw: RawDataElement, count: int) -> list[list[By
         bits = 32
     elif raw.tag == 0x7FE00009:
         bits = 64
-    frame_bits = _int(ds, "Rows", 0) * _int(ds, "Columns", 0)
-    frame_bits *= _int(ds, "SamplesPerPixel", 1) * bits
+    frame_bits = _int(ds, "Rows", 0) * _int(ds, "Columns", 0) * bits
+    if ds.get("PhotometricInterpretation") == "YBR_FULL_422":
+        frame_bits *= 2  # two luminance values share one pair of chroma values (PS3.3 C.7.6.3)
+    else:
+        frame_bits *= _int(ds, "SamplesPerPixel", 1)
     if frame_bits == 0 or (frame_bits % 8 and count > 1):
         return None  # bit-packed frames do not start on byte boundaries: no ranges
     size = (frame_bits + 7) // 8
@@ -261,32 +298,63 @@ def _native_frames(ds: Dataset, raw: RawDataElement, count: int) -> list[list[By
     return [[(raw.value_tell + index * size, size)] for index in range(count)]
 
 
+@dataclass
+class _Items:
+    """An encapsulated value (PS3.5 A.4): Basic Offset Table, fragments, total length."""
+
+    offsets: list[int]
+    fragments: list[ByteRange]
+    length: int
+
+
+def _scan_items(fp: BinaryIO, value_offset: int) -> _Items:
+    """Walk the items of an encapsulated value by their headers, without reading fragments."""
+    fp.seek(value_offset)
+    offsets = parse_basic_offsets(fp)
+    fragments: list[ByteRange] = []
+    while len(head := fp.read(8)) == 8:
+        tag, length = struct.unpack("<LL", head)
+        tag = (tag & 0xFFFF) << 16 | tag >> 16  # the group comes first on disk
+        if tag == 0xFFFEE0DD:
+            return _Items(offsets, fragments, fp.tell() - 8 - value_offset)
+        if tag != 0xFFFEE000:
+            raise ValueError(f"unexpected tag {Tag(tag)} among the pixel data fragments")
+        fragments.append((fp.tell(), length))
+        fp.seek(length, 1)
+    raise ValueError("the encapsulated pixel data ends without a sequence delimiter")
+
+
 def _encapsulated_frames(
-    ds: Dataset, value: bytes, value_offset: int, count: int
+    ds: Dataset, fp: BinaryIO, value_offset: int, count: int
 ) -> list[list[ByteRange]]:
     """Group the fragments into frames (PS3.5 A.4), by offset table when there is one."""
-    stream = BytesIO(value)
-    offsets = parse_basic_offsets(stream)
+    items = _scan_items(fp, value_offset)
+    fragments, offsets = items.fragments, items.offsets
     if not offsets and "ExtendedOffsetTable" in ds:
         offsets = list(memoryview(ds.ExtendedOffsetTable).cast("Q"))
-    first = stream.tell()
-    _, starts = parse_fragments(stream)
-    fragments = [
-        (value_offset + start + 8, int.from_bytes(value[start + 4 : start + 8], "little"))
-        for start in starts
-    ]
-    if offsets:
-        position = {start - first: index for index, start in enumerate(starts)}
+    if offsets and fragments:
+        first = fragments[0][0] - 8
+        position = {start - 8 - first: index for index, (start, _) in enumerate(fragments)}
         bounds = [position[offset] for offset in offsets] + [len(fragments)]
         return [fragments[bounds[i] : bounds[i + 1]] for i in range(len(offsets))]
     if count == 1:
         return [fragments]
     if len(fragments) == count:
         return [[fragment] for fragment in fragments]
-    stream.seek(0)
-    sizes = [len(f) for f in generate_fragmented_frames(stream, number_of_frames=count)]
+    fp.seek(value_offset)
+    value = fp.read(items.length)
+    sizes = [len(f) for f in generate_fragmented_frames(value, number_of_frames=count)]
     grouped, index = [], 0
     for size in sizes:
         grouped.append(fragments[index : index + size])
         index += size
     return grouped
+
+
+def bulk_by_parsing(path: Path, bulk_path: str) -> bytes:
+    """A bulk value read through pydicom: for deflated files, whose offsets mean nothing."""
+    ds = pydicom.dcmread(path)
+    steps = bulk_path.split("/")
+    for tag, index in zip(steps[:-1:2], steps[1::2], strict=True):
+        ds = ds[int(tag, 16)].value[int(index)]
+    return ds[int(steps[-1], 16)].value

@@ -262,7 +262,7 @@ def _apply_control(query: Query, name: str, value: str) -> None:
 
 
 def _non_negative(name: str, value: str) -> int:
-    if not value.isdigit() or len(value) > 9:
+    if not (value.isascii() and value.isdigit()) or len(value) > 9:
         raise QueryError(f"{name} must be a whole number from 0 to 999999999, not {value!r}")
     return int(value)
 

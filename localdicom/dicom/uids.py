@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import re
 
-_UID = re.compile(r"^(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*$")
+_UID = re.compile(r"(0|[1-9][0-9]*)(\.(0|[1-9][0-9]*))*")
 
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 IMPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2"
@@ -33,7 +33,7 @@ class InvalidUID(ValueError):
 
 def is_valid_uid(value: str) -> bool:
     """True when ``value`` follows PS3.5 9.1: digits and dots, 1 to 64 characters."""
-    return 0 < len(value) <= 64 and _UID.match(value) is not None
+    return 0 < len(value) <= 64 and _UID.fullmatch(value) is not None
 
 
 def check_uid(value: str, what: str = "UID") -> str:

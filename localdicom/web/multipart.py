@@ -10,6 +10,7 @@ body's first line, as Azure's service does), and any part headers (Content-Dispo
 from __future__ import annotations
 
 import os
+import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 
@@ -40,7 +41,8 @@ class MultipartReader:
 
     def __init__(self, stream: StreamReader, boundary: str | None) -> None:
         self._stream = stream
-        self._boundary = boundary.encode("latin-1") if boundary else None
+        self._boundary_text = boundary
+        self._boundary: bytes | None = None
         self._buffer = bytearray()
         self._finished = False
 
@@ -54,13 +56,15 @@ class MultipartReader:
         while CRLF not in self._buffer and len(self._buffer) < MAX_HEADER_BYTES:
             if not await self._fill():
                 break
-        if self._boundary is None:
+        if self._boundary_text:
+            self._boundary = _checked_boundary(self._boundary_text.encode("utf-8"))
+        else:
             first_line = bytes(self._buffer).split(CRLF, 1)[0]
-            if not first_line.startswith(b"--") or len(first_line) < 3:
+            if not first_line.startswith(b"--"):
                 raise MalformedMultipart(
                     "the Content-Type has no boundary and the body does not start with one"
                 )
-            self._boundary = first_line[2:].rstrip()
+            self._boundary = _checked_boundary(first_line[2:].rstrip())
         self._buffer[:0] = CRLF  # so the first delimiter looks like all the others
         await self._skip_to_delimiter()
 
@@ -122,6 +126,16 @@ class MultipartReader:
                 yield chunk
             if not await self._fill():
                 raise MalformedMultipart("the body ends before the closing boundary")
+
+
+_BOUNDARY = re.compile(rb"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
+
+
+def _checked_boundary(boundary: bytes) -> bytes:
+    """A boundary as RFC 2046 5.1.1 allows it: 1 to 70 of its characters, no final space."""
+    if not _BOUNDARY.fullmatch(boundary):
+        raise MalformedMultipart(f"{boundary[:80]!r} is not a valid multipart boundary")
+    return boundary
 
 
 def new_boundary() -> str:

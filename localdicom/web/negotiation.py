@@ -8,6 +8,7 @@ preference, or a 406 that lists what the server could have sent.
 
 from __future__ import annotations
 
+import math
 import re
 from dataclasses import dataclass, field
 
@@ -21,8 +22,9 @@ DICOM_JSON = "application/dicom+json"
 OCTET_STREAM = "application/octet-stream"
 AS_STORED = "*"
 
-_COMMA_PARTS = re.compile(r'(?:[^,"]|"(?:[^"\\]|\\.)*")+')
-_SEMICOLON_PARTS = re.compile(r'(?:[^;"]|"(?:[^"\\]|\\.)*")+')
+
+
+_MEDIA_TYPE = re.compile(r"[\w!#$&^.+*-]+/[\w!#$&^.+*-]+|\*")
 
 
 @dataclass
@@ -42,10 +44,10 @@ class MediaRange:
 def parse_media_ranges(header: str) -> list[MediaRange]:
     """Split a header into media ranges; parameter names are lower-cased, first one wins."""
     ranges = []
-    for text in _COMMA_PARTS.findall(header):
-        media_type, *parameters = (p.strip() for p in _SEMICOLON_PARTS.findall(text))
-        if not media_type:
-            continue
+    for text in _split_outside_quotes(header, ","):
+        media_type, *parameters = (p.strip() for p in _split_outside_quotes(text, ";"))
+        if not _MEDIA_TYPE.fullmatch(media_type):
+            continue  # not type/subtype: nothing a client can mean by it
         media_range = MediaRange(media_type.lower())
         for parameter in parameters:
             name, _, value = (part.strip() for part in parameter.partition("="))
@@ -59,11 +61,30 @@ def parse_media_ranges(header: str) -> list[MediaRange]:
     return ranges
 
 
+def _split_outside_quotes(text: str, separator: str) -> list[str]:
+    """Split on ``separator`` where it is not inside a quoted string (linear time)."""
+    parts, start, quoted, escaped = [], 0, False, False
+    for position, char in enumerate(text):
+        if escaped:
+            escaped = False
+        elif char == "\\" and quoted:
+            escaped = True
+        elif char == '"':
+            quoted = not quoted
+        elif char == separator and not quoted:
+            parts.append(text[start:position])
+            start = position + 1
+    parts.append(text[start:])
+    return parts
+
+
 def _q_value(text: str) -> float:
+    """The weight of a media range (RFC 9110 12.4.2); a malformed one counts as 1."""
     try:
-        return min(max(float(text), 0.0), 1.0)
+        q = float(text)
     except ValueError:
         return 1.0
+    return min(max(q, 0.0), 1.0) if math.isfinite(q) else 1.0
 
 
 @dataclass(frozen=True)

@@ -13,7 +13,7 @@ from typing import Any
 
 from aiohttp import web
 
-from localdicom.catalog import Catalog, FailureReason, Stored, StoreFailed
+from localdicom.catalog import Catalog, FailureReason, Received, Stored, StoreFailed
 from localdicom.dicom.header import instance_path
 from localdicom.web.context import catalog, uid
 from localdicom.web.errors import bad_request, unsupported_media_type
@@ -58,7 +58,9 @@ async def store(request: web.Request) -> web.Response:
     return _response(request, outcomes, response_offer.media_type)
 
 
-async def _store_one(catalog: Catalog, chunks: AsyncIterator[bytes], study: str | None) -> Outcome:
+async def _store_one(
+    catalog: Catalog, chunks: AsyncIterator[bytes], study: str | None
+) -> Outcome:
     try:
         return await catalog.store(chunks, study)
     except StoreFailed as failure:
@@ -68,23 +70,25 @@ async def _store_one(catalog: Catalog, chunks: AsyncIterator[bytes], study: str 
 async def _store_parts(
     catalog: Catalog, reader: MultipartReader, study: str | None
 ) -> list[Outcome]:
-    """Store each part; if the body itself is broken, undo this request and answer 400."""
-    outcomes: list[Outcome] = []
+    """Receive every part first and commit only once the whole body proved well formed, so a
+    broken body (400) stores nothing and replaces nothing."""
+    received: list[Received | StoreFailed] = []
     try:
         async for part in reader:
-            outcomes.append(await _store_part(catalog, part, study))
+            received.append(await _receive_part(catalog, part, study))
     except MalformedMultipart as exc:
-        for outcome in outcomes:
-            if isinstance(outcome, Stored) and not outcome.already_present:
-                header = outcome.header
-                await catalog.delete_instance(header.study_uid, header.series_uid, header.sop_uid)
+        for item in received:
+            if isinstance(item, Received):
+                catalog.discard(item)
         raise bad_request(f"malformed multipart/related body, nothing stored: {exc}") from None
-    if not outcomes:
+    if not received:
         raise bad_request("the multipart/related body has no parts, nothing to store")
-    return outcomes
+    return [await _commit(catalog, item) for item in received]
 
 
-async def _store_part(catalog: Catalog, part: Part, study: str | None) -> Outcome:
+async def _receive_part(
+    catalog: Catalog, part: Part, study: str | None
+) -> Received | StoreFailed:
     media = parse_media_ranges(part.content_type)
     media_type = media[0].type if media else ""
     if media_type not in DICOM_PART_TYPES:
@@ -92,7 +96,19 @@ async def _store_part(catalog: Catalog, part: Part, study: str | None) -> Outcom
             FailureReason.CANNOT_UNDERSTAND,
             f"a part of type {media_type!r} was skipped; parts must be application/dicom",
         )
-    return await _store_one(catalog, part.body, study)
+    try:
+        return await catalog.receive(part.body, study)
+    except StoreFailed as failure:
+        return failure
+
+
+async def _commit(catalog: Catalog, item: Received | StoreFailed) -> Outcome:
+    if isinstance(item, StoreFailed):
+        return item
+    try:
+        return await catalog.commit(item)
+    except StoreFailed as failure:
+        return failure
 
 
 def _response(request: web.Request, outcomes: list[Outcome], media_type: str) -> web.Response:

@@ -10,7 +10,6 @@ import asyncio
 import hashlib
 import json
 from collections.abc import AsyncIterator, Iterable
-from pathlib import Path
 
 from aiohttp import web
 
@@ -19,9 +18,10 @@ from localdicom.dicom.frames import (
     FrameListError,
     frames_by_parsing,
     parse_frame_list,
-    to_little_endian,
+    read_big_endian_frame,
+    swap_unit,
 )
-from localdicom.dicom.header import Header
+from localdicom.dicom.header import Header, bulk_by_parsing
 from localdicom.dicom.transcode import can_transcode, transcode
 from localdicom.dicom.uids import (
     EXPLICIT_VR_BIG_ENDIAN,
@@ -214,11 +214,16 @@ def _read_frames(
     path = catalog.path_of(record)
     if header.frames is None:
         return frames_by_parsing(path, numbers)
-    data = [catalog.archive.read_ranges(path, header.frames[n - 1]) for n in numbers]
+
+    def read(offset: int, length: int) -> bytes:
+        return catalog.archive.read_ranges(path, [(offset, length)])
+
     if record.transfer_syntax == EXPLICIT_VR_BIG_ENDIAN:
         bits = int(header.metadata.get("00280100", {}).get("Value", [16])[0])
-        data = [to_little_endian(frame, bits) for frame in data]
-    return data
+        unit = swap_unit(bits, header.metadata["7FE00010"]["vr"])
+        start = header.frames[0][0][0]
+        return [read_big_endian_frame(read, start, header.frames[n - 1][0], unit) for n in numbers]
+    return [catalog.archive.read_ranges(path, header.frames[n - 1]) for n in numbers]
 
 
 def _frame_count(header: Header) -> int:
@@ -257,13 +262,16 @@ async def bulk_data(request: web.Request) -> web.StreamResponse:
     the_catalog = catalog(request)
     header = await the_catalog.header_of(record)
     path = request.match_info["path"]
-    span = header.bulk.get(path)
-    if span is None:
+    if path not in header.bulk:
         raise not_found(f"instance {record.sop} has no bulk data at {path!r}")
     offers = [Offer(OCTET_STREAM), Offer(OCTET_STREAM, multipart=False)]
     offer = choose(request, offers, None)
-    file: Path = the_catalog.path_of(record)
-    data = await asyncio.to_thread(the_catalog.archive.read_ranges, file, [span])
+    file = the_catalog.path_of(record)
+    span = header.bulk[path]
+    if span is None:
+        data = await asyncio.to_thread(bulk_by_parsing, file, path)
+    else:
+        data = await asyncio.to_thread(the_catalog.archive.read_ranges, file, [span])
     if not offer.multipart:
         return web.Response(body=data, headers={"Content-Type": OCTET_STREAM})
     return await _multipart_response(request, OCTET_STREAM, [(OCTET_STREAM, _once(data))])

@@ -1,0 +1,233 @@
+"""The archive folder is the whole state: a restarted server serves what it stored before.
+
+Every test runs ``localdicom serve`` in a subprocess (the ``live_server`` fixture), stores
+instances over HTTP, stops the server, changes the folder by hand the way a user might, and
+starts it again on the same folder.
+"""
+
+from __future__ import annotations
+
+import json
+import warnings
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pydicom
+import pytest
+import requests
+from pydicom.data import get_testdata_file
+
+SAMPLES = Path(__file__).resolve().parent.parent / "sample_dcms"
+#: A few of pydicom's test files: native, encapsulated, multi-frame, deflated, no pixel data.
+PYDICOM_FILES = (
+    "CT_small.dcm",
+    "MR_small.dcm",
+    "JPEG2000.dcm",
+    "emri_small.dcm",
+    "SC_rgb_rle_2frame.dcm",
+    "image_dfl.dcm",
+    "rtplan.dcm",
+)
+DICOM_JSON = "application/dicom+json"
+AS_STORED = "application/dicom; transfer-syntax=*"
+
+
+@dataclass(frozen=True)
+class Instance:
+    """A file to store and the UIDs pydicom reads from it."""
+
+    file: Path
+    study: str
+    series: str
+    sop: str
+
+    @classmethod
+    def of(cls, file: Path) -> Instance:
+        ds = pydicom.dcmread(file, stop_before_pixels=True)
+        return cls(file, ds.StudyInstanceUID, ds.SeriesInstanceUID, ds.SOPInstanceUID)
+
+    @property
+    def url_path(self) -> str:
+        return f"/studies/{self.study}/series/{self.series}/instances/{self.sop}"
+
+    def dcm(self, archive: Path) -> Path:
+        return archive / self.study / self.series / f"{self.sop}.dcm"
+
+    def sidecar(self, archive: Path) -> Path:
+        return self.dcm(archive).with_suffix(".json")
+
+
+def files_to_store() -> list[Path]:
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        pydicom_files = [Path(get_testdata_file(name)) for name in PYDICOM_FILES]
+    return sorted(SAMPLES.glob("*.dcm")) + pydicom_files
+
+
+# HTTP ------------------------------------------------------------------------------------
+
+
+def get(server, path: str, accept: str) -> requests.Response:
+    response = requests.get(server.url + path, headers={"Accept": accept}, timeout=30)
+    assert response.status_code == 200, (path, response.status_code, response.text)
+    return response
+
+
+def stow(server, file: Path) -> None:
+    response = requests.post(
+        server.url + "/studies",
+        data=file.read_bytes(),
+        headers={"Content-Type": "application/dicom", "Accept": DICOM_JSON},
+        timeout=30,
+    )
+    assert response.status_code == 200, (file.name, response.status_code, response.text)
+
+
+def search(server, level: str) -> list[dict[str, Any]]:
+    """Every QIDO match at ``level`` (studies, series, instances), in a stable order."""
+    matches = get(server, f"/{level}", DICOM_JSON).json()
+    return sorted(matches, key=lambda match: json.dumps(match, sort_keys=True))
+
+
+def listed_sops(server) -> set[str]:
+    return {match["00080018"]["Value"][0] for match in search(server, "instances")}
+
+
+def snapshot(server, instances: list[Instance]) -> dict[str, Any]:
+    """All the server says about ``instances``: QIDO results, metadata and stored bytes."""
+    return {
+        "studies": search(server, "studies"),
+        "series": search(server, "series"),
+        "instances": search(server, "instances"),
+        "metadata": {
+            i.sop: get(server, f"{i.url_path}/metadata", DICOM_JSON).json() for i in instances
+        },
+        "bytes": {i.sop: get(server, i.url_path, AS_STORED).content for i in instances},
+    }
+
+
+def assert_serves(server, instances: list[Instance]) -> None:
+    """QIDO lists exactly ``instances`` and each comes back byte for byte."""
+    assert len(search(server, "studies")) == len({i.study for i in instances})
+    assert len(search(server, "series")) == len({i.series for i in instances})
+    assert listed_sops(server) == {i.sop for i in instances}
+    for instance in instances:
+        assert get(server, instance.url_path, AS_STORED).content == instance.file.read_bytes()
+
+
+def log_since(server, offset: int) -> str:
+    return server.log.read_bytes()[offset:].decode("utf-8", "replace")
+
+
+# fixtures --------------------------------------------------------------------------------
+
+
+@pytest.fixture
+def stored(live_server) -> list[Instance]:
+    """The three samples and a few pydicom test files, stored through STOW-RS."""
+    instances = [Instance.of(file) for file in files_to_store()]
+    assert len({i.sop for i in instances}) == len(instances), "test files share a SOP UID"
+    for instance in instances:
+        stow(live_server, instance.file)
+    assert_serves(live_server, instances)
+    return instances
+
+
+def sample(instances: list[Instance], name: str) -> Instance:
+    return next(i for i in instances if i.file.name == name)
+
+
+# tests -----------------------------------------------------------------------------------
+
+
+def test_everything_is_served_after_a_restart(live_server, stored) -> None:
+    before = snapshot(live_server, stored)
+
+    live_server.restart()
+
+    assert_serves(live_server, stored)
+    assert snapshot(live_server, stored) == before
+
+
+def test_deleted_sidecar_is_regenerated(live_server, archive_dir, stored) -> None:
+    instance = sample(stored, "red-triangle.dcm")
+    sidecar = instance.sidecar(archive_dir)
+    original = sidecar.read_bytes()
+    metadata = get(live_server, f"{instance.url_path}/metadata", DICOM_JSON).json()
+    live_server.stop()
+
+    sidecar.unlink()
+    live_server.start()
+
+    assert sidecar.read_bytes() == original
+    assert get(live_server, f"{instance.url_path}/metadata", DICOM_JSON).json() == metadata
+    assert_serves(live_server, stored)
+
+
+def test_corrupt_sidecar_is_regenerated(live_server, archive_dir, stored) -> None:
+    instance = sample(stored, "emri_small.dcm")
+    sidecar = instance.sidecar(archive_dir)
+    original = sidecar.read_bytes()
+    metadata = get(live_server, f"{instance.url_path}/metadata", DICOM_JSON).json()
+    live_server.stop()
+
+    sidecar.write_bytes(b'{"format": 1, "size": \x00\xff garbage')
+    live_server.start()
+
+    assert sidecar.read_bytes() == original
+    assert get(live_server, f"{instance.url_path}/metadata", DICOM_JSON).json() == metadata
+    frame = get(live_server, f"{instance.url_path}/frames/10", "application/octet-stream")
+    assert len(frame.content) == 64 * 64 * 2
+    assert_serves(live_server, stored)
+
+
+def test_sidecar_without_its_dcm_is_removed(live_server, archive_dir, stored) -> None:
+    removed = sample(stored, "red-triangle.dcm")
+    other = sample(stored, "green-square.dcm")
+    orphan = removed.sidecar(archive_dir)
+    planted = other.dcm(archive_dir).with_name("1.2.3.4.5.json")  # a sidecar of no file
+    live_server.stop()
+
+    removed.dcm(archive_dir).unlink()
+    planted.write_bytes(other.sidecar(archive_dir).read_bytes())
+    live_server.start()
+
+    assert not orphan.exists()
+    assert not planted.exists()
+    assert removed.sop not in listed_sops(live_server)
+    response = requests.get(live_server.url + removed.url_path, timeout=30)
+    assert response.status_code == 404
+    assert_serves(live_server, [i for i in stored if i is not removed])
+
+
+def test_non_dicom_file_is_skipped_and_left_alone(live_server, archive_dir, stored) -> None:
+    series_folder = sample(stored, "blue-circle.dcm").dcm(archive_dir).parent
+    stranger = series_folder / "x.dcm"
+    content = b"not a DICOM file, just text someone saved here\n"
+    live_server.stop()
+    log_offset = live_server.log.stat().st_size
+
+    stranger.write_bytes(content)
+    live_server.start()
+
+    log = log_since(live_server, log_offset)
+    assert any("skipped" in line and str(stranger.resolve()) in line for line in log.splitlines())
+    assert_serves(live_server, stored)
+    assert stranger.read_bytes() == content
+    assert not stranger.with_suffix(".json").exists()
+
+
+def test_leftover_temporary_files_are_removed(live_server, archive_dir, stored) -> None:
+    instance = sample(stored, "CT_small.dcm")
+    part = archive_dir / ".incoming" / "0f1e2d3c4b5a69788796a5b4c3d2e1f0.part"
+    temporary = instance.dcm(archive_dir).with_name(f".{instance.sop}.json.0123abcd.tmp")
+    live_server.stop()
+
+    part.write_bytes(b"half an upload")
+    temporary.write_bytes(b'{"half": "a sidecar')
+    live_server.start()
+
+    assert not part.exists()
+    assert not temporary.exists()
+    assert_serves(live_server, stored)
