@@ -17,9 +17,10 @@ from aiohttp import web
 from localdicom.archive import Archive
 from localdicom.catalog import Catalog
 from localdicom.samples import store_samples
-from localdicom.web import delete, qido, stow, wado
-from localdicom.web.context import CATALOG
+from localdicom.web import delete, frames, qido, rendered, stow, wado
+from localdicom.web.context import CATALOG, WORKERS
 from localdicom.web.errors import error_middleware
+from localdicom.workers import Workers
 
 logger = logging.getLogger("localdicom")
 
@@ -45,7 +46,15 @@ ROUTES = [
     ("GET", f"{STUDY}/metadata", wado.study_metadata),
     ("GET", f"{SERIES}/metadata", wado.series_metadata),
     ("GET", f"{INSTANCE}/metadata", wado.instance_metadata),
-    ("GET", f"{INSTANCE}/frames/{{frames}}", wado.frames),
+    ("GET", f"{INSTANCE}/frames/{{frames}}", frames.frames),
+    ("GET", f"{STUDY}/rendered", rendered.study_rendered),
+    ("GET", f"{SERIES}/rendered", rendered.series_rendered),
+    ("GET", f"{INSTANCE}/rendered", rendered.instance_rendered),
+    ("GET", f"{INSTANCE}/frames/{{frames}}/rendered", rendered.frames_rendered),
+    ("GET", f"{STUDY}/thumbnail", rendered.study_thumbnail),
+    ("GET", f"{SERIES}/thumbnail", rendered.series_thumbnail),
+    ("GET", f"{INSTANCE}/thumbnail", rendered.instance_thumbnail),
+    ("GET", f"{INSTANCE}/frames/{{frames}}/thumbnail", rendered.frame_thumbnail),
     ("GET", f"{INSTANCE}/bulk/{{path:.+}}", wado.bulk_data),
     ("DELETE", STUDY, delete.delete_study),
     ("DELETE", SERIES, delete.delete_series),
@@ -66,6 +75,8 @@ class Settings:
     fsync: bool = True
     #: Store the bundled sample instances at startup if they are missing.
     samples: bool = False
+    #: Processes that decode, encode and render; None means one per CPU.
+    workers: int | None = None
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -83,6 +94,7 @@ def make_app(settings: Settings) -> web.Application:
         for method, path, handler in ROUTES:
             app.router.add_route(method, prefix + path, handler)
     app.cleanup_ctx.append(_open_catalog)
+    app.cleanup_ctx.append(_start_workers)
     return app
 
 
@@ -110,3 +122,9 @@ async def _open_catalog(app: web.Application) -> AsyncIterator[None]:
         logger.info("samples: %d stored, %d already present", added, len(outcomes) - added)
     app[CATALOG] = catalog
     yield
+
+
+async def _start_workers(app: web.Application) -> AsyncIterator[None]:
+    app[WORKERS] = Workers(app[SETTINGS].workers)
+    yield
+    app[WORKERS].close()

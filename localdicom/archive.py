@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 #: Bump when the sidecar content changes: older sidecars are then regenerated at startup.
 SIDECAR_FORMAT = 1
 INCOMING = ".incoming"
+THUMBNAILS = ".cache/thumbnails"
 READ_CHUNK = 1 << 20
 
 
@@ -67,6 +68,7 @@ class Archive:
         self.root = root
         self.fsync = fsync
         self.incoming = root / INCOMING
+        self.thumbnails = root / THUMBNAILS
 
     def prepare(self) -> None:
         """Create the archive folder and its upload area if they do not exist yet."""
@@ -101,6 +103,20 @@ class Archive:
                 fp.seek(offset)
                 parts.append(fp.read(length))
         return b"".join(parts)
+
+    def thumbnail_file(self, sop: str, key: str) -> Path:
+        """Where a cached thumbnail of an instance lives; ``key`` names content and options."""
+        return self.thumbnails / f"{check_uid(sop, 'SOPInstanceUID')}.{key}"
+
+    def write_cached(self, path: Path, data: bytes) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        self._write_atomically(path, data)
+
+    def remove_cached(self, sop: str) -> None:
+        """Drop the cached thumbnails of an instance that was deleted or replaced."""
+        if self.thumbnails.is_dir():
+            for path in self.thumbnails.glob(f"{check_uid(sop, 'SOPInstanceUID')}.*"):
+                path.unlink(missing_ok=True)
 
     # writing -------------------------------------------------------------------------------
 
@@ -143,6 +159,7 @@ class Archive:
         for path in (dcm.with_suffix(".json"), dcm):
             path.unlink(missing_ok=True)
         self._remove_empty(dcm.parent)
+        self.remove_cached(sop)
 
     def remove_tree(self, folder: Path) -> None:
         """Delete a series or study folder whole (after its instances left the index)."""

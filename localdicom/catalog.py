@@ -175,18 +175,22 @@ class Catalog:
         async with self._commit_lock:
             if self.index.series_in(study, series) is None:
                 return False
-            self.index.remove_series(series)
-            await asyncio.to_thread(
-                self.archive.remove_tree, self.archive.series_dir(study, series)
-            )
+            removed = self.index.remove_series(series)
+            await asyncio.to_thread(self._remove, self.archive.series_dir(study, series), removed)
             return True
 
     async def delete_study(self, study: str) -> bool:
         async with self._commit_lock:
-            if not self.index.remove_study(study):
+            removed = self.index.remove_study(study)
+            if not removed:
                 return False
-            await asyncio.to_thread(self.archive.remove_tree, self.archive.study_dir(study))
+            await asyncio.to_thread(self._remove, self.archive.study_dir(study), removed)
             return True
+
+    def _remove(self, folder: Path, records: list[InstanceRecord]) -> None:
+        self.archive.remove_tree(folder)
+        for record in records:
+            self.archive.remove_cached(record.sop)
 
     async def _forget(self, records: list[InstanceRecord]) -> None:
         for record in records:

@@ -62,7 +62,21 @@ def main() -> None:
     help="Flush every stored instance to disk before acknowledging it. --no-fsync is faster "
     "but a power cut may lose recently acknowledged instances.",
 )
-def serve(archive: Path, host: str, port: int, samples: bool, overwrite: bool, fsync: bool) -> None:
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes that decode, encode and render images  [default: one per CPU]",
+)
+def serve(
+    archive: Path,
+    host: str,
+    port: int,
+    samples: bool,
+    overwrite: bool,
+    fsync: bool,
+    workers: int | None,
+) -> None:
     """Serve ARCHIVE (created if absent) over DICOMweb.
 
     Example: localdicom serve ./archive --samples, then
@@ -76,6 +90,7 @@ def serve(archive: Path, host: str, port: int, samples: bool, overwrite: bool, f
         samples=samples,
         overwrite=overwrite,
         fsync=fsync,
+        workers=workers,
     )
     logging.getLogger("localdicom").info(
         "localdicom %s serving DICOMweb at http://%s:%d/ (also /v1, /v2, /dicom-web)",

@@ -37,6 +37,8 @@ class InstanceRecord:
     size: int
     digest: str
     attributes: Attributes
+    #: Frames of pixel data; 0 for an instance without any (a report, a structure set).
+    frame_count: int
 
 
 @dataclass
@@ -100,6 +102,7 @@ class Index:
             stored.size,
             stored.digest,
             _pick(metadata, INSTANCE),
+            header.frame_count(),
         )
         series.instances[record.sop] = record
         series.version += 1

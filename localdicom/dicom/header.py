@@ -68,6 +68,13 @@ class Header:
     #: One entry per frame: the byte ranges whose concatenation is that frame.
     frames: list[list[ByteRange]] | None
 
+    def frame_count(self) -> int:
+        if self.frames is not None:
+            return len(self.frames)
+        if "7FE00010" not in self.metadata:
+            return 0
+        return int(self.metadata.get("00280008", {}).get("Value", [1])[0])
+
     def to_dict(self) -> dict[str, Any]:
         return {
             "study": self.study_uid,

@@ -8,14 +8,20 @@ from localdicom.catalog import Catalog
 from localdicom.dicom.uids import check_uid
 from localdicom.index import InstanceRecord, SeriesRecord, StudyRecord
 from localdicom.web.errors import not_found
+from localdicom.workers import Workers
 
 CATALOG = web.AppKey("catalog", Catalog)
+WORKERS = web.AppKey("workers", Workers)
 
 _NAMES = {"study": "StudyInstanceUID", "series": "SeriesInstanceUID", "instance": "SOPInstanceUID"}
 
 
 def catalog(request: web.Request) -> Catalog:
     return request.app[CATALOG]
+
+
+def workers(request: web.Request) -> Workers:
+    return request.app[WORKERS]
 
 
 def uid(request: web.Request, name: str) -> str | None:

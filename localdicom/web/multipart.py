@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import os
 import re
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
 
 from aiohttp import StreamReader, web
@@ -161,3 +161,25 @@ class MultipartWriter:
 
     async def finish(self, response: web.StreamResponse) -> None:
         await response.write(f"--{self.boundary}--\r\n".encode("latin-1"))
+
+
+async def stream_multipart(
+    request: web.Request,
+    part_type: str,
+    parts: Iterable[tuple[str, AsyncIterator[bytes]]],
+    headers: dict[str, str] | None = None,
+) -> web.StreamResponse:
+    """Answer with ``(Content-Type, chunks)`` parts as one multipart/related response."""
+    writer = MultipartWriter(part_type)
+    response = web.StreamResponse(headers={**(headers or {}), "Content-Type": writer.content_type})
+    await response.prepare(request)
+    for content_type, chunks in parts:
+        await writer.write_part(response, content_type, chunks)
+    await writer.finish(response)
+    await response.write_eof()
+    return response
+
+
+async def once(data: bytes) -> AsyncIterator[bytes]:
+    """A part body that is already in memory."""
+    yield data

@@ -10,17 +10,25 @@ from __future__ import annotations
 
 import math
 import re
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 from aiohttp import web
 
+from localdicom.dicom.syntaxes import FRAME_MEDIA_TYPES, MEDIA_TYPE_ALIASES
+from localdicom.dicom.uids import EXPLICIT_VR_LITTLE_ENDIAN
 from localdicom.web.errors import not_acceptable
 
 MULTIPART_RELATED = "multipart/related"
 DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"
-OCTET_STREAM = "application/octet-stream"
 AS_STORED = "*"
+
+#: The transfer syntax a media range without a ``transfer-syntax`` parameter asks for
+#: (PS3.18 8.7.3.5.2 and Table 8.7.3-5).
+DEFAULT_SYNTAX = {
+    DICOM: EXPLICIT_VR_LITTLE_ENDIAN,
+    **{media_type: syntaxes[0] for media_type, syntaxes in FRAME_MEDIA_TYPES.items()},
+}
 
 
 
@@ -98,6 +106,11 @@ class Offer:
     media_type: str
     transfer_syntax: str | None = None
     multipart: bool = True
+    #: Only when the client names this transfer syntax, not as a media type's default.
+    explicit_only: bool = False
+
+    def single_part(self) -> Offer:
+        return replace(self, multipart=False)
 
     def __str__(self) -> str:
         syntax = f"; transfer-syntax={self.transfer_syntax}" if self.transfer_syntax else ""
@@ -106,12 +119,12 @@ class Offer:
         return f"{self.media_type}{syntax}"
 
 
-def choose(request: web.Request, offers: list[Offer], default_syntax: str | None) -> Offer:
+def choose(request: web.Request, offers: list[Offer]) -> Offer:
     """The offer that best fits the request's Accept header, or raise 406.
 
     ``offers`` are in the server's order of preference; the first is the answer to a missing
-    Accept or ``*/*``. A range that names no transfer syntax asks for ``default_syntax``
-    (Explicit VR Little Endian for DICOM and uncompressed frames, PS3.18 8.7.3.5).
+    Accept or ``*/*``. A range that names no transfer syntax asks for its media type's
+    default (``DEFAULT_SYNTAX``).
     """
     header = request.headers.get("Accept", "").strip()
     ranges = parse_media_ranges(header) if header else [MediaRange("*/*")]
@@ -119,7 +132,7 @@ def choose(request: web.Request, offers: list[Offer], default_syntax: str | None
         if media_range.q <= 0:
             continue
         for offer in offers:
-            if _acceptable(media_range, offer, default_syntax):
+            if _acceptable(media_range, offer):
                 return offer
     raise not_acceptable(
         f"cannot produce {header!r} for this resource; it is available as: "
@@ -127,16 +140,26 @@ def choose(request: web.Request, offers: list[Offer], default_syntax: str | None
     )
 
 
-def _acceptable(media_range: MediaRange, offer: Offer, default_syntax: str | None) -> bool:
+def _acceptable(media_range: MediaRange, offer: Offer) -> bool:
     if media_range.type in ("*/*", "*"):
-        return True  # the server's choice: its first offer
+        return not offer.explicit_only  # the server's choice: its first offer
     if media_range.type == MULTIPART_RELATED:
-        part_type = MediaRange(media_range.params.get("type", offer.media_type).lower())
+        part_type = MediaRange(_canonical(media_range.params.get("type", offer.media_type)))
         if not offer.multipart or not part_type.matches(offer.media_type):
             return False
     elif media_range.type == "multipart/*":
-        return offer.multipart
-    elif offer.multipart or not media_range.matches(offer.media_type):
+        return offer.multipart and not offer.explicit_only
+    elif offer.multipart or not MediaRange(_canonical(media_range.type)).matches(
+        offer.media_type
+    ):
         return False
-    wanted = media_range.params.get("transfer-syntax", default_syntax)
+    named = media_range.params.get("transfer-syntax")
+    if offer.explicit_only and named != offer.transfer_syntax:
+        return False
+    wanted = named or DEFAULT_SYNTAX.get(offer.media_type)
     return offer.transfer_syntax is None or wanted == offer.transfer_syntax
+
+
+def _canonical(media_type: str) -> str:
+    media_type = media_type.lower()
+    return MEDIA_TYPE_ALIASES.get(media_type, media_type)

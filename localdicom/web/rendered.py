@@ -1,0 +1,157 @@
+"""Rendered images and thumbnails (PS3.18 8.3.5, 10.4.1.1.4, 9.5).
+
+``/rendered`` at study, series, instance and frame level gives consumer images (JPEG, PNG,
+GIF) with the window, viewport and quality a client asks for. ``/thumbnail`` gives a small
+image of a representative frame, cached on disk beside the archive so that a study list with
+many rows stays fast; the cache key holds the instance's digest, so a replaced instance never
+shows an old thumbnail.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+from pathlib import Path
+
+from aiohttp import web
+
+from localdicom.catalog import Catalog
+from localdicom.dicom.pixels import render
+from localdicom.dicom.render import (
+    RENDERED_MEDIA_TYPES,
+    RenderError,
+    RenderParams,
+    parse_render_params,
+)
+from localdicom.index import InstanceRecord
+from localdicom.web.context import catalog, find_instance, find_series, find_study, workers
+from localdicom.web.errors import bad_request, not_found
+from localdicom.web.frames import check_frames, frame_numbers
+from localdicom.web.multipart import once, stream_multipart
+from localdicom.web.negotiation import Offer, choose
+
+THUMBNAIL_SIZE = 128
+OFFERS = [Offer(media_type, multipart=False) for media_type in RENDERED_MEDIA_TYPES] + [
+    Offer(media_type) for media_type in RENDERED_MEDIA_TYPES
+]
+
+
+# rendered --------------------------------------------------------------------------------
+
+
+async def study_rendered(request: web.Request) -> web.StreamResponse:
+    study = find_study(request)
+    return await _render_instances(request, catalog(request).index.instances_of(study.uid))
+
+
+async def series_rendered(request: web.Request) -> web.StreamResponse:
+    series = find_series(request)
+    records = catalog(request).index.instances_of(series.study, series.uid)
+    return await _render_instances(request, records)
+
+
+async def instance_rendered(request: web.Request) -> web.StreamResponse:
+    """One instance: its first frame as an image, or every frame when multipart is asked."""
+    record = find_instance(request)
+    check_frames(record, [1])
+    offer = choose(request, OFFERS)
+    numbers = list(range(1, record.frame_count + 1)) if offer.multipart else [1]
+    return await _answer(request, offer, [(record, numbers)])
+
+
+async def frames_rendered(request: web.Request) -> web.StreamResponse:
+    record = find_instance(request)
+    numbers = frame_numbers(request)
+    check_frames(record, numbers)
+    offers = OFFERS if len(numbers) == 1 else [o for o in OFFERS if o.multipart]
+    return await _answer(request, choose(request, offers), [(record, numbers)])
+
+
+async def _render_instances(
+    request: web.Request, records: list[InstanceRecord]
+) -> web.StreamResponse:
+    """A study or series: the representative instance's first frame, or with multipart the
+    first frame of every instance that has pixel data."""
+    offer = choose(request, OFFERS)
+    images = [record for record in records if record.frame_count]
+    if not images:
+        raise not_found("nothing here has pixel data to render")
+    chosen = images if offer.multipart else [representative(images)]
+    return await _answer(request, offer, [(record, [1]) for record in chosen])
+
+
+async def _answer(
+    request: web.Request, offer: Offer, work: list[tuple[InstanceRecord, list[int]]]
+) -> web.StreamResponse:
+    params = _params(request, offer.media_type)
+    the_catalog, the_workers = catalog(request), workers(request)
+    images = []
+    for record, numbers in work:
+        images += await the_workers.run(render, the_catalog.path_of(record), numbers, params)
+    if not offer.multipart:
+        return web.Response(body=images[0], headers={"Content-Type": offer.media_type})
+    return await stream_multipart(
+        request, offer.media_type, ((offer.media_type, once(image)) for image in images)
+    )
+
+
+def _params(request: web.Request, media_type: str) -> RenderParams:
+    try:
+        return parse_render_params(request.query, media_type)
+    except RenderError as exc:
+        raise bad_request(str(exc)) from None
+
+
+def representative(records: list[InstanceRecord]) -> InstanceRecord:
+    """The middle instance in instance order: usually the most telling slice of a series."""
+    return records[len(records) // 2]
+
+
+# thumbnails ------------------------------------------------------------------------------
+
+
+async def study_thumbnail(request: web.Request) -> web.StreamResponse:
+    study = find_study(request)
+    series = sorted(study.series.values(), key=lambda s: s.uid)
+    records = catalog(request).index.instances_of(study.uid, series[0].uid)
+    return await _thumbnail(request, representative(records), 1)
+
+
+async def series_thumbnail(request: web.Request) -> web.StreamResponse:
+    series = find_series(request)
+    records = catalog(request).index.instances_of(series.study, series.uid)
+    return await _thumbnail(request, representative(records), 1)
+
+
+async def instance_thumbnail(request: web.Request) -> web.StreamResponse:
+    return await _thumbnail(request, find_instance(request), 1)
+
+
+async def frame_thumbnail(request: web.Request) -> web.StreamResponse:
+    numbers = frame_numbers(request)
+    if len(numbers) != 1:
+        raise bad_request("a thumbnail is of one frame: name a single frame number")
+    return await _thumbnail(request, find_instance(request), numbers[0])
+
+
+async def _thumbnail(
+    request: web.Request, record: InstanceRecord, number: int
+) -> web.StreamResponse:
+    the_catalog = catalog(request)
+    check_frames(record, [number])
+    offer = choose(request, [o for o in OFFERS if not o.multipart])
+    params = _params(request, offer.media_type)
+    cached = _cache_path(the_catalog, record, number, params)
+    if cached.exists():
+        return web.FileResponse(cached, headers={"Content-Type": offer.media_type})
+    path = the_catalog.path_of(record)
+    (image,) = await workers(request).run(render, path, [number], params, THUMBNAIL_SIZE)
+    await asyncio.to_thread(the_catalog.archive.write_cached, cached, image)
+    return web.Response(body=image, headers={"Content-Type": offer.media_type})
+
+
+def _cache_path(
+    catalog: Catalog, record: InstanceRecord, number: int, params: RenderParams
+) -> Path:
+    key = hashlib.sha256(repr((number, params)).encode()).hexdigest()[:16]
+    return catalog.archive.thumbnail_file(record.sop, f"{record.digest[:16]}.{key}")
