@@ -86,9 +86,7 @@ class Catalog:
             self.index.add(stored)
         return OpenReport(report, time.perf_counter() - started)
 
-    async def receive(
-        self, chunks: AsyncIterator[bytes], study: str | None = None
-    ) -> Received:
+    async def receive(self, chunks: AsyncIterator[bytes], study: str | None = None) -> Received:
         """Stream one instance to the upload area and check it; nothing is stored yet.
 
         ``study`` is the study the URL names. Raises :class:`StoreFailed`, leaving nothing
@@ -101,8 +99,7 @@ class Catalog:
             if study is not None and header.study_uid != study:
                 raise StoreFailed(
                     FailureReason.DATASET_DOES_NOT_MATCH,
-                    f"its StudyInstanceUID {header.study_uid} is not the study of the URL, "
-                    f"{study}",
+                    f"its StudyInstanceUID {header.study_uid} is not the study of the URL, {study}",
                     header,
                 )
         except BaseException:

@@ -26,12 +26,12 @@ from localdicom.dicom.qido import (
     parse_query,
     result_fields,
 )
+from localdicom.dicom.syntaxes import OCTET_STREAM
 from localdicom.dicom.uids import InvalidUID, check_uid, is_valid_uid
 from localdicom.web.negotiation import (
     AS_STORED,
     DICOM,
     DICOM_JSON,
-    OCTET_STREAM,
     MediaRange,
     Offer,
     choose,
@@ -734,15 +734,15 @@ FRAME_OFFERS = [
 METADATA_OFFERS = [Offer(DICOM_JSON, multipart=False), Offer("application/json", multipart=False)]
 
 
-def choose_for(accept: str | None, offers: list[Offer], default: str | None = EXPLICIT) -> Offer:
+def choose_for(accept: str | None, offers: list[Offer]) -> Offer:
     headers = {} if accept is None else {"Accept": accept}
-    return choose(make_mocked_request("GET", "/", headers=headers), offers, default)
+    return choose(make_mocked_request("GET", "/", headers=headers), offers)
 
 
 @pytest.mark.parametrize("accept", [None, "", "*/*", "*", "*/*; q=0.8"])
 def test_missing_accept_or_anything_gets_the_first_offer(accept):
     assert choose_for(accept, INSTANCE_OFFERS) is INSTANCE_OFFERS[0]
-    assert choose_for(accept, METADATA_OFFERS, None) is METADATA_OFFERS[0]
+    assert choose_for(accept, METADATA_OFFERS) is METADATA_OFFERS[0]
 
 
 def test_ohif_frame_request_gets_frames_as_stored():
@@ -771,7 +771,7 @@ def test_single_part_request():
     assert choose_for("application/dicom", INSTANCE_OFFERS) == Offer(
         DICOM, EXPLICIT, multipart=False
     )
-    assert choose_for("application/*", METADATA_OFFERS, None) == METADATA_OFFERS[0]
+    assert choose_for("application/*", METADATA_OFFERS) == METADATA_OFFERS[0]
 
 
 def test_multipart_star_gets_the_first_multipart_offer():
@@ -781,14 +781,14 @@ def test_multipart_star_gets_the_first_multipart_offer():
 
 def test_the_client_preference_wins_over_the_server_order():
     accept = "application/dicom+json; q=0.2, application/json; q=0.9"
-    assert choose_for(accept, METADATA_OFFERS, None) == Offer("application/json", multipart=False)
+    assert choose_for(accept, METADATA_OFFERS) == Offer("application/json", multipart=False)
     accept = "application/json;q=0.5, application/dicom+json"
-    assert choose_for(accept, METADATA_OFFERS, None) == Offer(DICOM_JSON, multipart=False)
+    assert choose_for(accept, METADATA_OFFERS) == Offer(DICOM_JSON, multipart=False)
 
 
 def test_equal_q_values_keep_the_client_order():
     accept = "application/json, application/dicom+json"
-    assert choose_for(accept, METADATA_OFFERS, None) == Offer("application/json", multipart=False)
+    assert choose_for(accept, METADATA_OFFERS) == Offer("application/json", multipart=False)
 
 
 def test_a_later_acceptable_range_is_used_when_the_first_cannot_be_served():
@@ -816,7 +816,7 @@ def test_a_later_acceptable_range_is_used_when_the_first_cannot_be_served():
 )
 def test_nothing_acceptable_is_406_listing_the_offers(accept, offers):
     with pytest.raises(web.HTTPNotAcceptable) as raised:
-        choose_for(accept, offers, EXPLICIT if offers is not METADATA_OFFERS else None)
+        choose_for(accept, offers)
     text = raised.value.text
     assert accept in text
     for offer in offers:

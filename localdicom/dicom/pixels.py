@@ -82,8 +82,15 @@ def transcode(path: Path, target: str) -> bytes:
     ds = pydicom.dcmread(path)
     if ds.file_meta.TransferSyntaxUID.is_compressed and "PixelData" in ds:
         ds.decompress(generate_instance_uid=False)
-    if target in (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN,
-                  DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN) or "PixelData" not in ds:
+    if (
+        target
+        in (
+            EXPLICIT_VR_LITTLE_ENDIAN,
+            IMPLICIT_VR_LITTLE_ENDIAN,
+            DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
+        )
+        or "PixelData" not in ds
+    ):
         ds.file_meta.TransferSyntaxUID = target
     else:
         ds.compress(target, generate_instance_uid=False)

@@ -31,7 +31,6 @@ DEFAULT_SYNTAX = {
 }
 
 
-
 _MEDIA_TYPE = re.compile(r"[\w!#$&^.+*-]+/[\w!#$&^.+*-]+|\*")
 
 
@@ -149,9 +148,7 @@ def _acceptable(media_range: MediaRange, offer: Offer) -> bool:
             return False
     elif media_range.type == "multipart/*":
         return offer.multipart and not offer.explicit_only
-    elif offer.multipart or not MediaRange(_canonical(media_range.type)).matches(
-        offer.media_type
-    ):
+    elif offer.multipart or not MediaRange(_canonical(media_range.type)).matches(offer.media_type):
         return False
     named = media_range.params.get("transfer-syntax")
     if offer.explicit_only and named != offer.transfer_syntax:

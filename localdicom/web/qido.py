@@ -37,7 +37,7 @@ def search(level: str):
     """A handler searching at ``level`` within the study and series the URL names."""
 
     async def handler(request: web.Request) -> web.Response:
-        offer = choose(request, OFFERS, None)
+        offer = choose(request, OFFERS)
         study, series = uid(request, "study"), uid(request, "series")
         query = parse_query(request.query.items(), level)
         the_catalog = catalog(request)

@@ -37,7 +37,7 @@ Outcome = Stored | StoreFailed
 
 async def store(request: web.Request) -> web.Response:
     study = uid(request, "study")
-    response_offer = choose(request, RESPONSE_OFFERS, None)
+    response_offer = choose(request, RESPONSE_OFFERS)
     media = parse_media_ranges(request.headers.get("Content-Type", ""))
     media_type = media[0].type if media else ""
     if media_type == DICOM:
@@ -58,9 +58,7 @@ async def store(request: web.Request) -> web.Response:
     return _response(request, outcomes, response_offer.media_type)
 
 
-async def _store_one(
-    catalog: Catalog, chunks: AsyncIterator[bytes], study: str | None
-) -> Outcome:
+async def _store_one(catalog: Catalog, chunks: AsyncIterator[bytes], study: str | None) -> Outcome:
     try:
         return await catalog.store(chunks, study)
     except StoreFailed as failure:
@@ -86,9 +84,7 @@ async def _store_parts(
     return [await _commit(catalog, item) for item in received]
 
 
-async def _receive_part(
-    catalog: Catalog, part: Part, study: str | None
-) -> Received | StoreFailed:
+async def _receive_part(catalog: Catalog, part: Part, study: str | None) -> Received | StoreFailed:
     media = parse_media_ranges(part.content_type)
     media_type = media[0].type if media else ""
     if media_type not in DICOM_PART_TYPES:
