@@ -1,0 +1,82 @@
+"""Start the servers under test as a user would, each on an empty storage folder."""
+
+from __future__ import annotations
+
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+
+
+def free_port() -> int:
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+@dataclass
+class Server:
+    """A server process and the DICOMweb root it answers at."""
+
+    name: str
+    command: list[str]
+    root: str
+    log: Path
+    process: subprocess.Popen | None = field(default=None, repr=False)
+
+    def start(self, ready_path: str = "/studies?limit=1", timeout: float = 60) -> None:
+        self.process = subprocess.Popen(
+            self.command, stdout=self.log.open("ab"), stderr=subprocess.STDOUT
+        )
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.process.poll() is not None:
+                raise RuntimeError(f"{self.name} exited; see {self.log}")
+            try:
+                urllib.request.urlopen(self.root + ready_path, timeout=2)
+                return
+            except OSError:
+                time.sleep(0.1)
+        raise RuntimeError(f"{self.name} did not answer within {timeout} s; see {self.log}")
+
+    def stop(self) -> None:
+        if self.process and self.process.poll() is None:
+            self.process.terminate()
+            self.process.wait(timeout=30)
+
+    def rss_kib(self) -> int:
+        """Resident memory of the process and its children (worker pools count too)."""
+        if not self.process:
+            return 0
+        pids = [str(self.process.pid)]
+        children = subprocess.run(
+            ["pgrep", "-P", pids[0]], capture_output=True, text=True, check=False
+        ).stdout.split()
+        total = 0
+        for pid in pids + children:
+            try:
+                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+                    if line.startswith("VmRSS:"):
+                        total += int(line.split()[1])
+            except OSError:
+                pass
+        return total
+
+
+def localdicom(folder: Path, *extra: str) -> Server:
+    port = free_port()
+    command = [
+        sys.executable,
+        "-m",
+        "localdicom",
+        "serve",
+        str(folder / "archive"),
+        "--port",
+        str(port),
+        *extra,
+    ]
+    folder.mkdir(parents=True, exist_ok=True)
+    return Server("localdicom", command, f"http://127.0.0.1:{port}", folder / "localdicom.log")
