@@ -34,6 +34,7 @@ logger = logging.getLogger(__name__)
 SIDECAR_FORMAT = 1
 INCOMING = ".incoming"
 THUMBNAILS = ".cache/thumbnails"
+SERVER_FILE = ".server.json"
 READ_CHUNK = 1 << 20
 
 
@@ -74,6 +75,30 @@ class Archive:
         """Create the archive folder and its upload area if they do not exist yet."""
         self.root.mkdir(parents=True, exist_ok=True)
         self.incoming.mkdir(exist_ok=True)
+
+    # the running server ----------------------------------------------------------------------
+
+    def announce_server(self, url: str) -> None:
+        """Record that a server answers for this archive at ``url`` (while it runs)."""
+        document = {"url": url, "pid": os.getpid()}
+        self._write_atomically(self.root / SERVER_FILE, json.dumps(document).encode())
+
+    def withdraw_server(self, url: str) -> None:
+        path = self.root / SERVER_FILE
+        try:
+            if json.loads(path.read_bytes()).get("url") == url:
+                path.unlink()
+        except (OSError, ValueError):
+            pass
+
+    def running_server(self) -> str | None:
+        """The URL of a live server on this archive, if one announced itself."""
+        try:
+            document = json.loads((self.root / SERVER_FILE).read_bytes())
+            os.kill(int(document["pid"]), 0)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None
+        return str(document["url"])
 
     # paths ---------------------------------------------------------------------------------
 

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import signal
 from pathlib import Path
 
 import click
@@ -11,6 +13,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from localdicom import __version__
 from localdicom.app import Settings, make_app
+from localdicom.archive import Archive
 
 
 class RequestLog(AbstractAccessLogger):
@@ -92,16 +95,29 @@ def serve(
         fsync=fsync,
         workers=workers,
     )
+    asyncio.run(_serve(settings))
+
+
+async def _serve(settings: Settings) -> None:
+    """Run until SIGINT or SIGTERM, announcing the server in the archive meanwhile so that
+    ``localdicom import`` stores through it rather than behind its back."""
+    runner = web.AppRunner(make_app(settings), access_log_class=RequestLog)
+    await runner.setup()
+    site = web.TCPSite(runner, settings.host, settings.port)
+    await site.start()
+    port = site._server.sockets[0].getsockname()[1]  # the real one when --port 0
+    url = f"http://{settings.host}:{port}"
     logging.getLogger("localdicom").info(
-        "localdicom %s serving DICOMweb at http://%s:%d/ (also /v1, /v2, /dicom-web)",
-        __version__,
-        host,
-        port,
+        "localdicom %s serving DICOMweb at %s/ (also /v1, /v2, /dicom-web)", __version__, url
     )
-    web.run_app(
-        make_app(settings),
-        host=host,
-        port=port,
-        access_log_class=RequestLog,
-        print=None,
-    )
+    archive = Archive(settings.archive)
+    archive.announce_server(url)
+    stopping = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for signal_number in (signal.SIGINT, signal.SIGTERM):
+        loop.add_signal_handler(signal_number, stopping.set)
+    try:
+        await stopping.wait()
+    finally:
+        archive.withdraw_server(url)
+        await runner.cleanup()
