@@ -17,11 +17,14 @@ from pydicom.uid import (
     ExplicitVRLittleEndian,
     JPEG2000Lossless,
     JPEGLSLossless,
+    MRImageStorage,
+    SecondaryCaptureImageStorage,
     generate_uid,
 )
 
 PREFIX = "1.2.826.0.1.3680043.8.498."
 SYNTAXES = {"native": ExplicitVRLittleEndian, "j2k": JPEG2000Lossless, "jls": JPEGLSLossless}
+SOP_CLASSES = {"CT": CTImageStorage, "MR": MRImageStorage}
 
 
 def uid(name: str) -> str:
@@ -54,10 +57,10 @@ def ct_slice(
 ) -> Dataset:
     ds = Dataset()
     ds.file_meta = FileMetaDataset()
-    ds.file_meta.MediaStorageSOPClassUID = CTImageStorage
+    ds.file_meta.MediaStorageSOPClassUID = SOP_CLASSES.get(modality, SecondaryCaptureImageStorage)
     ds.file_meta.MediaStorageSOPInstanceUID = uid(f"{series}/{index}")
     ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
-    ds.SOPClassUID = CTImageStorage
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID
     ds.StudyInstanceUID = uid(study)
     ds.SeriesInstanceUID = uid(series)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import socket
 import subprocess
 import sys
@@ -80,3 +81,32 @@ def localdicom(folder: Path, *extra: str) -> Server:
     ]
     folder.mkdir(parents=True, exist_ok=True)
     return Server("localdicom", command, f"http://127.0.0.1:{port}", folder / "localdicom.log")
+
+
+def orthanc(folder: Path) -> Server:
+    """Orthanc with its DICOMweb and GDCM plugins (Debian packages), HTTP on loopback only."""
+    port = free_port()
+    folder.mkdir(parents=True, exist_ok=True)
+    config = {
+        "Name": "bench",
+        "StorageDirectory": str(folder / "storage"),
+        "IndexDirectory": str(folder / "storage"),
+        "HttpPort": port,
+        "RemoteAccessAllowed": False,
+        "AuthenticationEnabled": False,
+        "DicomServerEnabled": False,
+        "Plugins": [
+            "/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
+            "/usr/share/orthanc/plugins/libOrthancGdcm.so",
+        ],
+        "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
+        "Gdcm": {"Enable": True},
+    }
+    path = folder / "orthanc.json"
+    path.write_text(json.dumps(config))
+    return Server(
+        "Orthanc",
+        ["Orthanc", str(path)],
+        f"http://127.0.0.1:{port}/dicom-web",
+        folder / "orthanc.log",
+    )
