@@ -327,6 +327,10 @@ def _to_8_bits(values: np.ndarray, bits: int) -> np.ndarray:
     return np.clip(data, 0, 255).astype(np.uint8)
 
 
+_LUT_MIN_PIXELS = 4096
+_LUT_MAX_ENTRIES = 1 << 17
+
+
 def _grayscale(
     pixels: np.ndarray, ds: pydicom.Dataset, window: tuple[float, float, str] | None
 ) -> np.ndarray:
@@ -337,6 +341,20 @@ def _grayscale(
     window (PS3.3 C.11.2), else the frame's own range.
     """
     stored = pixels.astype(np.uint8) if pixels.dtype == np.bool_ else pixels
+    if stored.dtype.kind in "iu" and stored.size > _LUT_MIN_PIXELS:
+        low, high = int(stored.min()), int(stored.max())
+        if high - low < _LUT_MAX_ENTRIES:
+            # The whole pipeline on each stored value once, then a table look-up: a 512x512
+            # CT frame has a few thousand distinct values but a quarter million pixels.
+            domain = np.arange(low, high + 1).astype(stored.dtype)
+            table = _grayscale_values(domain, ds, window)
+            return table[stored.astype(np.int64) - low]
+    return _grayscale_values(stored, ds, window)
+
+
+def _grayscale_values(
+    stored: np.ndarray, ds: pydicom.Dataset, window: tuple[float, float, str] | None
+) -> np.ndarray:
     values = apply_modality_lut(stored, ds)
     if window is not None:
         return _apply_window(values, *window)
