@@ -25,6 +25,7 @@ from localdicom.workers import Workers
 logger = logging.getLogger("localdicom")
 
 MAX_REQUEST_LINE = 256 * 1024
+METADATA_CACHE_BYTES = 64 * 1024 * 1024
 PREFIXES = ("", "/{prefix:v1|v2|dicom-web}")
 UID = r"[^/]+"
 STUDY = f"/studies/{{study:{UID}}}"
@@ -90,6 +91,7 @@ def make_app(settings: Settings) -> web.Application:
         handler_args={"max_line_size": MAX_REQUEST_LINE},
     )
     app[SETTINGS] = settings
+    app[wado.METADATA_CACHE] = wado.ResponseCache(METADATA_CACHE_BYTES)
     for prefix in PREFIXES:
         for method, path, handler in ROUTES:
             app.router.add_route(method, prefix + path, handler)

@@ -34,7 +34,7 @@ logger = logging.getLogger(__name__)
 SIDECAR_FORMAT = 1
 INCOMING = ".incoming"
 THUMBNAILS = ".cache/thumbnails"
-SERVER_FILE = ".server.json"
+SERVER_FILE = ".localdicom-server"
 READ_CHUNK = 1 << 20
 
 

@@ -8,8 +8,10 @@ the sidecars; bulk values are positioned reads of the ranges recorded there.
 from __future__ import annotations
 
 import asyncio
+import gzip
 import hashlib
 import json
+from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
@@ -130,23 +132,31 @@ async def instance_metadata(request: web.Request) -> web.StreamResponse:
 
 
 async def _metadata(request: web.Request, records: list[InstanceRecord]) -> web.StreamResponse:
-    """DICOM JSON of every instance (PS3.18 10.4.1.2), assembled from the sidecars.
+    """DICOM JSON of every instance (PS3.18 10.4.1.2), assembled from the sidecars once.
 
-    The ETag names the stored content and the URL root, so a viewer's repeat request for an
-    unchanged series is a 304 without reading a sidecar.
+    The ETag names the stored content and the URL root: a viewer's repeat request for an
+    unchanged series is a 304, and a request from another viewer is answered from memory,
+    gzipped already when it accepts gzip (CLIENTS.md pain points 10-13).
     """
     offer = choose(request, METADATA_OFFERS)
     root = service_root(request)
     tag = hashlib.sha256("".join([root] + [r.digest for r in records]).encode()).hexdigest()
     etag = f'"{tag[:32]}"'
+    headers = {"ETag": etag, "Vary": "Accept-Encoding"}
     if etag in request.headers.get("If-None-Match", ""):
-        return web.Response(status=304, headers={"ETag": etag})
-    body = await asyncio.to_thread(_metadata_document, catalog(request), records, root)
-    response = web.Response(
-        body=body, headers={"Content-Type": f"{offer.media_type}", "ETag": etag}
-    )
-    response.enable_compression()
-    return response
+        return web.Response(status=304, headers=headers)
+    gzipped = "gzip" in request.headers.get("Accept-Encoding", "")
+    cache = request.app[METADATA_CACHE]
+    body = cache.get((etag, gzipped))
+    if body is None:
+        body = await asyncio.to_thread(_metadata_document, catalog(request), records, root)
+        if gzipped:
+            body = await asyncio.to_thread(gzip.compress, body, 6)
+        cache.put((etag, gzipped), body)
+    headers["Content-Type"] = offer.media_type
+    if gzipped:
+        headers["Content-Encoding"] = "gzip"
+    return web.Response(body=body, headers=headers)
 
 
 def _metadata_document(catalog: Catalog, records: list[InstanceRecord], root: str) -> bytes:
@@ -155,6 +165,33 @@ def _metadata_document(catalog: Catalog, records: list[InstanceRecord], root: st
     ]
     text = json.dumps(documents, ensure_ascii=False, separators=(",", ":"))
     return text.replace('"BulkDataURI":"', f'"BulkDataURI":"{root}/').encode("utf-8")
+
+
+class ResponseCache:
+    """Response bodies by key, the least recently used dropped beyond a size in bytes."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.max_bytes = max_bytes
+        self._bodies: OrderedDict[object, bytes] = OrderedDict()
+        self._size = 0
+
+    def get(self, key: object) -> bytes | None:
+        body = self._bodies.get(key)
+        if body is not None:
+            self._bodies.move_to_end(key)
+        return body
+
+    def put(self, key: object, body: bytes) -> None:
+        if len(body) > self.max_bytes or key in self._bodies:
+            return
+        self._bodies[key] = body
+        self._size += len(body)
+        while self._size > self.max_bytes:
+            _, dropped = self._bodies.popitem(last=False)
+            self._size -= len(dropped)
+
+
+METADATA_CACHE = web.AppKey("metadata_cache", ResponseCache)
 
 
 # bulk data -------------------------------------------------------------------------------
