@@ -139,7 +139,7 @@ class Catalog:
     async def _commit(self, incoming: Path, header: Header, digest: str) -> Stored:
         existing = self.index.instances.get(header.sop_uid)
         if existing is not None:
-            if existing.digest == digest:
+            if existing.digest.hex() == digest:
                 return Stored(header, already_present=True)
             if not self.overwrite:
                 raise StoreFailed(

@@ -1,72 +1,186 @@
 """The in-memory index of studies, series and instances, rebuilt from the sidecars at start.
 
-It holds per level only the attributes QIDO matches and returns (``LEVEL_ATTRIBUTES``), so a
-query is answered from memory. Study and series attributes are taken from the first instance
-stored for them. Mutations happen on the event loop thread only; readers never see a half
-update.
+It holds per level only the attributes QIDO matches and returns (``LEVEL_ATTRIBUTES``), in
+compact form: one value per attribute, aligned with the level's tag list (a single value as
+itself, several as a tuple, absent as None), with repeated values shared. That keeps an
+instance to a few hundred bytes, so a laptop indexes hundreds of thousands of them.
+
+A search descends from studies to series to instances and prunes at each level, and starts
+from a UID lookup where the URL or the query names UIDs, so its cost follows the matches,
+not the archive. Mutations happen on the event loop thread only; readers never see a half
+update. Study and series attributes are those of the first instance stored for them.
 """
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from dataclasses import dataclass, field
+import sys
+from collections.abc import Iterable, Iterator
 from typing import Any
+
+from pydicom.datadict import dictionary_VR
 
 from localdicom.archive import StoredInstance
 from localdicom.dicom.qido import (
+    COMPUTED,
     INSTANCE,
     LEVEL_ATTRIBUTES,
+    LEVELS,
+    MODALITIES_IN_STUDY,
     SERIES,
+    SERIES_INSTANCES,
     STUDY,
+    STUDY_INSTANCES,
+    STUDY_SERIES,
+    Condition,
     Query,
+    ValueList,
 )
 
 Attributes = dict[str, dict[str, Any]]
+STUDY_UID, SERIES_UID, SOP_UID, MODALITY = "0020000D", "0020000E", "00080018", "00080060"
+UID_TAG = {STUDY: STUDY_UID, SERIES: SERIES_UID, INSTANCE: SOP_UID}
+#: Values unique to one instance: sharing them would cost more than it saves.
+UNSHARED = frozenset({SOP_UID, "00080033", "00200013"})
+POSITION = {level: {tag: i for i, tag in enumerate(LEVEL_ATTRIBUTES[level])} for level in LEVELS}
+LEVEL_OF = {tag: level for level in LEVELS for tag in (*LEVEL_ATTRIBUTES[level], *COMPUTED[level])}
+_shared: dict[Any, Any] = {}
 
 
-def _pick(metadata: Attributes, level: str) -> Attributes:
-    return {tag: metadata[tag] for tag in LEVEL_ATTRIBUTES[level] if tag in metadata}
+def _vr(tag: str) -> str:
+    return dictionary_VR(int(tag, 16)).split(" or ")[0]
 
 
-@dataclass
+VR = {tag: _vr(tag) for tag in LEVEL_OF}
+
+
+def compact(metadata: Attributes, level: str) -> tuple:
+    """The level's attributes of an instance's DICOM JSON, as compact values."""
+    values = []
+    for tag in LEVEL_ATTRIBUTES[level]:
+        element = metadata.get(tag)
+        value = None if element is None else element.get("Value", ())
+        if value is not None:
+            value = [_plain(item) for item in value]
+            value = value[0] if len(value) == 1 else tuple(value)
+            if isinstance(value, str) and tag not in UNSHARED:
+                value = sys.intern(value)
+            elif isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+                value = _shared.setdefault(value, value)
+        values.append(value)
+    return tuple(values)
+
+
+def _plain(item: Any) -> Any:
+    """Builtin str, int and float: pydicom's subclasses (UID, IS, DS) cost memory and can't
+    be interned."""
+    for kind in (str, int, float):
+        if isinstance(item, kind) and type(item) is not kind:
+            return kind(item)
+    return item
+
+
+def element(tag: str, value: Any) -> dict[str, Any]:
+    """A compact value back as DICOM JSON (PS3.18 F.2); absent or empty has no Value."""
+    if value is None or value == ():
+        return {"vr": VR[tag]}
+    return {"vr": VR[tag], "Value": list(value) if isinstance(value, tuple) else [value]}
+
+
+def texts(value: Any) -> Iterator[str]:
+    """A compact value as the texts matching compares: each value, each PN group."""
+    for item in value if isinstance(value, tuple) else (value,):
+        if isinstance(item, dict):
+            yield from (str(group) for group in item.values())
+        elif isinstance(item, int | float):
+            yield str(int(item)) if float(item).is_integer() else str(item)
+        else:
+            yield str(item)
+
+
+def accepts(condition: Condition, value: Any) -> bool:
+    return condition.accepts(() if value is None else texts(value))
+
+
 class InstanceRecord:
-    study: str
-    series: str
-    sop: str
-    transfer_syntax: str
-    size: int
-    digest: str
-    attributes: Attributes
-    #: Frames of pixel data; 0 for an instance without any (a report, a structure set).
-    frame_count: int
+    __slots__ = (
+        "digest",
+        "frame_count",
+        "series",
+        "size",
+        "sop",
+        "study",
+        "transfer_syntax",
+        "values",
+    )
+
+    def __init__(self, stored: StoredInstance) -> None:
+        header = stored.header
+        self.study = sys.intern(header.study_uid)
+        self.series = sys.intern(header.series_uid)
+        self.sop = header.sop_uid
+        self.transfer_syntax = sys.intern(header.transfer_syntax)
+        self.size = stored.size
+        self.digest = bytes.fromhex(stored.digest)
+        self.values = compact(header.metadata, INSTANCE)
+        #: Frames of pixel data; 0 for an instance without any (a report, a structure set).
+        self.frame_count = header.frame_count()
+
+    def value(self, tag: str) -> Any:
+        return self.values[POSITION[INSTANCE][tag]]
 
 
-@dataclass
 class SeriesRecord:
-    study: str
-    uid: str
-    attributes: Attributes
-    instances: dict[str, InstanceRecord] = field(default_factory=dict)
-    #: Changes whenever an instance is added or removed; names cached metadata (ETag).
-    version: int = 0
+    __slots__ = ("_ordered", "instances", "study", "uid", "values", "version")
 
-    @property
-    def modality(self) -> str | None:
-        values = self.attributes.get("00080060", {}).get("Value")
-        return values[0] if values else None
+    def __init__(self, study: str, uid: str, values: tuple) -> None:
+        self.study, self.uid, self.values = study, uid, values
+        self.instances: dict[str, InstanceRecord] = {}
+        #: Changes whenever an instance is added or removed.
+        self.version = 0
+        self._ordered: list[InstanceRecord] | None = None
+
+    def value(self, tag: str) -> Any:
+        if tag == SERIES_INSTANCES:
+            return len(self.instances)
+        return self.values[POSITION[SERIES][tag]]
+
+    def changed(self) -> None:
+        self.version += 1
+        self._ordered = None
+
+    def ordered(self) -> list[InstanceRecord]:
+        """Instances by instance number, then UID: a stable order for every answer."""
+        if self._ordered is None:
+            self._ordered = sorted(self.instances.values(), key=instance_sort_key)
+        return self._ordered
 
 
-@dataclass
 class StudyRecord:
-    uid: str
-    attributes: Attributes
-    series: dict[str, SeriesRecord] = field(default_factory=dict)
+    __slots__ = ("series", "uid", "values")
+
+    def __init__(self, uid: str, values: tuple) -> None:
+        self.uid, self.values = uid, values
+        self.series: dict[str, SeriesRecord] = {}
+
+    def value(self, tag: str) -> Any:
+        if tag == STUDY_SERIES:
+            return len(self.series)
+        if tag == STUDY_INSTANCES:
+            return self.instance_count()
+        if tag == MODALITIES_IN_STUDY:
+            modalities = self.modalities()
+            return modalities[0] if len(modalities) == 1 else tuple(modalities)
+        return self.values[POSITION[STUDY][tag]]
 
     def instance_count(self) -> int:
         return sum(len(series.instances) for series in self.series.values())
 
     def modalities(self) -> list[str]:
-        return sorted({m for s in self.series.values() if (m := s.modality)})
+        found = {m for s in self.series.values() if isinstance(m := s.value(MODALITY), str)}
+        return sorted(found)
+
+    def ordered(self) -> list[SeriesRecord]:
+        return sorted(self.series.values(), key=series_sort_key)
 
 
 Record = StudyRecord | SeriesRecord | InstanceRecord
@@ -79,34 +193,23 @@ class Index:
         self.studies: dict[str, StudyRecord] = {}
         self.series: dict[str, SeriesRecord] = {}
         self.instances: dict[str, InstanceRecord] = {}
+        self._ordered_studies: list[StudyRecord] | None = None
 
     def add(self, stored: StoredInstance) -> InstanceRecord:
         """Add or replace an instance."""
-        header = stored.header
-        metadata = header.metadata
-        self.remove_instance(header.sop_uid)
-        study = self.studies.get(header.study_uid)
+        record = InstanceRecord(stored)
+        metadata = stored.header.metadata
+        self.remove_instance(record.sop)
+        study = self.studies.get(record.study)
         if study is None:
-            study = StudyRecord(header.study_uid, _pick(metadata, STUDY))
-            self.studies[study.uid] = study
-        series = study.series.get(header.series_uid)
+            study = self.studies[record.study] = StudyRecord(record.study, compact(metadata, STUDY))
+            self._ordered_studies = None
+        series = study.series.get(record.series)
         if series is None:
-            series = SeriesRecord(study.uid, header.series_uid, _pick(metadata, SERIES))
-            study.series[series.uid] = series
-            self.series[series.uid] = series
-        record = InstanceRecord(
-            header.study_uid,
-            header.series_uid,
-            header.sop_uid,
-            header.transfer_syntax,
-            stored.size,
-            stored.digest,
-            _pick(metadata, INSTANCE),
-            header.frame_count(),
-        )
-        series.instances[record.sop] = record
-        series.version += 1
-        self.instances[record.sop] = record
+            series = SeriesRecord(study.uid, record.series, compact(metadata, SERIES))
+            study.series[series.uid] = self.series[series.uid] = series
+        series.instances[record.sop] = self.instances[record.sop] = record
+        series.changed()
         return record
 
     def remove_instance(self, sop: str) -> InstanceRecord | None:
@@ -115,7 +218,7 @@ class Index:
             return None
         series = self.series[record.series]
         del series.instances[sop]
-        series.version += 1
+        series.changed()
         if not series.instances:
             self.remove_series(record.series)
         return record
@@ -130,6 +233,7 @@ class Index:
         del study.series[uid]
         if not study.series:
             del self.studies[study.uid]
+            self._ordered_studies = None
         return list(series.instances.values())
 
     def remove_study(self, uid: str) -> list[InstanceRecord]:
@@ -158,84 +262,130 @@ class Index:
         study_record = self.studies.get(study)
         if study_record is None:
             return []
-        chosen = [study_record.series[series]] if series in study_record.series else []
         if series is None:
-            chosen = sorted(study_record.series.values(), key=series_sort_key)
-        return [i for s in chosen for i in sorted(s.instances.values(), key=instance_sort_key)]
+            chosen = study_record.ordered()
+        else:
+            chosen = [study_record.series[series]] if series in study_record.series else []
+        return [instance for s in chosen for instance in s.ordered()]
+
+    def ordered_studies(self) -> list[StudyRecord]:
+        if self._ordered_studies is None:
+            self._ordered_studies = sorted(self.studies.values(), key=study_sort_key)
+        return self._ordered_studies
 
     # search ----------------------------------------------------------------------------------
 
     def search(self, query: Query, study: str | None = None, series: str | None = None) -> list:
-        """Records matching ``query`` at its level, within the study/series of the URL."""
-        if query.level == STUDY:
-            candidates: Iterator[Any] = iter(sorted(self.studies.values(), key=study_sort_key))
-        elif query.level == SERIES:
-            candidates = iter(self._series_scope(study))
-        else:
-            candidates = (
-                instance
-                for series_record in self._series_scope(study, series)
-                for instance in sorted(series_record.instances.values(), key=instance_sort_key)
-            )
-        return [record for record in candidates if self._matches(record, query)]
+        """Records matching ``query`` at its level, within the study/series of the URL, in a
+        stable order. Starts from the narrowest UIDs known (URL or UID-list matching)."""
+        by_level: dict[str, list[tuple[str, Condition]]] = {level: [] for level in LEVELS}
+        for tag, condition in query.conditions.items():
+            by_level[LEVEL_OF[tag]].append((tag, condition))
+        uids = {
+            STUDY: {study} if study else None,
+            SERIES: {series} if series else None,
+            INSTANCE: None,
+        }
+        for level, conditions in by_level.items():
+            for tag, condition in conditions:
+                if tag == UID_TAG[level] and isinstance(condition, ValueList):
+                    found = set(condition.values)
+                    uids[level] = found if uids[level] is None else uids[level] & found
+        depth = LEVELS.index(query.level)
+        start = max((i for i in range(depth + 1) if uids[LEVELS[i]] is not None), default=0)
+        records = self._start(LEVELS[start], uids[LEVELS[start]])
+        records = [r for r in records if self._above_match(r, start, by_level, uids)]
+        for level in LEVELS[start : depth + 1]:
+            if level != LEVELS[start]:
+                records = [child for r in records for child in r.ordered()]
+            records = [
+                r
+                for r in records
+                if _passes(r, by_level[level]) and (uids[level] is None or _uid(r) in uids[level])
+            ]
+        return records
 
-    def _series_scope(self, study: str | None, series: str | None = None) -> list[SeriesRecord]:
-        if series is not None:
-            record = self.series_in(study, series) if study else self.series.get(series)
-            return [record] if record else []
-        studies = [self.studies[study]] if study in self.studies else []
-        if study is None:
-            studies = sorted(self.studies.values(), key=study_sort_key)
-        return [s for st in studies for s in sorted(st.series.values(), key=series_sort_key)]
+    def _start(self, level: str, uids: set[str] | None) -> list[Record]:
+        """The records of ``level`` to start from: the named ones, or every study in order."""
+        if uids is None:
+            return list(self.ordered_studies())
+        table = {STUDY: self.studies, SERIES: self.series, INSTANCE: self.instances}[level]
+        found = [table[uid] for uid in uids if uid in table]
+        return sorted(found, key=self._order_key)
 
-    def _matches(self, record: Record, query: Query) -> bool:
-        attributes = self.attributes(record)
-        return all(
-            condition.matches(attributes.get(tag)) for tag, condition in query.conditions.items()
-        )
+    def _above_match(self, record: Record, start: int, by_level, uids) -> bool:
+        """For a search that started below the study level: do the parents match too?"""
+        for level in LEVELS[:start]:
+            parent = self._parent(record, level)
+            if not _passes(parent, by_level[level]):
+                return False
+            if uids[level] is not None and parent.uid not in uids[level]:
+                return False
+        return True
+
+    def _parent(self, record: Record, level: str) -> Record:
+        if level == STUDY:
+            return self.studies[record.study]
+        return self.series[record.series]
+
+    def _order_key(self, record: Record) -> tuple:
+        if isinstance(record, StudyRecord):
+            return (study_sort_key(record),)
+        if isinstance(record, SeriesRecord):
+            return (study_sort_key(self.studies[record.study]), series_sort_key(record))
+        series = self.series[record.series]
+        return (*self._order_key(series), instance_sort_key(record))
 
     def attributes(self, record: Record) -> Attributes:
-        """Every attribute known in memory for a record, its parents' and computed ones."""
-        if isinstance(record, StudyRecord):
-            return {**record.attributes, **computed_study(record)}
-        if isinstance(record, SeriesRecord):
-            study = self.studies[record.study]
-            return {
-                **self.attributes(study),
-                **record.attributes,
-                "00201209": {"vr": "IS", "Value": [len(record.instances)]},
-            }
-        return {**self.attributes(self.series[record.series]), **record.attributes}
+        """DICOM JSON of every attribute known in memory for a record and its parents."""
+        attributes: Attributes = {}
+        chain = [record]
+        if not isinstance(record, StudyRecord):
+            chain.insert(0, self.studies[record.study])
+        if isinstance(record, InstanceRecord):
+            chain.insert(1, self.series[record.series])
+        for each in chain:
+            level = _level(each)
+            for tag in (*LEVEL_ATTRIBUTES[level], *COMPUTED[level]):
+                attributes[tag] = element(tag, each.value(tag))
+        return attributes
 
     def counts(self) -> tuple[int, int, int]:
         return len(self.studies), len(self.series), len(self.instances)
 
 
-def computed_study(study: StudyRecord) -> Attributes:
-    attributes: Attributes = {
-        "00201206": {"vr": "IS", "Value": [len(study.series)]},
-        "00201208": {"vr": "IS", "Value": [study.instance_count()]},
-    }
-    modalities = study.modalities()
-    attributes["00080061"] = {"vr": "CS", "Value": modalities} if modalities else {"vr": "CS"}
-    return attributes
+def _level(record: Record) -> str:
+    if isinstance(record, StudyRecord):
+        return STUDY
+    return SERIES if isinstance(record, SeriesRecord) else INSTANCE
 
 
-def _first(attributes: Attributes, tag: str, default: Any = "") -> Any:
-    values = attributes.get(tag, {}).get("Value")
-    return values[0] if values else default
+def _uid(record: Record) -> str:
+    return record.sop if isinstance(record, InstanceRecord) else record.uid
+
+
+def _passes(record: Record, conditions: Iterable[tuple[str, Condition]]) -> bool:
+    return all(accepts(condition, record.value(tag)) for tag, condition in conditions)
+
+
+def _first(value: Any, default: Any = "") -> Any:
+    if value is None or value == ():
+        return default
+    return value[0] if isinstance(value, tuple) else value
 
 
 def study_sort_key(study: StudyRecord) -> tuple:
-    return (_first(study.attributes, "00080020"), _first(study.attributes, "00080030"), study.uid)
+    date = _first(study.values[POSITION[STUDY]["00080020"]])
+    time = _first(study.values[POSITION[STUDY]["00080030"]])
+    return (str(date), str(time), study.uid)
 
 
 def series_sort_key(series: SeriesRecord) -> tuple:
-    return (_number(_first(series.attributes, "00200011", None)), series.uid)
+    return (_number(_first(series.values[POSITION[SERIES]["00200011"]], None)), series.uid)
 
 
 def instance_sort_key(instance: InstanceRecord) -> tuple:
-    return (_number(_first(instance.attributes, "00200013", None)), instance.sop)
+    return (_number(_first(instance.values[POSITION[INSTANCE]["00200013"]], None)), instance.sop)
 
 
 def _number(value: Any) -> float:

@@ -150,11 +150,15 @@ class QueryError(ValueError):
 
 
 class Condition:
-    """One attribute's matching rule; ``matches`` receives the element's DICOM JSON."""
+    """One attribute's matching rule, applied to an element's values as text."""
 
     def matches(self, element: Mapping[str, Any] | None) -> bool:
-        values = _text_values(element)
-        return any(self.matches_value(value) for value in values)
+        """Whether an element, in DICOM JSON, matches."""
+        return self.accepts(_text_values(element))
+
+    def accepts(self, texts: Iterable[str]) -> bool:
+        """Whether any of the values (PN: any component group) matches."""
+        return any(self.matches_value(text) for text in texts)
 
     def matches_value(self, value: str) -> bool:
         raise NotImplementedError
@@ -163,7 +167,7 @@ class Condition:
 class Universal(Condition):
     """An empty value: every entity matches, the attribute is returned."""
 
-    def matches(self, element: Mapping[str, Any] | None) -> bool:
+    def accepts(self, texts: Iterable[str]) -> bool:
         return True
 
 

@@ -154,4 +154,4 @@ def _cache_path(
     catalog: Catalog, record: InstanceRecord, number: int, params: RenderParams
 ) -> Path:
     key = hashlib.sha256(repr((number, params)).encode()).hexdigest()[:16]
-    return catalog.archive.thumbnail_file(record.sop, f"{record.digest[:16]}.{key}")
+    return catalog.archive.thumbnail_file(record.sop, f"{record.digest.hex()[:16]}.{key}")

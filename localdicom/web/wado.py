@@ -140,7 +140,7 @@ async def _metadata(request: web.Request, records: list[InstanceRecord]) -> web.
     """
     offer = choose(request, METADATA_OFFERS)
     root = service_root(request)
-    tag = hashlib.sha256("".join([root] + [r.digest for r in records]).encode()).hexdigest()
+    tag = hashlib.sha256(root.encode() + b"".join(r.digest for r in records)).hexdigest()
     etag = f'"{tag[:32]}"'
     headers = {"ETag": etag, "Vary": "Accept-Encoding"}
     if etag in request.headers.get("If-None-Match", ""):

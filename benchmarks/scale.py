@@ -1,0 +1,193 @@
+"""How localdicom holds up as the archive grows: start time, index memory, QIDO, metadata.
+
+    python -m benchmarks.scale --sizes 10000,100000,300000 [--folder /big/disk/tmp]
+
+For each size, writes an archive of small instances (64x64, realistic CT headers) straight
+into the archive layout, sidecars included: one template instance is described once and
+copied with its UIDs and patient attributes replaced by values of the same length, which is
+what makes 300,000 instances take minutes rather than hours. Then starts the server on it
+twice and reports: time from launch to the first answer, resident memory per instance of the
+index (against a server on an empty archive), QIDO p95 at study, series and instance level,
+and the metadata of a 500-instance series (first request and repeat).
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import json
+import os
+import statistics
+import tempfile
+import time
+import urllib.request
+from pathlib import Path
+
+from benchmarks.dataset import ct_slice
+from benchmarks.servers import Server, localdicom
+from localdicom.archive import SIDECAR_FORMAT
+from localdicom.dicom.header import describe
+
+ROOT = "1.2.826.0.1.3680043.8.498"
+# Placeholders and the formats that replace them: each the same length as its placeholder.
+FIELDS = {
+    "study": (f"{ROOT}.1" + "9" * 9, f"{ROOT}.1{{study:09d}}"),
+    "series": (f"{ROOT}.2" + "9" * 12, f"{ROOT}.2{{study:09d}}{{series:03d}}"),
+    "sop": (f"{ROOT}.3" + "9" * 18, f"{ROOT}.3{{study:09d}}{{series:03d}}{{index:06d}}"),
+    "patient": ("PID99999999", "PID{study:08d}"),
+    "date": ("29991231", "20{year:02d}{month:02d}{day:02d}"),
+}
+MODALITIES = ("CT", "MR", "CR", "US", "MG")
+FIXED_MTIME_NS = 1_700_000_000 * 10**9
+METADATA_SERIES = 500
+
+
+def template() -> tuple[bytes, str]:
+    """A 64x64 CT instance with placeholders, and its sidecar JSON text."""
+    ds = ct_slice("t", "t", 0, size=64, patient="NAME^PID99999999", date="29991231")
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = FIELDS["study"][0], FIELDS["series"][0]
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = FIELDS["sop"][0]
+    ds.PatientID, ds.Modality = "PID99999999", "CT"
+    path = Path(tempfile.mkdtemp()) / "template.dcm"
+    ds.save_as(path, enforce_file_format=True)
+    with path.open("rb") as fp:
+        header = describe(fp)
+    document = {
+        "format": SIDECAR_FORMAT,
+        "size": path.stat().st_size,
+        "mtime_ns": FIXED_MTIME_NS,
+        "digest": "DIGEST",
+    }
+    document.update(header.to_dict())
+    return path.read_bytes(), json.dumps(document)
+
+
+def values(study: int, series: int, index: int) -> dict[str, str]:
+    year, month, day = study % 20 + 5, study % 12 + 1, study % 28 + 1
+    numbers = {
+        "study": study,
+        "series": series,
+        "index": index,
+        "year": year,
+        "month": month,
+        "day": day,
+    }
+    return {name: form.format(**numbers) for name, (_, form) in FIELDS.items()}
+
+
+def fill(text: str | bytes, replacements: dict[str, str]) -> str | bytes:
+    for name, (placeholder, _) in FIELDS.items():
+        new = replacements[name]
+        if isinstance(text, bytes):
+            text = text.replace(placeholder.encode(), new.encode())
+        else:
+            text = text.replace(placeholder, new)
+    return text
+
+
+def layout(total: int) -> list[tuple[int, int, int]]:
+    """(study, series, count): one 500-instance series, the rest in 2 x 50 per study."""
+    plan = [(0, 0, METADATA_SERIES)]
+    study = 1
+    remaining = total - METADATA_SERIES
+    while remaining > 0:
+        for series in range(2):
+            count = min(50, remaining)
+            if count:
+                plan.append((study, series, count))
+                remaining -= count
+        study += 1
+    return plan
+
+
+def build(archive: Path, total: int) -> None:
+    dcm, sidecar = template()
+    for study, series, count in layout(total):
+        names = values(study, series, 0)
+        folder = archive / names["study"] / names["series"]
+        folder.mkdir(parents=True, exist_ok=True)
+        modality = MODALITIES[study % len(MODALITIES)]
+        for index in range(count):
+            names = values(study, series, index)
+            data = fill(dcm, names).replace(b"CT\x00\x00", modality.encode() + b"\x00\x00", 1)
+            path = folder / f"{names['sop']}.dcm"
+            path.write_bytes(data)
+            os.utime(path, ns=(FIXED_MTIME_NS, FIXED_MTIME_NS))
+            text = fill(sidecar, names).replace("DIGEST", hashlib.sha256(data).hexdigest())
+            path.with_suffix(".json").write_text(text)
+
+
+def timed_get(url: str) -> tuple[float, bytes]:
+    started = time.perf_counter()
+    request = urllib.request.Request(url, headers={"Accept": "application/dicom+json"})
+    with urllib.request.urlopen(request, timeout=120) as response:
+        body = response.read()
+    return (time.perf_counter() - started) * 1000, body
+
+
+def p95(urls: list[str]) -> float:
+    times = sorted(timed_get(url)[0] for url in urls)
+    return times[min(len(times) - 1, int(len(times) * 0.95))]
+
+
+def measure(server: Server, total: int, baseline_kib: int) -> dict[str, float]:
+    started = time.perf_counter()
+    server.start(timeout=600)
+    start_s = time.perf_counter() - started
+    rss = server.rss_kib()
+    studies = len(layout(total)) // 2
+    picks = [1 + (k * 7919) % max(studies - 1, 1) for k in range(30)]
+    root = server.root
+    study_urls = [f"{root}/studies?PatientID=PID{s:08d}" for s in picks]
+    series_urls = [f"{root}/studies/{values(s, 0, 0)['study']}/series" for s in picks]
+    instance_urls = [f"{root}/instances?SOPInstanceUID={values(s, 1, 7)['sop']}" for s in picks]
+    names = values(0, 0, 0)
+    metadata = f"{root}/studies/{names['study']}/series/{names['series']}/metadata"
+    first, body = timed_get(metadata)
+    assert len(json.loads(body)) == METADATA_SERIES
+    repeat = statistics.median(timed_get(metadata)[0] for _ in range(5))
+    figures = {
+        "start s": start_s,
+        "index bytes/instance": (rss - baseline_kib) * 1024 / total,
+        "QIDO study p95 ms": p95(study_urls),
+        "QIDO series p95 ms": p95(series_urls),
+        "QIDO instance p95 ms": p95(instance_urls),
+        "metadata 500 first ms": first,
+        "metadata 500 repeat ms": repeat,
+    }
+    server.stop()
+    return figures
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("--sizes", default="10000,100000,300000")
+    parser.add_argument("--folder", type=Path, help="where to build (needs ~1 GB per 100k)")
+    args = parser.parse_args()
+    base = Path(args.folder or tempfile.mkdtemp(prefix="localdicom-scale-"))
+    empty = localdicom(base / "empty", "--no-fsync")
+    empty.start()
+    baseline = empty.rss_kib()
+    empty.stop()
+    rows = []
+    for total in (int(size) for size in args.sizes.split(",")):
+        folder = base / f"n{total}"
+        if not (folder / "archive").exists():
+            print(f"building {total} instances ...", flush=True)
+            started = time.perf_counter()
+            build(folder / "archive", total)
+            print(f"  built in {time.perf_counter() - started:.0f} s", flush=True)
+        for start in ("first start", "second start"):
+            figures = measure(localdicom(folder, "--no-fsync"), total, baseline)
+            rows.append((total, start, figures))
+            print(total, start, figures, flush=True)
+    names = list(rows[0][2])
+    print("\n| instances | start | " + " | ".join(names) + " |")
+    print("| ---: | --- | " + " | ".join("---:" for _ in names) + " |")
+    for total, start, figures in rows:
+        cells = " | ".join(f"{figures[name]:.1f}" for name in names)
+        print(f"| {total} | {start} | {cells} |")
+
+
+if __name__ == "__main__":
+    main()
