@@ -7,6 +7,7 @@ unchanged. The prefix is part of the route pattern, and URLs the server writes k
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
@@ -124,6 +125,7 @@ async def _open_catalog(app: web.Application) -> AsyncIterator[None]:
         logger.info("samples: %d stored, %d already present", added, len(outcomes) - added)
     app[CATALOG] = catalog
     yield
+    await asyncio.to_thread(catalog.save_snapshot)
 
 
 async def _start_workers(app: web.Application) -> AsyncIterator[None]:

@@ -34,6 +34,8 @@ logger = logging.getLogger(__name__)
 SIDECAR_FORMAT = 1
 INCOMING = ".incoming"
 THUMBNAILS = ".cache/thumbnails"
+#: The index as saved at the last start or stop, to start without reading every sidecar.
+SNAPSHOT = ".index-snapshot"
 SERVER_FILE = ".localdicom-server"
 READ_CHUNK = 1 << 20
 
@@ -54,6 +56,8 @@ class ScanReport:
     regenerated: list[Path] = field(default_factory=list)
     skipped: list[tuple[Path, str]] = field(default_factory=list)
     removed_leftovers: int = 0
+    #: Instances taken from the index snapshot rather than read from their sidecars.
+    from_snapshot: int = 0
 
 
 def file_digest(fp: BinaryIO) -> str:
@@ -202,18 +206,64 @@ class Archive:
     # the startup scan ----------------------------------------------------------------------
 
     def scan(self, report: ScanReport) -> Iterator[StoredInstance]:
-        """Yield every instance in the archive, repairing sidecars as needed.
+        """Yield every instance in the archive, repairing sidecars as needed (see
+        :meth:`scan_series`)."""
+        report.removed_leftovers += self.clean_incoming()
+        for series in self.series_folders():
+            yield from self.scan_series(series, report)
 
-        A sidecar that is missing, unreadable, of another format, or older than its .dcm is
-        regenerated from the .dcm; a file that is not a DICOM instance where it stands is
-        reported and left alone; leftovers of interrupted writes are removed.
-        """
-        report.removed_leftovers += self._clean_incoming()
+    def series_folders(self) -> Iterator[Path]:
         for study in sorted(self._subfolders(self.root)):
-            for series in sorted(self._subfolders(study)):
-                yield from self._scan_series(series, report)
+            yield from sorted(self._subfolders(study))
 
-    def _clean_incoming(self) -> int:
+    @staticmethod
+    def stamp(folder: Path) -> dict[str, list[int]]:
+        """Name -> [modification time, size] of every file in a series folder: what changes
+        when anything in it is added, removed, replaced or edited in place."""
+        with os.scandir(folder) as entries:
+            stamps = {}
+            for entry in entries:
+                stat = entry.stat()
+                stamps[entry.name] = [stat.st_mtime_ns, stat.st_size]
+            return stamps
+
+    def read_snapshot(self, schema: str) -> dict[str, Any]:
+        """The index as last saved, by series folder; empty if absent, unreadable or saved
+        by a version that kept other things (``schema``)."""
+        try:
+            document = json.loads((self.root / SNAPSHOT).read_bytes())
+            if document.get("schema") == f"{SIDECAR_FORMAT}/{schema}":
+                return document["series"]
+        except (OSError, ValueError, KeyError, TypeError, AttributeError):
+            pass
+        return {}
+
+    def write_snapshot(self, schema: str, series: dict[str, Any]) -> None:
+        document = {"schema": f"{SIDECAR_FORMAT}/{schema}", "series": series}
+        self._write_atomically(self.root / SNAPSHOT, json.dumps(document).encode())
+
+    def instance_files(self) -> Iterator[Path]:
+        """Every .dcm in the layout, reading and repairing nothing (import, reindex, ls)."""
+        for study in self._subfolders(self.root):
+            for series in self._subfolders(study):
+                with os.scandir(series) as entries:
+                    for entry in entries:
+                        if entry.name.endswith(".dcm") and not entry.name.startswith("."):
+                            yield Path(entry.path)
+
+    def current_sidecar(self, dcm: Path) -> StoredInstance | None:
+        """The sidecar of ``dcm`` if it is readable, of this format and not older than the .dcm;
+        None when it must be regenerated."""
+        try:
+            document = json.loads(dcm.with_suffix(".json").read_bytes())
+            if self._is_current(dcm, document):
+                return _stored_from(document)
+        except (OSError, ValueError, KeyError, TypeError):
+            pass
+        return None
+
+    def clean_incoming(self) -> int:
+        """Delete leftovers of interrupted uploads; only safe while nothing else writes here."""
         leftovers = list(self.incoming.iterdir()) if self.incoming.is_dir() else []
         for path in leftovers:
             path.unlink(missing_ok=True)
@@ -226,7 +276,11 @@ class Archive:
                 if entry.is_dir() and not entry.name.startswith("."):
                     yield Path(entry.path)
 
-    def _scan_series(self, series: Path, report: ScanReport) -> Iterator[StoredInstance]:
+    def scan_series(self, series: Path, report: ScanReport) -> Iterator[StoredInstance]:
+        """Every instance of a series folder. A sidecar that is missing, unreadable, of
+        another format, or older than its .dcm is regenerated from the .dcm; a file that is
+        not a DICOM instance where it stands is reported and left alone; leftovers of
+        interrupted writes are removed."""
         for path in sorted(series.iterdir()):
             if path.name.startswith(".") and path.name.endswith(".tmp"):
                 path.unlink(missing_ok=True)
@@ -240,13 +294,10 @@ class Archive:
                 report.removed_leftovers += 1
 
     def _load(self, dcm: Path, report: ScanReport) -> StoredInstance | None:
-        try:
-            document = json.loads(dcm.with_suffix(".json").read_bytes())
-            if self._is_current(dcm, document):
-                return _stored_from(document)
-        except (OSError, ValueError, KeyError, TypeError):
-            pass  # missing, unreadable or of an older format: regenerate below
-        try:
+        current = self.current_sidecar(dcm)
+        if current is not None:
+            return current
+        try:  # missing, unreadable or of an older format: regenerate
             stored = self.regenerate_sidecar(dcm)
         except (NotDicom, OSError) as exc:
             report.skipped.append((dcm, str(exc)))

@@ -16,9 +16,9 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 
-from localdicom.archive import Archive, ScanReport, StoredInstance
+from localdicom.archive import Archive, ScanReport
 from localdicom.dicom.header import Header, NotDicom, describe
-from localdicom.index import Index, InstanceRecord
+from localdicom.index import SCHEMA, Index, InstanceRecord
 
 logger = logging.getLogger(__name__)
 
@@ -74,17 +74,42 @@ class Catalog:
         self._commit_lock = asyncio.Lock()
 
     async def open(self) -> OpenReport:
-        """Rebuild the index from the archive (creating it if absent)."""
+        """Rebuild the index from the archive (creating it if absent).
+
+        Series folders unchanged since the last snapshot (same stamp) come from it; the
+        others are read from their sidecars. Nothing is served until this is done, so the
+        index may be built in a worker thread.
+        """
         started = time.perf_counter()
         report = ScanReport()
-
-        def scan() -> list[StoredInstance]:
-            self.archive.prepare()
-            return list(self.archive.scan(report))
-
-        for stored in await asyncio.to_thread(scan):
-            self.index.add(stored)
+        await asyncio.to_thread(self._rebuild, report)
         return OpenReport(report, time.perf_counter() - started)
+
+    def _rebuild(self, report: ScanReport) -> None:
+        self.archive.prepare()
+        report.removed_leftovers += self.archive.clean_incoming()
+        snapshot = self.archive.read_snapshot(SCHEMA)
+        for folder in self.archive.series_folders():
+            entry = snapshot.get(_key(folder))
+            if entry is not None and entry["stamp"] == self.archive.stamp(folder):
+                self.index.restore_series(entry)
+                report.from_snapshot += len(entry["instances"])
+            else:
+                for stored in self.archive.scan_series(folder, report):
+                    self.index.add(stored)
+        self.save_snapshot()
+
+    def save_snapshot(self) -> None:
+        """Write the index down with each series folder's stamp (at start and at stop)."""
+        entries = {}
+        for series in self.index.series.values():
+            folder = self.archive.series_dir(series.study, series.uid)
+            try:
+                stamp = self.archive.stamp(folder)
+            except OSError:
+                continue
+            entries[_key(folder)] = {**self.index.series_snapshot(series), "stamp": stamp}
+        self.archive.write_snapshot(SCHEMA, entries)
 
     async def receive(self, chunks: AsyncIterator[bytes], study: str | None = None) -> Received:
         """Stream one instance to the upload area and check it; nothing is stored yet.
@@ -204,6 +229,10 @@ class Catalog:
     async def header_of(self, record: InstanceRecord) -> Header:
         stored = await asyncio.to_thread(self.archive.read_sidecar, self.path_of(record))
         return stored.header
+
+
+def _key(folder: Path) -> str:
+    return f"{folder.parent.name}/{folder.name}"
 
 
 def _describe_file(path: Path) -> Header:

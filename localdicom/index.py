@@ -13,6 +13,7 @@ update. Study and series attributes are those of the first instance stored for t
 
 from __future__ import annotations
 
+import hashlib
 import sys
 from collections.abc import Iterable, Iterator
 from typing import Any
@@ -44,6 +45,8 @@ UNSHARED = frozenset({SOP_UID, "00080033", "00200013"})
 POSITION = {level: {tag: i for i, tag in enumerate(LEVEL_ATTRIBUTES[level])} for level in LEVELS}
 LEVEL_OF = {tag: level for level in LEVELS for tag in (*LEVEL_ATTRIBUTES[level], *COMPUTED[level])}
 _shared: dict[Any, Any] = {}
+#: Names what a snapshot of the index holds: a snapshot of other tables is not used.
+SCHEMA = hashlib.sha256(repr(sorted(LEVEL_ATTRIBUTES.items())).encode()).hexdigest()[:16]
 
 
 def _vr(tag: str) -> str:
@@ -59,13 +62,13 @@ def compact(metadata: Attributes, level: str) -> tuple:
     for tag in LEVEL_ATTRIBUTES[level]:
         element = metadata.get(tag)
         value = None if element is None else element.get("Value", ())
-        if value is not None:
+        if tag == SOP_UID:
+            value = None  # the record's own ``sop``: no second copy
+        elif value is not None:
             value = [_plain(item) for item in value]
             value = value[0] if len(value) == 1 else tuple(value)
-            if isinstance(value, str) and tag not in UNSHARED:
-                value = sys.intern(value)
-            elif isinstance(value, tuple) and all(isinstance(v, str) for v in value):
-                value = _shared.setdefault(value, value)
+            if tag not in UNSHARED:
+                value = _share(value)
         values.append(value)
     return tuple(values)
 
@@ -113,20 +116,51 @@ class InstanceRecord:
         "values",
     )
 
-    def __init__(self, stored: StoredInstance) -> None:
-        header = stored.header
-        self.study = sys.intern(header.study_uid)
-        self.series = sys.intern(header.series_uid)
-        self.sop = header.sop_uid
-        self.transfer_syntax = sys.intern(header.transfer_syntax)
-        self.size = stored.size
-        self.digest = bytes.fromhex(stored.digest)
-        self.values = compact(header.metadata, INSTANCE)
+    def __init__(
+        self,
+        study: str,
+        series: str,
+        sop: str,
+        transfer_syntax: str,
+        size: int,
+        digest: str,
+        values: tuple,
+        frame_count: int,
+    ) -> None:
+        self.study, self.series, self.sop = sys.intern(study), sys.intern(series), sop
+        self.transfer_syntax = sys.intern(transfer_syntax)
+        self.size = size
+        self.digest = bytes.fromhex(digest)
+        self.values = values
         #: Frames of pixel data; 0 for an instance without any (a report, a structure set).
-        self.frame_count = header.frame_count()
+        self.frame_count = frame_count
+
+    @classmethod
+    def from_stored(cls, stored: StoredInstance) -> InstanceRecord:
+        header = stored.header
+        return cls(
+            header.study_uid,
+            header.series_uid,
+            header.sop_uid,
+            header.transfer_syntax,
+            stored.size,
+            stored.digest,
+            compact(header.metadata, INSTANCE),
+            header.frame_count(),
+        )
+
+    def snapshot(self) -> list:
+        return [
+            self.sop,
+            self.transfer_syntax,
+            self.size,
+            self.digest.hex(),
+            list(self.values),
+            self.frame_count,
+        ]
 
     def value(self, tag: str) -> Any:
-        return self.values[POSITION[INSTANCE][tag]]
+        return self.sop if tag == SOP_UID else self.values[POSITION[INSTANCE][tag]]
 
 
 class SeriesRecord:
@@ -197,20 +231,64 @@ class Index:
 
     def add(self, stored: StoredInstance) -> InstanceRecord:
         """Add or replace an instance."""
-        record = InstanceRecord(stored)
+        record = InstanceRecord.from_stored(stored)
         metadata = stored.header.metadata
-        self.remove_instance(record.sop)
-        study = self.studies.get(record.study)
+        series = self._series_for(
+            record.study,
+            record.series,
+            lambda: compact(metadata, STUDY),
+            lambda: compact(metadata, SERIES),
+        )
+        self._insert(series, record)
+        return record
+
+    def _series_for(
+        self, study_uid: str, series_uid: str, study_values, series_values
+    ) -> SeriesRecord:
+        """The series record, created with its study when new (values are computed lazily)."""
+        study = self.studies.get(study_uid)
         if study is None:
-            study = self.studies[record.study] = StudyRecord(record.study, compact(metadata, STUDY))
+            study = self.studies[study_uid] = StudyRecord(study_uid, study_values())
             self._ordered_studies = None
-        series = study.series.get(record.series)
+        series = study.series.get(series_uid)
         if series is None:
-            series = SeriesRecord(study.uid, record.series, compact(metadata, SERIES))
-            study.series[series.uid] = self.series[series.uid] = series
+            series = SeriesRecord(study_uid, series_uid, series_values())
+            study.series[series_uid] = self.series[series_uid] = series
+        return series
+
+    def _insert(self, series: SeriesRecord, record: InstanceRecord) -> None:
+        self.remove_instance(record.sop)
+        if series.uid not in self.series:  # the removal emptied and dropped it
+            series = self._series_for(series.study, series.uid, lambda: (), lambda: ())
         series.instances[record.sop] = self.instances[record.sop] = record
         series.changed()
-        return record
+
+    # snapshots -------------------------------------------------------------------------------
+
+    def series_snapshot(self, series: SeriesRecord) -> dict[str, Any]:
+        """A series and its instances as JSON-able data (see ``restore_series``)."""
+        study = self.studies[series.study]
+        return {
+            "study": study.uid,
+            "series": series.uid,
+            "study_values": list(study.values),
+            "series_values": list(series.values),
+            "instances": [record.snapshot() for record in series.instances.values()],
+        }
+
+    def restore_series(self, entry: dict[str, Any]) -> None:
+        """Put back a series from ``series_snapshot`` data, as :meth:`add` would have."""
+        series = self._series_for(
+            entry["study"],
+            entry["series"],
+            lambda: _restored(entry["study_values"]),
+            lambda: _restored(entry["series_values"]),
+        )
+        for sop, syntax, size, digest, values, frames in entry["instances"]:
+            record = InstanceRecord(
+                series.study, series.uid, sop, syntax, size, digest, _restored(values), frames
+            )
+            self._insert(series, record)
 
     def remove_instance(self, sop: str) -> InstanceRecord | None:
         record = self.instances.pop(sop, None)
@@ -352,6 +430,20 @@ class Index:
 
     def counts(self) -> tuple[int, int, int]:
         return len(self.studies), len(self.series), len(self.instances)
+
+
+def _restored(values: list) -> tuple:
+    """Compact values back from JSON, where tuples became lists."""
+    return tuple(_share(tuple(v) if isinstance(v, list) else v) for v in values)
+
+
+def _share(value: Any) -> Any:
+    """One object for equal strings and string tuples: dates, modalities, image types."""
+    if isinstance(value, str):
+        return sys.intern(value)
+    if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
+        return _shared.setdefault(value, value)
+    return value
 
 
 def _level(record: Record) -> str:
