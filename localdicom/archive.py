@@ -135,7 +135,7 @@ class Archive:
 
     def thumbnail_file(self, sop: str, key: str) -> Path:
         """Where a cached thumbnail of an instance lives; ``key`` names content and options."""
-        return self.thumbnails / f"{check_uid(sop, 'SOPInstanceUID')}.{key}"
+        return self.thumbnails / f"{check_uid(sop, 'SOPInstanceUID')}_{key}"
 
     def write_cached(self, path: Path, data: bytes) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
@@ -144,7 +144,7 @@ class Archive:
     def remove_cached(self, sop: str) -> None:
         """Drop the cached thumbnails of an instance that was deleted or replaced."""
         if self.thumbnails.is_dir():
-            for path in self.thumbnails.glob(f"{check_uid(sop, 'SOPInstanceUID')}.*"):
+            for path in self.thumbnails.glob(f"{check_uid(sop, 'SOPInstanceUID')}_*"):
                 path.unlink(missing_ok=True)
 
     # writing -------------------------------------------------------------------------------

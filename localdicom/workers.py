@@ -24,14 +24,23 @@ class Workers:
     def __init__(self, size: int | None = None) -> None:
         self.size = size or os.cpu_count() or 1
         self._pool: ProcessPoolExecutor | None = None
+        self._starting = asyncio.Lock()
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """``function(*args)`` in a worker process; exceptions come back as raised there."""
-        if self._pool is None:
-            context = multiprocessing.get_context("forkserver")
-            context.set_forkserver_preload(PRELOAD)
-            self._pool = ProcessPoolExecutor(self.size, mp_context=context)
+        async with self._starting:
+            if self._pool is None:
+                # Starting processes blocks for about a second: not on the event loop.
+                self._pool = await asyncio.to_thread(self._start)
         return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
+
+    def _start(self) -> ProcessPoolExecutor:
+        context = multiprocessing.get_context("forkserver")
+        context.set_forkserver_preload(PRELOAD)
+        pool = ProcessPoolExecutor(self.size, mp_context=context)
+        for future in [pool.submit(os.getpid) for _ in range(self.size)]:
+            future.result()
+        return pool
 
     def close(self) -> None:
         if self._pool is not None:

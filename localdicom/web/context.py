@@ -2,13 +2,21 @@
 
 from __future__ import annotations
 
+import logging
+from collections.abc import Callable
+from typing import Any, TypeVar
+
 from aiohttp import web
 
 from localdicom.catalog import Catalog
+from localdicom.dicom.render import RenderError
 from localdicom.dicom.uids import check_uid
 from localdicom.index import InstanceRecord, SeriesRecord, StudyRecord
-from localdicom.web.errors import not_found
+from localdicom.web.errors import bad_request, not_acceptable, not_found
 from localdicom.workers import Workers
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 CATALOG = web.AppKey("catalog", Catalog)
 WORKERS = web.AppKey("workers", Workers)
@@ -22,6 +30,24 @@ def catalog(request: web.Request) -> Catalog:
 
 def workers(request: web.Request) -> Workers:
     return request.app[WORKERS]
+
+
+async def pixel_work(request: web.Request, function: Callable[..., T], *args: Any) -> T:
+    """Run decode/encode/render work; its failures as client errors, not 500s.
+
+    A parameter the renderer rejects is a 400. Pixel data the codecs cannot turn into what
+    was asked (a corrupt stream, an unsupported variant) is a 406 that says what still works.
+    """
+    try:
+        return await workers(request).run(function, *args)
+    except RenderError as exc:
+        raise bad_request(str(exc)) from None
+    except (ValueError, RuntimeError, NotImplementedError, TypeError) as exc:
+        logger.warning("pixel work %s failed: %s", getattr(function, "__name__", function), exc)
+        raise not_acceptable(
+            f"the pixel data cannot be converted as asked ({exc}); "
+            "transfer-syntax=* gives it as stored"
+        ) from None
 
 
 def uid(request: web.Request, name: str) -> str | None:

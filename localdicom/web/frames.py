@@ -34,7 +34,7 @@ from localdicom.dicom.uids import (
     NATIVE_TRANSFER_SYNTAXES,
 )
 from localdicom.index import InstanceRecord
-from localdicom.web.context import catalog, find_instance, workers
+from localdicom.web.context import catalog, find_instance, pixel_work
 from localdicom.web.errors import bad_request, not_found
 from localdicom.web.multipart import once, stream_multipart
 from localdicom.web.negotiation import AS_STORED, Offer, choose
@@ -58,7 +58,7 @@ async def frames(request: web.Request) -> web.StreamResponse:
         data = [await asyncio.to_thread(the_catalog.archive.read_ranges, path, s) for s in spans]
     else:
         path = the_catalog.path_of(record)
-        data = await workers(request).run(encode_frames, path, numbers, target)
+        data = await pixel_work(request, encode_frames, path, numbers, target)
     content_type = f"{offer.media_type}; transfer-syntax={target}"
     if not offer.multipart:
         return web.Response(body=data[0], headers={"Content-Type": content_type})

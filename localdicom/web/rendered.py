@@ -24,7 +24,7 @@ from localdicom.dicom.render import (
     parse_render_params,
 )
 from localdicom.index import InstanceRecord
-from localdicom.web.context import catalog, find_instance, find_series, find_study, workers
+from localdicom.web.context import catalog, find_instance, find_series, find_study, pixel_work
 from localdicom.web.errors import bad_request, not_found
 from localdicom.web.frames import check_frames, frame_numbers
 from localdicom.web.multipart import once, stream_multipart
@@ -84,10 +84,10 @@ async def _answer(
     request: web.Request, offer: Offer, work: list[tuple[InstanceRecord, list[int]]]
 ) -> web.StreamResponse:
     params = _params(request, offer.media_type)
-    the_catalog, the_workers = catalog(request), workers(request)
+    the_catalog = catalog(request)
     images = []
     for record, numbers in work:
-        images += await the_workers.run(render, the_catalog.path_of(record), numbers, params)
+        images += await pixel_work(request, render, the_catalog.path_of(record), numbers, params)
     if not offer.multipart:
         return web.Response(body=images[0], headers={"Content-Type": offer.media_type})
     return await stream_multipart(
@@ -111,16 +111,21 @@ def representative(records: list[InstanceRecord]) -> InstanceRecord:
 
 
 async def study_thumbnail(request: web.Request) -> web.StreamResponse:
+    """The representative instance of the study's first series that has images."""
     study = find_study(request)
-    series = sorted(study.series.values(), key=lambda s: s.uid)
-    records = catalog(request).index.instances_of(study.uid, series[0].uid)
-    return await _thumbnail(request, representative(records), 1)
+    for series in study.ordered():
+        images = [record for record in series.ordered() if record.frame_count]
+        if images:
+            return await _thumbnail(request, representative(images), 1)
+    raise not_found(f"study {study.uid} has no pixel data to show")
 
 
 async def series_thumbnail(request: web.Request) -> web.StreamResponse:
     series = find_series(request)
-    records = catalog(request).index.instances_of(series.study, series.uid)
-    return await _thumbnail(request, representative(records), 1)
+    images = [record for record in series.ordered() if record.frame_count]
+    if not images:
+        raise not_found(f"series {series.uid} has no pixel data to show")
+    return await _thumbnail(request, representative(images), 1)
 
 
 async def instance_thumbnail(request: web.Request) -> web.StreamResponse:
@@ -145,7 +150,7 @@ async def _thumbnail(
     if cached.exists():
         return web.FileResponse(cached, headers={"Content-Type": offer.media_type})
     path = the_catalog.path_of(record)
-    (image,) = await workers(request).run(render, path, [number], params, THUMBNAIL_SIZE)
+    (image,) = await pixel_work(request, render, path, [number], params, THUMBNAIL_SIZE)
     await asyncio.to_thread(the_catalog.archive.write_cached, cached, image)
     return web.Response(body=image, headers={"Content-Type": offer.media_type})
 

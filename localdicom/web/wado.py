@@ -11,6 +11,7 @@ import asyncio
 import gzip
 import hashlib
 import json
+import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
@@ -23,7 +24,14 @@ from localdicom.dicom.pixels import transcode
 from localdicom.dicom.syntaxes import OCTET_STREAM, instance_targets
 from localdicom.dicom.uids import EXPLICIT_VR_LITTLE_ENDIAN
 from localdicom.index import InstanceRecord
-from localdicom.web.context import catalog, find_instance, find_series, find_study, workers
+from localdicom.web.context import (
+    catalog,
+    find_instance,
+    find_series,
+    find_study,
+    pixel_work,
+    workers,
+)
 from localdicom.web.errors import not_found
 from localdicom.web.multipart import once, stream_multipart
 from localdicom.web.negotiation import AS_STORED, DICOM, DICOM_JSON, Offer, choose
@@ -70,7 +78,7 @@ async def _retrieve(request: web.Request, records: list[InstanceRecord]) -> web.
     offer = choose(request, _instance_offers(records))
     the_catalog, the_workers = catalog(request), workers(request)
     if not offer.multipart:
-        return await _single_instance(the_catalog, the_workers, records[0], offer)
+        return await _single_instance(request, records[0], offer)
     parts = (_instance_part(the_catalog, the_workers, record, offer) for record in records)
     return await stream_multipart(request, DICOM, parts)
 
@@ -91,16 +99,16 @@ def _syntax_for(record: InstanceRecord, offer: Offer) -> str:
 
 
 async def _single_instance(
-    catalog: Catalog, workers: Workers, record: InstanceRecord, offer: Offer
+    request: web.Request, record: InstanceRecord, offer: Offer
 ) -> web.StreamResponse:
     syntax = _syntax_for(record, offer)
     content_type = f"{DICOM}; transfer-syntax={syntax}"
-    path = catalog.path_of(record)
+    path = catalog(request).path_of(record)
     if syntax == record.transfer_syntax:
         response = web.FileResponse(path, chunk_size=READ_CHUNK)
         response.headers["Content-Type"] = content_type
         return response
-    data = await workers.run(transcode, path, syntax)
+    data = await pixel_work(request, transcode, path, syntax)
     return web.Response(body=data, headers={"Content-Type": content_type})
 
 
@@ -226,19 +234,33 @@ async def _ranged(
 ) -> web.Response:
     offset, length = span
     headers = {"Content-Type": OCTET_STREAM, "Accept-Ranges": "bytes"}
-    try:
-        wanted = request.http_range
-    except ValueError:
-        wanted = slice(None, None)
-    if wanted.start is None and wanted.stop is None:
+    wanted = byte_range(request.headers.get("Range", ""), length)
+    if wanted is None:
         return web.Response(body=await asyncio.to_thread(read, offset, length), headers=headers)
-    start, stop, _ = wanted.indices(length)
+    start, stop = wanted
     if start >= stop:
         headers["Content-Range"] = f"bytes */{length}"
         raise web.HTTPRequestRangeNotSatisfiable(headers=headers)
     headers["Content-Range"] = f"bytes {start}-{stop - 1}/{length}"
     body = await asyncio.to_thread(read, offset + start, stop - start)
     return web.Response(status=206, body=body, headers=headers)
+
+
+def byte_range(header: str, length: int) -> tuple[int, int] | None:
+    """The one byte range of a Range header (RFC 9110 14.1.2) as [start, stop) clipped to
+    ``length``; an empty range when unsatisfiable; None to send everything (no header, or a
+    form this server does not split a value into: several ranges, other units)."""
+    match = re.fullmatch(r"\s*bytes\s*=\s*(\d*)\s*-\s*(\d*)\s*", header)
+    if match is None or not any(match.groups()):
+        return None
+    first, last = match.groups()
+    if not first:  # a suffix: the last N bytes; the last 0 bytes cannot be sent
+        return (max(0, length - int(last)), length) if int(last) else (0, 0)
+    start = int(first)
+    if last and int(last) < start:
+        return None  # invalid: ignored, as RFC 9110 14.2 says
+    stop = min(length, int(last) + 1) if last else length
+    return (start, stop) if start < length else (0, 0)
 
 
 def _file_reader(catalog: Catalog, file: Path) -> Callable[[int, int], bytes]:

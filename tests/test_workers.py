@@ -1,0 +1,285 @@
+"""Pixel work runs in the worker pool, never on the event loop; bulk data honours Range.
+
+The event loop test drives a real server (``localdicom serve`` in a subprocess, with its
+process pool) from threads: while several slow JPEG 2000 decodes are running, QIDO requests
+from another thread must be answered in a small fraction of the time one decode takes.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from pydicom.data import get_testdata_file
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.pixels import pixel_array
+from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+
+from tests.conftest import LiveServer
+from tests.live_http import request, stow_file
+from tests.test_pydicom_data_roundtrip import url_path
+
+JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
+UNCOMPRESSED = 'multipart/related; type="application/octet-stream"'
+SIZE = 2048
+#: A decode shorter than this makes "much faster than a decode" meaningless.
+MIN_DECODE_SECONDS = 0.3
+CONCURRENT_FRAME_REQUESTS = 4
+#: A query may take at most this fraction of one decode. Measured on a 2-CPU machine with
+#: both workers busy: queries take under 0.02 s against a 0.9 s decode, while a stalled loop
+#: (the pool starting, see below) holds them 0.35 s to 1 s; 1/3 would be too close to that.
+STALL_FRACTION = 1 / 6
+
+
+# the event loop stays free -----------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class BigInstance:
+    path: Path
+    dataset: Dataset
+    decode_seconds: float
+
+    @property
+    def frame_url(self) -> str:
+        ds = self.dataset
+        return (
+            f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+            f"/instances/{ds.SOPInstanceUID}/frames/1"
+        )
+
+
+def big_jpeg_2000(path: Path) -> Dataset:
+    """A 2048x2048 16-bit image (smooth shapes plus noise), JPEG 2000 lossless, at ``path``."""
+    y, x = np.mgrid[0:SIZE, 0:SIZE]
+    noise = np.random.default_rng(7).integers(0, 4096, (SIZE, SIZE))
+    pixels = ((np.sin(x / 50) + np.cos(y / 70)) * 8000 + 20000 + noise).astype(np.uint16)
+    ds = Dataset()
+    ds.file_meta = FileMetaDataset()
+    ds.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    ds.SOPClassUID = "1.2.840.10008.5.1.4.1.1.7"  # Secondary Capture Image Storage
+    ds.SOPInstanceUID = generate_uid()
+    ds.StudyInstanceUID = generate_uid()
+    ds.SeriesInstanceUID = generate_uid()
+    ds.Modality = "OT"
+    ds.Rows = ds.Columns = SIZE
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.BitsAllocated = ds.BitsStored = 16
+    ds.HighBit = 15
+    ds.PixelRepresentation = 0
+    ds.PixelData = pixels.tobytes()
+    ds.compress(JPEG_2000_LOSSLESS)
+    ds.save_as(path, enforce_file_format=True)
+    return ds
+
+
+@pytest.fixture(scope="module")
+def big_instance(tmp_path_factory: pytest.TempPathFactory) -> BigInstance:
+    path = tmp_path_factory.mktemp("big") / "big-j2k.dcm"
+    ds = big_jpeg_2000(path)
+    timings = []
+    for _ in range(2):
+        start = time.perf_counter()
+        pixel_array(path)
+        timings.append(time.perf_counter() - start)
+    return BigInstance(path, ds, min(timings))
+
+
+@dataclass(frozen=True)
+class Timed:
+    start: float
+    end: float
+    status: int
+    size: int
+
+    @property
+    def seconds(self) -> float:
+        return self.end - self.start
+
+
+def timed_get(url: str, accept: str) -> Timed:
+    start = time.perf_counter()
+    reply = request(url, accept=accept)
+    return Timed(start, time.perf_counter(), reply.status, len(reply.body))
+
+
+def queries_during(
+    server: LiveServer, instance: BigInstance, count: int
+) -> tuple[list[Timed], list[Timed]]:
+    """Start ``count`` uncompressed-frame requests, and QIDO repeatedly until they are done.
+
+    Returns (frame requests, QIDO requests), each with its start and end times.
+    """
+    frames_url = server.url + instance.frame_url
+    with ThreadPoolExecutor(count) as pool:
+        futures = [pool.submit(timed_get, frames_url, UNCOMPRESSED) for _ in range(count)]
+        time.sleep(0.05)  # let the frame requests reach the server first
+        queries = []
+        done = threading.Event()
+        while not done.is_set():
+            queries.append(timed_get(f"{server.url}/studies", "application/dicom+json"))
+            done.wait(0.02)
+            if all(future.done() for future in futures):
+                done.set()
+        frames = [future.result() for future in futures]
+    return frames, queries
+
+
+def assert_loop_was_free(
+    frames: list[Timed], queries: list[Timed], decode_seconds: float, minimum_overlap: int
+) -> None:
+    assert all(frame.status == 200 for frame in frames), frames
+    assert all(frame.size > SIZE * SIZE * 2 for frame in frames), frames  # 8 MiB each + heads
+    assert all(query.status == 200 for query in queries), queries
+    first_frame_done = min(frame.end for frame in frames)
+    # answered while every frame request was still in flight: the decodes overlapped them
+    overlapping = [query for query in queries if query.end < first_frame_done]
+    assert len(overlapping) >= minimum_overlap, (
+        f"only {len(overlapping)} queries finished while the frames were in flight",
+        frames,
+    )
+    limit = decode_seconds * STALL_FRACTION
+    during = [q.seconds for q in queries if q.end < max(f.end for f in frames)]
+    assert max(during) < limit, (
+        f"a QIDO took {max(during):.3f} s while frames were decoded; one decode takes "
+        f"{decode_seconds:.3f} s"
+    )
+
+
+def store_big(server: LiveServer, instance: BigInstance) -> None:
+    if instance.decode_seconds < MIN_DECODE_SECONDS:
+        pytest.skip(f"one decode takes {instance.decode_seconds:.2f} s: too fast to measure")
+    reply = stow_file(server.url, instance.path)
+    assert reply.status == 200, reply.text
+
+
+def test_queries_are_answered_while_frames_are_decoded(
+    live_server: LiveServer, big_instance: BigInstance
+) -> None:
+    store_big(live_server, big_instance)
+    warm_up = timed_get(live_server.url + big_instance.frame_url, UNCOMPRESSED)
+    assert warm_up.status == 200
+
+    frames, queries = queries_during(live_server, big_instance, CONCURRENT_FRAME_REQUESTS)
+
+    assert_loop_was_free(frames, queries, big_instance.decode_seconds, minimum_overlap=3)
+
+
+def test_first_pixel_request_does_not_block_queries(
+    live_server: LiveServer, big_instance: BigInstance
+) -> None:
+    store_big(live_server, big_instance)
+
+    frames, queries = queries_during(live_server, big_instance, CONCURRENT_FRAME_REQUESTS)
+
+    assert_loop_was_free(frames, queries, big_instance.decode_seconds, minimum_overlap=3)
+
+
+# bulk data ranges --------------------------------------------------------------------------
+
+
+async def pixel_data_uri(client, path: Path) -> tuple[str, bytes]:
+    """Store ``path``; the path of its Pixel Data BulkDataURI and the value pydicom reads."""
+    response = await client.post(
+        "/studies", data=path.read_bytes(), headers={"Content-Type": "application/dicom"}
+    )
+    assert response.status == 200, await response.text()
+    ds = pydicom.dcmread(path)
+    url = (
+        f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}/metadata"
+    )
+    response = await client.get(url)
+    assert response.status == 200
+    (document,) = await response.json(content_type=None)
+    return url_path(document["7FE00010"]["BulkDataURI"]), ds.PixelData
+
+
+async def get_range(client, url: str, byte_range: str | None):
+    headers = {"Accept": "application/octet-stream"}
+    if byte_range is not None:
+        headers["Range"] = byte_range
+    response = await client.get(url, headers=headers)
+    return response, await response.read()
+
+
+@pytest.fixture(params=["CT_small.dcm", "image_dfl.dcm"], ids=["positioned", "deflated"])
+def bulk_file(request: pytest.FixtureRequest) -> Path:
+    """A file whose pixel data is read at its offset, and one it must be inflated from."""
+    path = get_testdata_file(request.param)
+    if path is None:
+        pytest.skip(f"{request.param} is not installed (pydicom-data)")
+    return Path(path)
+
+
+@pytest.mark.parametrize(
+    ("byte_range", "first", "last"),
+    [
+        ("bytes=0-99", 0, 99),
+        ("bytes=100-100", 100, 100),
+        ("bytes=1000-", 1000, None),
+        ("bytes=-64", -64, None),
+        ("bytes=10-99999999", 10, None),  # a last byte past the end is the end
+    ],
+)
+async def test_bulk_data_range(client, bulk_file: Path, byte_range: str, first, last) -> None:
+    url, value = await pixel_data_uri(client, bulk_file)
+    length = len(value)
+    start = first % length
+    stop = length - 1 if last is None else last
+
+    response, body = await get_range(client, url, byte_range)
+
+    assert response.status == 206, (response.status, body[:200])
+    assert response.headers["Content-Range"] == f"bytes {start}-{stop}/{length}"
+    assert response.headers["Content-Type"] == "application/octet-stream"
+    assert body == value[start : stop + 1]
+
+
+async def test_bulk_data_without_range_is_whole(client, bulk_file: Path) -> None:
+    url, value = await pixel_data_uri(client, bulk_file)
+    response, body = await get_range(client, url, None)
+    assert response.status == 200
+    assert response.headers.get("Accept-Ranges") == "bytes"
+    assert body == value
+
+
+@pytest.mark.parametrize("byte_range", ["bytes=99999999-", "bytes=99999999-100000000"])
+async def test_unsatisfiable_range_is_416(client, bulk_file: Path, byte_range: str) -> None:
+    url, value = await pixel_data_uri(client, bulk_file)
+    response, _ = await get_range(client, url, byte_range)
+    assert response.status == 416
+    assert response.headers["Content-Range"] == f"bytes */{len(value)}"
+
+
+async def test_zero_length_suffix_range_is_416(client) -> None:
+    """RFC 9110 14.1.1: a suffix-range of length zero is not satisfiable."""
+    url, _ = await pixel_data_uri(client, Path(get_testdata_file("CT_small.dcm")))
+    response, _ = await get_range(client, url, "bytes=-0")
+    assert response.status == 416, (response.status, response.headers.get("Content-Range"))
+
+
+async def test_range_at_the_last_byte(client) -> None:
+    url, value = await pixel_data_uri(client, Path(get_testdata_file("CT_small.dcm")))
+    last = len(value) - 1
+    response, body = await get_range(client, url, f"bytes={last}-{last}")
+    assert response.status == 206
+    assert body == value[-1:]
+    response, _ = await get_range(client, url, f"bytes={last + 1}-")
+    assert response.status == 416
+
+
+async def test_multipart_bulk_data_is_the_whole_value(client) -> None:
+    """The default (multipart) form has no ranges: one part, the whole value."""
+    url, value = await pixel_data_uri(client, Path(get_testdata_file("CT_small.dcm")))
+    response = await client.get(url, headers={"Range": "bytes=0-9"})
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("multipart/related")
+    assert value in await response.read()
