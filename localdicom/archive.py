@@ -218,13 +218,18 @@ class Archive:
 
     @staticmethod
     def stamp(folder: Path) -> dict[str, list[int]]:
-        """Name -> [modification time, size] of every file in a series folder: what changes
-        when anything in it is added, removed, replaced or edited in place."""
+        """What identifies the state of a series folder: every file name, and the time and
+        size of each sidecar. Adding, removing or replacing an instance (always a rename)
+        or a damaged sidecar changes it; a .dcm edited in place does not (``localdicom
+        reindex`` is for that)."""
         with os.scandir(folder) as entries:
             stamps = {}
             for entry in entries:
-                stat = entry.stat()
-                stamps[entry.name] = [stat.st_mtime_ns, stat.st_size]
+                if entry.name.endswith(".json"):
+                    stat = entry.stat()
+                    stamps[entry.name] = [stat.st_mtime_ns, stat.st_size]
+                else:
+                    stamps[entry.name] = []
             return stamps
 
     def read_snapshot(self, schema: str) -> dict[str, Any]:

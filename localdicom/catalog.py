@@ -89,15 +89,18 @@ class Catalog:
         self.archive.prepare()
         report.removed_leftovers += self.archive.clean_incoming()
         snapshot = self.archive.read_snapshot(SCHEMA)
+        unchanged = True
         for folder in self.archive.series_folders():
-            entry = snapshot.get(_key(folder))
+            entry = snapshot.pop(_key(folder), None)
             if entry is not None and entry["stamp"] == self.archive.stamp(folder):
                 self.index.restore_series(entry)
                 report.from_snapshot += len(entry["instances"])
             else:
+                unchanged = False
                 for stored in self.archive.scan_series(folder, report):
                     self.index.add(stored)
-        self.save_snapshot()
+        if not unchanged or snapshot:  # rescanned folders, or folders gone since
+            self.save_snapshot()
 
     def save_snapshot(self) -> None:
         """Write the index down with each series folder's stamp (at start and at stop)."""
