@@ -4,8 +4,13 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import shlex
 import signal
+import sys
+import time
+from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
 import click
 from aiohttp import web
@@ -13,7 +18,24 @@ from aiohttp.abc import AbstractAccessLogger
 
 from localdicom import __version__
 from localdicom.app import Settings, make_app
-from localdicom.archive import Archive
+from localdicom.archive import SIDECAR_FORMAT, Archive
+from localdicom.importer import (
+    ArchiveBusy,
+    CannotImport,
+    ImportOptions,
+    Transfer,
+    run_import,
+    survey,
+)
+from localdicom.listing import format_table, list_studies, listing_rows
+from localdicom.reindex import reindex
+
+EXIT_CODES = """\b
+Exit codes:
+  0    done, nothing failed
+  1    conflicts or errors (each is listed), or the archive is busy
+  2    the command line is wrong (unknown option, missing argument, path not found)
+  130  interrupted (Ctrl-C); run the same command again to finish"""
 
 
 class RequestLog(AbstractAccessLogger):
@@ -30,10 +52,40 @@ class RequestLog(AbstractAccessLogger):
         )
 
 
-@click.group()
+class OneLineErrors(click.Group):
+    """Command-line mistakes are reported in one line (what is wrong and where the help is),
+    not click's three-line usage block, and never as a traceback."""
+
+    def main(self, *args: Any, **kwargs: Any) -> Any:
+        if kwargs.get("standalone_mode", True) is False:
+            return super().main(*args, **kwargs)
+        kwargs["standalone_mode"] = False
+        try:
+            code = super().main(*args, **kwargs)
+        except click.UsageError as exc:
+            where = f" (see '{exc.ctx.command_path} --help')" if exc.ctx else ""
+            click.echo(f"Error: {exc.format_message()}{where}", err=True)
+            sys.exit(exc.exit_code)
+        except click.ClickException as exc:
+            click.echo(f"Error: {exc.format_message()}", err=True)
+            sys.exit(exc.exit_code)
+        except click.Abort:
+            click.echo("Interrupted.", err=True)
+            sys.exit(130)
+        sys.exit(code if isinstance(code, int) else 0)
+
+
+@click.group(cls=OneLineErrors, epilog=EXIT_CODES)
 @click.version_option(__version__, prog_name="localdicom")
 def main() -> None:
-    """A folder on your laptop as a standard DICOMweb server."""
+    """A folder on your laptop as a standard DICOMweb server.
+
+    \b
+    Examples:
+      localdicom import /media/cdrom export.zip ~/from-alice --archive ./archive
+      localdicom ls ./archive
+      localdicom serve ./archive
+    """
 
 
 @main.command()
@@ -71,6 +123,13 @@ def main() -> None:
     default=None,
     help="Processes that decode, encode and render images  [default: one per CPU]",
 )
+@click.option(
+    "--import-found",
+    is_flag=True,
+    help="Before serving, import DICOM files found in ARCHIVE outside its layout (a CD "
+    "copy, a collaborator's tree, zips) into the layout; the originals stay. Without it, "
+    "the server only says what it found and how to import it.",
+)
 def serve(
     archive: Path,
     host: str,
@@ -79,13 +138,18 @@ def serve(
     overwrite: bool,
     fsync: bool,
     workers: int | None,
+    import_found: bool,
 ) -> None:
     """Serve ARCHIVE (created if absent) over DICOMweb.
 
-    Example: localdicom serve ./archive --samples, then
-    curl http://127.0.0.1:8042/v1/studies
+    \b
+    Examples:
+      localdicom serve ./archive --samples
+      curl http://127.0.0.1:8042/v1/studies
+      localdicom serve ~/folder-with-dicom-files --import-found
     """
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
+    _found_outside_layout(archive, import_found, workers)
     settings = Settings(
         archive=archive.resolve(),
         host=host,
@@ -121,3 +185,257 @@ async def _serve(settings: Settings) -> None:
     finally:
         archive.withdraw_server(url)
         await runner.cleanup()
+
+
+# before serving: files outside the layout --------------------------------------------------
+
+
+def _found_outside_layout(archive: Path, do_import: bool, workers: int | None) -> None:
+    """Say what ARCHIVE holds outside its layout (the server would not see it), or import it."""
+    if not archive.is_dir():
+        return
+    log = logging.getLogger("localdicom")
+    found = survey(archive)
+    if not (found.dicom or found.zips):
+        return
+    what = f"{found.dicom} DICOM files and {found.zips} zip files"
+    if not do_import:
+        log.warning(
+            "%s holds %s outside its layout (e.g. %s): they are not served. Import them into "
+            "the layout (the originals stay where they are) with\n    localdicom import %s "
+            "--archive %s\nor start with --import-found.",
+            archive,
+            what,
+            found.example,
+            shlex.quote(str(archive)),
+            shlex.quote(str(archive)),
+        )
+        return
+    log.info("importing %s found in %s outside its layout", what, archive)
+    try:
+        report = run_import([archive], archive, ImportOptions(workers=workers))
+    except CannotImport as exc:
+        log.warning("not imported: %s", exc)
+        return
+    for line in report.lines():
+        log.info("%s", line)
+
+
+# import --------------------------------------------------------------------------------------
+
+
+class Bar:
+    """A click progress bar on stderr with files/s and MB/s; the total may grow (zips).
+
+    Drawn on a terminal only: in a log, the summary at the end says it all.
+    """
+
+    def __init__(self, label: str) -> None:
+        self.label = label
+        self.bar: Any = None
+        self.files = 0
+        self.size = 0
+        self.started = time.perf_counter()
+
+    def __enter__(self) -> Bar:
+        return self
+
+    def __exit__(self, *exc_info: object) -> None:
+        if self.bar is not None:
+            self.bar.__exit__(None, None, None)
+
+    def add_total(self, files: int) -> None:
+        if not sys.stderr.isatty():
+            return
+        if self.bar is None:
+            self.bar = click.progressbar(
+                length=max(files, 1),
+                label=self.label,
+                file=sys.stderr,
+                show_pos=True,
+                item_show_func=lambda rate: rate,
+            )
+            self.bar.__enter__()
+        else:
+            self.bar.length += files
+
+    def advance(self, files: int, size: int) -> None:
+        self.files += files
+        self.size += size
+        if self.bar is not None and files:
+            seconds = max(time.perf_counter() - self.started, 1e-6)
+            rate = f"{self.files / seconds:.0f} files/s {self.size / 1e6 / seconds:.1f} MB/s"
+            self.bar.update(files, rate)
+
+
+@main.command("import", epilog=EXIT_CODES)
+@click.argument(
+    "sources",
+    nargs=-1,
+    required=True,
+    type=click.Path(exists=True, path_type=Path),
+    metavar="SOURCE...",
+)
+@click.option(
+    "-a",
+    "--archive",
+    required=True,
+    type=click.Path(file_okay=False, path_type=Path),
+    help="The archive to import into (created if absent), as given to 'localdicom serve'.",
+)
+@click.option(
+    "--copy",
+    "transfer",
+    flag_value=Transfer.COPY.value,
+    default=True,
+    help="Copy each instance into the archive; the sources are not touched (the default).",
+)
+@click.option(
+    "--move",
+    "transfer",
+    flag_value=Transfer.MOVE.value,
+    help="Move each instance into the archive (a rename on the same file system). Sources "
+    "already in the archive (identical bytes) are removed too; conflicts, files that are "
+    "not DICOM and zip files stay.",
+)
+@click.option(
+    "--link",
+    "transfer",
+    flag_value=Transfer.LINK.value,
+    help="Hard-link each instance into the archive: no bytes are copied, the source stays. "
+    "Across file systems this falls back to copying, with a note.",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace a stored instance by a different one with the same SOP Instance UID "
+    "(by default that is a conflict and the stored one is kept).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes that read, parse and copy files  [default: one per CPU]",
+)
+@click.option(
+    "--fsync/--no-fsync",
+    default=False,
+    show_default=True,
+    help="Flush each instance to disk as it is stored, like the server. By default the "
+    "import flushes once, at the end, which is much faster; an interrupted import is safe "
+    "either way.",
+)
+@click.option(
+    "-v", "--verbose", is_flag=True, help="List every file that is not DICOM, with the reason."
+)
+def import_(
+    sources: Sequence[Path],
+    archive: Path,
+    transfer: str,
+    overwrite: bool,
+    workers: int | None,
+    fsync: bool,
+    verbose: bool,
+) -> int:
+    """Import DICOM files from each SOURCE into ARCHIVE.
+
+    A SOURCE is a file, a folder (searched recursively), a zip file, or a DICOMDIR (the
+    files it lists are imported). DICOM files are recognised by their content, whatever
+    their name; anything else is skipped and counted. Each instance is stored as STOW-RS
+    would store it, with the same duplicate policy: identical bytes already stored are
+    'already present', a different instance with a stored SOP Instance UID is a conflict.
+
+    When a server runs on ARCHIVE ('localdicom serve' announces itself in
+    ARCHIVE/.localdicom-server), instances are sent to it by STOW-RS, so it serves them at once.
+
+    Interrupting is safe: run the same command again and it stores what is missing, and
+    nothing twice.
+
+    \b
+    Examples:
+      localdicom import /media/cdrom --archive ./archive
+      localdicom import pacs-export.zip IM0001 IM0002 --archive ./archive -v
+      localdicom import ~/scans --archive ./archive --link
+    """
+    options = ImportOptions(Transfer(transfer), overwrite, workers, fsync)
+    try:
+        with Bar("Importing") as bar:
+            report = run_import(sources, archive, options, bar)
+    except CannotImport as exc:
+        raise click.ClickException(str(exc)) from None
+    for line in report.lines(verbose=verbose):
+        click.echo(line)
+    return report.exit_code
+
+
+# reindex -------------------------------------------------------------------------------------
+
+
+@main.command("reindex", epilog=EXIT_CODES)
+@click.argument("archive", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option(
+    "--only-stale",
+    is_flag=True,
+    help="Rebuild only the sidecars that are missing, unreadable, of an older format or older "
+    "than their .dcm (what a server would rebuild at start, but in parallel).",
+)
+@click.option(
+    "--workers",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Processes that parse the .dcm files  [default: one per CPU]",
+)
+def reindex_(archive: Path, only_stale: bool, workers: int | None) -> int:
+    """Rebuild the sidecar (.json) of every instance in ARCHIVE from its .dcm.
+
+    Sidecars carry a format number (now %(format)s): a server started after an upgrade that
+    changes it rebuilds older sidecars itself, one by one, at start; reindex does it in
+    parallel beforehand. A .dcm that is not where its UIDs place it is reported, not moved.
+    Safe while a server runs.
+
+    \b
+    Examples:
+      localdicom reindex ./archive
+      localdicom reindex ./archive --only-stale --workers 4
+    """
+    try:
+        with Bar("Reindexing") as bar:
+            report = reindex(archive, only_stale=only_stale, workers=workers, progress=bar)
+    except ArchiveBusy as exc:
+        raise click.ClickException(str(exc)) from None
+    for line in report.lines():
+        click.echo(line)
+    return report.exit_code
+
+
+reindex_.help = (reindex_.help or "").replace("%(format)s", str(SIDECAR_FORMAT))
+
+
+# ls ------------------------------------------------------------------------------------------
+
+
+@main.command("ls", epilog=EXIT_CODES)
+@click.argument("archive", type=click.Path(exists=True, file_okay=False, path_type=Path))
+@click.option("--series", is_flag=True, help="Add a row for each series under its study.")
+def ls(archive: Path, series: bool) -> int:
+    """List the studies in ARCHIVE: patient, date, description, modalities, series and
+    instance counts, size on disk (instances and sidecars). Read from the sidecars only.
+
+    \b
+    Examples:
+      localdicom ls ./archive
+      localdicom ls ./archive --series
+    """
+    listing = list_studies(archive)
+    if not listing.studies:
+        click.echo(f"No studies in {archive}.")
+    else:
+        numeric = (5, 6, 7)
+        for line in format_table(listing_rows(listing, with_series=series), numeric):
+            click.echo(line)
+    if listing.unlisted:
+        click.echo(
+            f"{listing.unlisted} instances have no readable sidecar and are not listed; "
+            f"run: localdicom reindex {archive}"
+        )
+    return 0
