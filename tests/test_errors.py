@@ -454,7 +454,7 @@ def _truncated_bodies():
     )
 
 
-@pytest.mark.parametrize("body", _truncated_bodies())
+@pytest.mark.parametrize("body", list(_truncated_bodies()))
 async def test_stow_of_truncated_multipart_is_400_and_stores_nothing(stocked: Stocked, body):
     answer = await stow(stocked.client, body)
     assert_error(answer, 400, "nothing stored")
