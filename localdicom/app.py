@@ -16,9 +16,20 @@ from pathlib import Path
 from aiohttp import web
 
 from localdicom.archive import Archive
-from localdicom.catalog import Catalog
+from localdicom.catalog import Catalog, OpenReport
 from localdicom.samples import store_samples
-from localdicom.web import delete, frames, qido, rendered, stow, wado
+from localdicom.web import (
+    delete,
+    frames,
+    home,
+    qido,
+    rendered,
+    security,
+    stow,
+    viewer,
+    wado,
+    wado_uri,
+)
 from localdicom.web.context import CATALOG, WORKERS
 from localdicom.web.errors import error_middleware
 from localdicom.workers import Workers
@@ -61,6 +72,7 @@ ROUTES = [
     ("DELETE", STUDY, delete.delete_study),
     ("DELETE", SERIES, delete.delete_series),
     ("DELETE", INSTANCE, delete.delete_instance),
+    ("GET", "/wado", wado_uri.wado),
 ]
 
 
@@ -79,6 +91,18 @@ class Settings:
     samples: bool = False
     #: Processes that decode, encode and render; None means one per CPU.
     workers: int | None = None
+    #: Origins allowed to read the archive besides loopback ones ("*": any; see web/security).
+    cors_origins: tuple[str, ...] = ()
+    #: Required ``Authorization: Bearer`` token; None: no token.
+    token: str | None = None
+    #: An OHIF build (dist/ of @ohif/app) served at /viewer/; None: no viewer.
+    viewer: Path | None = None
+    #: Largest STOW-RS request body in bytes; None: no limit (uploads stream to disk).
+    max_request_bytes: int | None = None
+    #: Largest instance in bytes (a multipart part or an application/dicom body); None: none.
+    max_part_bytes: int | None = stow.Limits.max_part_bytes
+    #: Seconds a client may send nothing in the middle of an upload before it is dropped.
+    upload_timeout: float | None = stow.Limits.upload_timeout
 
 
 SETTINGS = web.AppKey("settings", Settings)
@@ -92,10 +116,17 @@ def make_app(settings: Settings) -> web.Application:
         handler_args={"max_line_size": MAX_REQUEST_LINE},
     )
     app[SETTINGS] = settings
+    security.install(app, settings.host, settings.cors_origins, settings.token)
+    app[stow.LIMITS] = stow.Limits(
+        settings.max_request_bytes, settings.max_part_bytes, settings.upload_timeout
+    )
     app[wado.METADATA_CACHE] = wado.ResponseCache(METADATA_CACHE_BYTES)
     for prefix in PREFIXES:
         for method, path, handler in ROUTES:
             app.router.add_route(method, prefix + path, handler)
+    home.add_routes(app, viewer.MOUNT if settings.viewer else "")
+    if settings.viewer:
+        viewer.add_routes(app, settings.viewer)
     app.cleanup_ctx.append(_open_catalog)
     app.cleanup_ctx.append(_start_workers)
     return app
@@ -117,8 +148,9 @@ async def _open_catalog(app: web.Application) -> AsyncIterator[None]:
         len(report.scan.regenerated),
         len(report.scan.skipped),
     )
-    for path, reason in report.scan.skipped:
-        logger.warning("skipped %s: %s", path, reason)
+    summary = _startup_summary(report)
+    if summary:
+        logger.warning("%s", summary)
     if settings.samples:
         outcomes = await store_samples(catalog)
         added = sum(not outcome.already_present for outcome in outcomes)
@@ -132,3 +164,17 @@ async def _start_workers(app: web.Application) -> AsyncIterator[None]:
     app[WORKERS] = Workers(app[SETTINGS].workers)
     yield
     app[WORKERS].close()
+
+
+def _startup_summary(report: OpenReport) -> str:
+    """One message with what the startup check repaired and what it could not serve."""
+    scan = report.scan
+    if not (scan.regenerated or scan.removed_leftovers or scan.skipped):
+        return ""
+    lines = [
+        f"startup check: {len(scan.regenerated)} sidecars regenerated, "
+        f"{scan.removed_leftovers} leftovers of interrupted writes removed, "
+        f"{len(scan.skipped)} files or folders not served (left as they are):"
+    ]
+    lines += [f"  skipped {path}: {reason}" for path, reason in scan.skipped]
+    return "\n".join(lines)

@@ -150,37 +150,64 @@ class Archive:
     # writing -------------------------------------------------------------------------------
 
     def commit(self, incoming: Path, header: Header, digest: str) -> StoredInstance:
-        """Move a parsed upload into place and write its sidecar, replacing any old copy."""
+        """Move a parsed upload into place with its sidecar, replacing any old copy.
+
+        Everything that needs space (folders, the sidecar's temporary file) is written
+        before anything is replaced, so an OSError (a full disk) leaves the archive as it
+        was; only the two renames follow. A crash between them leaves a .dcm whose sidecar is
+        missing or stale, which the next start regenerates."""
         target = self.instance_file(header.study_uid, header.series_uid, header.sop_uid)
-        target.parent.mkdir(parents=True, exist_ok=True)
+        created = self._make_folders(target.parent)
         if self.fsync:
             _fsync_file(incoming)
-        os.replace(incoming, target)
-        stored = self._write_sidecar(target, header, digest)
-        if self.fsync:
-            _fsync_file(target.parent)  # makes the rename itself durable
-        return stored
+        stat = incoming.stat()  # a rename keeps size and modification time
+        sidecar = target.with_suffix(".json")
+        temporary = self._write_temporary(sidecar, _sidecar_document(header, digest, stat))
+        try:
+            os.replace(incoming, target)
+            os.replace(temporary, sidecar)
+        finally:
+            temporary.unlink(missing_ok=True)
+        if self.fsync:  # make the renames, and the entries of new folders, durable
+            for folder in [target.parent, *(each.parent for each in created)]:
+                _fsync_file(folder)
+        return StoredInstance(header, stat.st_size, digest)
+
+    def _make_folders(self, folder: Path) -> list[Path]:
+        """Create ``folder`` and missing parents inside the archive; the ones created."""
+        created = []
+        while not folder.is_dir() and folder != self.root:
+            created.append(folder)
+            folder = folder.parent
+        for each in reversed(created):
+            each.mkdir(exist_ok=True)
+        return created
 
     def _write_sidecar(self, dcm: Path, header: Header, digest: str) -> StoredInstance:
         stat = dcm.stat()
-        document = {
-            "format": SIDECAR_FORMAT,
-            "size": stat.st_size,
-            "mtime_ns": stat.st_mtime_ns,
-            "digest": digest,
-        }
-        document.update(header.to_dict())
-        self._write_atomically(dcm.with_suffix(".json"), json.dumps(document).encode())
+        self._write_atomically(dcm.with_suffix(".json"), _sidecar_document(header, digest, stat))
         return StoredInstance(header, stat.st_size, digest)
 
     def _write_atomically(self, path: Path, data: bytes) -> None:
+        temporary = self._write_temporary(path, data)
+        try:
+            os.replace(temporary, path)
+        finally:
+            temporary.unlink(missing_ok=True)
+
+    def _write_temporary(self, path: Path, data: bytes) -> Path:
+        """``data`` in a new temporary file next to ``path`` (removed again if that fails)."""
         temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        with temporary.open("wb") as fp:
-            fp.write(data)
-            if self.fsync:
-                fp.flush()
-                os.fsync(fp.fileno())
-        os.replace(temporary, path)
+        try:
+            with temporary.open("wb") as fp:
+                fp.write(data)
+                if self.fsync:
+                    fp.flush()
+                    os.fsync(fp.fileno())
+        except BaseException:
+            temporary.unlink(missing_ok=True)
+            raise
+        return temporary
 
     def remove_instance(self, study: str, series: str, sop: str) -> None:
         """Delete an instance and its sidecar, then any folder that this left empty."""
@@ -212,9 +239,18 @@ class Archive:
         for series in self.series_folders():
             yield from self.scan_series(series, report)
 
-    def series_folders(self) -> Iterator[Path]:
+    def series_folders(self, report: ScanReport | None = None) -> Iterator[Path]:
+        """Every series folder; a study folder that cannot be read is reported (if a
+        ``report`` is given) and skipped."""
         for study in sorted(self._subfolders(self.root)):
-            yield from sorted(self._subfolders(study))
+            try:
+                series = sorted(self._subfolders(study))
+            except OSError as exc:
+                if report is None:
+                    raise
+                report.skipped.append((study, f"the folder cannot be read ({exc.strerror})"))
+                continue
+            yield from series
 
     @staticmethod
     def stamp(folder: Path) -> dict[str, list[int]]:
@@ -232,20 +268,23 @@ class Archive:
                     stamps[entry.name] = []
             return stamps
 
-    def read_snapshot(self, schema: str) -> dict[str, Any]:
-        """The index as last saved, by series folder; empty if absent, unreadable or saved
-        by a version that kept other things (``schema``)."""
+    def read_snapshot(self, schema: str) -> dict[str, bytes]:
+        """The index as last saved: series folder -> that series' entry as JSON text, parsed
+        only when used, so that a large archive never holds it all parsed at once. Empty if
+        absent, unreadable, or saved by a version that kept other things (``schema``)."""
         try:
-            document = json.loads((self.root / SNAPSHOT).read_bytes())
-            if document.get("schema") == f"{SIDECAR_FORMAT}/{schema}":
-                return document["series"]
-        except (OSError, ValueError, KeyError, TypeError, AttributeError):
-            pass
-        return {}
+            with (self.root / SNAPSHOT).open("rb") as fp:
+                if fp.readline().strip() != f"{SIDECAR_FORMAT}/{schema}".encode():
+                    return {}
+                return dict(line.rstrip(b"\n").split(b"\t", 1) for line in fp)  # type: ignore[misc]
+        except (OSError, ValueError):
+            return {}
 
     def write_snapshot(self, schema: str, series: dict[str, Any]) -> None:
-        document = {"schema": f"{SIDECAR_FORMAT}/{schema}", "series": series}
-        self._write_atomically(self.root / SNAPSHOT, json.dumps(document).encode())
+        """One line of schema, then a line per series folder: ``key TAB entry-JSON``."""
+        lines = [f"{SIDECAR_FORMAT}/{schema}"]
+        lines += [f"{key}\t{json.dumps(entry)}" for key, entry in series.items()]
+        self._write_atomically(self.root / SNAPSHOT, "\n".join(lines).encode() + b"\n")
 
     def instance_files(self) -> Iterator[Path]:
         """Every .dcm in the layout, reading and repairing nothing (import, reindex, ls)."""
@@ -274,6 +313,19 @@ class Archive:
             path.unlink(missing_ok=True)
         return len(leftovers)
 
+    def clean_temporary(self) -> int:
+        """Delete temporary files of interrupted atomic writes in the archive folder and the
+        thumbnail cache (series folders are cleaned by :meth:`scan_series`); at startup."""
+        leftovers = [
+            path
+            for folder in (self.root, self.thumbnails)
+            if folder.is_dir()
+            for path in folder.glob(".*.tmp")
+        ]
+        for path in leftovers:
+            path.unlink(missing_ok=True)
+        return len(leftovers)
+
     @staticmethod
     def _subfolders(folder: Path) -> Iterator[Path]:
         with os.scandir(folder) as entries:
@@ -290,6 +342,8 @@ class Archive:
             if path.name.startswith(".") and path.name.endswith(".tmp"):
                 path.unlink(missing_ok=True)
                 report.removed_leftovers += 1
+            elif path.suffix == ".dcm" and not path.is_file():
+                report.skipped.append((path, "not a regular file"))  # reading a FIFO blocks
             elif path.suffix == ".dcm":
                 stored = self._load(path, report)
                 if stored is not None:
@@ -301,11 +355,17 @@ class Archive:
     def _load(self, dcm: Path, report: ScanReport) -> StoredInstance | None:
         current = self.current_sidecar(dcm)
         if current is not None:
-            return current
+            if os.access(dcm, os.R_OK):
+                return current
+            report.skipped.append((dcm, "the file cannot be read (permission denied)"))
+            return None
         try:  # missing, unreadable or of an older format: regenerate
             stored = self.regenerate_sidecar(dcm)
         except (NotDicom, OSError) as exc:
             report.skipped.append((dcm, str(exc)))
+            return None
+        except Exception as exc:  # pydicom's own errors on a damaged file
+            report.skipped.append((dcm, f"not a readable DICOM Part 10 file ({str(exc)[:200]})"))
             return None
         report.regenerated.append(dcm)
         return stored
@@ -333,6 +393,17 @@ class Archive:
                 "move it or store it through STOW-RS"
             )
         return self._write_sidecar(dcm, header, digest)
+
+
+def _sidecar_document(header: Header, digest: str, stat: os.stat_result) -> bytes:
+    document = {
+        "format": SIDECAR_FORMAT,
+        "size": stat.st_size,
+        "mtime_ns": stat.st_mtime_ns,
+        "digest": digest,
+    }
+    document.update(header.to_dict())
+    return json.dumps(document).encode()
 
 
 def _fsync_file(path: Path) -> None:

@@ -8,19 +8,23 @@ and a deleted instance disappears from queries before its files go.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import hashlib
+import json
 import logging
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
+from typing import Any, TypeVar
 
 from localdicom.archive import Archive, ScanReport
 from localdicom.dicom.header import Header, NotDicom, describe
 from localdicom.index import SCHEMA, Index, InstanceRecord
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 class FailureReason(IntEnum):
@@ -72,6 +76,9 @@ class Catalog:
         self.index = Index()
         self.overwrite = overwrite
         self._commit_lock = asyncio.Lock()
+        #: Files of each series folder that the startup scan could not serve, by name (kept
+        #: in the snapshot so that a folder restored from it reports them again).
+        self._skipped: dict[str, list[list[str]]] = {}
 
     async def open(self) -> OpenReport:
         """Rebuild the index from the archive (creating it if absent).
@@ -88,22 +95,36 @@ class Catalog:
     def _rebuild(self, report: ScanReport) -> None:
         self.archive.prepare()
         report.removed_leftovers += self.archive.clean_incoming()
+        report.removed_leftovers += self.archive.clean_temporary()
         snapshot = self.archive.read_snapshot(SCHEMA)
         unchanged = True
-        for folder in self.archive.series_folders():
-            entry = snapshot.pop(_key(folder), None)
-            if entry is not None and entry["stamp"] == self.archive.stamp(folder):
-                self.index.restore_series(entry)
-                report.from_snapshot += len(entry["instances"])
-            else:
+        for folder in self.archive.series_folders(report):
+            key = _key(folder)
+            raw = snapshot.pop(key.encode(), None)
+            entry = json.loads(raw) if raw is not None else None
+            try:
+                if entry is not None and entry["stamp"] == self.archive.stamp(folder):
+                    self.index.restore_series(entry)
+                    report.from_snapshot += len(entry["instances"])
+                    self._skipped[key] = entry.get("skipped", [])
+                    report.skipped += [(folder / name, why) for name, why in self._skipped[key]]
+                    continue
                 unchanged = False
-                for stored in self.archive.scan_series(folder, report):
+                first_skipped = len(report.skipped)
+                for stored in list(self.archive.scan_series(folder, report)):
                     self.index.add(stored)
+                skipped = report.skipped[first_skipped:]
+                self._skipped[key] = [[path.name, why] for path, why in skipped]
+            except OSError as exc:  # an unreadable folder: the rest of the archive is served
+                unchanged = False
+                report.skipped.append((folder, f"the folder cannot be read ({exc.strerror})"))
         if not unchanged or snapshot:  # rescanned folders, or folders gone since
             self.save_snapshot()
 
     def save_snapshot(self) -> None:
-        """Write the index down with each series folder's stamp (at start and at stop)."""
+        """Write the index down with each series folder's stamp (at start and at stop).
+
+        A snapshot that cannot be written (a full disk) only makes the next start slower."""
         entries = {}
         for series in self.index.series.values():
             folder = self.archive.series_dir(series.study, series.uid)
@@ -111,8 +132,15 @@ class Catalog:
                 stamp = self.archive.stamp(folder)
             except OSError:
                 continue
-            entries[_key(folder)] = {**self.index.series_snapshot(series), "stamp": stamp}
-        self.archive.write_snapshot(SCHEMA, entries)
+            entry = {**self.index.series_snapshot(series), "stamp": stamp}
+            skipped = [item for item in self._skipped.get(_key(folder), []) if item[0] in stamp]
+            if skipped:
+                entry["skipped"] = skipped
+            entries[_key(folder)] = entry
+        try:
+            self.archive.write_snapshot(SCHEMA, entries)
+        except OSError as exc:
+            logger.warning("the index snapshot could not be written: %s", exc)
 
     async def receive(self, chunks: AsyncIterator[bytes], study: str | None = None) -> Received:
         """Stream one instance to the upload area and check it; nothing is stored yet.
@@ -152,16 +180,18 @@ class Catalog:
         return await self.commit(await self.receive(chunks, study))
 
     async def _write_incoming(self, chunks: AsyncIterator[bytes], incoming: Path) -> str:
+        """Write the upload; only errors of the file are StoreFailed (a full disk), errors of
+        the client's stream (a disconnect, a limit) propagate as they are."""
         digest = hashlib.sha256()
+        fp = _writing(incoming.open, "wb")
         try:
-            with incoming.open("wb") as fp:
-                async for chunk in chunks:
-                    digest.update(chunk)
-                    fp.write(chunk)
-        except OSError as exc:
-            raise StoreFailed(
-                FailureReason.OUT_OF_RESOURCES, f"the archive cannot be written: {exc}"
-            ) from exc
+            async for chunk in chunks:
+                digest.update(chunk)
+                _writing(fp.write, chunk)
+            _writing(fp.close)
+        finally:
+            with contextlib.suppress(OSError):
+                fp.close()
         return digest.hexdigest()
 
     async def _commit(self, incoming: Path, header: Header, digest: str) -> Stored:
@@ -176,13 +206,18 @@ class Catalog:
                     "delete it first, or start the server with --overwrite",
                     header,
                 )
-            await self._forget([existing])
         try:
             stored = await asyncio.to_thread(self.archive.commit, incoming, header, digest)
         except OSError as exc:
             raise StoreFailed(
                 FailureReason.OUT_OF_RESOURCES, f"the archive cannot be written: {exc}", header
             ) from exc
+        if existing is not None:  # replaced (--overwrite): only now is the old copy dropped
+            self.index.remove_instance(existing.sop)
+            if (existing.study, existing.series) == (header.study_uid, header.series_uid):
+                await asyncio.to_thread(self.archive.remove_cached, existing.sop)
+            else:
+                await self._forget([existing])
         self.index.add(stored)
         return Stored(header, already_present=False)
 
@@ -238,9 +273,25 @@ def _key(folder: Path) -> str:
     return f"{folder.parent.name}/{folder.name}"
 
 
+def _writing(function: Callable[..., T], *args: Any) -> T:
+    """Call a file operation of an upload; its OSError is the archive's failure (A700)."""
+    try:
+        return function(*args)
+    except OSError as exc:
+        raise StoreFailed(
+            FailureReason.OUT_OF_RESOURCES, f"the archive cannot be written: {exc}"
+        ) from exc
+
+
 def _describe_file(path: Path) -> Header:
     try:
         with path.open("rb") as fp:
             return describe(fp)
     except NotDicom as exc:
         raise StoreFailed(FailureReason.CANNOT_UNDERSTAND, f"not stored: {exc}") from exc
+    except Exception as exc:  # pydicom's own errors on hostile bytes (BytesLengthException)
+        logger.warning("an upload could not be parsed", exc_info=True)
+        raise StoreFailed(
+            FailureReason.CANNOT_UNDERSTAND,
+            f"not stored: not a readable DICOM Part 10 file ({str(exc)[:200]})",
+        ) from exc

@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import click
 from aiohttp import web
@@ -29,6 +29,8 @@ from localdicom.importer import (
 )
 from localdicom.listing import format_table, list_studies, listing_rows
 from localdicom.reindex import reindex
+from localdicom.web.security import is_loopback_address
+from localdicom.web.viewer import check_dist
 
 EXIT_CODES = """\b
 Exit codes:
@@ -73,6 +75,28 @@ class OneLineErrors(click.Group):
             click.echo("Interrupted.", err=True)
             sys.exit(130)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+class ByteSize(click.ParamType):
+    """A size in bytes: 1048576, 500M, 4G, 1.5GiB (K, M, G, T: powers of 1024)."""
+
+    name = "size"
+    _UNITS: ClassVar[dict[str, int]] = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+        unit = text[-1:] if text[-1:] in "KMGT" else ""
+        try:
+            size = int(float(text.removesuffix(unit)) * self._UNITS[unit]) if unit else int(text)
+        except ValueError:
+            self.fail(f"{value!r} is not a size (e.g. 1048576, 500M, 4G)", param, ctx)
+        if size < 1:
+            self.fail(f"{value!r} must be at least one byte", param, ctx)
+        return size
 
 
 @click.group(cls=OneLineErrors, epilog=EXIT_CODES)
@@ -130,6 +154,60 @@ def main() -> None:
     "copy, a collaborator's tree, zips) into the layout; the originals stay. Without it, "
     "the server only says what it found and how to import it.",
 )
+@click.option(
+    "--cors-origin",
+    "cors_origins",
+    multiple=True,
+    metavar="ORIGIN",
+    help="Let web pages from ORIGIN (e.g. https://viewer.example:443) read the archive; "
+    "repeatable. Pages on http(s)://localhost and 127.0.0.1 (any port) may by default. "
+    "'*' lets every web site you visit read it: only as an explicit choice.",
+)
+@click.option(
+    "--token",
+    envvar="LOCALDICOM_TOKEN",
+    show_envvar=True,
+    default=None,
+    help="Require 'Authorization: Bearer TOKEN' on every request.",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Allow a network --host without --token: anyone who reaches the port reads and "
+    "changes the archive.",
+)
+@click.option(
+    "--viewer",
+    type=click.Path(exists=True, file_okay=False, path_type=Path),
+    default=None,
+    help="An OHIF build (the dist/ folder of the npm package @ohif/app) to serve at "
+    "/viewer/, configured for this server.",
+)
+@click.option(
+    "--max-request-size",
+    "max_request_bytes",
+    type=ByteSize(),
+    default=None,
+    help="Largest STOW-RS request body (e.g. 10G); larger is refused with 413 and nothing "
+    "of it is kept  [default: no limit]",
+)
+@click.option(
+    "--max-instance-size",
+    "max_part_bytes",
+    type=ByteSize(),
+    default="4G",
+    show_default=True,
+    help="Largest instance: one multipart/related part or an application/dicom body; "
+    "larger is refused with 413 and nothing of the request is kept.",
+)
+@click.option(
+    "--upload-timeout",
+    type=click.FloatRange(min=0, min_open=True),
+    default=60.0,
+    show_default=True,
+    help="Seconds a client may send nothing in the middle of an upload; then the upload is "
+    "dropped (408) and its partial data deleted.",
+)
 def serve(
     archive: Path,
     host: str,
@@ -139,6 +217,13 @@ def serve(
     fsync: bool,
     workers: int | None,
     import_found: bool,
+    cors_origins: tuple[str, ...],
+    token: str | None,
+    insecure: bool,
+    viewer: Path | None,
+    max_request_bytes: int | None,
+    max_part_bytes: int,
+    upload_timeout: float,
 ) -> None:
     """Serve ARCHIVE (created if absent) over DICOMweb.
 
@@ -148,6 +233,12 @@ def serve(
       curl http://127.0.0.1:8042/v1/studies
       localdicom serve ~/folder-with-dicom-files --import-found
     """
+    _check_exposure(host, token, insecure)
+    if viewer is not None:
+        try:
+            check_dist(viewer)
+        except ValueError as exc:
+            raise click.BadParameter(str(exc), param_hint="--viewer") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     _found_outside_layout(archive, import_found, workers)
     settings = Settings(
@@ -158,8 +249,24 @@ def serve(
         overwrite=overwrite,
         fsync=fsync,
         workers=workers,
+        cors_origins=cors_origins,
+        token=token,
+        viewer=viewer.resolve() if viewer else None,
+        max_request_bytes=max_request_bytes,
+        max_part_bytes=max_part_bytes,
+        upload_timeout=upload_timeout,
     )
     asyncio.run(_serve(settings))
+
+
+def _check_exposure(host: str, token: str | None, insecure: bool) -> None:
+    """Refuse to put an unprotected archive on the network by accident."""
+    if token or insecure or is_loopback_address(host):
+        return
+    raise click.UsageError(
+        f"--host {host} exposes the archive to the network: give an access token with "
+        "--token (or LOCALDICOM_TOKEN), or pass --insecure to serve it without one"
+    )
 
 
 async def _serve(settings: Settings) -> None:

@@ -26,7 +26,7 @@ from pydicom.encaps import (
     generate_fragmented_frames,
     parse_basic_offsets,
 )
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.tag import Tag
 
 from localdicom.dicom.uids import (
@@ -126,7 +126,7 @@ def describe(fp: BinaryIO) -> Header:
             "not a DICOM Part 10 file: no 'DICM' after a 128-byte preamble, "
             "or no File Meta Information"
         ) from exc
-    except (EOFError, OSError, ValueError, KeyError, TypeError) as exc:
+    except (EOFError, OSError, ValueError, KeyError, TypeError, BytesLengthException) as exc:
         raise NotDicom(f"not a readable DICOM Part 10 file ({exc})") from exc
     transfer_syntax = str(ds.file_meta.TransferSyntaxUID)
     positioned = transfer_syntax != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN

@@ -5,16 +5,21 @@ chunks that the caller writes to disk as they arrive. It accepts what real clien
 quoted or unquoted boundary, no boundary parameter at all (the boundary is then taken from the
 body's first line, as Azure's service does), and any part headers (Content-Disposition from
 ``curl --form``, Content-Length, MIME-Version).
+
+:class:`Body` reads a request body under the server's limits: a total size, and a time a
+client may let pass without sending anything; the reader adds a limit on each part's size.
 """
 
 from __future__ import annotations
 
+import asyncio
 import os
 import re
 from collections.abc import AsyncIterator, Iterable
 from dataclasses import dataclass
+from typing import Protocol
 
-from aiohttp import StreamReader, web
+from aiohttp import web
 from multidict import CIMultiDict
 
 CHUNK = 256 * 1024
@@ -24,6 +29,60 @@ CRLF = b"\r\n"
 
 class MalformedMultipart(ValueError):
     """The body does not follow the multipart syntax."""
+
+
+class BodyTooLarge(Exception):
+    """The body, or one part of it, is larger than the server accepts."""
+
+
+class UploadStalled(Exception):
+    """The client sent nothing for longer than the server waits."""
+
+
+class Readable(Protocol):
+    async def read(self, n: int = -1) -> bytes: ...
+
+
+class Body:
+    """A request body read in chunks, within a total size and an idle timeout.
+
+    ``max_bytes`` None: any size. ``idle_timeout`` None: wait for data for ever (aiohttp's
+    StreamReader has no timeout of its own).
+    """
+
+    def __init__(
+        self,
+        stream: Readable,
+        *,
+        max_bytes: int | None = None,
+        idle_timeout: float | None = None,
+    ) -> None:
+        self._stream = stream
+        self.max_bytes = max_bytes
+        self.idle_timeout = idle_timeout
+        self.received = 0
+
+    async def read(self, n: int = CHUNK) -> bytes:
+        try:
+            async with asyncio.timeout(self.idle_timeout):
+                chunk = await self._stream.read(n)
+        except TimeoutError:
+            raise UploadStalled(
+                f"the client sent nothing for {self.idle_timeout:g} s in the middle of the body"
+            ) from None
+        self.received += len(chunk)
+        if self.max_bytes is not None and self.received > self.max_bytes:
+            raise BodyTooLarge(f"the request body is larger than {self.max_bytes} bytes")
+        return chunk
+
+    async def chunks(self, max_bytes: int | None = None) -> AsyncIterator[bytes]:
+        """The whole body as chunks, refused once it is larger than ``max_bytes``."""
+        size = 0
+        while chunk := await self.read(CHUNK):
+            size += len(chunk)
+            if max_bytes is not None and size > max_bytes:
+                raise BodyTooLarge(f"the instance is larger than {max_bytes} bytes")
+            yield chunk
 
 
 @dataclass
@@ -37,11 +96,18 @@ class Part:
 
 
 class MultipartReader:
-    """Iterate over the parts of a body; read each part's ``body`` before the next part."""
+    """Iterate over the parts of a body; read each part's ``body`` before the next part.
 
-    def __init__(self, stream: StreamReader, boundary: str | None) -> None:
+    A part whose body grows beyond ``max_part_bytes`` raises :class:`BodyTooLarge` as soon
+    as it does, before the rest of it is read.
+    """
+
+    def __init__(
+        self, stream: Readable, boundary: str | None, *, max_part_bytes: int | None = None
+    ) -> None:
         self._stream = stream
         self._boundary_text = boundary
+        self._max_part_bytes = max_part_bytes
         self._boundary: bytes | None = None
         self._buffer = bytearray()
         self._finished = False
@@ -74,11 +140,25 @@ class MultipartReader:
         return CRLF + b"--" + self._boundary
 
     async def _skip_to_delimiter(self) -> None:
-        while (position := self._buffer.find(self._delimiter)) < 0:
-            del self._buffer[: max(0, len(self._buffer) - len(self._delimiter))]
-            if not await self._fill():
-                raise MalformedMultipart("the body has no multipart boundary delimiter")
-        del self._buffer[: position + len(self._delimiter)]
+        """Skip the preamble up to the first delimiter line: the boundary followed by the
+        close mark ``--`` or by nothing but transport padding up to CRLF (RFC 2046 5.1.1).
+        The boundary followed by other text is part of the preamble."""
+        delimiter = self._delimiter
+        while True:
+            position = self._buffer.find(delimiter)
+            if position < 0:
+                del self._buffer[: max(0, len(self._buffer) - len(delimiter))]
+                if not await self._fill():
+                    raise MalformedMultipart("the body has no multipart boundary delimiter")
+                continue
+            after = position + len(delimiter)
+            verdict = _delimiter_line(bytes(self._buffer[after : after + MAX_HEADER_BYTES]))
+            if verdict is None and await self._fill():
+                continue  # too little read yet to tell
+            if verdict is not False:
+                del self._buffer[:after]
+                return
+            del self._buffer[: position + 1]
 
     async def __aiter__(self) -> AsyncIterator[Part]:
         await self._start()
@@ -94,8 +174,9 @@ class MultipartReader:
                 pass
 
     async def _read_headers(self) -> CIMultiDict[str]:
-        while (end := self._buffer.find(CRLF + CRLF)) < 0:
-            if len(self._buffer) > MAX_HEADER_BYTES:
+        limit = MAX_HEADER_BYTES + len(CRLF + CRLF)
+        while (end := self._buffer.find(CRLF + CRLF, 0, limit)) < 0:
+            if len(self._buffer) >= limit:
                 raise MalformedMultipart("a part's headers are larger than 64 KiB")
             if not await self._fill():
                 raise MalformedMultipart("the body ends inside a part's headers")
@@ -107,28 +188,54 @@ class MultipartReader:
             name, colon, value = line.partition(":")
             if colon:
                 headers.add(name.strip(), value.strip())
+            elif line.strip() and not line[0].isspace():  # folded lines are continuations
+                raise MalformedMultipart(_not_a_header(line, self._boundary))
         return headers
 
     async def _read_body(self) -> AsyncIterator[bytes]:
         delimiter = self._delimiter
+        size = 0
         while True:
             position = self._buffer.find(delimiter)
             if position >= 0:
                 chunk = bytes(self._buffer[:position])
                 del self._buffer[: position + len(delimiter)]
-                if chunk:
-                    yield chunk
-                return
-            keep = len(delimiter) - 1
-            if len(self._buffer) > keep:
-                chunk = bytes(self._buffer[: len(self._buffer) - keep])
+            else:
+                keep = len(delimiter) - 1
+                chunk = bytes(self._buffer[: max(0, len(self._buffer) - keep)])
                 del self._buffer[: len(chunk)]
+            size += len(chunk)
+            if self._max_part_bytes is not None and size > self._max_part_bytes:
+                raise BodyTooLarge(f"a part is larger than {self._max_part_bytes} bytes")
+            if chunk:
                 yield chunk
+            if position >= 0:
+                return
             if not await self._fill():
                 raise MalformedMultipart("the body ends before the closing boundary")
 
 
 _BOUNDARY = re.compile(rb"[0-9A-Za-z'()+_,\-./:=? ]{0,69}[0-9A-Za-z'()+_,\-./:=?]")
+
+
+def _delimiter_line(rest: bytes) -> bool | None:
+    """Whether what follows a boundary makes it a delimiter line; None: cannot tell yet."""
+    if rest.startswith(b"--"):
+        return True
+    padding_end = len(rest) - len(rest.lstrip(b" \t"))
+    after_padding = rest[padding_end:]
+    if after_padding.startswith(CRLF):
+        return True
+    if after_padding in (b"", b"\r") or rest == b"-":
+        return None if len(rest) < MAX_HEADER_BYTES else False
+    return False
+
+
+def _not_a_header(line: str, boundary: bytes | None) -> str:
+    if boundary is not None and line.rstrip() == "--" + boundary.decode("latin-1"):
+        return "a boundary delimiter is repeated with no part between the two"
+    shown = line if len(line) <= 60 else line[:57] + "..."
+    return f"a part's headers hold a line that is not a header field: {shown!r}"
 
 
 def _checked_boundary(boundary: bytes) -> bytes:

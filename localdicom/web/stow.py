@@ -3,12 +3,20 @@
 Bodies: multipart/related with application/dicom parts (with or without ``type``, with or
 without a boundary parameter, parts with or without Content-Disposition), or one
 ``application/dicom`` instance as the whole body (Azure's single-instance variant).
+
+Bodies are streamed to disk under :class:`Limits`: a body or part over its size limit is a
+413, a client that stops sending mid-body is a 408, a client that disconnects is a 400; in
+each case nothing of the request is stored and its partial uploads are deleted.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import logging
+import re
 from collections.abc import AsyncIterator
+from dataclasses import dataclass
 from typing import Any
 
 from aiohttp import web
@@ -17,16 +25,26 @@ from localdicom.catalog import Catalog, FailureReason, Received, Stored, StoreFa
 from localdicom.dicom.header import instance_path
 from localdicom.web.context import catalog, uid
 from localdicom.web.errors import bad_request, unsupported_media_type
-from localdicom.web.multipart import CHUNK, MalformedMultipart, MultipartReader, Part
+from localdicom.web.multipart import (
+    Body,
+    BodyTooLarge,
+    MalformedMultipart,
+    MultipartReader,
+    Part,
+    UploadStalled,
+)
 from localdicom.web.negotiation import (
     DICOM,
     DICOM_JSON,
     MULTIPART_RELATED,
+    MediaRange,
     Offer,
     choose,
     parse_media_ranges,
 )
 from localdicom.web.urls import service_root
+
+logger = logging.getLogger(__name__)
 
 #: Part media types taken as a DICOM instance: curl --form without ";type=" sends the second.
 DICOM_PART_TYPES = ("", DICOM, "application/octet-stream")
@@ -35,27 +53,112 @@ RESPONSE_OFFERS = [Offer(DICOM_JSON, multipart=False), Offer("application/json",
 Outcome = Stored | StoreFailed
 
 
-async def store(request: web.Request) -> web.Response:
+@dataclass(frozen=True)
+class Limits:
+    """What a STOW-RS request may send (None: no limit)."""
+
+    #: Bytes of a whole request body.
+    max_request_bytes: int | None = None
+    #: Bytes of one instance: a multipart part, or a single application/dicom body.
+    max_part_bytes: int | None = 4 * 1024**3
+    #: Seconds a client may send nothing in the middle of a body.
+    upload_timeout: float | None = 60.0
+
+
+LIMITS = web.AppKey("stow_limits", Limits)
+
+
+async def store(request: web.Request) -> web.StreamResponse:
     study = uid(request, "study")
     response_offer = choose(request, RESPONSE_OFFERS)
+    limits = request.app.get(LIMITS) or Limits()
+    _check_declared_length(request, limits)
+    body = Body(
+        request.content, max_bytes=limits.max_request_bytes, idle_timeout=limits.upload_timeout
+    )
     media = parse_media_ranges(request.headers.get("Content-Type", ""))
     media_type = media[0].type if media else ""
-    if media_type == DICOM:
-        outcomes = [await _store_one(catalog(request), request.content.iter_chunked(CHUNK), study)]
-    elif media_type == MULTIPART_RELATED:
-        part_type = media[0].params.get("type", DICOM).lower()
-        if part_type != DICOM:
+    try:
+        if media_type == DICOM:
+            chunks = body.chunks(limits.max_part_bytes)
+            outcomes = [await _store_one(catalog(request), chunks, study)]
+        elif media_type == MULTIPART_RELATED:
+            part_type = media[0].params.get("type", DICOM).lower()
+            if part_type != DICOM:
+                raise unsupported_media_type(
+                    f"STOW-RS parts of type {part_type!r} are not supported; send application/dicom"
+                )
+            boundary = _boundary(media[0], request.headers.get("Content-Type", ""))
+            reader = MultipartReader(body, boundary, max_part_bytes=limits.max_part_bytes)
+            outcomes = await _store_parts(catalog(request), reader, study)
+        else:
             raise unsupported_media_type(
-                f"STOW-RS parts of type {part_type!r} are not supported; send application/dicom"
+                f"Content-Type {media_type or '(none)'!r} cannot be stored; use "
+                'multipart/related; type="application/dicom" or application/dicom'
             )
-        reader = MultipartReader(request.content, media[0].params.get("boundary"))
-        outcomes = await _store_parts(catalog(request), reader, study)
-    else:
-        raise unsupported_media_type(
-            f"Content-Type {media_type or '(none)'!r} cannot be stored; use "
-            'multipart/related; type="application/dicom" or application/dicom'
+    except BodyTooLarge as exc:
+        raise _too_large(f"{exc}; nothing of the request was stored") from None
+    except UploadStalled as exc:
+        logger.warning("%s %s: %s", request.method, request.path, exc)
+        return await _closing(request, 408, f"{exc}; nothing of the request was stored")
+    except ConnectionResetError:
+        logger.warning("%s %s: the client disconnected mid-body", request.method, request.path)
+        return await _closing(
+            request, 400, "the body ended before it was complete; nothing was stored"
         )
     return _response(request, outcomes, response_offer.media_type)
+
+
+def _check_declared_length(request: web.Request, limits: Limits) -> None:
+    """Refuse at once a body whose Content-Length is over a limit, before reading it."""
+    length = request.content_length
+    if length is None:
+        return
+    if limits.max_request_bytes is not None and length > limits.max_request_bytes:
+        raise _too_large(
+            f"the request body ({length} bytes) is larger than {limits.max_request_bytes} "
+            "bytes; nothing was stored"
+        )
+    single = request.headers.get("Content-Type", "").split(";")[0].strip().lower() == DICOM
+    if single and limits.max_part_bytes is not None and length > limits.max_part_bytes:
+        raise _too_large(
+            f"the instance ({length} bytes) is larger than {limits.max_part_bytes} bytes; "
+            "nothing was stored"
+        )
+
+
+def _boundary(media: MediaRange, content_type: str) -> str | None:
+    """The boundary parameter; given twice it is ambiguous, and the request a 400."""
+    names = [name.lower() for name in _PARAMETER_NAME.findall(content_type)]
+    if names.count("boundary") > 1:
+        raise bad_request(
+            "malformed multipart/related body, nothing stored: the Content-Type gives the "
+            "boundary parameter more than once"
+        )
+    return media.params.get("boundary")
+
+
+#: The name of each parameter of a header value, skipping quoted strings.
+_PARAMETER_NAME = re.compile(r';\s*([^=;\s"]+)\s*=\s*(?:"(?:[^"\\]|\\.)*"|[^;"]*)')
+
+
+def _too_large(message: str) -> web.HTTPException:
+    return web.HTTPRequestEntityTooLarge(
+        max_size=0, actual_size=0, text=message + "\n", content_type="text/plain"
+    )
+
+
+async def _closing(request: web.Request, status: int, message: str) -> web.StreamResponse:
+    """An error answer, then the connection closed at once: the body was not read to its end,
+    and a stalled client must not hold the connection while aiohttp drains it."""
+    response = web.Response(status=status, text=message + "\n", content_type="text/plain")
+    response.force_close()
+    with contextlib.suppress(ConnectionError):  # a client that left reads no answer
+        await response.prepare(request)
+        await response.write_eof()
+    if request.protocol is not None:
+        request.protocol.force_close()
+    return response
 
 
 async def _store_one(catalog: Catalog, chunks: AsyncIterator[bytes], study: str | None) -> Outcome:
@@ -74,11 +177,13 @@ async def _store_parts(
     try:
         async for part in reader:
             received.append(await _receive_part(catalog, part, study))
-    except MalformedMultipart as exc:
+    except BaseException as exc:  # a broken body, a limit, a stall, a disconnect
         for item in received:
             if isinstance(item, Received):
                 catalog.discard(item)
-        raise bad_request(f"malformed multipart/related body, nothing stored: {exc}") from None
+        if isinstance(exc, MalformedMultipart):
+            raise bad_request(f"malformed multipart/related body, nothing stored: {exc}") from None
+        raise
     if not received:
         raise bad_request("the multipart/related body has no parts, nothing to store")
     return [await _commit(catalog, item) for item in received]
@@ -121,6 +226,8 @@ def _response(request: web.Request, outcomes: list[Outcome], media_type: str) ->
     if stored:
         body["00081199"] = {"vr": "SQ", "Value": [_referenced_item(root, o) for o in stored]}
     status = 200 if not failed else 409 if not stored else 202
+    if status == 409 and all(f.reason == FailureReason.OUT_OF_RESOURCES for f in failed):
+        status = 507  # Insufficient Storage: the server's failure, not the client's
     headers = {"Warning": ", ".join(_warning(f) for f in failed)} if failed else {}
     headers["Content-Type"] = media_type  # no charset parameter: JSON is UTF-8 (RFC 8259)
     return web.Response(body=json.dumps(body).encode(), status=status, headers=headers)

@@ -1,0 +1,207 @@
+"""SIGKILL the server in the middle of a stream of STOW-RS requests, restart it, and check
+that it lost nothing it acknowledged and shows nothing half stored.
+
+Four client threads send new small CT instances (one per request as ``application/dicom``,
+or three per ``multipart/related`` request) until the server dies. After each restart:
+
+* every instance answered 200 is listed by QIDO and its .dcm is byte for byte what was sent
+  (the instances of the last round are also fetched over WADO-RS);
+* every instance listed or on disk is one that was sent, whole, with its sidecar: nothing
+  half written is visible, and the index and the folder agree;
+* no temporary file is left anywhere in the archive (``.incoming/*.part``, ``.*.tmp``).
+
+Every fifth round the server is also killed while it starts up (while it rescans the series
+changed by the previous round and writes its index snapshot).
+
+The server runs with ``--no-fsync`` (the ``live_server`` fixture): SIGKILL leaves the kernel's
+page cache intact, so this tests atomicity (uploads renamed into place whole, sidecars written
+to a temporary file and renamed) and the startup repair, not durability against a power cut.
+That is what ``--fsync``, the default, adds: the file, its sidecar and their folders are
+flushed before the client gets its answer.
+"""
+
+from __future__ import annotations
+
+import io
+import itertools
+import random
+import threading
+import time
+import uuid
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import requests
+
+from benchmarks.dataset import ct_slice
+from tests.conftest import LiveServer
+
+KILLS = 20
+CLIENTS = 4
+#: The whole test stops adding rounds after this many seconds (it asserts KILLS were made).
+BUDGET_SECONDS = 90
+AS_STORED = "application/dicom; transfer-syntax=*"
+
+
+def instance_bytes(study: str, series: str, index: int) -> tuple[str, bytes]:
+    ds = ct_slice(study, series, index, size=64)
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return str(ds.SOPInstanceUID), buffer.getvalue()
+
+
+def multipart(instances: list[bytes]) -> tuple[bytes, str]:
+    boundary = uuid.uuid4().hex
+    body = b"".join(
+        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data + b"\r\n"
+        for data in instances
+    )
+    content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    return body + f"--{boundary}--\r\n".encode(), content_type
+
+
+@dataclass
+class Ledger:
+    """What the clients sent and what the server acknowledged, across all rounds."""
+
+    sent: dict[str, bytes] = field(default_factory=dict)
+    acknowledged: set[str] = field(default_factory=set)
+    acknowledged_this_round: set[str] = field(default_factory=set)
+    unexpected: list[str] = field(default_factory=list)
+    requests: int = 0
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    numbers: itertools.count = field(default_factory=itertools.count)
+
+
+def send_until_the_server_dies(url: str, ledger: Ledger, client: int, seed: int) -> None:
+    rng = random.Random(seed)
+    with requests.Session() as session:
+        while True:
+            count = rng.choice([1, 1, 3])
+            batch = []
+            for _ in range(count):
+                number = next(ledger.numbers)
+                series = f"crash-{client}-{number // 40}"
+                batch.append(instance_bytes(f"crash-study-{client}", series, number))
+            with ledger.lock:
+                ledger.sent.update(batch)
+            if count == 1:
+                body, content_type = batch[0][1], "application/dicom"
+            else:
+                body, content_type = multipart([data for _, data in batch])
+            try:
+                response = session.post(
+                    f"{url}/studies",
+                    data=body,
+                    headers={"Content-Type": content_type, "Accept": "application/dicom+json"},
+                    timeout=30,
+                )
+            except requests.ConnectionError:
+                return  # the server was killed: this request may or may not have been stored
+            with ledger.lock:
+                ledger.requests += 1
+                if response.status_code == 200:
+                    ledger.acknowledged.update(sop for sop, _ in batch)
+                    ledger.acknowledged_this_round.update(sop for sop, _ in batch)
+                else:
+                    ledger.unexpected.append(f"{response.status_code} {response.text[:200]}")
+
+
+def kill(server: LiveServer) -> None:
+    assert server.process is not None
+    server.process.kill()
+    server.process.wait(timeout=10)
+    server.process = None
+
+
+def kill_while_starting(server: LiveServer, rng: random.Random) -> None:
+    """Start the server in a thread and SIGKILL it a random moment into its startup."""
+    failed = []
+
+    def start() -> None:
+        try:
+            server.start()
+        except RuntimeError as exc:  # "server exited": killed before it answered
+            failed.append(exc)
+
+    starter = threading.Thread(target=start)
+    starter.start()
+    while server.process is None:
+        time.sleep(0.005)
+    time.sleep(rng.uniform(0.0, 0.8))
+    server.process.kill()
+    starter.join(timeout=60)
+    assert not starter.is_alive()
+    server.process.wait(timeout=10)
+    server.process = None
+
+
+def temporary_files(archive: Path) -> list[Path]:
+    incoming = list((archive / ".incoming").iterdir()) if (archive / ".incoming").is_dir() else []
+    return incoming + [p for p in archive.rglob("*") if p.suffix in (".tmp", ".part")]
+
+
+def listed(server: LiveServer) -> set[str]:
+    response = requests.get(f"{server.url}/instances", timeout=60)
+    assert response.status_code == 200
+    return {item["00080018"]["Value"][0] for item in response.json()}
+
+
+def check_archive(server: LiveServer, ledger: Ledger, fetch: set[str]) -> set[str]:
+    """The checks after a restart (see the module docstring); returns the listed UIDs."""
+    archive = server.archive
+    assert temporary_files(archive) == [], "a temporary file survived the restart"
+    sops = listed(server)
+    missing = ledger.acknowledged - sops
+    assert not missing, f"{len(missing)} acknowledged instances are not listed"
+    assert sops <= set(ledger.sent), "an instance nobody sent is listed"
+    on_disk = {path.stem: path for path in archive.glob("*/*/*.dcm")}
+    assert set(on_disk) == sops, "the index and the folder disagree"
+    for sop, path in on_disk.items():
+        assert path.read_bytes() == ledger.sent[sop], f"{sop} is not what was sent"
+        assert path.with_suffix(".json").is_file(), f"{sop} has no sidecar"
+    for sop in fetch:
+        found = requests.get(f"{server.url}/instances?SOPInstanceUID={sop}", timeout=30).json()
+        url = found[0]["00081190"]["Value"][0]
+        response = requests.get(url, headers={"Accept": AS_STORED}, timeout=30)
+        assert response.status_code == 200 and response.content == ledger.sent[sop]
+    return sops
+
+
+def test_sigkill_during_stow_never_loses_an_acknowledged_instance(live_server: LiveServer):
+    rng = random.Random(1729)
+    ledger = Ledger()
+    started = time.monotonic()
+    kills = startup_kills = 0
+    while kills < KILLS and time.monotonic() - started < BUDGET_SECONDS:
+        ledger.acknowledged_this_round = set()
+        clients = [
+            threading.Thread(
+                target=send_until_the_server_dies,
+                args=(live_server.url, ledger, client, rng.random()),
+            )
+            for client in range(CLIENTS)
+        ]
+        for client in clients:
+            client.start()
+        time.sleep(rng.uniform(0.05, 0.6))
+        kill(live_server)
+        kills += 1
+        for client in clients:
+            client.join(timeout=60)
+        assert not ledger.unexpected, ledger.unexpected[:5]
+        if kills % 5 == 0:
+            kill_while_starting(live_server, rng)
+            startup_kills += 1
+        live_server.start()
+        check_archive(live_server, ledger, fetch=ledger.acknowledged_this_round)
+    seconds = time.monotonic() - started
+    final = check_archive(live_server, ledger, fetch=set())
+    print(
+        f"\n{kills} kills during STOW and {startup_kills} during startup survived in "
+        f"{seconds:.0f} s: {ledger.requests} requests answered, {len(ledger.sent)} instances "
+        f"sent, {len(ledger.acknowledged)} acknowledged, {len(final)} stored, all intact"
+    )
+    assert kills >= KILLS, f"only {kills} kills within {BUDGET_SECONDS} s"
+    assert len(ledger.acknowledged) > KILLS * CLIENTS  # the rounds did store instances
+    assert len(ledger.sent) > len(ledger.acknowledged)  # and kills cut requests short

@@ -1,0 +1,112 @@
+"""WADO-URI (PS3.18 chapter 9) on the tutorial's samples, stored at startup."""
+
+from __future__ import annotations
+
+import io
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+from PIL import Image
+from pydicom.data import get_testdata_file
+
+from localdicom.app import Settings, make_app
+from tests.conftest import (
+    SAMPLES,
+    SERIES_CIRCLE,
+    SERIES_SQUARE_TRIANGLE,
+    SOP_BLUE_CIRCLE,
+    SOP_RED_TRIANGLE,
+    STUDY_UID,
+)
+from tests.test_pydicom_data_roundtrip import stow
+
+RED = {"studyUID": STUDY_UID, "seriesUID": SERIES_SQUARE_TRIANGLE, "objectUID": SOP_RED_TRIANGLE}
+BLUE = {"studyUID": STUDY_UID, "seriesUID": SERIES_CIRCLE, "objectUID": SOP_BLUE_CIRCLE}
+
+
+@pytest.fixture
+async def samples_client(aiohttp_client, archive_dir: Path):
+    return await aiohttp_client(make_app(Settings(archive=archive_dir, samples=True)))
+
+
+def _wado(**params: str) -> dict[str, str]:
+    return {"requestType": "WADO", **params}
+
+
+@pytest.mark.parametrize("prefix", ["", "/v1", "/dicom-web"])
+async def test_dicom_is_the_stored_instance(samples_client, prefix: str) -> None:
+    response = await samples_client.get(
+        f"{prefix}/wado", params=_wado(contentType="application/dicom", **RED)
+    )
+    assert response.status == 200
+    assert response.headers["Content-Type"].startswith("application/dicom")
+    assert await response.read() == (SAMPLES / "red-triangle.dcm").read_bytes()
+
+
+async def test_default_for_an_image_is_jpeg(samples_client) -> None:
+    response = await samples_client.get("/wado", params=_wado(**BLUE))
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "image/jpeg"
+    image = np.asarray(Image.open(io.BytesIO(await response.read())).convert("RGB"))
+    assert image.shape == (979, 985, 3)
+    middle = image[979 // 2, 985 // 2].astype(int)
+    assert middle[2] > 150 and middle[0] < 80 and middle[1] < 80  # blue
+
+
+async def test_image_parameters(samples_client) -> None:
+    params = _wado(contentType="image/png", rows="100", columns="100", **RED)
+    response = await samples_client.get("/wado", params=params)
+    assert response.status == 200
+    assert response.headers["Content-Type"] == "image/png"
+    image = Image.open(io.BytesIO(await response.read()))
+    assert image.format == "PNG"
+    assert max(image.size) == 100
+
+
+async def test_content_type_list_takes_the_first_supported(samples_client) -> None:
+    params = _wado(contentType="image/jp2,image/gif", **RED)
+    response = await samples_client.get("/wado", params=params)
+    assert response.headers["Content-Type"] == "image/gif"
+
+
+async def test_transfer_syntax_transcodes(aiohttp_client, archive_dir: Path) -> None:
+    client = await aiohttp_client(make_app(Settings(archive=archive_dir)))
+    ct = Path(get_testdata_file("CT_small.dcm"))
+    assert (await stow(client, ct.read_bytes())).status == 200
+    ds = pydicom.dcmread(ct)
+    uids = {
+        "studyUID": ds.StudyInstanceUID,
+        "seriesUID": ds.SeriesInstanceUID,
+        "objectUID": ds.SOPInstanceUID,
+    }
+    response = await client.get("/wado", params=_wado(contentType="application/dicom", **uids))
+    assert response.status == 200
+    back = pydicom.dcmread(io.BytesIO(await response.read()))
+    assert back.file_meta.TransferSyntaxUID == "1.2.840.10008.1.2.1"  # the default
+    assert back.pixel_array.shape == ds.pixel_array.shape
+    as_stored = await client.get(
+        "/wado", params=_wado(contentType="application/dicom", transferSyntax="*", **uids)
+    )
+    assert await as_stored.read() == ct.read_bytes()
+
+
+@pytest.mark.parametrize(
+    ("params", "status", "words"),
+    [
+        ({**RED}, 400, "requestType=WADO"),
+        (_wado(studyUID=STUDY_UID, seriesUID=SERIES_CIRCLE), 400, "objectUID"),
+        (_wado(**{**RED, "objectUID": "1.2.3"}), 404, "not stored"),
+        (_wado(**{**RED, "studyUID": "not a uid"}), 400, "StudyInstanceUID"),
+        (_wado(contentType="text/html", **RED), 406, "contentType"),
+        (_wado(anonymize="yes", **RED), 400, "anonymize"),
+        (_wado(frameNumber="2", **RED), 404, ""),
+        (_wado(frameNumber="zero", **RED), 400, "frameNumber"),
+        (_wado(windowCenter="40", **RED), 400, ""),
+    ],
+)
+async def test_mistakes_are_explained(samples_client, params, status: int, words: str) -> None:
+    response = await samples_client.get("/wado", params=params)
+    assert response.status == status, await response.text()
+    assert words in await response.text()
