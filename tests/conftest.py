@@ -51,13 +51,16 @@ class LiveServer:
     port: int
     process: subprocess.Popen | None = None
     extra_args: tuple[str, ...] = ()
+    #: Run the server through this command (e.g. one that drops privileges).
+    command_prefix: tuple[str, ...] = ()
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        command = [sys.executable, "-m", "localdicom", "serve", str(self.archive)]
+        command = [*self.command_prefix, sys.executable, "-m", "localdicom", "serve"]
+        command.append(str(self.archive))
         command += ["--port", str(self.port), "--no-fsync", *self.extra_args]
         self.log = self.archive.parent / f"server-{self.port}.log"
         self.process = subprocess.Popen(

@@ -23,9 +23,7 @@ import struct
 import subprocess
 import sys
 import time
-import urllib.request
 from pathlib import Path
-from typing import ClassVar
 
 import pytest
 import requests
@@ -172,36 +170,11 @@ def unprivileged_prefix() -> list[str] | None:
     return DROP if probe.returncode == 0 else None
 
 
-class UnprivilegedServer(LiveServer):
-    """``localdicom serve`` for which file permissions apply, even when the tests run as root."""
-
-    prefix: ClassVar[list[str]] = []
-
-    def start(self) -> None:
-        command = [*self.prefix, sys.executable, "-m", "localdicom", "serve", str(self.archive)]
-        command += ["--port", str(self.port), "--no-fsync"]
-        self.log = self.archive.parent / f"server-{self.port}.log"
-        self.process = subprocess.Popen(
-            command, stdout=self.log.open("ab"), stderr=subprocess.STDOUT
-        )
-        deadline = time.monotonic() + 30
-        while time.monotonic() < deadline:
-            if self.process.poll() is not None:
-                raise RuntimeError(f"server exited: {self.log.read_text()}")
-            try:
-                urllib.request.urlopen(f"{self.url}/studies?limit=1", timeout=1)
-                return
-            except OSError:
-                time.sleep(0.1)
-        raise RuntimeError(f"server did not start: {self.log.read_text()}")
-
-
 def test_unreadable_files_and_folders(archive_dir: Path):
     prefix = unprivileged_prefix()
     if prefix is None:
         pytest.skip("running as root without setpriv: permissions cannot be made to apply")
-    server = UnprivilegedServer(archive_dir, free_port())
-    server.prefix = prefix
+    server = LiveServer(archive_dir, free_port(), command_prefix=tuple(prefix))
     server.start()
     locked: list[Path] = []
     try:
