@@ -181,7 +181,7 @@ def _partial_bodies() -> Iterator[Any]:
     yield pytest.param("application/dicom", cut[:200_000], len(cut), id="single-instance")
 
 
-@pytest.mark.parametrize(("content_type", "sent", "length"), _partial_bodies())
+@pytest.mark.parametrize(("content_type", "sent", "length"), list(_partial_bodies()))
 async def test_stalled_upload_is_408_and_leaves_nothing(
     aiohttp_client, archive_dir, content_type, sent, length
 ):
@@ -202,7 +202,7 @@ async def test_stalled_upload_is_408_and_leaves_nothing(
     assert (await stow(stocked.client, multipart(new_instance()[1]))).status == 200
 
 
-@pytest.mark.parametrize(("content_type", "sent", "length"), _partial_bodies())
+@pytest.mark.parametrize(("content_type", "sent", "length"), list(_partial_bodies()))
 async def test_client_leaving_mid_upload_leaves_nothing(
     aiohttp_client, archive_dir, caplog, content_type, sent, length
 ):
@@ -606,7 +606,7 @@ def _part10_variants() -> Iterator[Any]:
     yield pytest.param(without_syntax.getvalue(), no_meta, id="meta-without-syntax")
 
 
-@pytest.mark.parametrize(("body", "reason"), _part10_variants())
+@pytest.mark.parametrize(("body", "reason"), list(_part10_variants()))
 @pytest.mark.parametrize("content_type", [STOW_TYPE, "application/dicom"])
 async def test_broken_part10_file_is_409_cannot_understand(
     stocked: Stocked, body, reason, content_type
