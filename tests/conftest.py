@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,7 @@ from pathlib import Path
 
 import pytest
 
+from benchmarks.servers import free_port
 from localdicom.app import Settings, make_app
 
 REPOSITORY = Path(__file__).resolve().parent.parent
@@ -35,12 +35,6 @@ def archive_dir(tmp_path: Path) -> Path:
 async def client(aiohttp_client, archive_dir: Path):
     """An aiohttp test client for a server on an empty archive."""
     return await aiohttp_client(make_app(Settings(archive=archive_dir)))
-
-
-def free_port() -> int:
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
 
 
 @dataclass
