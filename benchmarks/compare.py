@@ -6,7 +6,10 @@
 Generates a deterministic dataset, starts both servers on empty storage on loopback, stores
 the same data in each, then runs every operation against both, alternating which goes first,
 for several rounds. Every answer is verified (UIDs, byte hashes, frame hashes, query result
-sets) and failures are counted, so an error never looks fast. Prints one table: Orthanc's
+sets) and failures are counted, so an error never looks fast. The clock covers sending the
+request and receiving the whole answer; request bodies are built before it starts and answers
+are checked after it stops, so the client's own hashing and parsing neither adds the same cost
+to both servers' figures nor competes with them for the CPU. Prints one table: Orthanc's
 figure, localdicom's, and the ratio (higher is better for localdicom), medians over rounds.
 """
 
@@ -32,7 +35,8 @@ import pydicom
 from benchmarks.dataset import ct_slice, uid
 from benchmarks.servers import Server, localdicom, orthanc
 
-Request = Callable[[], Awaitable[None]]
+Check = Callable[[], None]  # raises AssertionError when an answer is wrong
+Request = Callable[[], Awaitable[Check]]  # the timed exchange; its answer checked afterwards
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 FRAME_ACCEPT = f'multipart/related; type="application/octet-stream"; transfer-syntax={EXPLICIT_LE}'
 MODALITIES = ("CT", "MR", "US", "CR", "MG")
@@ -171,92 +175,111 @@ class Client:
         study, series = self.data.where[sop]
         return f"{self.root}/studies/{study}/series/{series}/instances/{sop}{suffix}"
 
-    async def get(self, url: str, accept: str) -> tuple[bytes, str]:
+    async def get(self, url: str, accept: str) -> tuple[int, bytes, str]:
         async with self.session.get(url, headers={"Accept": accept}) as response:
             body = await response.read()
-            assert response.status == 200, f"{response.status} {body[:200]!r}"
-            return body, response.headers.get("Content-Type", "")
+            return response.status, body, response.headers.get("Content-Type", "")
 
     def stow(self, sops: list[str]) -> Request:
-        async def request() -> None:
-            body, content_type = stow_body([self.data.files[sop] for sop in sops])
-            headers = {"Content-Type": content_type, "Accept": "application/dicom+json"}
+        body, content_type = stow_body([self.data.files[sop] for sop in sops])
+        headers = {"Content-Type": content_type, "Accept": "application/dicom+json"}
+
+        async def request() -> Check:
             async with self.session.post(
                 f"{self.root}/studies", data=body, headers=headers
             ) as response:
-                answer = await response.json(content_type=None)
-                assert response.status == 200, f"{response.status} {answer}"
-                stored = {item["00081155"]["Value"][0] for item in answer["00081199"]["Value"]}
+                status, answer = response.status, await response.read()
+
+            def check() -> None:
+                assert status == 200, f"{status} {answer[:200]!r}"
+                items = json.loads(answer)["00081199"]["Value"]
+                stored = {item["00081155"]["Value"][0] for item in items}
                 assert stored == set(sops), "STOW did not reference every instance"
+
+            return check
 
         return request
 
     def instance(self, sop: str) -> Request:
-        async def request() -> None:
-            body, content_type = await self.get(
+        async def request() -> Check:
+            answer = await self.get(
                 self.url(sop), 'multipart/related; type="application/dicom"; transfer-syntax=*'
             )
-            (part,) = parts(body, content_type)
-            assert hashlib.sha256(part).hexdigest() == self.data.digests[sop], "bytes differ"
+            return lambda: _check_parts(answer, [self.data.digests[sop]])
 
         return request
 
     def series(self, series: str) -> Request:
         sops = self.data.series[series]
 
-        async def request() -> None:
+        async def request() -> Check:
             study = self.data.where[sops[0]][0]
-            body, content_type = await self.get(
+            answer = await self.get(
                 f"{self.root}/studies/{study}/series/{series}",
                 'multipart/related; type="application/dicom"; transfer-syntax=*',
             )
-            got = sorted(hashlib.sha256(p).hexdigest() for p in parts(body, content_type))
-            assert got == sorted(self.data.digests[sop] for sop in sops), "series differs"
+            return lambda: _check_parts(answer, [self.data.digests[sop] for sop in sops])
 
         return request
 
     def metadata(self, series: str) -> Request:
         sops = self.data.series[series]
 
-        async def request() -> None:
+        async def request() -> Check:
             study = self.data.where[sops[0]][0]
-            body, _ = await self.get(
+            status, body, _ = await self.get(
                 f"{self.root}/studies/{study}/series/{series}/metadata", "application/dicom+json"
             )
-            got = {item["00080018"]["Value"][0] for item in json.loads(body)}
-            assert got == set(sops), "metadata lists other instances"
+
+            def check() -> None:
+                assert status == 200, f"{status} {body[:200]!r}"
+                got = {item["00080018"]["Value"][0] for item in json.loads(body)}
+                assert got == set(sops), "metadata lists other instances"
+
+            return check
 
         return request
 
     def frame(self, sop: str) -> Request:
-        async def request() -> None:
-            body, content_type = await self.get(
-                self.url(sop, "/frames/1"),
-                FRAME_ACCEPT,
-            )
-            (part,) = parts(body, content_type)
-            assert hashlib.sha256(part).hexdigest() == self.data.pixels[sop], "frame differs"
+        async def request() -> Check:
+            answer = await self.get(self.url(sop, "/frames/1"), FRAME_ACCEPT)
+            return lambda: _check_parts(answer, [self.data.pixels[sop]])
 
         return request
 
     def rendered(self, sop: str) -> Request:
-        async def request() -> None:
-            body, content_type = await self.get(self.url(sop, "/rendered"), "image/jpeg")
-            assert body[:2] == b"\xff\xd8" and "image/jpeg" in content_type, "not a JPEG"
+        async def request() -> Check:
+            status, body, content_type = await self.get(self.url(sop, "/rendered"), "image/jpeg")
+
+            def check() -> None:
+                assert status == 200, f"{status} {body[:200]!r}"
+                assert body[:2] == b"\xff\xd8" and "image/jpeg" in content_type, "not a JPEG"
+
+            return check
 
         return request
 
     def query(self, path: str, expected: set[str], tag: str) -> Request:
-        async def request() -> None:
-            async with self.session.get(
-                f"{self.root}/{path}", headers={"Accept": "application/dicom+json"}
-            ) as response:
-                answer = await response.json(content_type=None) if response.status == 200 else []
-                assert response.status in (200, 204), f"{response.status}"
-                got = {item[tag]["Value"][0] for item in answer or []}
+        async def request() -> Check:
+            status, body, _ = await self.get(f"{self.root}/{path}", "application/dicom+json")
+
+            def check() -> None:
+                assert status in (200, 204), f"{status} {body[:200]!r}"
+                answer = json.loads(body) if status == 200 else []
+                got = {item[tag]["Value"][0] for item in answer}
                 assert got == expected, f"{path}: {len(got)} results, expected {len(expected)}"
 
+            return check
+
         return request
+
+
+def _check_parts(answer: tuple[int, bytes, str], digests: list[str]) -> None:
+    """A 200 multipart answer whose parts hash to ``digests`` (in any order)."""
+    status, body, content_type = answer
+    assert status == 200, f"{status} {body[:200]!r}"
+    got = sorted(hashlib.sha256(part).hexdigest() for part in parts(body, content_type))
+    assert got == sorted(digests), "the parts differ from the originals"
 
 
 # measuring ---------------------------------------------------------------------------------
@@ -273,23 +296,32 @@ class Figure:
 async def measure(requests: list[Request], concurrency: int) -> Figure:
     queue = list(reversed(requests))
     latencies: list[float] = []
+    checks: list[Check] = []
     figure = Figure()
+
+    def failed(exc: Exception) -> None:  # counted, and the first few shown
+        figure.errors += 1
+        if figure.errors <= 3:
+            print(f"  error: {exc!s:.200}")
 
     async def worker() -> None:
         while queue:
             request = queue.pop()
             started = time.perf_counter()
             try:
-                await request()
-            except Exception as exc:  # counted, and the first few shown
-                figure.errors += 1
-                if figure.errors <= 3:
-                    print(f"  error: {exc!s:.200}")
+                checks.append(await request())
+            except Exception as exc:
+                failed(exc)
             latencies.append((time.perf_counter() - started) * 1000)
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
     elapsed = time.perf_counter() - started
+    for check in checks:
+        try:
+            check()
+        except Exception as exc:
+            failed(exc)
     figure.rate = len(requests) / elapsed
     ordered = sorted(latencies)
     figure.p50 = statistics.median(ordered)
@@ -447,7 +479,7 @@ async def load(client: Client, data: Dataset, skip: set[str]) -> None:
     """Store the base dataset (everything but the STOW sets) 20 instances per request."""
     sops = [sop for sop in data.files if sop not in skip]
     for start in range(0, len(sops), 20):
-        await client.stow(sops[start : start + 20])()
+        (await client.stow(sops[start : start + 20])())()
 
 
 async def run(workload: Workload, folder: Path) -> None:
