@@ -24,7 +24,7 @@ from typing import Any
 
 import pydicom
 import pytest
-from aiohttp import ClientResponse
+from aiohttp import ClientPayloadError, ClientResponse, MultipartReader
 from aiohttp.test_utils import TestClient
 from pydicom.uid import generate_uid
 from yarl import URL
@@ -774,3 +774,35 @@ async def test_qido_value_of_100_kb_is_400(stocked: Stocked):
 async def test_qido_value_of_100_kb_message_is_readable(stocked: Stocked):
     answer = await request(stocked.client, "GET", "/studies?PatientName=" + "a" * 100_000)
     assert_error(answer, 400)
+
+
+# files changed behind the server's back ------------------------------------------------------
+
+AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+
+
+@pytest.mark.parametrize(
+    "damage",
+    [
+        pytest.param(lambda path: path.unlink(), id="deleted"),
+        pytest.param(lambda path: path.write_bytes(path.read_bytes()[:1000]), id="shortened"),
+    ],
+)
+async def test_study_retrieve_with_a_file_changed_on_disk_is_cut_short(stocked: Stocked, damage):
+    """The answer's length is promised before the files are sent: a file that no longer has
+    the size the index knows ends the connection, so the client sees an incomplete body
+    (an error) and never a complete-looking multipart answer with the wrong bytes."""
+    damage(stocked.archive / STUDY_UID / SERIES_CIRCLE / f"{SOP_BLUE_CIRCLE}.dcm")
+    async with stocked.client.get(STUDY_PATH, headers={"Accept": AS_STORED}) as response:
+        assert response.status == 200
+        with pytest.raises(ClientPayloadError):
+            await response.read()
+
+
+async def test_study_retrieve_as_stored_gives_the_stored_bytes(stocked: Stocked):
+    async with stocked.client.get(STUDY_PATH, headers={"Accept": AS_STORED}) as response:
+        assert response.status == 200
+        assert response.content_length is not None
+        reader = MultipartReader.from_response(response)
+        got = [bytes(await part.read()) async for part in reader]
+    assert sorted(got) == sorted(sample(name) for name in SAMPLE_FILES)

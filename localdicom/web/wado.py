@@ -33,7 +33,7 @@ from localdicom.web.context import (
     workers,
 )
 from localdicom.web.errors import not_found
-from localdicom.web.multipart import once, stream_multipart
+from localdicom.web.multipart import FilePart, once, send_files, stream_multipart
 from localdicom.web.negotiation import AS_STORED, DICOM, DICOM_JSON, Offer, choose
 from localdicom.web.urls import service_root
 from localdicom.workers import Workers
@@ -79,6 +79,16 @@ async def _retrieve(request: web.Request, records: list[InstanceRecord]) -> web.
     the_catalog, the_workers = catalog(request), workers(request)
     if not offer.multipart:
         return await _single_instance(request, records[0], offer)
+    if all(_syntax_for(record, offer) == record.transfer_syntax for record in records):
+        files = [
+            FilePart(
+                f"{DICOM}; transfer-syntax={record.transfer_syntax}",
+                the_catalog.path_of(record),
+                record.size,
+            )
+            for record in records
+        ]
+        return await send_files(request, DICOM, files)
     parts = (_instance_part(the_catalog, the_workers, record, offer) for record in records)
     return await stream_multipart(request, DICOM, parts)
 
