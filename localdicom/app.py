@@ -17,6 +17,7 @@ from aiohttp import web
 
 from localdicom.archive import Archive
 from localdicom.catalog import Catalog, OpenReport
+from localdicom.dicom.header import describe_file
 from localdicom.samples import store_samples
 from localdicom.web import (
     delete,
@@ -127,14 +128,19 @@ def make_app(settings: Settings) -> web.Application:
     home.add_routes(app, viewer.MOUNT if settings.viewer else "")
     if settings.viewer:
         viewer.add_routes(app, settings.viewer)
-    app.cleanup_ctx.append(_open_catalog)
     app.cleanup_ctx.append(_start_workers)
+    app.cleanup_ctx.append(_open_catalog)
     return app
 
 
 async def _open_catalog(app: web.Application) -> AsyncIterator[None]:
     settings = app[SETTINGS]
-    catalog = Catalog(Archive(settings.archive, fsync=settings.fsync), overwrite=settings.overwrite)
+    workers = app[WORKERS]
+    catalog = Catalog(
+        Archive(settings.archive, fsync=settings.fsync),
+        overwrite=settings.overwrite,
+        describe=lambda path: workers.run(describe_file, path),
+    )
     report = await catalog.open()
     studies, series, instances = catalog.index.counts()
     logger.info(

@@ -13,14 +13,15 @@ import hashlib
 import json
 import logging
 import time
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 from typing import Any, TypeVar
 
 from localdicom.archive import Archive, ScanReport
-from localdicom.dicom.header import Header, NotDicom, describe
+from localdicom.dicom.header import Header, NotDicom, describe_file
 from localdicom.index import SCHEMA, Index, InstanceRecord
 
 logger = logging.getLogger(__name__)
@@ -68,11 +69,24 @@ class OpenReport:
     seconds: float
 
 
+async def _describe_in_thread(path: Path) -> Header:
+    return await asyncio.to_thread(describe_file, path)
+
+
 class Catalog:
     """Stores, finds and deletes instances."""
 
-    def __init__(self, archive: Archive, *, overwrite: bool = False) -> None:
+    def __init__(
+        self,
+        archive: Archive,
+        *,
+        overwrite: bool = False,
+        describe: Callable[[Path], Awaitable[Header]] = _describe_in_thread,
+    ) -> None:
+        """``describe`` parses an upload's header: in a worker thread by default, in the
+        worker processes when the server runs (parsing holds the GIL for milliseconds)."""
         self.archive = archive
+        self._describe = describe
         self.index = Index()
         self.overwrite = overwrite
         self._commit_lock = asyncio.Lock()
@@ -151,7 +165,15 @@ class Catalog:
         incoming = self.archive.new_incoming_file()
         try:
             digest = await self._write_incoming(chunks, incoming)
-            header = await asyncio.to_thread(_describe_file, incoming)
+            try:
+                header = await self._describe(incoming)
+            except NotDicom as exc:
+                raise StoreFailed(FailureReason.CANNOT_UNDERSTAND, f"not stored: {exc}") from exc
+            except BrokenExecutor as exc:  # a worker died, maybe on another request's data
+                raise StoreFailed(
+                    FailureReason.PROCESSING_FAILURE,
+                    "not stored: the process parsing it stopped; send it again",
+                ) from exc
             if study is not None and header.study_uid != study:
                 raise StoreFailed(
                     FailureReason.DATASET_DOES_NOT_MATCH,
@@ -280,18 +302,4 @@ def _writing(function: Callable[..., T], *args: Any) -> T:
     except OSError as exc:
         raise StoreFailed(
             FailureReason.OUT_OF_RESOURCES, f"the archive cannot be written: {exc}"
-        ) from exc
-
-
-def _describe_file(path: Path) -> Header:
-    try:
-        with path.open("rb") as fp:
-            return describe(fp)
-    except NotDicom as exc:
-        raise StoreFailed(FailureReason.CANNOT_UNDERSTAND, f"not stored: {exc}") from exc
-    except Exception as exc:  # pydicom's own errors on hostile bytes (BytesLengthException)
-        logger.warning("an upload could not be parsed", exc_info=True)
-        raise StoreFailed(
-            FailureReason.CANNOT_UNDERSTAND,
-            f"not stored: not a readable DICOM Part 10 file ({str(exc)[:200]})",
         ) from exc

@@ -1,9 +1,11 @@
-"""The worker pool: decoding, encoding and rendering run in other processes.
+"""The worker pool: parsing uploads, decoding, encoding and rendering run in other processes.
 
 A JPEG 2000 decode holds a CPU for tens of milliseconds and some codecs keep the GIL while
-they do; in worker processes that never stalls the event loop, so a query from another client
-is answered meanwhile. The pool starts on first use (most requests never need it), one
-process per CPU, forked from a server process that has the codecs imported already.
+they do; parsing a header holds it for milliseconds. In worker processes that never stalls
+the event loop, so a query from another client is answered meanwhile, and concurrent uploads
+use every core. The pool starts on first use, one process per CPU, forked from a server
+process that has pydicom and the codecs imported already. A worker that dies (a codec
+crashing on hostile data) fails its own request; the next request gets a new pool.
 """
 
 from __future__ import annotations
@@ -13,11 +15,12 @@ import multiprocessing
 import os
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-PRELOAD = ["localdicom.dicom.pixels"]
+PRELOAD = ["localdicom.dicom.header", "localdicom.dicom.pixels"]
 
 
 class Workers:
@@ -32,7 +35,14 @@ class Workers:
             if self._pool is None:
                 # Starting processes blocks for about a second: not on the event loop.
                 self._pool = await asyncio.to_thread(self._start)
-        return await asyncio.get_running_loop().run_in_executor(self._pool, function, *args)
+            pool = self._pool
+        try:
+            return await asyncio.get_running_loop().run_in_executor(pool, function, *args)
+        except BrokenProcessPool:
+            if self._pool is pool:
+                self._pool = None
+                pool.shutdown(wait=False, cancel_futures=True)
+            raise
 
     def _start(self) -> ProcessPoolExecutor:
         context = multiprocessing.get_context("forkserver")

@@ -24,7 +24,11 @@ from tests.conftest import REPOSITORY
 def test_compare_smoke_runs_and_localdicom_answers_everything_right():
     result = subprocess.run(
         [sys.executable, "-m", "benchmarks.compare", "--smoke"],
-        cwd=REPOSITORY, capture_output=True, text=True, timeout=600, check=False,
+        cwd=REPOSITORY,
+        capture_output=True,
+        text=True,
+        timeout=600,
+        check=False,
     )
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     rows = [line.split("|") for line in result.stdout.splitlines() if line.startswith("| ")]

@@ -118,6 +118,7 @@ def describe(fp: BinaryIO) -> Header:
     """
     try:
         ds = _read(fp)
+        charset = ("charset", _raw_text(ds, 0x00080005))  # before anything converts it
         study_uid, series_uid, sop_uid, sop_class_uid = _identity(ds)
     except NotDicom:
         raise
@@ -134,14 +135,27 @@ def describe(fp: BinaryIO) -> Header:
         _check_complete(ds, fp)
     base = instance_path(study_uid, series_uid, sop_uid) + "/bulk/"
     bulk: dict[str, ByteRange | None] = {}
-    metadata = _dataset_json(ds, base, "", bulk, fp if positioned else None)
+    metadata = _dataset_json(ds, base, "", bulk, fp if positioned else None, charset=charset)
     try:
-        frames = _frames(ds, fp, transfer_syntax) if positioned else None
+        frames = _frames(ds, metadata, fp, transfer_syntax) if positioned else None
     except ValueError as exc:
         raise NotDicom(f"the pixel data cannot be parsed ({exc})") from exc
     return Header(
         study_uid, series_uid, sop_uid, sop_class_uid, transfer_syntax, metadata, bulk, frames
     )
+
+
+def describe_file(path: Path) -> Header:
+    """:func:`describe` the file at ``path``; every reason it cannot be read is a
+    :class:`NotDicom` (this runs in worker processes, and only that crosses back intact)."""
+    try:
+        with path.open("rb") as fp:
+            return describe(fp)
+    except NotDicom:
+        raise
+    except Exception as exc:  # pydicom's own errors on hostile bytes
+        logger.warning("%s could not be parsed", path, exc_info=True)
+        raise NotDicom(f"not a readable DICOM Part 10 file ({str(exc)[:200]})") from None
 
 
 def _read(fp: BinaryIO) -> Dataset:
@@ -169,18 +183,34 @@ def _check_complete(ds: Dataset, fp: BinaryIO) -> None:
             )
 
 
+IDENTITY = {
+    "StudyInstanceUID": 0x0020000D,
+    "SeriesInstanceUID": 0x0020000E,
+    "SOPInstanceUID": 0x00080018,
+    "SOPClassUID": 0x00080016,
+}
+
+
 def _identity(ds: Dataset) -> tuple[str, str, str, str]:
-    names = ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID", "SOPClassUID")
-    missing = [name for name in names if not str(ds.get(name, "") or "").strip()]
+    """The four UIDs, read from the raw bytes: a UID is ASCII, and needs no conversion."""
+    values = {name: _raw_text(ds, tag) for name, tag in IDENTITY.items()}
+    missing = [name for name, value in values.items() if not value]
     if missing:
         raise NotDicom(f"the dataset lacks {', '.join(missing)}")
-    values = tuple(str(ds[name].value).strip().rstrip("\0") for name in names)
-    for name, value in zip(names, values, strict=True):
+    for name, value in values.items():
         try:
             check_uid(value, name)
         except ValueError as exc:
             raise NotDicom(str(exc)) from exc
-    return values  # type: ignore[return-value]
+    return tuple(values.values())  # type: ignore[return-value]
+
+
+def _raw_text(ds: Dataset, tag: int) -> str:
+    element = ds.get_item(tag, keep_deferred=True)
+    value = None if element is None else element.value
+    if isinstance(value, bytes):
+        value = value.decode("latin-1")
+    return str(value or "").strip("\0 ").strip()
 
 
 def _dataset_json(
@@ -190,6 +220,7 @@ def _dataset_json(
     bulk: dict[str, ByteRange | None],
     fp: BinaryIO | None,
     offset: int = 0,
+    charset: tuple | None = None,
 ) -> dict[str, Any]:
     """DICOM JSON of ``ds``, recording the file offsets of values given as BulkDataURIs.
 
@@ -197,6 +228,8 @@ def _dataset_json(
     there is no ``fp`` because offsets in the file mean nothing (deflated files). pydicom
     parses a sequence of defined length from its value's bytes, so the positions of elements
     inside it count from that value's start: ``offset`` is where that is in the file.
+    ``charset`` is the top-level character set, given only at the top level (items can
+    have their own): where it is known, converted values are shared (see :class:`_Converted`).
     """
     out: dict[str, Any] = {}
     for tag in sorted(ds.keys()):
@@ -218,7 +251,7 @@ def _dataset_json(
             ]
             out[key] = {"vr": "SQ", "Value": items}
         else:
-            out[key] = _element_json(ds, tag, raw, vr)
+            out[key] = _element_json(ds, tag, raw, vr, charset)
     return out
 
 
@@ -229,7 +262,59 @@ def _value_length(raw: RawDataElement, fp: BinaryIO, position: int) -> int:
     return _scan_items(fp, position).length
 
 
-def _element_json(ds: Dataset, tag: int, raw: Any, vr: str) -> dict[str, Any]:
+def _element_json(
+    ds: Dataset, tag: int, raw: Any, vr: str, charset: tuple | None
+) -> dict[str, Any]:
+    """The element's DICOM JSON, converted once per distinct value (see :class:`_Converted`)."""
+    key = _Converted.key(raw, vr, charset)
+    if key is None:
+        return _convert(ds, tag, raw, vr)
+    converted = _converted.get(key)
+    if converted is None:
+        converted = _converted.put(key, _convert(ds, tag, raw, vr))
+    return converted
+
+
+class _Converted:
+    """DICOM JSON of element values already converted, by what the conversion depends on.
+
+    The instances of a series repeat most of their header (patient, study, series, geometry,
+    pixel description), and pydicom's conversion of a value costs about 50 us: most of what
+    parsing a header costs. The key is everything the conversion reads: the tag, the VR as
+    written (explicit VR only: an implicit one may depend on other elements, and not UN), the
+    value's bytes, their byte order and the character set; private elements are left out (their
+    meaning depends on their private creator). The dicts handed out are shared: read-only.
+    """
+
+    MAX_ENTRIES = 20_000
+
+    def __init__(self) -> None:
+        self._entries: dict[tuple, dict[str, Any]] = {}
+
+    @staticmethod
+    def key(raw: Any, vr: str, charset: tuple | None) -> tuple | None:
+        if charset is None or not isinstance(raw, RawDataElement) or raw.VR in (None, "UN"):
+            return None
+        if raw.tag >> 16 & 1:  # private: pydicom's conversion reads its private creator
+            return None
+        if raw.value is None:  # deferred: the bytes are still in the file
+            return None
+        return (raw.tag, vr, raw.value, raw.is_little_endian, charset)
+
+    def get(self, key: tuple) -> dict[str, Any] | None:
+        return self._entries.get(key)
+
+    def put(self, key: tuple, converted: dict[str, Any]) -> dict[str, Any]:
+        if len(self._entries) >= self.MAX_ENTRIES:
+            self._entries.clear()
+        self._entries[key] = converted
+        return converted
+
+
+_converted = _Converted()
+
+
+def _convert(ds: Dataset, tag: int, raw: Any, vr: str) -> dict[str, Any]:
     """The element's DICOM JSON; a value pydicom cannot decode is kept as text.
 
     Real files carry values that break their VR's rules (an IS of '1A'); dropping them from the
@@ -265,36 +350,44 @@ def _is_bulk(raw: Any, vr: str) -> bool:
     return raw.tag in PIXEL_DATA_TAGS or (vr in BULK_VRS and raw.length > BULK_DATA_THRESHOLD)
 
 
-def _frames(ds: Dataset, fp: BinaryIO, transfer_syntax: str) -> list[list[ByteRange]] | None:
+def _frames(
+    ds: Dataset, metadata: dict[str, Any], fp: BinaryIO, transfer_syntax: str
+) -> list[list[ByteRange]] | None:
     """Byte ranges of each frame of the top-level pixel data, or None if there is none."""
     present = [tag for tag in PIXEL_DATA_TAGS if tag in ds]
     raw = ds.get_item(present[0], keep_deferred=True) if present else None
     if raw is None or not isinstance(raw, RawDataElement) or raw.length == 0:
         return None
-    count = _int(ds, "NumberOfFrames", 1)
+    count = _int(metadata, "00280008", 1)  # NumberOfFrames
     if transfer_syntax in NATIVE_TRANSFER_SYNTAXES:
-        return _native_frames(ds, raw, count)
+        return _native_frames(metadata, raw, count)
     return _encapsulated_frames(ds, fp, raw.value_tell, count)
 
 
-def _int(ds: Dataset, keyword: str, default: int) -> int:
+def _first(metadata: dict[str, Any], tag: str) -> Any:
+    return (metadata.get(tag, {}).get("Value") or [None])[0]
+
+
+def _int(metadata: dict[str, Any], tag: str, default: int) -> int:
     try:
-        return int(ds.get(keyword) or default)
+        return int(_first(metadata, tag) or default)
     except (TypeError, ValueError):
         return default
 
 
-def _native_frames(ds: Dataset, raw: RawDataElement, count: int) -> list[list[ByteRange]] | None:
-    bits = _int(ds, "BitsAllocated", 0)
+def _native_frames(
+    metadata: dict[str, Any], raw: RawDataElement, count: int
+) -> list[list[ByteRange]] | None:
+    bits = _int(metadata, "00280100", 0)  # BitsAllocated
     if raw.tag == 0x7FE00008:
         bits = 32
     elif raw.tag == 0x7FE00009:
         bits = 64
-    frame_bits = _int(ds, "Rows", 0) * _int(ds, "Columns", 0) * bits
-    if ds.get("PhotometricInterpretation") == "YBR_FULL_422":
+    frame_bits = _int(metadata, "00280010", 0) * _int(metadata, "00280011", 0) * bits
+    if _first(metadata, "00280004") == "YBR_FULL_422":  # PhotometricInterpretation
         frame_bits *= 2  # two luminance values share one pair of chroma values (PS3.3 C.7.6.3)
     else:
-        frame_bits *= _int(ds, "SamplesPerPixel", 1)
+        frame_bits *= _int(metadata, "00280002", 1)  # SamplesPerPixel
     if frame_bits == 0 or (frame_bits % 8 and count > 1):
         return None  # bit-packed frames do not start on byte boundaries: no ranges
     size = (frame_bits + 7) // 8
