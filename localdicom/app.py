@@ -139,7 +139,7 @@ async def _open_catalog(app: web.Application) -> AsyncIterator[None]:
     catalog = Catalog(
         Archive(settings.archive, fsync=settings.fsync),
         overwrite=settings.overwrite,
-        describe=lambda path: workers.run(describe_file, path),
+        describe=lambda path: workers.run_or_thread(describe_file, path),
     )
     report = await catalog.open()
     studies, series, instances = catalog.index.counts()

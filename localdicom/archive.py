@@ -15,7 +15,6 @@ Everything here is blocking: callers run it in a worker thread.
 from __future__ import annotations
 
 import hashlib
-import json
 import logging
 import os
 import shutil
@@ -24,6 +23,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
+
+import orjson
 
 from localdicom.dicom.header import ByteRange, Header, NotDicom, describe
 from localdicom.dicom.uids import check_uid
@@ -85,12 +86,12 @@ class Archive:
     def announce_server(self, url: str) -> None:
         """Record that a server answers for this archive at ``url`` (while it runs)."""
         document = {"url": url, "pid": os.getpid()}
-        self._write_atomically(self.root / SERVER_FILE, json.dumps(document).encode())
+        self._write_atomically(self.root / SERVER_FILE, orjson.dumps(document))
 
     def withdraw_server(self, url: str) -> None:
         path = self.root / SERVER_FILE
         try:
-            if json.loads(path.read_bytes()).get("url") == url:
+            if orjson.loads(path.read_bytes()).get("url") == url:
                 path.unlink()
         except (OSError, ValueError):
             pass
@@ -98,7 +99,7 @@ class Archive:
     def running_server(self) -> str | None:
         """The URL of a live server on this archive, if one announced itself."""
         try:
-            document = json.loads((self.root / SERVER_FILE).read_bytes())
+            document = orjson.loads((self.root / SERVER_FILE).read_bytes())
             os.kill(int(document["pid"]), 0)
         except (OSError, ValueError, KeyError, TypeError):
             return None
@@ -122,7 +123,7 @@ class Archive:
     # reading -------------------------------------------------------------------------------
 
     def read_sidecar(self, dcm: Path) -> StoredInstance:
-        return _stored_from(json.loads(dcm.with_suffix(".json").read_bytes()))
+        return _stored_from(orjson.loads(dcm.with_suffix(".json").read_bytes()))
 
     def read_ranges(self, dcm: Path, ranges: list[ByteRange]) -> bytes:
         """The concatenation of byte ranges of a stored file: a frame or a bulk value."""
@@ -282,9 +283,9 @@ class Archive:
 
     def write_snapshot(self, schema: str, series: dict[str, Any]) -> None:
         """One line of schema, then a line per series folder: ``key TAB entry-JSON``."""
-        lines = [f"{SIDECAR_FORMAT}/{schema}"]
-        lines += [f"{key}\t{json.dumps(entry)}" for key, entry in series.items()]
-        self._write_atomically(self.root / SNAPSHOT, "\n".join(lines).encode() + b"\n")
+        lines = [f"{SIDECAR_FORMAT}/{schema}".encode()]
+        lines += [key.encode() + b"\t" + orjson.dumps(entry) for key, entry in series.items()]
+        self._write_atomically(self.root / SNAPSHOT, b"\n".join(lines) + b"\n")
 
     def instance_files(self) -> Iterator[Path]:
         """Every .dcm in the layout, reading and repairing nothing (import, reindex, ls)."""
@@ -299,7 +300,7 @@ class Archive:
         """The sidecar of ``dcm`` if it is readable, of this format and not older than the .dcm;
         None when it must be regenerated."""
         try:
-            document = json.loads(dcm.with_suffix(".json").read_bytes())
+            document = orjson.loads(dcm.with_suffix(".json").read_bytes())
             if self._is_current(dcm, document):
                 return _stored_from(document)
         except (OSError, ValueError, KeyError, TypeError):
@@ -403,7 +404,14 @@ def _sidecar_document(header: Header, digest: str, stat: os.stat_result) -> byte
         "digest": digest,
     }
     document.update(header.to_dict())
-    return json.dumps(document).encode()
+    return orjson.dumps(document, default=_builtin)
+
+
+def _builtin(value: Any) -> Any:
+    """pydicom's float subclass (DSfloat) as the float it is; orjson takes only builtins."""
+    if isinstance(value, float):
+        return float(value)
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
 
 
 def _fsync_file(path: Path) -> None:

@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hashlib
-import json
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -19,6 +18,8 @@ from dataclasses import dataclass
 from enum import IntEnum
 from pathlib import Path
 from typing import Any, TypeVar
+
+import orjson
 
 from localdicom.archive import Archive, ScanReport
 from localdicom.dicom.header import Header, NotDicom, describe_file
@@ -115,7 +116,7 @@ class Catalog:
         for folder in self.archive.series_folders(report):
             key = _key(folder)
             raw = snapshot.pop(key.encode(), None)
-            entry = json.loads(raw) if raw is not None else None
+            entry = orjson.loads(raw) if raw is not None else None
             try:
                 if entry is not None and entry["stamp"] == self.archive.stamp(folder):
                     self.index.restore_series(entry)
@@ -287,8 +288,11 @@ class Catalog:
         return self.archive.instance_file(record.study, record.series, record.sop)
 
     async def header_of(self, record: InstanceRecord) -> Header:
-        stored = await asyncio.to_thread(self.archive.read_sidecar, self.path_of(record))
-        return stored.header
+        return await asyncio.to_thread(self.read_header, record)
+
+    def read_header(self, record: InstanceRecord) -> Header:
+        """The instance's header from its sidecar (blocking)."""
+        return self.archive.read_sidecar(self.path_of(record)).header
 
 
 def _key(folder: Path) -> str:

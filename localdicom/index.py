@@ -414,18 +414,21 @@ class Index:
         series = self.series[record.series]
         return (*self._order_key(series), instance_sort_key(record))
 
-    def attributes(self, record: Record) -> Attributes:
-        """DICOM JSON of every attribute known in memory for a record and its parents."""
-        attributes: Attributes = {}
-        chain = [record]
-        if not isinstance(record, StudyRecord):
-            chain.insert(0, self.studies[record.study])
+    def attributes(self, record: Record, tags: Iterable[str]) -> Attributes:
+        """DICOM JSON of those of ``tags`` that memory holds for a record or its parents."""
+        holders: dict[str, Record] = {}
         if isinstance(record, InstanceRecord):
-            chain.insert(1, self.series[record.series])
-        for each in chain:
-            level = _level(each)
-            for tag in (*LEVEL_ATTRIBUTES[level], *COMPUTED[level]):
-                attributes[tag] = element(tag, each.value(tag))
+            holders[INSTANCE] = record
+            record = self.series[record.series]
+        if isinstance(record, SeriesRecord):
+            holders[SERIES] = record
+            record = self.studies[record.study]
+        holders[STUDY] = record
+        attributes: Attributes = {}
+        for tag in tags:
+            holder = holders.get(LEVEL_OF.get(tag, ""))
+            if holder is not None:
+                attributes[tag] = element(tag, holder.value(tag))
         return attributes
 
     def counts(self) -> tuple[int, int, int]:
@@ -444,12 +447,6 @@ def _share(value: Any) -> Any:
     if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
         return _shared.setdefault(value, value)
     return value
-
-
-def _level(record: Record) -> str:
-    if isinstance(record, StudyRecord):
-        return STUDY
-    return SERIES if isinstance(record, SeriesRecord) else INSTANCE
 
 
 def _uid(record: Record) -> str:

@@ -28,14 +28,30 @@ class Workers:
         self.size = size or os.cpu_count() or 1
         self._pool: ProcessPoolExecutor | None = None
         self._starting = asyncio.Lock()
+        self._background: asyncio.Task | None = None
 
     async def run(self, function: Callable[..., T], *args: Any) -> T:
         """``function(*args)`` in a worker process; exceptions come back as raised there."""
+        return await self._run_in(await self._started(), function, *args)
+
+    async def run_or_thread(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` in a worker process if the pool is up, else in a thread of
+        this process while the pool starts: for work of milliseconds, which should not wait
+        a second for processes to start."""
+        if self._pool is not None:
+            return await self._run_in(self._pool, function, *args)
+        if self._background is None or self._background.done():
+            self._background = asyncio.create_task(self._started())
+        return await asyncio.to_thread(function, *args)
+
+    async def _started(self) -> ProcessPoolExecutor:
         async with self._starting:
             if self._pool is None:
                 # Starting processes blocks for about a second: not on the event loop.
                 self._pool = await asyncio.to_thread(self._start)
-            pool = self._pool
+            return self._pool
+
+    async def _run_in(self, pool: ProcessPoolExecutor, function: Callable[..., T], *args: Any) -> T:
         try:
             return await asyncio.get_running_loop().run_in_executor(pool, function, *args)
         except BrokenProcessPool:

@@ -200,6 +200,21 @@ def test_search_for_instances(client: DICOMwebClient) -> None:
     assert values(by_uid, "00280011") == [985]  # Columns
 
 
+def test_search_includes_attributes_kept_only_in_the_sidecars(client: DICOMwebClient) -> None:
+    """PhotometricInterpretation and PixelSpacing are not in the in-memory index: they come
+    from each match's own sidecar, and must be that instance's values."""
+    found = client.search_for_instances(
+        STUDY_UID, fields=["PhotometricInterpretation", "PixelSpacing", "ConversionType"]
+    )
+
+    assert set(values(found, "00080018")) == ALL_SOPS
+    for result in found:
+        original = read_sample(result["00080018"]["Value"][0])
+        assert result["00280004"]["Value"] == [original.PhotometricInterpretation]
+        assert result["00280030"]["Value"] == [float(v) for v in original.PixelSpacing]
+        assert result["00080064"]["Value"] == [original.ConversionType]
+
+
 def test_search_with_limit_and_offset(client: DICOMwebClient) -> None:
     everything = values(client.search_for_instances(), "00080018")
     first_page = values(client.search_for_instances(limit=2), "00080018")

@@ -1,4 +1,5 @@
-"""Pixel work runs in the worker pool, never on the event loop; bulk data honours Range.
+"""Pixel work runs in the worker pool, never on the event loop; bulk data honours Range;
+the pool gives light work a thread while it starts, and replaces itself when a worker dies.
 
 The event loop test drives a real server (``localdicom serve`` in a subprocess, with its
 process pool) from threads: while several slow JPEG 2000 decodes are running, QIDO requests
@@ -7,9 +8,13 @@ from another thread must be answered in a small fraction of the time one decode 
 
 from __future__ import annotations
 
+import asyncio
+import os
+import signal
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -21,6 +26,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import pixel_array
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from localdicom.workers import Workers
 from tests.conftest import LiveServer
 from tests.live_http import request, stow_file
 from tests.test_pydicom_data_roundtrip import url_path
@@ -283,3 +289,36 @@ async def test_multipart_bulk_data_is_the_whole_value(client) -> None:
     assert response.status == 200
     assert response.headers["Content-Type"].startswith("multipart/related")
     assert value in await response.read()
+
+
+# the pool itself ----------------------------------------------------------------------------
+
+
+def _die() -> None:
+    """What a codec crashing on hostile data does to a worker."""
+    os.kill(os.getpid(), signal.SIGKILL)
+
+
+async def test_light_work_runs_in_a_thread_until_the_pool_is_up() -> None:
+    workers = Workers(1)
+    try:
+        assert await workers.run_or_thread(os.getpid) == os.getpid()  # no waiting for the pool
+        for _ in range(100):  # it was started meanwhile
+            if await workers.run_or_thread(os.getpid) != os.getpid():
+                break
+            await asyncio.sleep(0.1)
+        assert await workers.run_or_thread(os.getpid) != os.getpid()
+    finally:
+        workers.close()
+
+
+async def test_a_dead_worker_fails_its_request_and_the_next_gets_a_new_pool() -> None:
+    workers = Workers(1)
+    try:
+        first = await workers.run(os.getpid)
+        with pytest.raises(BrokenProcessPool):
+            await workers.run(_die)
+        second = await workers.run(os.getpid)
+        assert second not in (first, os.getpid())
+    finally:
+        workers.close()

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import asyncio
-import json
 from typing import Any
 
+import orjson
 from aiohttp import web
 from pydicom.datadict import dictionary_VR
 
@@ -23,14 +23,18 @@ from localdicom.dicom.qido import (
     parse_query,
     result_fields,
 )
-from localdicom.index import InstanceRecord, Record, SeriesRecord, StudyRecord
+from localdicom.index import Index, InstanceRecord, Record, SeriesRecord, StudyRecord
 from localdicom.web.context import catalog, uid
 from localdicom.web.negotiation import DICOM_JSON, Offer, choose
 from localdicom.web.urls import service_root
 
-#: Attributes the index holds for every record: absent there means absent in the instance.
-IN_MEMORY = frozenset(tag for level in LEVELS for tag in LEVEL_ATTRIBUTES[level] + COMPUTED[level])
+#: Attributes every result can be given from memory: absent there means absent in the instance.
+IN_MEMORY = frozenset(
+    [RETRIEVE_URL, INSTANCE_AVAILABILITY]
+    + [tag for level in LEVELS for tag in LEVEL_ATTRIBUTES[level] + COMPUTED[level]]
+)
 OFFERS = [Offer(DICOM_JSON, multipart=False), Offer("application/json", multipart=False)]
+ONLINE = {"vr": "CS", "Value": ["ONLINE"]}
 
 
 def search(level: str):
@@ -45,33 +49,41 @@ def search(level: str):
         end = None if query.limit is None else query.offset + query.limit
         page = matches[query.offset : end]
         fixed = (study is not None) + (series is not None)
-        open_levels = tuple(LEVELS[fixed : LEVELS.index(level)])
-        fields = result_fields(query, open_levels)
+        fields = sorted(result_fields(query, tuple(LEVELS[fixed : LEVELS.index(level)])))
         root = service_root(request)
-        results = await asyncio.gather(
-            *(_result(the_catalog, record, fields, root) for record in page)
-        )
+        results = [_known(the_catalog.index, record, fields, root) for record in page]
+        if any(tag not in IN_MEMORY for tag in fields):
+            results = await asyncio.to_thread(_completed, the_catalog, page, results)
+        empty = {tag: {"vr": _vr(tag)} for tag in fields}
+        body = orjson.dumps([{tag: r.get(tag) or empty[tag] for tag in fields} for r in results])
         headers = {"Content-Type": offer.media_type}
         if end is not None and end < len(matches):
             headers["Warning"] = (
                 '299 localdicom "There are additional results that can be requested"'
             )
-        body = json.dumps(results, ensure_ascii=False, separators=(",", ":"))
-        return web.Response(body=body.encode("utf-8"), headers=headers)
+        return web.Response(body=body, headers=headers)
 
     return handler
 
 
-async def _result(catalog: Catalog, record: Record, fields: list[str], root: str) -> dict[str, Any]:
-    """One match: what memory holds, the rest of ``fields`` from the sidecar; absent
-    attributes are returned empty (PS3.18 F.2.5: an element without a Value)."""
-    known = catalog.index.attributes(record)
+def _known(index: Index, record: Record, fields: list[str], root: str) -> dict[str, Any]:
+    """What memory holds of ``fields`` for one match."""
+    known = index.attributes(record, fields)
     known[RETRIEVE_URL] = {"vr": "UR", "Value": [f"{root}/{_path(record)}"]}
-    known[INSTANCE_AVAILABILITY] = {"vr": "CS", "Value": ["ONLINE"]}
-    if any(tag not in known and tag not in IN_MEMORY for tag in fields):
-        header = await catalog.header_of(_representative(record))
-        known = {**header.metadata, **known}
-    return {tag: known.get(tag) or {"vr": _vr(tag)} for tag in sorted(fields)}
+    known[INSTANCE_AVAILABILITY] = ONLINE
+    return known
+
+
+def _completed(
+    catalog: Catalog, records: list[Record], results: list[dict[str, Any]]
+) -> list[dict[str, Any]]:
+    """Results with the fields memory does not hold read from a sidecar of each match;
+    attributes absent there too are returned empty (PS3.18 F.2.5: an element without a
+    Value)."""
+    return [
+        {**catalog.read_header(_representative(record)).metadata, **known}
+        for record, known in zip(records, results, strict=True)
+    ]
 
 
 def _vr(tag: str) -> str:

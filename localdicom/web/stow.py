@@ -12,13 +12,13 @@ each case nothing of the request is stored and its partial uploads are deleted.
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import re
 from collections.abc import AsyncIterator
 from dataclasses import dataclass
 from typing import Any
 
+import orjson
 from aiohttp import web
 
 from localdicom.catalog import Catalog, FailureReason, Received, Stored, StoreFailed
@@ -230,7 +230,7 @@ def _response(request: web.Request, outcomes: list[Outcome], media_type: str) ->
         status = 507  # Insufficient Storage: the server's failure, not the client's
     headers = {"Warning": ", ".join(_warning(f) for f in failed)} if failed else {}
     headers["Content-Type"] = media_type  # no charset parameter: JSON is UTF-8 (RFC 8259)
-    return web.Response(body=json.dumps(body).encode(), status=status, headers=headers)
+    return web.Response(body=orjson.dumps(body), status=status, headers=headers)
 
 
 def _referenced_item(root: str, outcome: Stored) -> dict[str, Any]:

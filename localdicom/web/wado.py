@@ -10,12 +10,12 @@ from __future__ import annotations
 import asyncio
 import gzip
 import hashlib
-import json
 import re
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
+import orjson
 from aiohttp import web
 
 from localdicom.catalog import Catalog
@@ -181,8 +181,9 @@ def _metadata_document(catalog: Catalog, records: list[InstanceRecord], root: st
     documents = [
         catalog.archive.read_sidecar(catalog.path_of(record)).header.metadata for record in records
     ]
-    text = json.dumps(documents, ensure_ascii=False, separators=(",", ":"))
-    return text.replace('"BulkDataURI":"', f'"BulkDataURI":"{root}/').encode("utf-8")
+    return orjson.dumps(documents).replace(
+        b'"BulkDataURI":"', b'"BulkDataURI":"' + root.encode() + b"/"
+    )
 
 
 class ResponseCache:
