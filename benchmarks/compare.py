@@ -52,7 +52,9 @@ class Workload:
     metadata_instances: int = 200
     small_studies: int = 100
     compressed: int = 20
-    stow_each: int = 40
+    #: STOW requests per server and round: at concurrency 8, enough for each client to send
+    #: a dozen, so that the figure is the steady rate rather than the start and the tail.
+    stow_each: int = 100
     rounds: int = 3
     queries: int = 40
 

@@ -436,8 +436,17 @@ class Index:
 
 
 def _restored(values: list) -> tuple:
-    """Compact values back from JSON, where tuples became lists."""
-    return tuple(_share(tuple(v) if isinstance(v, list) else v) for v in values)
+    """Compact values back from JSON, where tuples became lists (run for every instance at
+    a start from the snapshot: spelled out for speed)."""
+    restored = []
+    for value in values:
+        kind = type(value)
+        if kind is str:
+            value = sys.intern(value)
+        elif kind is list:
+            value = _share(tuple(value))
+        restored.append(value)
+    return tuple(restored)
 
 
 def _share(value: Any) -> Any:
