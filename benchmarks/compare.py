@@ -563,11 +563,16 @@ async def run(workload: Workload, folder: Path) -> None:
 
 
 def revive(server: Server, crashes: dict[str, int]) -> None:
-    """Restart a server that died (on the same storage), and count it."""
-    if server.process is not None and server.process.poll() is not None:
-        crashes[server.name] += 1
-        print(f"  {server.name} exited (code {server.process.returncode}); restarting")
-        server.start()
+    """Restart a server that died or is dying (on the same storage), and count it.
+
+    A server that crashes on a request can take a moment to exit after the request failed:
+    asking it something first keeps that crash from failing the next operation instead."""
+    if server.process is None or (server.process.poll() is None and server.answers()):
+        return
+    server.stop()  # waits for a dying process; ends a hung one
+    crashes[server.name] += 1
+    print(f"  {server.name} stopped answering (exit code {server.process.returncode}); restarting")
+    server.start()
 
 
 def report(workload, ops, servers, results, peaks, crashes) -> None:

@@ -36,12 +36,17 @@ class Server:
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise RuntimeError(f"{self.name} exited; see {self.log}")
-            try:
-                urllib.request.urlopen(self.root + ready_path, timeout=2)
+            if self.answers(ready_path):
                 return
-            except OSError:
-                time.sleep(0.1)
+            time.sleep(0.1)
         raise RuntimeError(f"{self.name} did not answer within {timeout} s; see {self.log}")
+
+    def answers(self, path: str = "/studies?limit=1") -> bool:
+        try:
+            urllib.request.urlopen(self.root + path, timeout=10)
+        except OSError:
+            return False
+        return True
 
     def stop(self) -> None:
         if self.process and self.process.poll() is None:
