@@ -359,7 +359,7 @@ async def measure(requests: list[Request], concurrency: int) -> Figure:
 
 
 class PeakMemory(threading.Thread):
-    """Samples the resident memory of a server (and its worker processes) every 0.1 s."""
+    """Samples the memory of a server (with its worker processes) every 0.1 s."""
 
     def __init__(self, server: Server) -> None:
         super().__init__(daemon=True)
@@ -367,7 +367,7 @@ class PeakMemory(threading.Thread):
 
     def run(self) -> None:
         while self.running:
-            self.peak = max(self.peak, self.server.rss_kib())
+            self.peak = max(self.peak, self.server.memory_kib())
             time.sleep(0.1)
 
 
@@ -603,8 +603,8 @@ def report(workload, ops, servers, results, peaks, crashes) -> None:
             f"{errors[0]}/{errors[1]} |"
         )
     print(
-        f"| peak RSS | MiB | {peaks[0] / 1024:.0f} | {peaks[1] / 1024:.0f} | "
-        f"{peaks[0] / max(peaks[1], 1):.2f} | |"
+        f"| peak memory (PSS, with workers) | MiB | {peaks[0] / 1024:.0f} | "
+        f"{peaks[1] / 1024:.0f} | {peaks[0] / max(peaks[1], 1):.2f} | |"
     )
     print(f"| crashes (restarted) | | {crashes[names[0]]} | {crashes[names[1]]} | | |")
 

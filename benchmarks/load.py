@@ -331,12 +331,12 @@ def main() -> None:
                         seed=args.seed,
                     )
                 )
-                peak = server.rss_kib()
+                peak = server.memory_kib()
             finally:
                 server.stop()
     print(format_report(figures))
     if peak is not None:
-        print(f"server RSS at the end: {peak / 1024:.0f} MiB")
+        print(f"server memory (PSS) at the end: {peak / 1024:.0f} MiB")
     sys.exit(1 if figures.error_count else 0)
 
 

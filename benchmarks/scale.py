@@ -134,7 +134,7 @@ def measure(server: Server, total: int, baseline_kib: int) -> dict[str, float]:
     started = time.perf_counter()
     server.start(timeout=600)
     start_s = time.perf_counter() - started
-    rss = server.rss_kib()
+    memory = server.memory_kib()
     studies = len(layout(total)) // 2
     picks = [1 + (k * 7919) % max(studies - 1, 1) for k in range(30)]
     root = server.root
@@ -148,7 +148,7 @@ def measure(server: Server, total: int, baseline_kib: int) -> dict[str, float]:
     repeat = statistics.median(timed_get(metadata)[0] for _ in range(5))
     figures = {
         "start s": start_s,
-        "index bytes/instance": (rss - baseline_kib) * 1024 / total,
+        "index bytes/instance": (memory - baseline_kib) * 1024 / total,
         "QIDO study p95 ms": p95(study_urls),
         "QIDO series p95 ms": p95(series_urls),
         "QIDO instance p95 ms": p95(instance_urls),
@@ -167,7 +167,7 @@ def main() -> None:
     base = Path(args.folder or tempfile.mkdtemp(prefix="localdicom-scale-"))
     empty = localdicom(base / "empty", "--no-fsync")
     empty.start()
-    baseline = empty.rss_kib()
+    baseline = empty.memory_kib()
     empty.stop()
     rows = []
     for total in (int(size) for size in args.sizes.split(",")):

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import socket
 import subprocess
@@ -53,23 +54,33 @@ class Server:
             self.process.terminate()
             self.process.wait(timeout=30)
 
-    def rss_kib(self) -> int:
-        """Resident memory of the process and its children (worker pools count too)."""
+    def memory_kib(self) -> int:
+        """Memory of the process and all its descendants (a forkserver's workers are its
+        grandchildren): the sum of their proportional set sizes, so that pages the workers
+        share with the process that forked them count once, not once per process. Read from
+        /proc: no subprocess, whose fork from a large benchmark process would steal CPU from
+        the servers."""
         if not self.process:
             return 0
-        pids = [str(self.process.pid)]
-        children = subprocess.run(
-            ["pgrep", "-P", pids[0]], capture_output=True, text=True, check=False
-        ).stdout.split()
         total = 0
-        for pid in pids + children:
-            try:
-                for line in Path(f"/proc/{pid}/status").read_text().splitlines():
-                    if line.startswith("VmRSS:"):
+        for pid in _descendants(self.process.pid):
+            with contextlib.suppress(OSError):  # the process has just exited
+                for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
+                    if line.startswith("Pss:"):
                         total += int(line.split()[1])
-            except OSError:
-                pass
         return total
+
+
+def _descendants(pid: int) -> list[int]:
+    """``pid`` and every process below it."""
+    found, pending = [], [pid]
+    while pending:
+        current = pending.pop()
+        found.append(current)
+        for children in Path(f"/proc/{current}/task").glob("*/children"):
+            with contextlib.suppress(OSError):  # the process has just exited
+                pending += [int(child) for child in children.read_text().split()]
+    return found
 
 
 def localdicom(folder: Path, *extra: str) -> Server:
