@@ -532,7 +532,7 @@ async def run(workload: Workload, folder: Path) -> None:
     crashes = {server.name: 0 for server in servers}
     try:
         async with aiohttp.ClientSession(
-            # Idle connections are dropped before Orthanc closes them (it does after 0.6-1 s)
+            # Idle connections are dropped before Orthanc closes them (it does after 0.6-1 s):
             # a POST sent on one just as the server closes it fails, which measures the race,
             # not the server.
             connector=aiohttp.TCPConnector(limit=16, keepalive_timeout=0.5),
