@@ -7,6 +7,7 @@ import logging
 import shlex
 import signal
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -240,7 +241,12 @@ def serve(
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--viewer") from None
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
-    _found_outside_layout(archive, import_found, workers)
+    if import_found:
+        _found_outside_layout(archive, True, workers)
+    else:  # only a message: said while serving (walking 100,000 files takes seconds)
+        threading.Thread(
+            target=_found_outside_layout, args=(archive, False, workers), daemon=True
+        ).start()
     settings = Settings(
         archive=archive.resolve(),
         host=host,

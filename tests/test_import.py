@@ -578,8 +578,11 @@ def test_serve_says_what_it_found_outside_the_layout(archive_dir: Path) -> None:
     server = LiveServer(archive_dir, free_port())
     server.start()
     try:
-        log = server.log.read_text()
         assert qido_instances(server) == set()
+        deadline = time.monotonic() + 30  # the folder is surveyed while the server serves
+        while "outside its layout" not in (log := server.log.read_text()):
+            assert time.monotonic() < deadline, "no word of the files outside the layout"
+            time.sleep(0.1)
     finally:
         server.stop()
     assert "holds 7 DICOM files and 0 zip files outside its layout" in log
