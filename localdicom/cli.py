@@ -243,10 +243,6 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if import_found:
         _found_outside_layout(archive, True, workers)
-    else:  # only a message: said while serving (walking 100,000 files takes seconds)
-        threading.Thread(
-            target=_found_outside_layout, args=(archive, False, workers), daemon=True
-        ).start()
     settings = Settings(
         archive=archive.resolve(),
         host=host,
@@ -262,7 +258,7 @@ def serve(
         max_part_bytes=max_part_bytes,
         upload_timeout=upload_timeout,
     )
-    asyncio.run(_serve(settings))
+    asyncio.run(_serve(settings, survey=None if import_found else archive))
 
 
 def _check_exposure(host: str, token: str | None, insecure: bool) -> None:
@@ -275,9 +271,11 @@ def _check_exposure(host: str, token: str | None, insecure: bool) -> None:
     )
 
 
-async def _serve(settings: Settings) -> None:
+async def _serve(settings: Settings, survey: Path | None) -> None:
     """Run until SIGINT or SIGTERM, announcing the server in the archive meanwhile so that
-    ``localdicom import`` stores through it rather than behind its back."""
+    ``localdicom import`` stores through it rather than behind its back. Once serving, say
+    what the ``survey`` folder holds outside the layout: walking a large archive takes
+    seconds, which neither the first answer nor the index rebuild should wait for."""
     runner = web.AppRunner(make_app(settings), access_log_class=RequestLog)
     await runner.setup()
     site = web.TCPSite(runner, settings.host, settings.port)
@@ -289,6 +287,10 @@ async def _serve(settings: Settings) -> None:
     )
     archive = Archive(settings.archive)
     archive.announce_server(url)
+    if survey is not None:
+        threading.Thread(
+            target=_found_outside_layout, args=(survey, False, None), daemon=True
+        ).start()
     stopping = asyncio.Event()
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
@@ -300,7 +302,7 @@ async def _serve(settings: Settings) -> None:
         await runner.cleanup()
 
 
-# before serving: files outside the layout --------------------------------------------------
+# files outside the layout ------------------------------------------------------------
 
 
 def _found_outside_layout(archive: Path, do_import: bool, workers: int | None) -> None:
