@@ -146,7 +146,8 @@ def main() -> None:
     "--workers",
     type=click.IntRange(min=1),
     default=None,
-    help="Processes that decode, encode and render images  [default: one per CPU]",
+    help="Processes that parse uploads and decode, encode and render images  "
+    "[default: one per CPU]",
 )
 @click.option(
     "--import-found",

@@ -32,30 +32,17 @@ from tests.conftest import LiveServer, free_port
 from tests.test_restart import (
     AS_STORED,
     DICOM_JSON,
-    Instance,
     assert_serves,
-    files_to_store,
     get,
     listed_sops,
     log_since,
-    stow,
+    sample,
+    store_all,
 )
 
 #: A File Meta group length of 1002 bytes for a 4-byte value: pydicom raises its own
 #: BytesLengthException (not a ValueError) while parsing it.
 HOSTILE_META = bytes(128) + b"DICM" + b"\x02\x00\x00\x00UL" + struct.pack("<H", 1002) + bytes(1002)
-
-
-def store_all(server: LiveServer) -> list[Instance]:
-    instances = [Instance.of(file) for file in files_to_store()]
-    for instance in instances:
-        stow(server, instance.file)
-    assert_serves(server, instances)
-    return instances
-
-
-def by_name(instances: list[Instance], name: str) -> Instance:
-    return next(i for i in instances if i.file.name == name)
 
 
 def startup_summary(server: LiveServer, offset: int) -> tuple[str, dict[str, str]]:
@@ -76,17 +63,17 @@ def startup_summary(server: LiveServer, offset: int) -> tuple[str, dict[str, str
 
 def test_every_kind_of_damage_at_once(live_server: LiveServer, archive_dir: Path):
     stored = store_all(live_server)
-    corrupt = by_name(stored, "emri_small.dcm")  # its sidecar is garbage: regenerated
-    no_sidecar = by_name(stored, "red-triangle.dcm")  # its sidecar is gone: regenerated
-    no_dcm = by_name(stored, "CT_small.dcm")  # its .dcm is gone: the sidecar is removed
-    half = by_name(stored, "MR_small.dcm")  # cut to half, sidecar gone: reported, not served
+    corrupt = sample(stored, "emri_small.dcm")  # its sidecar is garbage: regenerated
+    no_sidecar = sample(stored, "red-triangle.dcm")  # its sidecar is gone: regenerated
+    no_dcm = sample(stored, "CT_small.dcm")  # its .dcm is gone: the sidecar is removed
+    half = sample(stored, "MR_small.dcm")  # cut to half, sidecar gone: reported, not served
     intact = [i for i in stored if i not in (no_dcm, half)]
-    blue_folder = by_name(stored, "blue-circle.dcm").dcm(archive_dir).parent
-    misplaced = blue_folder / f"{by_name(stored, 'rtplan.dcm').sop}.dcm"
+    blue_folder = sample(stored, "blue-circle.dcm").dcm(archive_dir).parent
+    misplaced = blue_folder / f"{sample(stored, 'rtplan.dcm').sop}.dcm"
     strangers = {
         blue_folder / "1.2.3.4.dcm": b"not DICOM: a note someone saved here\n",
         blue_folder / "1.2.3.5.dcm": HOSTILE_META,
-        misplaced: by_name(stored, "rtplan.dcm").file.read_bytes(),
+        misplaced: sample(stored, "rtplan.dcm").file.read_bytes(),
     }
     fifo = blue_folder / "1.2.3.6.dcm"  # reading a FIFO would block the startup for ever
     folder_named_dcm = blue_folder / "1.2.3.7.dcm"
@@ -179,10 +166,10 @@ def test_unreadable_files_and_folders(archive_dir: Path):
     locked: list[Path] = []
     try:
         stored = store_all(server)
-        green = by_name(stored, "green-square.dcm")  # .dcm unreadable, sidecar deleted
-        red = by_name(stored, "red-triangle.dcm")  # same series: .dcm unreadable, sidecar fine
-        ct = by_name(stored, "CT_small.dcm")  # its series folder unreadable
-        jpeg = by_name(stored, "JPEG2000.dcm")  # its study folder unreadable
+        green = sample(stored, "green-square.dcm")  # .dcm unreadable, sidecar deleted
+        red = sample(stored, "red-triangle.dcm")  # same series: .dcm unreadable, sidecar fine
+        ct = sample(stored, "CT_small.dcm")  # its series folder unreadable
+        jpeg = sample(stored, "JPEG2000.dcm")  # its study folder unreadable
         assert len({green.series, ct.series, jpeg.series}) == 3
         assert len({ct.study, jpeg.study, green.study}) == 3
         server.stop()

@@ -134,11 +134,14 @@ def new_instance() -> tuple[str, bytes]:
     return sop, derived(SOPInstanceUID=sop)
 
 
-def multipart(*parts: bytes, boundary: str = BOUNDARY, close: bool = True) -> bytes:
-    body = b"".join(
-        b"--" + boundary.encode() + b"\r\nContent-Type: application/dicom\r\n\r\n" + part + b"\r\n"
-        for part in parts
-    )
+def multipart(
+    *parts: bytes,
+    boundary: str = BOUNDARY,
+    close: bool = True,
+    headers: str = "Content-Type: application/dicom",
+) -> bytes:
+    head = f"--{boundary}\r\n{headers}\r\n\r\n".encode()
+    body = b"".join(head + part + b"\r\n" for part in parts)
     return body + (b"--" + boundary.encode() + b"--\r\n" if close else b"")
 
 
@@ -569,11 +572,7 @@ async def test_stow_of_instance_cut_short_is_409(stocked: Stocked, kept):
 
 async def test_stow_of_part_with_other_media_type_is_409_cannot_understand(stocked: Stocked):
     _, instance = new_instance()
-    body = (
-        f"--{BOUNDARY}\r\nContent-Type: image/jpeg\r\n\r\n".encode()
-        + instance
-        + f"\r\n--{BOUNDARY}--\r\n".encode()
-    )
+    body = multipart(instance, headers="Content-Type: image/jpeg")
     answer = await stow(stocked.client, body)
     assert_store_failure(answer, 409, 0xC000, "image/jpeg")
     await stocked.assert_unchanged()

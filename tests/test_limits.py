@@ -552,11 +552,7 @@ async def test_repeated_delimiter_is_400(stocked: Stocked):
 
 async def test_part_header_line_that_is_not_a_header_is_400(stocked: Stocked):
     _, instance = new_instance()
-    body = (
-        f"--{BOUNDARY}\r\nContent-Type: application/dicom\r\nthis is no header\r\n\r\n".encode()
-        + instance
-        + f"\r\n--{BOUNDARY}--\r\n".encode()
-    )
+    body = multipart(instance, headers="Content-Type: application/dicom\r\nthis is no header")
     answer = await stow(stocked.client, body)
     assert_error(answer, 400, "not a header field", "'this is no header'")
     await stocked.assert_unchanged()

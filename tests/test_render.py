@@ -7,7 +7,6 @@ from __future__ import annotations
 
 import copy
 import io
-from pathlib import Path
 
 import numpy as np
 import pydicom
@@ -23,8 +22,8 @@ from localdicom.dicom.render import (
     parse_render_params,
     render_frame,
 )
+from tests.conftest import SAMPLES
 
-SAMPLES = Path(__file__).resolve().parent.parent / "sample_dcms"
 PIL_FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG", "image/gif": "GIF"}
 
 

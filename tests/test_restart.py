@@ -18,7 +18,8 @@ import pytest
 import requests
 from pydicom.data import get_testdata_file
 
-SAMPLES = Path(__file__).resolve().parent.parent / "sample_dcms"
+from tests.conftest import SAMPLES
+
 #: A few of pydicom's test files: native, encapsulated, multi-frame, deflated, no pixel data.
 PYDICOM_FILES = (
     "CT_small.dcm",
@@ -123,15 +124,19 @@ def log_since(server, offset: int) -> str:
 # fixtures --------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def stored(live_server) -> list[Instance]:
+def store_all(server) -> list[Instance]:
     """The three samples and a few pydicom test files, stored through STOW-RS."""
     instances = [Instance.of(file) for file in files_to_store()]
     assert len({i.sop for i in instances}) == len(instances), "test files share a SOP UID"
     for instance in instances:
-        stow(live_server, instance.file)
-    assert_serves(live_server, instances)
+        stow(server, instance.file)
+    assert_serves(server, instances)
     return instances
+
+
+@pytest.fixture
+def stored(live_server) -> list[Instance]:
+    return store_all(live_server)
 
 
 def sample(instances: list[Instance], name: str) -> Instance:
