@@ -9,7 +9,9 @@ for several rounds. Every answer is verified (UIDs, byte hashes, frame hashes, q
 sets) and failures are counted, so an error never looks fast. The clock covers sending the
 request and receiving the whole answer; request bodies are built before it starts and answers
 are checked after it stops, so the client's own hashing and parsing neither adds the same cost
-to both servers' figures nor competes with them for the CPU. Prints one table: Orthanc's
+to both servers' figures nor competes with them for the CPU. Searches, and one of the whole
+series reads, go over a bare socket instead of aiohttp's client, whose own cost per request
+(about 0.4 ms) or per byte is as large as what is measured. Prints one table: Orthanc's
 figure, localdicom's, and the ratio (higher is better for localdicom), medians over rounds.
 """
 
@@ -39,9 +41,12 @@ from benchmarks.servers import Server, localdicom, orthanc
 
 Check = Callable[[], None]  # raises AssertionError when an answer is wrong
 Request = Callable[[], Awaitable[Check]]  # the timed exchange; its answer checked afterwards
+BareRequest = Callable[["BareConnection"], Check]  # the same over a bare socket, blocking
 EXPLICIT_LE = "1.2.840.10008.1.2.1"
 FRAME_ACCEPT = f'multipart/related; type="application/octet-stream"; transfer-syntax={EXPLICIT_LE}'
 MODALITIES = ("CT", "MR", "US", "CR", "MG")
+DICOM_JSON = "application/dicom+json"
+SERIES_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
 
 @dataclass
@@ -58,7 +63,8 @@ class Workload:
     #: a dozen, so that the figure is the steady rate rather than the start and the tail.
     stow_each: int = 100
     rounds: int = 3
-    queries: int = 40
+    #: Searches per query and round: p95 is then the fifth slowest, not one stall.
+    queries: int = 100
 
 
 @dataclass
@@ -206,26 +212,31 @@ class Client:
 
     def instance(self, sop: str) -> Request:
         async def request() -> Check:
-            answer = await self.get(
-                self.url(sop), 'multipart/related; type="application/dicom"; transfer-syntax=*'
-            )
+            answer = await self.get(self.url(sop), SERIES_ACCEPT)
             return lambda: _check_parts(answer, [self.data.digests[sop]])
 
         return request
 
-    def series(self, series: str, minimal_client: bool = False) -> Request:
-        """The whole series as stored; ``minimal_client`` reads it with a bare socket instead
-        of aiohttp, whose own cost per byte would otherwise weigh as much as the servers'."""
+    def series(self, series: str) -> Request:
         sops = self.data.series[series]
         study = self.data.where[sops[0]][0]
-        url = f"{self.root}/studies/{study}/series/{series}"
-        accept = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+        path = f"studies/{study}/series/{series}"
 
         async def request() -> Check:
-            if minimal_client:
-                answer = await asyncio.to_thread(_get_with_a_socket, url, accept)
-            else:
-                answer = await self.get(url, accept)
+            answer = await self.get(f"{self.root}/{path}", SERIES_ACCEPT)
+            return lambda: _check_parts(answer, [self.data.digests[sop] for sop in sops])
+
+        return request
+
+    def bare_series(self, series: str) -> BareRequest:
+        """The whole series as stored, read with a bare socket: aiohttp's client spends as
+        long reading 50 MB as a server takes to send it."""
+        sops = self.data.series[series]
+        study = self.data.where[sops[0]][0]
+        path = f"studies/{study}/series/{series}"
+
+        def request(connection: BareConnection) -> Check:
+            answer = connection.get(path, SERIES_ACCEPT)
             return lambda: _check_parts(answer, [self.data.digests[sop] for sop in sops])
 
         return request
@@ -236,7 +247,7 @@ class Client:
         async def request() -> Check:
             study = self.data.where[sops[0]][0]
             status, body, _ = await self.get(
-                f"{self.root}/studies/{study}/series/{series}/metadata", "application/dicom+json"
+                f"{self.root}/studies/{study}/series/{series}/metadata", DICOM_JSON
             )
 
             def check() -> None:
@@ -267,40 +278,124 @@ class Client:
 
         return request
 
-    def query(self, path: str, expected: set[str], tag: str) -> Request:
+    def query(self, path: str, expected: set[str], tag: str, count: int | None = None) -> Request:
+        """A search answering ``expected`` (its UIDs at ``tag``); with ``count``, a page:
+        that many of them, whichever the server's order puts there."""
+
         async def request() -> Check:
-            status, body, _ = await self.get(f"{self.root}/{path}", "application/dicom+json")
+            answer = await self.get(f"{self.root}/{path}", DICOM_JSON)
+            return lambda: _check_matches(answer, path, expected, tag, count)
 
-            def check() -> None:
-                assert status in (200, 204), f"{status} {body[:200]!r}"
-                answer = json.loads(body) if status == 200 else []
-                got = {item[tag]["Value"][0] for item in answer}
-                assert got == expected, f"{path}: {len(got)} results, expected {len(expected)}"
+        return request
 
-            return check
+    def bare_query(
+        self, path: str, expected: set[str], tag: str, count: int | None = None
+    ) -> BareRequest:
+        """:meth:`query` over a bare kept-alive socket: aiohttp's client costs about 0.4 ms
+        a request, as much as localdicom's whole answer to a simple search, and would
+        otherwise be most of what a 10x latency ratio measures."""
+
+        def request(connection: BareConnection) -> Check:
+            answer = connection.get(path, DICOM_JSON)
+            return lambda: _check_matches(answer, path, expected, tag, count)
 
         return request
 
 
-def _get_with_a_socket(url: str, accept: str) -> tuple[int, bytes, str]:
-    """GET over a new connection that the server closes, read to its end into one buffer:
-    about the least work a client can do per byte. The answer must not be chunked (neither
-    server chunks these; a chunked one would fail the check)."""
-    target = urlsplit(url)
-    request = (
-        f"GET {target.path} HTTP/1.1\r\nHost: {target.netloc}\r\nAccept: {accept}\r\n"
-        "Connection: close\r\n\r\n"
-    )
-    with socket.create_connection((target.hostname, target.port)) as sock:
-        sock.sendall(request.encode())
-        received, buffer = bytearray(), bytearray(1 << 22)
-        while count := sock.recv_into(buffer):
+class BareConnection:
+    """HTTP/1.1 GETs over one kept-alive socket, with about the least work a client can do:
+    bodies of a known length are read straight into one buffer. Handles what the two servers
+    send: a Content-Length, a chunked body, or one ended by closing the connection."""
+
+    def __init__(self, root: str):
+        target = urlsplit(root)
+        self.prefix, self.host = target.path, target.netloc
+        self.address = (target.hostname, target.port)
+        self._connect()
+
+    def _connect(self) -> None:
+        self.sock = socket.create_connection(self.address)
+        self.sock.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+        self.pending, self.closed = b"", False
+
+    def close(self) -> None:
+        self.sock.close()
+
+    def get(self, path: str, accept: str) -> tuple[int, bytes, str]:
+        if self.closed:  # by the server, after its last answer
+            self.close()
+            self._connect()
+        request = (
+            f"GET {self.prefix}/{path} HTTP/1.1\r\nHost: {self.host}\r\nAccept: {accept}\r\n\r\n"
+        )
+        self.sock.sendall(request.encode())
+        while b"\r\n\r\n" not in self.pending:
+            self.pending += self._receive()
+        head, _, self.pending = self.pending.partition(b"\r\n\r\n")
+        lines = head.decode("latin-1").split("\r\n")
+        headers = {}
+        for line in lines[1:]:
+            name, _, value = line.partition(":")
+            headers[name.strip().lower()] = value.strip()
+        if "content-length" in headers:
+            body = self._exactly(int(headers["content-length"]))
+        elif headers.get("transfer-encoding") == "chunked":
+            body = self._chunked()
+        else:  # ended by closing the connection (Orthanc's answer with a whole series)
+            assert headers.get("connection") == "close", f"no length: {head!r}"
+            body = self._to_the_end()
+            self.closed = True
+        return int(lines[0].split()[1]), body, headers.get("content-type", "")
+
+    def _receive(self) -> bytes:
+        data = self.sock.recv(1 << 20)
+        if not data:
+            raise ConnectionError("the server closed the connection")
+        return data
+
+    def _exactly(self, length: int) -> bytes:
+        body = bytearray(length)
+        have = min(length, len(self.pending))
+        body[:have], self.pending = self.pending[:have], self.pending[have:]
+        view = memoryview(body)
+        while have < length:
+            count = self.sock.recv_into(view[have:])
+            if not count:
+                raise ConnectionError("the server closed the connection mid-body")
+            have += count
+        return bytes(body)
+
+    def _to_the_end(self) -> bytes:
+        received, buffer = bytearray(self.pending), bytearray(1 << 22)
+        while count := self.sock.recv_into(buffer):
             received += buffer[:count]
-    head, _, body = bytes(received).partition(b"\r\n\r\n")
-    lines = head.decode("latin-1").split("\r\n")
-    headers = dict(line.split(":", 1) for line in lines[1:])
-    content_type = next((v.strip() for k, v in headers.items() if k.lower() == "content-type"), "")
-    return int(lines[0].split()[1]), body, content_type
+        return bytes(received)
+
+    def _chunked(self) -> bytes:
+        chunks = []
+        while True:
+            while b"\r\n" not in self.pending:
+                self.pending += self._receive()
+            size_line, _, self.pending = self.pending.partition(b"\r\n")
+            size = int(size_line.split(b";")[0], 16)
+            chunk = self._exactly(size + 2)  # the chunk and its CRLF
+            if size == 0:
+                return b"".join(chunks)
+            chunks.append(chunk[:-2])
+
+
+def _check_matches(
+    answer: tuple[int, bytes, str], path: str, expected: set[str], tag: str, count: int | None
+) -> None:
+    status, body, _ = answer
+    assert status in (200, 204), f"{status} {body[:200]!r}"
+    items = json.loads(body) if status == 200 else []
+    got = {item[tag]["Value"][0] for item in items}
+    if count is None:
+        assert got == expected, f"{path}: {len(got)} results, expected {len(expected)}"
+    else:
+        assert len(items) == len(got) == count, f"{path}: {len(items)} results, not {count}"
+        assert got <= expected, f"{path}: results that do not match"
 
 
 def _check_parts(answer: tuple[int, bytes, str], digests: list[str]) -> None:
@@ -322,62 +417,107 @@ class Figure:
     errors: int = 0
 
 
+class Tally:
+    """Latencies, answers to check and errors of one measurement."""
+
+    def __init__(self) -> None:
+        self.latencies: list[float] = []
+        self.checks: list[Check] = []
+        self.figure = Figure()
+
+    def failed(self, exc: Exception) -> None:  # counted, and the first few shown
+        self.figure.errors += 1
+        if self.figure.errors <= 3:
+            print(f"  error: {exc!s:.200}")
+
+    def result(self, requests: int, elapsed: float) -> Figure:
+        """The figure, once every answer was checked (after the clock stopped)."""
+        for check in self.checks:
+            try:
+                check()
+            except Exception as exc:
+                self.failed(exc)
+        self.figure.rate = requests / elapsed
+        ordered = sorted(self.latencies)
+        self.figure.p50 = statistics.median(ordered)
+        self.figure.p95 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
+        return self.figure
+
+
 async def measure(requests: list[Request], concurrency: int) -> Figure:
     queue = list(reversed(requests))
-    latencies: list[float] = []
-    checks: list[Check] = []
-    figure = Figure()
-
-    def failed(exc: Exception) -> None:  # counted, and the first few shown
-        figure.errors += 1
-        if figure.errors <= 3:
-            print(f"  error: {exc!s:.200}")
+    tally = Tally()
 
     async def worker() -> None:
         while queue:
             request = queue.pop()
             started = time.perf_counter()
             try:
-                checks.append(await request())
+                tally.checks.append(await request())
             except Exception as exc:
-                failed(exc)
-            latencies.append((time.perf_counter() - started) * 1000)
+                tally.failed(exc)
+            tally.latencies.append((time.perf_counter() - started) * 1000)
 
     started = time.perf_counter()
     await asyncio.gather(*(worker() for _ in range(concurrency)))
-    elapsed = time.perf_counter() - started
-    for check in checks:
-        try:
-            check()
-        except Exception as exc:
-            failed(exc)
-    figure.rate = len(requests) / elapsed
-    ordered = sorted(latencies)
-    figure.p50 = statistics.median(ordered)
-    figure.p95 = ordered[min(len(ordered) - 1, int(len(ordered) * 0.95))]
-    return figure
+    return tally.result(len(requests), time.perf_counter() - started)
+
+
+def measure_bare(root: str, requests: list[BareRequest]) -> Figure:
+    """One after the other over one kept-alive connection, opened before the clock starts
+    (and opened again after an error, which leaves it in an unknown state)."""
+    tally = Tally()
+    connection = BareConnection(root)
+    started = time.perf_counter()
+    try:
+        for request in requests:
+            sent = time.perf_counter()
+            try:
+                tally.checks.append(request(connection))
+            except Exception as exc:
+                tally.failed(exc)
+                connection.close()
+                connection = BareConnection(root)
+            tally.latencies.append((time.perf_counter() - sent) * 1000)
+        elapsed = time.perf_counter() - started
+    finally:
+        connection.close()
+    return tally.result(len(requests), elapsed)
 
 
 class PeakMemory(threading.Thread):
-    """Samples the memory of a server (with its worker processes) every 0.1 s."""
+    """Samples the memory of a server (with its worker processes) every 0.1 s: the peak of
+    each of RSS and PSS (see ``Server.memory``)."""
 
     def __init__(self, server: Server) -> None:
         super().__init__(daemon=True)
-        self.server, self.peak, self.running = server, 0, True
+        self.server, self.peak, self.running = server, {"Rss": 0, "Pss": 0}, True
 
     def run(self) -> None:
         while self.running:
-            self.peak = max(self.peak, self.server.memory_kib())
+            for kind, kib in self.server.memory().items():
+                self.peak[kind] = max(self.peak[kind], kib)
             time.sleep(0.1)
 
 
 @dataclass
 class Operation:
     name: str
-    unit: str  # "items/s" (higher is better) or "ms p50"/"ms p95" (lower is better)
-    make: Callable[[Client, int], list[Request]]  # (client, round) -> requests
+    #: "items/s" (higher is better), or "ms p50" and/or "ms p95" (lower is better): one row
+    #: of the table each, from the same measurement.
+    units: tuple[str, ...]
+    make: Callable[[Client, int], list]  # (client, round) -> requests (BareRequests if bare)
     concurrency: int = 1
     items_per_request: int = 1
+    bare: bool = False  # over a bare socket (BareConnection), one request at a time
+
+
+async def measure_operation(op: Operation, client: Client, round_: int, count: int | None = None):
+    """The operation's requests of a round (or the first ``count`` of them) measured."""
+    requests = op.make(client, round_)[:count]
+    if op.bare:
+        return await asyncio.to_thread(measure_bare, client.root, requests)
+    return await measure(requests, op.concurrency)
 
 
 def operations(data: Dataset, workload: Workload) -> list[Operation]:
@@ -385,6 +525,7 @@ def operations(data: Dataset, workload: Workload) -> list[Operation]:
     meta = uid("meta-series")
     native = data.series[big]
     j2k = data.series[uid("c-j2k")]
+    jpeg_ls = data.series[uid("c-jls")]
     studies = data.studies
     first = next(iter(studies))
 
@@ -400,48 +541,61 @@ def operations(data: Dataset, workload: Workload) -> list[Operation]:
 
         return make
 
-    def study_query(path: str, predicate) -> Callable[[Client, int], list[Request]]:
-        expected = {s for s, a in studies.items() if predicate(a)}
-        return lambda c, _r: [c.query(path, expected, "0020000D")] * workload.queries
+    def matching(predicate: Callable[[dict], bool]) -> set[str]:
+        return {s for s, a in studies.items() if predicate(a)}
 
+    study_of_big = data.where[native[0]][0]
+    # (name, path, expected UIDs, the tag they are at, the count of a page or None)
     queries = [
         (
             "QIDO study, exact PatientID",
             "studies?PatientID=P007",
-            lambda a: a["PatientID"] == "P007",
+            matching(lambda a: a["PatientID"] == "P007"),
+            "0020000D",
+            None,
         ),
         (
             "QIDO study, wildcard PatientName",
             "studies?PatientName=P01*",
-            lambda a: a["PatientName"].startswith("P01"),
+            matching(lambda a: a["PatientName"].startswith("P01")),
+            "0020000D",
+            None,
         ),
         (
             "QIDO study, date range",
             "studies?StudyDate=20150101-20171231",
-            lambda a: "20150101" <= a["StudyDate"] <= "20171231",
+            matching(lambda a: "20150101" <= a["StudyDate"] <= "20171231"),
+            "0020000D",
+            None,
         ),
         (
             "QIDO study, ModalitiesInStudy",
             "studies?ModalitiesInStudy=MR",
-            lambda a: "MR" in a["modalities"],
+            matching(lambda a: "MR" in a["modalities"]),
+            "0020000D",
+            None,
         ),
         (
             "QIDO study, includefield",
             "studies?PatientID=P003&includefield=StudyDescription",
-            lambda a: a["PatientID"] == "P003",
+            matching(lambda a: a["PatientID"] == "P003"),
+            "0020000D",
+            None,
         ),
-    ]
-    ops = [
-        Operation("STOW 1/request, c1", "items/s", stow("c1")),
-        Operation("STOW 1/request, c8", "items/s", stow("c8"), concurrency=8),
-        Operation("STOW 20/request, c1", "items/s", stow("batch"), items_per_request=20),
-    ]
-    for name, path, predicate in queries:
-        make = study_query(path, predicate)
-        ops += [Operation(f"{name} p50", "ms p50", make), Operation(f"{name} p95", "ms p95", make)]
-    series_of_first = {s for s, sops in data.series.items() if data.where[sops[0]][0] == first}
-    more = [
-        ("QIDO series of a study", f"studies/{first}/series", series_of_first, "0020000E"),
+        (
+            "QIDO study, limit/offset",
+            "studies?limit=10&offset=20",
+            set(studies),
+            "0020000D",
+            min(10, max(0, len(studies) - 20)),
+        ),
+        (
+            "QIDO series of a study",
+            f"studies/{first}/series",
+            {s for s, sops in data.series.items() if data.where[sops[0]][0] == first},
+            "0020000E",
+            None,
+        ),
         (
             "QIDO series, Modality=MR",
             "series?Modality=MR",
@@ -451,61 +605,96 @@ def operations(data: Dataset, workload: Workload) -> list[Operation]:
                 if "MR" in studies[data.where[sops[0]][0]]["modalities"]
             },
             "0020000E",
+            None,
         ),
         (
             "QIDO instances of a series",
-            f"studies/{data.where[native[0]][0]}/series/{big}/instances",
+            f"studies/{study_of_big}/series/{big}/instances",
             set(native),
             "00080018",
+            None,
+        ),
+        (
+            "QIDO instances of a series, limit/offset",
+            f"studies/{study_of_big}/series/{big}/instances?limit=20&offset=40",
+            set(native),
+            "00080018",
+            min(20, max(0, len(native) - 40)),
         ),
         (
             "QIDO instance by SOPInstanceUID",
             f"instances?SOPInstanceUID={native[-1]}",
             {native[-1]},
             "00080018",
+            None,
         ),
     ]
-    for name, path, expected, tag in more:
-
-        def make(c, _r, path=path, expected=expected, tag=tag):
-            return [c.query(path, expected, tag)] * workload.queries
-
-        ops += [Operation(f"{name} p50", "ms p50", make), Operation(f"{name} p95", "ms p95", make)]
+    ops = [
+        Operation("STOW 1/request, c1", ("items/s",), stow("c1")),
+        Operation("STOW 1/request, c8", ("items/s",), stow("c8"), concurrency=8),
+        Operation("STOW 20/request, c1", ("items/s",), stow("batch"), items_per_request=20),
+    ]
+    latency = ("ms p50", "ms p95")
+    for name, *query in queries:
+        ops.append(
+            Operation(
+                name,
+                latency,
+                lambda c, _r, query=query: [c.bare_query(*query)] * workload.queries,
+                bare=True,
+            )
+        )
+    name, *query = queries[0]
+    ops.append(
+        Operation(
+            f"{name}, aiohttp client",
+            latency,
+            lambda c, _r: [c.query(*query)] * workload.queries,
+        )
+    )
     ops += [
-        Operation("WADO instance, c1", "items/s", lambda c, _r: [c.instance(s) for s in native]),
+        Operation("WADO instance, c1", ("items/s",), lambda c, _r: [c.instance(s) for s in native]),
         Operation(
             "WADO instance, c8",
-            "items/s",
+            ("items/s",),
             lambda c, _r: [c.instance(s) for s in native],
             concurrency=8,
         ),
         Operation(
             "WADO whole series",
-            "items/s",
+            ("items/s",),
             lambda c, _r: [c.series(big)],
             items_per_request=len(native),
         ),
         Operation(
-            "WADO whole series, minimal client",
-            "items/s",
-            lambda c, _r: [c.series(big, minimal_client=True)],
+            "WADO whole series, bare socket",
+            ("items/s",),
+            lambda c, _r: [c.bare_series(big)],
             items_per_request=len(native),
+            bare=True,
         ),
         Operation(
             f"series metadata, {len(data.series[meta])} instances",
-            "ms p50",
+            ("ms p50",),
             lambda c, _r: [c.metadata(meta)] * 10,
         ),
-        Operation("frame uncompressed, c1", "items/s", lambda c, _r: [c.frame(s) for s in native]),
+        Operation(
+            "frame uncompressed, c1", ("items/s",), lambda c, _r: [c.frame(s) for s in native]
+        ),
         Operation(
             "frame uncompressed, c8",
-            "items/s",
+            ("items/s",),
             lambda c, _r: [c.frame(s) for s in native],
             concurrency=8,
         ),
-        Operation("rendered JPEG", "items/s", lambda c, _r: [c.rendered(s) for s in native[:40]]),
+        Operation(
+            "rendered JPEG", ("items/s",), lambda c, _r: [c.rendered(s) for s in native[:40]]
+        ),
+        Operation(
+            "frame JPEG-LS decoded", ("items/s",), lambda c, _r: [c.frame(s) for s in jpeg_ls]
+        ),
         # Last: Orthanc 1.10's GDCM plugin was seen to crash decoding these (then restarted).
-        Operation("frame JPEG 2000 decoded", "items/s", lambda c, _r: [c.frame(s) for s in j2k]),
+        Operation("frame JPEG 2000 decoded", ("items/s",), lambda c, _r: [c.frame(s) for s in j2k]),
     ]
     return ops
 
@@ -548,14 +737,14 @@ async def run(workload: Workload, folder: Path) -> None:
                 if "STOW" not in op.name:
                     for client, server in pairs:
                         revive(server, crashes)
-                        await measure(op.make(client, 0)[:1], 1)
+                        await measure_operation(op, client, 0, count=1)
             for round_ in range(workload.rounds):
                 print(f"round {round_ + 1}/{workload.rounds} ...", flush=True)
                 order = pairs if round_ % 2 == 0 else pairs[::-1]
                 for op in ops:
                     for client, server in order:
                         revive(server, crashes)
-                        figure = await measure(op.make(client, round_), op.concurrency)
+                        figure = await measure_operation(op, client, round_)
                         figure.rate *= op.items_per_request
                         results.setdefault((op.name, client.root), []).append(figure)
     finally:
@@ -580,7 +769,7 @@ def revive(server: Server, crashes: dict[str, int]) -> None:
 
 
 def report(workload, ops, servers, results, peaks, crashes) -> None:
-    """The table; a figure of a server that answered wrongly even once is not shown."""
+    """The table, the servers' peak memory and how often each had to be restarted."""
     names = [server.name for server in servers]
     print(f"\n{workload}\n")
     print(
@@ -588,29 +777,31 @@ def report(workload, ops, servers, results, peaks, crashes) -> None:
     )
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for op in ops:
-        values, errors = [], []
-        for server in servers:
-            figures = results[(op.name, server.root)]
-            errors.append(sum(f.errors for f in figures))
-            pick = {"items/s": "rate", "ms p50": "p50", "ms p95": "p95"}[op.unit]
-            values.append(statistics.median(getattr(f, pick) for f in figures))
-        if any(errors):
-            pairs = zip(values, errors, strict=True)
-            shown, ratio = ["failed" if e else f"{v:.1f}" for v, e in pairs], "n/a"
-        else:
-            shown = [f"{v:.1f}" for v in values]
-            ratio = (
-                f"{values[1] / values[0] if op.unit == 'items/s' else values[0] / values[1]:.2f}"
-            )
-        print(
-            f"| {op.name} | {op.unit} | {shown[0]} | {shown[1]} | {ratio} | "
-            f"{errors[0]}/{errors[1]} |"
-        )
-    print(
-        f"| peak memory (PSS, with workers) | MiB | {peaks[0] / 1024:.0f} | "
-        f"{peaks[1] / 1024:.0f} | {peaks[0] / max(peaks[1], 1):.2f} | |"
-    )
+        for unit in op.units:
+            row = op.name if len(op.units) == 1 else f"{op.name} {unit.split()[1]}"
+            print(_row(row, unit, [results[(op.name, server.root)] for server in servers]))
+    for kind, name in (("Pss", "PSS, process tree"), ("Rss", "RSS, summed over the process tree")):
+        mib = [peak[kind] / 1024 for peak in peaks]
+        ratio = mib[0] / max(mib[1], 1)
+        print(f"| peak memory ({name}) | MiB | {mib[0]:.0f} | {mib[1]:.0f} | {ratio:.2f} | |")
     print(f"| crashes (restarted) | | {crashes[names[0]]} | {crashes[names[1]]} | | |")
+
+
+def _row(name: str, unit: str, figures: list[list[Figure]]) -> str:
+    """One line of the table: medians over rounds; "failed" for a server that answered
+    wrongly even once."""
+    pick = {"items/s": "rate", "ms p50": "p50", "ms p95": "p95"}[unit]
+    values = [statistics.median(getattr(f, pick) for f in each) for each in figures]
+    errors = [sum(f.errors for f in each) for each in figures]
+    if any(errors):
+        shown, ratio = (
+            ["failed" if e else f"{v:.1f}" for v, e in zip(values, errors, strict=True)],
+            "n/a",
+        )
+    else:
+        shown = [f"{v:.1f}" for v in values]
+        ratio = f"{values[1] / values[0] if unit == 'items/s' else values[0] / values[1]:.2f}"
+    return f"| {name} | {unit} | {shown[0]} | {shown[1]} | {ratio} | {errors[0]}/{errors[1]} |"
 
 
 def main() -> None:

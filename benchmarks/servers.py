@@ -57,17 +57,22 @@ class Server:
     def memory_kib(self) -> int:
         """Memory of the process and all its descendants (a forkserver's workers are its
         grandchildren): the sum of their proportional set sizes, so that pages the workers
-        share with the process that forked them count once, not once per process. Read from
-        /proc: no subprocess, whose fork from a large benchmark process would steal CPU from
-        the servers."""
+        share with the process that forked them count once, not once per process."""
+        return self.memory()["Pss"]
+
+    def memory(self) -> dict[str, int]:
+        """KiB of "Rss" and "Pss" summed over the process tree, read from /proc: no
+        subprocess, whose fork from a large benchmark process would steal CPU from the
+        servers. A sum of RSS counts shared pages once per process sharing them."""
+        total = {"Rss": 0, "Pss": 0}
         if not self.process:
-            return 0
-        total = 0
+            return total
         for pid in _descendants(self.process.pid):
             with contextlib.suppress(OSError):  # the process has just exited
                 for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
-                    if line.startswith("Pss:"):
-                        total += int(line.split()[1])
+                    name, _, value = line.partition(":")
+                    if name in total:
+                        total[name] += int(value.split()[0])
         return total
 
 

@@ -13,6 +13,7 @@ update. Study and series attributes are those of the first instance stored for t
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import sys
 from collections.abc import Iterable, Iterator
@@ -101,6 +102,8 @@ def texts(value: Any) -> Iterator[str]:
 
 
 def accepts(condition: Condition, value: Any) -> bool:
+    if type(value) is str:  # the common case, spelled out: every search runs it per record
+        return condition.matches_value(value)
     return condition.accepts(() if value is None else texts(value))
 
 
@@ -190,11 +193,12 @@ class SeriesRecord:
 
 
 class StudyRecord:
-    __slots__ = ("series", "uid", "values")
+    __slots__ = ("_ordered", "series", "uid", "values")
 
     def __init__(self, uid: str, values: tuple) -> None:
         self.uid, self.values = uid, values
         self.series: dict[str, SeriesRecord] = {}
+        self._ordered: list[SeriesRecord] | None = None
 
     def value(self, tag: str) -> Any:
         if tag == STUDY_SERIES:
@@ -213,8 +217,16 @@ class StudyRecord:
         found = {m for s in self.series.values() if isinstance(m := s.value(MODALITY), str)}
         return sorted(found)
 
+    def changed(self) -> None:
+        """Call after adding or removing a series."""
+        self._ordered = None
+
     def ordered(self) -> list[SeriesRecord]:
-        return sorted(self.series.values(), key=series_sort_key)
+        """Series by series number, then UID; kept, as a series-level search asks every
+        study for it."""
+        if self._ordered is None:
+            self._ordered = sorted(self.series.values(), key=series_sort_key)
+        return self._ordered
 
 
 Record = StudyRecord | SeriesRecord | InstanceRecord
@@ -254,6 +266,7 @@ class Index:
         if series is None:
             series = SeriesRecord(study_uid, series_uid, series_values())
             study.series[series_uid] = self.series[series_uid] = series
+            study.changed()
         return series
 
     def _insert(self, series: SeriesRecord, record: InstanceRecord) -> None:
@@ -309,6 +322,7 @@ class Index:
             del self.instances[sop]
         study = self.studies[series.study]
         del study.series[uid]
+        study.changed()
         if not study.series:
             del self.studies[study.uid]
             self._ordered_studies = None
@@ -414,21 +428,22 @@ class Index:
         series = self.series[record.series]
         return (*self._order_key(series), instance_sort_key(record))
 
-    def attributes(self, record: Record, tags: Iterable[str]) -> Attributes:
+    def attributes(self, record: Record, tags: tuple[str, ...]) -> Attributes:
         """DICOM JSON of those of ``tags`` that memory holds for a record or its parents."""
-        holders: dict[str, Record] = {}
+        holders: list[Record | None] = [None, None, None]  # by level: study, series, instance
         if isinstance(record, InstanceRecord):
-            holders[INSTANCE] = record
+            holders[2] = record
             record = self.series[record.series]
         if isinstance(record, SeriesRecord):
-            holders[SERIES] = record
+            holders[1] = record
             record = self.studies[record.study]
-        holders[STUDY] = record
+        holders[0] = record
         attributes: Attributes = {}
-        for tag in tags:
-            holder = holders.get(LEVEL_OF.get(tag, ""))
+        for tag, level, position in _lookups(tags):
+            holder = holders[level]
             if holder is not None:
-                attributes[tag] = element(tag, holder.value(tag))
+                value = holder.value(tag) if position is None else holder.values[position]
+                attributes[tag] = element(tag, value)
         return attributes
 
     def counts(self) -> tuple[int, int, int]:
@@ -458,12 +473,29 @@ def _share(value: Any) -> Any:
     return value
 
 
+@functools.lru_cache(maxsize=256)
+def _lookups(tags: tuple[str, ...]) -> list[tuple[str, int, int | None]]:
+    """For each tag memory holds: its level's number and its place in that level's values
+    (None: computed, or the SOP UID). Remembered per tag list, as QIDO asks for the same few
+    lists again and again and every match of a search needs it."""
+    lookups = []
+    for tag in tags:
+        level = LEVEL_OF.get(tag)
+        if level is not None:
+            position = None if tag == SOP_UID else POSITION[level].get(tag)
+            lookups.append((tag, LEVELS.index(level), position))
+    return lookups
+
+
 def _uid(record: Record) -> str:
     return record.sop if isinstance(record, InstanceRecord) else record.uid
 
 
 def _passes(record: Record, conditions: Iterable[tuple[str, Condition]]) -> bool:
-    return all(accepts(condition, record.value(tag)) for tag, condition in conditions)
+    for tag, condition in conditions:  # noqa: SIM110 (a loop: twice as fast as all() here)
+        if not accepts(condition, record.value(tag)):
+            return False
+    return True
 
 
 def _first(value: Any, default: Any = "") -> Any:

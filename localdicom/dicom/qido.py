@@ -170,6 +170,9 @@ class Universal(Condition):
     def accepts(self, texts: Iterable[str]) -> bool:
         return True
 
+    def matches_value(self, value: str) -> bool:
+        return True
+
 
 @dataclass
 class SingleValue(Condition):

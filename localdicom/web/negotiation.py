@@ -8,6 +8,7 @@ preference, or a 406 that lists what the server could have sent.
 
 from __future__ import annotations
 
+import functools
 import math
 import re
 from dataclasses import dataclass, field, replace
@@ -126,17 +127,27 @@ def choose(request: web.Request, offers: list[Offer]) -> Offer:
     default (``DEFAULT_SYNTAX``).
     """
     header = request.headers.get("Accept", "").strip()
+    best = _best_offer(header, tuple(offers))
+    if best is None:
+        raise not_acceptable(
+            f"cannot produce {header!r} for this resource; it is available as: "
+            + ", ".join(str(offer) for offer in offers)
+        )
+    return offers[best]
+
+
+@functools.lru_cache(maxsize=512)
+def _best_offer(header: str, offers: tuple[Offer, ...]) -> int | None:
+    """The place of the best offer; remembered, as a client sends the same few Accept
+    headers on every request."""
     ranges = parse_media_ranges(header) if header else [MediaRange("*/*")]
     for media_range in sorted(ranges, key=lambda r: -r.q):
         if media_range.q <= 0:
             continue
-        for offer in offers:
+        for place, offer in enumerate(offers):
             if _acceptable(media_range, offer):
-                return offer
-    raise not_acceptable(
-        f"cannot produce {header!r} for this resource; it is available as: "
-        + ", ".join(str(offer) for offer in offers)
-    )
+                return place
+    return None
 
 
 def _acceptable(media_range: MediaRange, offer: Offer) -> bool:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import functools
 from typing import Any
 
 import orjson
@@ -49,12 +50,12 @@ def search(level: str):
         end = None if query.limit is None else query.offset + query.limit
         page = matches[query.offset : end]
         fixed = (study is not None) + (series is not None)
-        fields = sorted(result_fields(query, tuple(LEVELS[fixed : LEVELS.index(level)])))
+        fields = tuple(sorted(result_fields(query, tuple(LEVELS[fixed : LEVELS.index(level)]))))
         root = service_root(request)
         results = [_known(the_catalog.index, record, fields, root) for record in page]
         if any(tag not in IN_MEMORY for tag in fields):
             results = await asyncio.to_thread(_completed, the_catalog, page, results)
-        empty = {tag: {"vr": _vr(tag)} for tag in fields}
+        empty = _empty_elements(fields)
         body = orjson.dumps([{tag: r.get(tag) or empty[tag] for tag in fields} for r in results])
         headers = {"Content-Type": offer.media_type}
         if end is not None and end < len(matches):
@@ -66,7 +67,7 @@ def search(level: str):
     return handler
 
 
-def _known(index: Index, record: Record, fields: list[str], root: str) -> dict[str, Any]:
+def _known(index: Index, record: Record, fields: tuple[str, ...], root: str) -> dict[str, Any]:
     """What memory holds of ``fields`` for one match."""
     known = index.attributes(record, fields)
     known[RETRIEVE_URL] = {"vr": "UR", "Value": [f"{root}/{_path(record)}"]}
@@ -84,6 +85,13 @@ def _completed(
         {**catalog.read_header(_representative(record)).metadata, **known}
         for record, known in zip(records, results, strict=True)
     ]
+
+
+@functools.lru_cache(maxsize=256)
+def _empty_elements(fields: tuple[str, ...]) -> dict[str, dict[str, str]]:
+    """Each field as an element without a Value; remembered, as a client repeats its
+    queries (looking up a VR costs more than answering from memory)."""
+    return {tag: {"vr": _vr(tag)} for tag in fields}
 
 
 def _vr(tag: str) -> str:

@@ -17,6 +17,7 @@ pages from reading or changing the archive:
 
 from __future__ import annotations
 
+import functools
 import hmac
 import ipaddress
 import re
@@ -100,6 +101,13 @@ def host_name(host_header: str) -> str:
     return host.rsplit(":", 1)[0] if host.count(":") == 1 else host
 
 
+@functools.lru_cache(maxsize=64)
+def _names_loopback(host_header: str) -> bool:
+    """Remembered: every request carries the same Host header, and parsing it as an address
+    costs more than the rest of the check."""
+    return is_loopback_address(host_name(host_header))
+
+
 POLICY = web.AppKey("security_policy", Policy)
 
 
@@ -109,7 +117,7 @@ def _refuse(cls: type[web.HTTPException], message: str, **headers: str) -> web.H
 
 def _check_host(policy: Policy, request: web.Request) -> None:
     host = request.headers.get("Host")
-    if not policy.guard_host or host is None or is_loopback_address(host_name(host)):
+    if not policy.guard_host or host is None or _names_loopback(host):
         return
     raise _refuse(
         web.HTTPMisdirectedRequest,
