@@ -353,7 +353,7 @@ class BareConnection:
             raise ConnectionError("the server closed the connection")
         return data
 
-    def _exactly(self, length: int) -> bytes:
+    def _exactly(self, length: int) -> bytearray:
         body = bytearray(length)
         have = min(length, len(self.pending))
         body[:have], self.pending = self.pending[:have], self.pending[have:]
@@ -363,13 +363,13 @@ class BareConnection:
             if not count:
                 raise ConnectionError("the server closed the connection mid-body")
             have += count
-        return bytes(body)
+        return body
 
     def _to_the_end(self) -> bytes:
-        received, buffer = bytearray(self.pending), bytearray(1 << 22)
-        while count := self.sock.recv_into(buffer):
-            received += buffer[:count]
-        return bytes(received)
+        received = [self.pending]
+        while chunk := self.sock.recv(1 << 22):
+            received.append(chunk)
+        return b"".join(received)
 
     def _chunked(self) -> bytes:
         chunks = []

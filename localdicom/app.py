@@ -15,9 +15,8 @@ from pathlib import Path
 
 from aiohttp import web
 
-from localdicom.archive import Archive
+from localdicom.archive import Archive, describe_upload
 from localdicom.catalog import Catalog, OpenReport
-from localdicom.dicom.header import describe_file
 from localdicom.samples import store_samples
 from localdicom.web import (
     delete,
@@ -139,7 +138,7 @@ async def _open_catalog(app: web.Application) -> AsyncIterator[None]:
     catalog = Catalog(
         Archive(settings.archive, fsync=settings.fsync),
         overwrite=settings.overwrite,
-        describe=lambda path: workers.run_or_thread(describe_file, path),
+        describe=lambda path: workers.run_or_thread(describe_upload, path),
     )
     report = await catalog.open()
     studies, series, instances = catalog.index.counts()

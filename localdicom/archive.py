@@ -26,7 +26,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from localdicom.dicom.header import ByteRange, Header, NotDicom, describe
+from localdicom.dicom.header import ByteRange, Header, NotDicom, describe, describe_file
 from localdicom.dicom.uids import check_uid
 
 logger = logging.getLogger(__name__)
@@ -65,6 +65,14 @@ def file_digest(fp: BinaryIO) -> str:
     """SHA-256 of a whole file: decides whether a re-sent instance is the very same one."""
     fp.seek(0)
     return hashlib.file_digest(fp, "sha256").hexdigest()
+
+
+def describe_upload(path: Path) -> tuple[Header, str]:
+    """The header of an upload and the SHA-256 of its bytes, in one call: both run in a
+    worker process, so the process receiving uploads neither parses nor hashes them."""
+    header = describe_file(path)
+    with path.open("rb") as fp:
+        return header, file_digest(fp)
 
 
 class Archive:

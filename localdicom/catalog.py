@@ -10,7 +10,6 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import gc
-import hashlib
 import logging
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable
@@ -22,8 +21,8 @@ from typing import Any, TypeVar
 
 import orjson
 
-from localdicom.archive import Archive, ScanReport
-from localdicom.dicom.header import Header, NotDicom, describe_file
+from localdicom.archive import Archive, ScanReport, describe_upload
+from localdicom.dicom.header import Header, NotDicom
 from localdicom.index import SCHEMA, Index, InstanceRecord
 
 logger = logging.getLogger(__name__)
@@ -71,8 +70,8 @@ class OpenReport:
     seconds: float
 
 
-async def _describe_in_thread(path: Path) -> Header:
-    return await asyncio.to_thread(describe_file, path)
+async def _describe_in_thread(path: Path) -> tuple[Header, str]:
+    return await asyncio.to_thread(describe_upload, path)
 
 
 class Catalog:
@@ -83,10 +82,11 @@ class Catalog:
         archive: Archive,
         *,
         overwrite: bool = False,
-        describe: Callable[[Path], Awaitable[Header]] = _describe_in_thread,
+        describe: Callable[[Path], Awaitable[tuple[Header, str]]] = _describe_in_thread,
     ) -> None:
-        """``describe`` parses an upload's header: in a worker thread by default, in the
-        worker processes when the server runs (parsing holds the GIL for milliseconds)."""
+        """``describe`` parses an upload's header and hashes it (``describe_upload``): in a
+        worker thread by default, in the worker processes when the server runs (parsing holds
+        the GIL for milliseconds)."""
         self.archive = archive
         self._describe = describe
         self.index = Index()
@@ -171,9 +171,9 @@ class Catalog:
         """
         incoming = self.archive.new_incoming_file()
         try:
-            digest = await self._write_incoming(chunks, incoming)
+            await self._write_incoming(chunks, incoming)
             try:
-                header = await self._describe(incoming)
+                header, digest = await self._describe(incoming)
             except NotDicom as exc:
                 raise StoreFailed(FailureReason.CANNOT_UNDERSTAND, f"not stored: {exc}") from exc
             except BrokenExecutor as exc:  # a worker died, maybe on another request's data
@@ -208,20 +208,17 @@ class Catalog:
         """:meth:`receive` then :meth:`commit` one instance."""
         return await self.commit(await self.receive(chunks, study))
 
-    async def _write_incoming(self, chunks: AsyncIterator[bytes], incoming: Path) -> str:
+    async def _write_incoming(self, chunks: AsyncIterator[bytes], incoming: Path) -> None:
         """Write the upload; only errors of the file are StoreFailed (a full disk), errors of
         the client's stream (a disconnect, a limit) propagate as they are."""
-        digest = hashlib.sha256()
         fp = _writing(incoming.open, "wb")
         try:
             async for chunk in chunks:
-                digest.update(chunk)
                 _writing(fp.write, chunk)
             _writing(fp.close)
         finally:
             with contextlib.suppress(OSError):
                 fp.close()
-        return digest.hexdigest()
 
     async def _commit(self, incoming: Path, header: Header, digest: str) -> Stored:
         existing = self.index.instances.get(header.sop_uid)

@@ -6,9 +6,11 @@ itself, several as a tuple, absent as None), with repeated values shared. That k
 instance to a few hundred bytes, so a laptop indexes hundreds of thousands of them.
 
 A search descends from studies to series to instances and prunes at each level, and starts
-from a UID lookup where the URL or the query names UIDs, so its cost follows the matches,
-not the archive. Mutations happen on the event loop thread only; readers never see a half
-update. Study and series attributes are those of the first instance stored for them.
+from a UID lookup where the URL or the query names UIDs, or from a table of the studies by
+value where it asks for one exact value of a study attribute (PatientID=...), so its cost
+follows the matches, not the archive. Mutations happen on the event loop thread only;
+readers never see a half update. Study and series attributes are those of the first instance
+stored for them.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ from localdicom.dicom.qido import (
     STUDY_SERIES,
     Condition,
     Query,
+    SingleValue,
     ValueList,
 )
 
@@ -240,6 +243,8 @@ class Index:
         self.series: dict[str, SeriesRecord] = {}
         self.instances: dict[str, InstanceRecord] = {}
         self._ordered_studies: list[StudyRecord] | None = None
+        #: Per study-level tag: its values -> the studies holding them, in study order.
+        self._studies_by: dict[str, dict[str, list[StudyRecord]]] = {}
 
     def add(self, stored: StoredInstance) -> InstanceRecord:
         """Add or replace an instance."""
@@ -261,7 +266,7 @@ class Index:
         study = self.studies.get(study_uid)
         if study is None:
             study = self.studies[study_uid] = StudyRecord(study_uid, study_values())
-            self._ordered_studies = None
+            self._studies_changed()
         series = study.series.get(series_uid)
         if series is None:
             series = SeriesRecord(study_uid, series_uid, series_values())
@@ -325,7 +330,7 @@ class Index:
         study.changed()
         if not study.series:
             del self.studies[study.uid]
-            self._ordered_studies = None
+            self._studies_changed()
         return list(series.instances.values())
 
     def remove_study(self, uid: str) -> list[InstanceRecord]:
@@ -360,6 +365,10 @@ class Index:
             chosen = [study_record.series[series]] if series in study_record.series else []
         return [instance for s in chosen for instance in s.ordered()]
 
+    def _studies_changed(self) -> None:
+        self._ordered_studies = None
+        self._studies_by = {}
+
     def ordered_studies(self) -> list[StudyRecord]:
         if self._ordered_studies is None:
             self._ordered_studies = sorted(self.studies.values(), key=study_sort_key)
@@ -385,8 +394,11 @@ class Index:
                     uids[level] = found if uids[level] is None else uids[level] & found
         depth = LEVELS.index(query.level)
         start = max((i for i in range(depth + 1) if uids[LEVELS[i]] is not None), default=0)
-        records = self._start(LEVELS[start], uids[LEVELS[start]])
-        records = [r for r in records if self._above_match(r, start, by_level, uids)]
+        if start == 0 and uids[STUDY] is None:
+            records = self._candidate_studies(by_level[STUDY])
+        else:
+            records = self._start(LEVELS[start], uids[LEVELS[start]])
+            records = [r for r in records if self._above_match(r, start, by_level, uids)]
         for level in LEVELS[start : depth + 1]:
             if level != LEVELS[start]:
                 records = [child for r in records for child in r.ordered()]
@@ -396,6 +408,29 @@ class Index:
                 if _passes(r, by_level[level]) and (uids[level] is None or _uid(r) in uids[level])
             ]
         return records
+
+    def _candidate_studies(self, conditions: list[tuple[str, Condition]]) -> list[StudyRecord]:
+        """Every study, in order; or, when a condition asks for one exact value of a stored
+        study attribute (PatientID=..., AccessionNumber=...), only the studies holding it.
+        The conditions are still applied to what this returns."""
+        for tag, condition in conditions:
+            exact = type(condition) is SingleValue and not condition.case_insensitive
+            if exact and tag in POSITION[STUDY]:
+                return self._studies_with(tag, condition.value)
+        return list(self.ordered_studies())
+
+    def _studies_with(self, tag: str, text: str) -> list[StudyRecord]:
+        """A lookup table per tag, built on first use and dropped when a study comes or
+        goes (study attributes do not change otherwise: they are the first instance's)."""
+        table = self._studies_by.get(tag)
+        if table is None:
+            table = self._studies_by[tag] = {}
+            position = POSITION[STUDY][tag]
+            for study in self.ordered_studies():
+                value = study.values[position]
+                for each in dict.fromkeys(() if value is None else texts(value)):
+                    table.setdefault(each, []).append(study)
+        return table.get(text, [])
 
     def _start(self, level: str, uids: set[str] | None) -> list[Record]:
         """The records of ``level`` to start from: the named ones, or every study in order."""

@@ -20,7 +20,7 @@ from typing import Any, TypeVar
 
 T = TypeVar("T")
 
-PRELOAD = ["localdicom.dicom.header", "localdicom.dicom.pixels"]
+PRELOAD = ["localdicom.archive", "localdicom.dicom.header", "localdicom.dicom.pixels"]
 
 
 class Workers:

@@ -71,3 +71,29 @@ def test_a_study_record_gives_no_series_or_instance_attributes(one_study: list[P
     index = Index()
     study = index.studies[index.add(stored(one_study[0])).study]
     assert set(index.attributes(study, ("00080018", "00080060", "0020000D"))) == {"0020000D"}
+
+
+def test_exact_patient_id_search_follows_studies_added_and_removed(tmp_path: Path) -> None:
+    template = pydicom.dcmread(SAMPLES / "green-square.dcm")
+    index = Index()
+
+    def add(study: str, patient_id: str, date: str) -> None:
+        template.StudyInstanceUID, template.PatientID, template.StudyDate = study, patient_id, date
+        template.SeriesInstanceUID, template.SOPInstanceUID = f"{study}.1", f"{study}.1.1"
+        path = tmp_path / f"{study}.dcm"
+        template.save_as(path)
+        index.add(stored(path))
+
+    def found(**conditions: str) -> list[str]:
+        return [s.uid for s in index.search(parse_query(conditions.items(), "study"))]
+
+    add("1.2.9", "ANON", "20200101")
+    assert found(PatientID="ANON") == ["1.2.9"]
+    assert found(PatientID="anon") == []  # LO: case matters
+    add("1.2.8", "ANON", "20100101")  # an earlier study of the same patient, added later
+    add("1.2.7", "OTHER", "20150101")
+    assert found(PatientID="ANON") == ["1.2.8", "1.2.9"]
+    assert found(PatientID="ANON", StudyDate="20150101-") == ["1.2.9"]
+    index.remove_study("1.2.8")
+    assert found(PatientID="ANON") == ["1.2.9"]
+    assert found(PatientID="OTHER") == ["1.2.7"]
