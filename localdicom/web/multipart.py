@@ -196,18 +196,24 @@ class MultipartReader:
                 raise MalformedMultipart(_not_a_header(line, self._boundary))
         return headers
 
+    def _take(self, count: int) -> bytes:
+        """The first ``count`` bytes of the buffer, removed from it: copied once (a slice of
+        a bytearray would be a second copy, and parts are hundreds of megabytes at times)."""
+        with memoryview(self._buffer) as view:
+            taken = bytes(view[:count])
+        del self._buffer[:count]
+        return taken
+
     async def _read_body(self) -> AsyncIterator[bytes]:
         delimiter = self._delimiter
         size = 0
         while True:
             position = self._buffer.find(delimiter)
             if position >= 0:
-                chunk = bytes(self._buffer[:position])
-                del self._buffer[: position + len(delimiter)]
+                chunk = self._take(position)
+                del self._buffer[: len(delimiter)]
             else:
-                keep = len(delimiter) - 1
-                chunk = bytes(self._buffer[: max(0, len(self._buffer) - keep)])
-                del self._buffer[: len(chunk)]
+                chunk = self._take(max(0, len(self._buffer) - len(delimiter) + 1))
             size += len(chunk)
             if self._max_part_bytes is not None and size > self._max_part_bytes:
                 raise BodyTooLarge(f"a part is larger than {self._max_part_bytes} bytes")

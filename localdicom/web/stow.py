@@ -12,6 +12,7 @@ each case nothing of the request is stored and its partial uploads are deleted.
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 import re
 from collections.abc import AsyncIterator
@@ -190,8 +191,7 @@ async def _store_parts(
 
 
 async def _receive_part(catalog: Catalog, part: Part, study: str | None) -> Received | StoreFailed:
-    media = parse_media_ranges(part.content_type)
-    media_type = media[0].type if media else ""
+    media_type = _part_media_type(part.content_type)
     if media_type not in DICOM_PART_TYPES:
         return StoreFailed(
             FailureReason.CANNOT_UNDERSTAND,
@@ -201,6 +201,13 @@ async def _receive_part(catalog: Catalog, part: Part, study: str | None) -> Rece
         return await catalog.receive(part.body, study)
     except StoreFailed as failure:
         return failure
+
+
+@functools.lru_cache(maxsize=64)
+def _part_media_type(content_type: str) -> str:
+    """Remembered: every part of every upload names the same one or two media types."""
+    media = parse_media_ranges(content_type)
+    return media[0].type if media else ""
 
 
 async def _commit(catalog: Catalog, item: Received | StoreFailed) -> Outcome:
