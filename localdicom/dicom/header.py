@@ -321,11 +321,27 @@ def _convert(ds: Dataset, tag: int, raw: Any, vr: str) -> dict[str, Any]:
     metadata would hide them, failing the whole instance would be worse.
     """
     try:
-        return ds[tag].to_json_dict(None, BULK_DATA_THRESHOLD)
+        element = ds[tag].to_json_dict(None, BULK_DATA_THRESHOLD)
     except (ValueError, TypeError, KeyError) as exc:
         logger.warning("keeping %s (%s) as text: %s", Tag(tag), vr, exc)
         text = bytes(raw.value or b"").decode("latin-1").strip(" \0")
         return {"vr": "UN" if vr in BULK_VRS else "LO", "Value": text.split("\\")}
+    if "Value" in element:
+        element["Value"] = [_builtin(value) for value in element["Value"]]
+    return element
+
+
+def _builtin(value: Any) -> Any:
+    """pydicom's UID (a str), or another subclass of str, float or int, as the builtin: a
+    header parsed in a worker process then crosses back without pydicom validating every
+    UID again as it is unpickled."""
+    kind = type(value)
+    if kind in (str, float, int, bool):
+        return value
+    for builtin in (str, float, int):
+        if isinstance(value, builtin):
+            return builtin(value)
+    return value
 
 
 def _vr(raw: Any) -> str:
