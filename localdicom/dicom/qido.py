@@ -7,6 +7,7 @@ out as a small class in the way pynetdicom's qrscp spells them out as functions.
 
 from __future__ import annotations
 
+import functools
 import re
 from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
@@ -274,6 +275,7 @@ def _non_negative(name: str, value: str) -> int:
     return int(value)
 
 
+@functools.lru_cache(maxsize=1024)  # queries repeat their few attribute names
 def attribute_tag(name: str) -> str:
     """The 8-hex-digit tag for a keyword or tag given in a query (PS3.18 8.3.4.1)."""
     if re.fullmatch(r"[0-9A-Fa-f]{8}", name):
@@ -286,6 +288,7 @@ def attribute_tag(name: str) -> str:
     raise QueryError(f"{shown!r} is not a DICOM attribute keyword or tag, nor a QIDO parameter")
 
 
+@functools.cache
 def searchable(level: str) -> tuple[str, ...]:
     """Attributes a query at ``level`` may match on: its own and those of the levels above."""
     tags: list[str] = []
@@ -365,6 +368,7 @@ def _pad(value: str, high: bool = False) -> str:
     return head + ("9" if high else "0") * (20 - len(head)) + "." + fraction.ljust(6, "0")
 
 
+@functools.lru_cache(maxsize=1024)
 def _vr(tag: str) -> str:
     try:
         return dictionary_VR(int(tag, 16))
