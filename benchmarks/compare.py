@@ -217,10 +217,12 @@ class Client:
 
         return request
 
-    def series(self, series: str) -> Request:
+    def _series_path(self, series: str) -> tuple[str, list[str]]:
         sops = self.data.series[series]
-        study = self.data.where[sops[0]][0]
-        path = f"studies/{study}/series/{series}"
+        return f"studies/{self.data.where[sops[0]][0]}/series/{series}", sops
+
+    def series(self, series: str) -> Request:
+        path, sops = self._series_path(series)
 
         async def request() -> Check:
             answer = await self.get(f"{self.root}/{path}", SERIES_ACCEPT)
@@ -231,9 +233,7 @@ class Client:
     def bare_series(self, series: str) -> BareRequest:
         """The whole series as stored, read with a bare socket: aiohttp's client spends as
         long reading 50 MB as a server takes to send it."""
-        sops = self.data.series[series]
-        study = self.data.where[sops[0]][0]
-        path = f"studies/{study}/series/{series}"
+        path, sops = self._series_path(series)
 
         def request(connection: BareConnection) -> Check:
             answer = connection.get(path, SERIES_ACCEPT)
