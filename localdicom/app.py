@@ -15,7 +15,7 @@ from pathlib import Path
 
 from aiohttp import web
 
-from localdicom.archive import Archive, describe_upload
+from localdicom.archive import Archive, prepare_upload
 from localdicom.catalog import Catalog, OpenReport
 from localdicom.samples import store_samples
 from localdicom.web import (
@@ -138,7 +138,7 @@ async def _open_catalog(app: web.Application) -> AsyncIterator[None]:
     catalog = Catalog(
         Archive(settings.archive, fsync=settings.fsync),
         overwrite=settings.overwrite,
-        describe=lambda path: workers.run_or_thread(describe_upload, path),
+        prepare=lambda path: workers.run_or_thread(prepare_upload, path, settings.fsync),
     )
     report = await catalog.open()
     studies, series, instances = catalog.index.counts()

@@ -67,12 +67,31 @@ def file_digest(fp: BinaryIO) -> str:
     return hashlib.file_digest(fp, "sha256").hexdigest()
 
 
-def describe_upload(path: Path) -> tuple[Header, str]:
-    """The header of an upload and the SHA-256 of its bytes, in one call: both run in a
-    worker process, so the process receiving uploads neither parses nor hashes them."""
+@dataclass(frozen=True)
+class Upload:
+    """An upload in the upload area, parsed and hashed, with its sidecar written beside it."""
+
+    path: Path
+    header: Header
+    digest: str
+
+    @property
+    def sidecar(self) -> Path:
+        return self.path.with_suffix(".json")
+
+
+def prepare_upload(path: Path, fsync: bool) -> Upload:
+    """Parse and hash an upload and write its sidecar next to it, both durable first if
+    ``fsync``. This runs in a worker process, beside the other uploads, so that the commit
+    (one upload at a time) is only renames."""
     header = describe_file(path)
     with path.open("rb") as fp:
-        return header, file_digest(fp)
+        digest = file_digest(fp)
+        if fsync:
+            os.fsync(fp.fileno())
+    upload = Upload(path, header, digest)
+    _write_new(upload.sidecar, _sidecar_document(header, digest, path.stat()), fsync)
+    return upload
 
 
 class Archive:
@@ -158,25 +177,29 @@ class Archive:
 
     # writing -------------------------------------------------------------------------------
 
-    def commit(self, incoming: Path, header: Header, digest: str) -> StoredInstance:
-        """Move a parsed upload into place with its sidecar, replacing any old copy.
+    def commit(
+        self, incoming: Path, header: Header, digest: str, sidecar: Path | None = None
+    ) -> StoredInstance:
+        """Move a parsed upload into place with its sidecar, replacing any old copy;
+        ``sidecar`` is one already written (by :func:`prepare_upload`), else it is written here.
 
-        Everything that needs space (folders, the sidecar's temporary file) is written
-        before anything is replaced, so an OSError (a full disk) leaves the archive as it
-        was; only the two renames follow. A crash between them leaves a .dcm whose sidecar is
-        missing or stale, which the next start regenerates."""
+        Everything that needs space (folders, the sidecar) is written before anything is
+        replaced, so an OSError (a full disk) leaves the archive as it was; only the two
+        renames follow. A crash between them leaves a .dcm whose sidecar is missing or
+        stale, which the next start regenerates."""
         target = self.instance_file(header.study_uid, header.series_uid, header.sop_uid)
         created = self._make_folders(target.parent)
-        if self.fsync:
-            _fsync_file(incoming)
         stat = incoming.stat()  # a rename keeps size and modification time
-        sidecar = target.with_suffix(".json")
-        temporary = self._write_temporary(sidecar, _sidecar_document(header, digest, stat))
+        if sidecar is None:
+            if self.fsync:
+                _fsync_file(incoming)
+            document = _sidecar_document(header, digest, stat)
+            sidecar = self._write_temporary(target.with_suffix(".json"), document)
         try:
             os.replace(incoming, target)
-            os.replace(temporary, sidecar)
+            os.replace(sidecar, target.with_suffix(".json"))
         finally:
-            temporary.unlink(missing_ok=True)
+            sidecar.unlink(missing_ok=True)
         if self.fsync:  # make the renames, and the entries of new folders, durable
             for folder in [target.parent, *(each.parent for each in created)]:
                 _fsync_file(folder)
@@ -205,17 +228,9 @@ class Archive:
             temporary.unlink(missing_ok=True)
 
     def _write_temporary(self, path: Path, data: bytes) -> Path:
-        """``data`` in a new temporary file next to ``path`` (removed again if that fails)."""
+        """``data`` in a new temporary file next to ``path``."""
         temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
-        try:
-            with temporary.open("wb") as fp:
-                fp.write(data)
-                if self.fsync:
-                    fp.flush()
-                    os.fsync(fp.fileno())
-        except BaseException:
-            temporary.unlink(missing_ok=True)
-            raise
+        _write_new(temporary, data, self.fsync)
         return temporary
 
     def remove_instance(self, study: str, series: str, sop: str) -> None:
@@ -413,6 +428,19 @@ def _sidecar_document(header: Header, digest: str, stat: os.stat_result) -> byte
     }
     document.update(header.to_dict())
     return orjson.dumps(document, default=_builtin)
+
+
+def _write_new(path: Path, data: bytes, fsync: bool) -> None:
+    """``data`` in a new file at ``path``, removed again if that fails."""
+    try:
+        with path.open("wb") as fp:
+            fp.write(data)
+            if fsync:
+                fp.flush()
+                os.fsync(fp.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
 
 
 def _builtin(value: Any) -> Any:

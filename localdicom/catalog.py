@@ -21,7 +21,7 @@ from typing import Any, TypeVar
 
 import orjson
 
-from localdicom.archive import Archive, ScanReport, describe_upload
+from localdicom.archive import Archive, ScanReport, Upload, prepare_upload
 from localdicom.dicom.header import Header, NotDicom
 from localdicom.index import SCHEMA, Index, InstanceRecord
 
@@ -56,22 +56,9 @@ class Stored:
 
 
 @dataclass(frozen=True)
-class Received:
-    """An upload checked and waiting in the upload area to be committed or discarded."""
-
-    path: Path
-    header: Header
-    digest: str
-
-
-@dataclass(frozen=True)
 class OpenReport:
     scan: ScanReport
     seconds: float
-
-
-async def _describe_in_thread(path: Path) -> tuple[Header, str]:
-    return await asyncio.to_thread(describe_upload, path)
 
 
 class Catalog:
@@ -82,13 +69,15 @@ class Catalog:
         archive: Archive,
         *,
         overwrite: bool = False,
-        describe: Callable[[Path], Awaitable[tuple[Header, str]]] = _describe_in_thread,
+        prepare: Callable[[Path], Awaitable[Upload]] | None = None,
     ) -> None:
-        """``describe`` parses an upload's header and hashes it (``describe_upload``): in a
-        worker thread by default, in the worker processes when the server runs (parsing holds
-        the GIL for milliseconds)."""
+        """``prepare`` runs :func:`prepare_upload` on an upload with the archive's fsync
+        setting: in a worker thread by default, in the worker processes when the server runs
+        (parsing holds the GIL for milliseconds)."""
         self.archive = archive
-        self._describe = describe
+        self._prepare = prepare or (
+            lambda path: asyncio.to_thread(prepare_upload, path, archive.fsync)
+        )
         self.index = Index()
         self.overwrite = overwrite
         self._commit_lock = asyncio.Lock()
@@ -163,7 +152,7 @@ class Catalog:
         except OSError as exc:
             logger.warning("the index snapshot could not be written: %s", exc)
 
-    async def receive(self, chunks: AsyncIterator[bytes], study: str | None = None) -> Received:
+    async def receive(self, chunks: AsyncIterator[bytes], study: str | None = None) -> Upload:
         """Stream one instance to the upload area and check it; nothing is stored yet.
 
         ``study`` is the study the URL names. Raises :class:`StoreFailed`, leaving nothing
@@ -172,37 +161,45 @@ class Catalog:
         incoming = self.archive.new_incoming_file()
         try:
             await self._write_incoming(chunks, incoming)
-            try:
-                header, digest = await self._describe(incoming)
-            except NotDicom as exc:
-                raise StoreFailed(FailureReason.CANNOT_UNDERSTAND, f"not stored: {exc}") from exc
-            except BrokenExecutor as exc:  # a worker died, maybe on another request's data
-                raise StoreFailed(
-                    FailureReason.PROCESSING_FAILURE,
-                    "not stored: the process parsing it stopped; send it again",
-                ) from exc
-            if study is not None and header.study_uid != study:
+            upload = await self._prepared(incoming)
+            if study is not None and upload.header.study_uid != study:
                 raise StoreFailed(
                     FailureReason.DATASET_DOES_NOT_MATCH,
-                    f"its StudyInstanceUID {header.study_uid} is not the study of the URL, {study}",
-                    header,
+                    f"its StudyInstanceUID {upload.header.study_uid} is not the study of the "
+                    f"URL, {study}",
+                    upload.header,
                 )
         except BaseException:
-            incoming.unlink(missing_ok=True)
+            _remove_upload(incoming)
             raise
-        return Received(incoming, header, digest)
+        return upload
+
+    async def _prepared(self, incoming: Path) -> Upload:
+        try:
+            return await self._prepare(incoming)
+        except NotDicom as exc:
+            raise StoreFailed(FailureReason.CANNOT_UNDERSTAND, f"not stored: {exc}") from exc
+        except BrokenExecutor as exc:  # a worker died, maybe on another request's data
+            raise StoreFailed(
+                FailureReason.PROCESSING_FAILURE,
+                "not stored: the process parsing it stopped; send it again",
+            ) from exc
+        except OSError as exc:  # writing the sidecar
+            raise StoreFailed(
+                FailureReason.OUT_OF_RESOURCES, f"the archive cannot be written: {exc}"
+            ) from exc
 
     @staticmethod
-    def discard(received: Received) -> None:
-        received.path.unlink(missing_ok=True)
+    def discard(upload: Upload) -> None:
+        _remove_upload(upload.path)
 
-    async def commit(self, received: Received) -> Stored:
+    async def commit(self, upload: Upload) -> Stored:
         """Move a received instance into the archive under the duplicate policy."""
         try:
             async with self._commit_lock:
-                return await self._commit(received.path, received.header, received.digest)
+                return await self._commit(upload)
         finally:
-            self.discard(received)
+            self.discard(upload)
 
     async def store(self, chunks: AsyncIterator[bytes], study: str | None = None) -> Stored:
         """:meth:`receive` then :meth:`commit` one instance."""
@@ -220,10 +217,11 @@ class Catalog:
             with contextlib.suppress(OSError):
                 fp.close()
 
-    async def _commit(self, incoming: Path, header: Header, digest: str) -> Stored:
+    async def _commit(self, upload: Upload) -> Stored:
+        header = upload.header
         existing = self.index.instances.get(header.sop_uid)
         if existing is not None:
-            if existing.digest.hex() == digest:
+            if existing.digest.hex() == upload.digest:
                 return Stored(header, already_present=True)
             if not self.overwrite:
                 raise StoreFailed(
@@ -233,7 +231,9 @@ class Catalog:
                     header,
                 )
         try:
-            stored = await asyncio.to_thread(self.archive.commit, incoming, header, digest)
+            stored = await asyncio.to_thread(
+                self.archive.commit, upload.path, header, upload.digest, upload.sidecar
+            )
         except OSError as exc:
             raise StoreFailed(
                 FailureReason.OUT_OF_RESOURCES, f"the archive cannot be written: {exc}", header
@@ -296,6 +296,12 @@ class Catalog:
     def read_header(self, record: InstanceRecord) -> Header:
         """The instance's header from its sidecar (blocking)."""
         return self.archive.read_sidecar(self.path_of(record)).header
+
+
+def _remove_upload(path: Path) -> None:
+    """An upload in the upload area and the sidecar written beside it (if it was)."""
+    path.unlink(missing_ok=True)
+    path.with_suffix(".json").unlink(missing_ok=True)
 
 
 def _key(folder: Path) -> str:

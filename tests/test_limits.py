@@ -46,6 +46,7 @@ from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, ge
 from benchmarks.dataset import ct_slice
 from localdicom.app import Settings, make_app
 from localdicom.dicom.qido import LEVELS, QueryError, parse_query
+from localdicom.workers import Workers
 from tests.conftest import (
     SERIES_CIRCLE,
     SOP_BLUE_CIRCLE,
@@ -246,7 +247,14 @@ class SmallDisk:
             return fp
 
         monkeypatch.setattr(pathlib.Path, "open", open_)
+        # The disk is simulated in this process: uploads are parsed (and their sidecars
+        # written) in a thread of it, not in the worker processes.
+        monkeypatch.setattr(Workers, "run_or_thread", _in_a_thread)
         return self
+
+
+async def _in_a_thread(_workers: Workers, function: Any, *args: Any) -> Any:
+    return await asyncio.to_thread(function, *args)
 
 
 class _Metered:

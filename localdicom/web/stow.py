@@ -22,7 +22,8 @@ from typing import Any
 import orjson
 from aiohttp import web
 
-from localdicom.catalog import Catalog, FailureReason, Received, Stored, StoreFailed
+from localdicom.archive import Upload
+from localdicom.catalog import Catalog, FailureReason, Stored, StoreFailed
 from localdicom.dicom.header import instance_path
 from localdicom.web.context import catalog, uid
 from localdicom.web.errors import bad_request, unsupported_media_type
@@ -174,13 +175,13 @@ async def _store_parts(
 ) -> list[Outcome]:
     """Receive every part first and commit only once the whole body proved well formed, so a
     broken body (400) stores nothing and replaces nothing."""
-    received: list[Received | StoreFailed] = []
+    received: list[Upload | StoreFailed] = []
     try:
         async for part in reader:
             received.append(await _receive_part(catalog, part, study))
     except BaseException as exc:  # a broken body, a limit, a stall, a disconnect
         for item in received:
-            if isinstance(item, Received):
+            if isinstance(item, Upload):
                 catalog.discard(item)
         if isinstance(exc, MalformedMultipart):
             raise bad_request(f"malformed multipart/related body, nothing stored: {exc}") from None
@@ -190,7 +191,7 @@ async def _store_parts(
     return [await _commit(catalog, item) for item in received]
 
 
-async def _receive_part(catalog: Catalog, part: Part, study: str | None) -> Received | StoreFailed:
+async def _receive_part(catalog: Catalog, part: Part, study: str | None) -> Upload | StoreFailed:
     media_type = _part_media_type(part.content_type)
     if media_type not in DICOM_PART_TYPES:
         return StoreFailed(
@@ -210,7 +211,7 @@ def _part_media_type(content_type: str) -> str:
     return media[0].type if media else ""
 
 
-async def _commit(catalog: Catalog, item: Received | StoreFailed) -> Outcome:
+async def _commit(catalog: Catalog, item: Upload | StoreFailed) -> Outcome:
     if isinstance(item, StoreFailed):
         return item
     try:
