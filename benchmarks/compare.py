@@ -710,7 +710,9 @@ async def run(workload: Workload, folder: Path) -> None:
     print("generating the dataset ...", flush=True)
     data = build(workload, folder / "data")
     stow_sops = {sop for batches in data.stow_batches.values() for b in batches for sop in b}
-    servers = [orthanc(folder / "orthanc"), localdicom(folder / "localdicom", "--no-fsync")]
+    # Both with their defaults, under which each flushes what it stores to disk before it
+    # answers (Orthanc's SyncStorageArea, localdicom's --fsync).
+    servers = [orthanc(folder / "orthanc"), localdicom(folder / "localdicom")]
     peaks = []
     for server in servers:
         server.start()

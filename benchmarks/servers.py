@@ -116,6 +116,7 @@ def orthanc(folder: Path) -> Server:
         "RemoteAccessAllowed": False,
         "AuthenticationEnabled": False,
         "DicomServerEnabled": False,
+        "SyncStorageArea": True,  # its default since 1.7.4, stated: fsync of stored files
         "Plugins": [
             "/usr/share/orthanc/plugins/libOrthancDicomWeb.so",
             "/usr/share/orthanc/plugins/libOrthancGdcm.so",
