@@ -81,16 +81,20 @@ class Upload:
 
 
 def prepare_upload(path: Path, fsync: bool) -> Upload:
-    """Parse and hash an upload and write its sidecar next to it, both durable first if
-    ``fsync``. This runs in a worker process, beside the other uploads, so that the commit
-    (one upload at a time) is only renames."""
+    """Parse and hash an upload and write its sidecar next to it; if ``fsync``, flush the
+    upload to disk. This runs in a worker process, beside the other uploads, so that the
+    commit (one upload at a time) is only renames.
+
+    The sidecar is not flushed: it is derived from the .dcm, and a start that finds it lost,
+    cut short or stale after a power cut (its size and modification time no longer those of
+    the .dcm) writes it again."""
     header = describe_file(path)
     with path.open("rb") as fp:
         digest = file_digest(fp)
         if fsync:
             os.fsync(fp.fileno())
     upload = Upload(path, header, digest)
-    _write_new(upload.sidecar, _sidecar_document(header, digest, path.stat()), fsync)
+    _write_new(upload.sidecar, _sidecar_document(header, digest, path.stat()), fsync=False)
     return upload
 
 
