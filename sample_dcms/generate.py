@@ -94,8 +94,8 @@ def triangle(y: np.ndarray, x: np.ndarray) -> Mask:
 SAMPLES = (
     Sample(
         filename="blue-circle.dcm",
-        series_instance_uid=("1.2.826.0.1.3680043.8.498.77033797676425927098669402985243398207"),
-        sop_instance_uid=("1.2.826.0.1.3680043.8.498.13273713909719068980354078852867170114"),
+        series_instance_uid="1.2.826.0.1.3680043.8.498.77033797676425927098669402985243398207",
+        sop_instance_uid="1.2.826.0.1.3680043.8.498.13273713909719068980354078852867170114",
         series_number=2,
         instance_number=1,
         image_comments="Fake DICOM - Blue Circle",
@@ -104,8 +104,8 @@ SAMPLES = (
     ),
     Sample(
         filename="green-square.dcm",
-        series_instance_uid=("1.2.826.0.1.3680043.8.498.45787841905473114233124723359129632652"),
-        sop_instance_uid=("1.2.826.0.1.3680043.8.498.12714725698140337137334606354172323212"),
+        series_instance_uid="1.2.826.0.1.3680043.8.498.45787841905473114233124723359129632652",
+        sop_instance_uid="1.2.826.0.1.3680043.8.498.12714725698140337137334606354172323212",
         series_number=1,
         instance_number=2,
         image_comments="Fake DICOM - Green Square",
@@ -114,8 +114,8 @@ SAMPLES = (
     ),
     Sample(
         filename="red-triangle.dcm",
-        series_instance_uid=("1.2.826.0.1.3680043.8.498.45787841905473114233124723359129632652"),
-        sop_instance_uid=("1.2.826.0.1.3680043.8.498.47359123102728459884412887463296905395"),
+        series_instance_uid="1.2.826.0.1.3680043.8.498.45787841905473114233124723359129632652",
+        sop_instance_uid="1.2.826.0.1.3680043.8.498.47359123102728459884412887463296905395",
         series_number=1,
         instance_number=1,
         image_comments="Fake DICOM - Red Triangle",
