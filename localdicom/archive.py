@@ -14,12 +14,14 @@ Everything here is blocking: callers run it in a worker thread.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
 import os
 import shutil
 import uuid
 from collections.abc import Iterator
+from concurrent import futures
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, BinaryIO
@@ -82,20 +84,32 @@ class Upload:
 
 def prepare_upload(path: Path, fsync: bool) -> Upload:
     """Parse and hash an upload and write its sidecar next to it; if ``fsync``, flush the
-    upload to disk. This runs in a worker process, beside the other uploads, so that the
-    commit (one upload at a time) is only renames.
+    upload to disk meanwhile, in a thread (a flush waits on the disk, parsing on the CPU).
+    This runs in a worker process, beside the other uploads, so that the commit (one upload
+    at a time) is only renames.
 
     The sidecar is not flushed: it is derived from the .dcm, and a start that finds it lost,
     cut short or stale after a power cut (its size and modification time no longer those of
     the .dcm) writes it again."""
-    header = describe_file(path)
-    with path.open("rb") as fp:
-        digest = file_digest(fp)
-        if fsync:
-            os.fsync(fp.fileno())
+    flushing = _flusher().submit(_fsync_file, path) if fsync else None
+    try:
+        header = describe_file(path)
+        with path.open("rb") as fp:
+            digest = file_digest(fp)
+    finally:  # never leave the flush running on a file the caller may now remove
+        if flushing is not None:
+            futures.wait([flushing])
+    if flushing is not None:
+        flushing.result()
     upload = Upload(path, header, digest)
     _write_new(upload.sidecar, _sidecar_document(header, digest, path.stat()), fsync=False)
     return upload
+
+
+@functools.cache
+def _flusher() -> futures.ThreadPoolExecutor:
+    """The thread that flushes uploads, one per process, made on first use (in a worker)."""
+    return futures.ThreadPoolExecutor(1, thread_name_prefix="flush")
 
 
 class Archive:
