@@ -158,9 +158,23 @@ class Catalog:
         ``study`` is the study the URL names. Raises :class:`StoreFailed`, leaving nothing
         behind; on success the caller must :meth:`commit` or :meth:`discard` the result.
         """
+        return await self.check(await self.spool(chunks), study)
+
+    async def spool(self, chunks: AsyncIterator[bytes]) -> Path:
+        """Stream one instance to a new file of the upload area, for :meth:`check`; raises
+        :class:`StoreFailed` (a full disk) or the stream's error, leaving nothing behind."""
         incoming = self.archive.new_incoming_file()
         try:
             await self._write_incoming(chunks, incoming)
+        except BaseException:
+            _remove_upload(incoming)
+            raise
+        return incoming
+
+    async def check(self, incoming: Path, study: str | None = None) -> Upload:
+        """Parse, hash and flush a :meth:`spool`-ed upload: the second half of :meth:`receive`,
+        which may run while the next upload of a request streams in."""
+        try:
             upload = await self._prepared(incoming)
             if study is not None and upload.header.study_uid != study:
                 raise StoreFailed(

@@ -630,6 +630,34 @@ async def test_stow_of_one_good_and_one_garbage_part_is_202(stocked: Stocked):
     assert stored.body == body
 
 
+async def test_stow_of_many_parts_answers_each_in_order_of_the_body(stocked: Stocked):
+    """Parts are checked while later ones stream in: more parts than are checked at a time,
+    with failures among them, still get one answer each, in the body's order."""
+    instances = [new_instance() for _ in range(7)]
+    bodies = [body for _, body in instances]
+    bodies[2] = b"garbage"
+    bodies[5] = bodies[5][: len(bodies[5]) // 2]
+    answer = await stow(stocked.client, multipart(*bodies))
+    assert answer.status == 202, answer.text
+    assert failure_reasons(answer) == [0xC000, 0xC000]
+    referenced = answer.json()["00081199"]["Value"]
+    stored = [sop for k, (sop, _) in enumerate(instances) if k not in (2, 5)]
+    assert [item["00081155"]["Value"][0] for item in referenced] == stored
+    for sop, body in instances[:2]:
+        path = INSTANCE.format(study=STUDY_UID, series=SERIES_CIRCLE, instance=sop)
+        got = await request(stocked.client, "GET", path, headers={"Accept": "application/dicom"})
+        assert got.body == body
+    assert list((stocked.archive / ".incoming").iterdir()) == []
+
+
+async def test_stow_cut_short_after_many_parts_stores_none_of_them(stocked: Stocked):
+    """The parts already checked when the body breaks are removed, not stored."""
+    bodies = [body for _, body in (new_instance() for _ in range(7))]
+    answer = await stow(stocked.client, multipart(*bodies, close=False))
+    assert_error(answer, 400, "nothing stored")
+    await stocked.assert_unchanged()
+
+
 async def test_stow_to_another_study_is_409_dataset_does_not_match(stocked: Stocked):
     other = "1.2.826.0.1.3680043.8.498.1"
     _, body = new_instance()

@@ -11,13 +11,14 @@ each case nothing of the request is stored and its partial uploads are deleted.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import functools
 import logging
 import re
-from collections.abc import AsyncIterator
+from collections.abc import Awaitable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
 from aiohttp import web
@@ -53,6 +54,10 @@ DICOM_PART_TYPES = ("", DICOM, "application/octet-stream")
 RESPONSE_OFFERS = [Offer(DICOM_JSON, multipart=False), Offer("application/json", multipart=False)]
 
 Outcome = Stored | StoreFailed
+T = TypeVar("T")
+#: Parts of one request checked at a time while the rest stream in: enough to keep the worker
+#: processes busy, few enough that one large request does not queue ahead of everyone else.
+CHECKS_AHEAD = 4
 
 
 @dataclass(frozen=True)
@@ -83,7 +88,7 @@ async def store(request: web.Request) -> web.StreamResponse:
     try:
         if media_type == DICOM:
             chunks = body.chunks(limits.max_part_bytes)
-            outcomes = [await _store_one(catalog(request), chunks, study)]
+            outcomes = [await _outcome(catalog(request).store(chunks, study))]
         elif media_type == MULTIPART_RELATED:
             part_type = media[0].params.get("type", DICOM).lower()
             if part_type != DICOM:
@@ -163,24 +168,24 @@ async def _closing(request: web.Request, status: int, message: str) -> web.Strea
     return response
 
 
-async def _store_one(catalog: Catalog, chunks: AsyncIterator[bytes], study: str | None) -> Outcome:
-    try:
-        return await catalog.store(chunks, study)
-    except StoreFailed as failure:
-        return failure
-
-
 async def _store_parts(
     catalog: Catalog, reader: MultipartReader, study: str | None
 ) -> list[Outcome]:
     """Receive every part first and commit only once the whole body proved well formed, so a
-    broken body (400) stores nothing and replaces nothing."""
-    received: list[Upload | StoreFailed] = []
+    broken body (400) stores nothing and replaces nothing.
+
+    A part is checked (parsed, hashed, flushed, in a worker) while the next ones stream in,
+    up to :data:`CHECKS_AHEAD` at a time."""
+    checks: list[asyncio.Task[Upload | StoreFailed]] = []
     try:
         async for part in reader:
-            received.append(await _receive_part(catalog, part, study))
+            checks.append(asyncio.ensure_future(await _receive_part(catalog, part, study)))
+            running = [check for check in checks if not check.done()]
+            if len(running) >= CHECKS_AHEAD:
+                await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        received = await asyncio.gather(*checks)
     except BaseException as exc:  # a broken body, a limit, a stall, a disconnect
-        for item in received:
+        for item in await asyncio.gather(*checks, return_exceptions=True):
             if isinstance(item, Upload):
                 catalog.discard(item)
         if isinstance(exc, MalformedMultipart):
@@ -191,15 +196,33 @@ async def _store_parts(
     return [await _commit(catalog, item) for item in received]
 
 
-async def _receive_part(catalog: Catalog, part: Part, study: str | None) -> Upload | StoreFailed:
+async def _receive_part(
+    catalog: Catalog, part: Part, study: str | None
+) -> Awaitable[Upload | StoreFailed]:
+    """Stream a part to the upload area; what is left is its check, to await."""
     media_type = _part_media_type(part.content_type)
     if media_type not in DICOM_PART_TYPES:
-        return StoreFailed(
-            FailureReason.CANNOT_UNDERSTAND,
-            f"a part of type {media_type!r} was skipped; parts must be application/dicom",
+        return _failed(
+            StoreFailed(
+                FailureReason.CANNOT_UNDERSTAND,
+                f"a part of type {media_type!r} was skipped; parts must be application/dicom",
+            )
         )
     try:
-        return await catalog.receive(part.body, study)
+        incoming = await catalog.spool(part.body)
+    except StoreFailed as failure:
+        return _failed(failure)
+    return _outcome(catalog.check(incoming, study))
+
+
+async def _failed(failure: StoreFailed) -> StoreFailed:
+    return failure
+
+
+async def _outcome(step: Awaitable[T]) -> T | StoreFailed:
+    """The result of one instance's step, or the reason it failed (the others go on)."""
+    try:
+        return await step
     except StoreFailed as failure:
         return failure
 
@@ -212,12 +235,7 @@ def _part_media_type(content_type: str) -> str:
 
 
 async def _commit(catalog: Catalog, item: Upload | StoreFailed) -> Outcome:
-    if isinstance(item, StoreFailed):
-        return item
-    try:
-        return await catalog.commit(item)
-    except StoreFailed as failure:
-        return failure
+    return item if isinstance(item, StoreFailed) else await _outcome(catalog.commit(item))
 
 
 def _response(request: web.Request, outcomes: list[Outcome], media_type: str) -> web.Response:
