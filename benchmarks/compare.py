@@ -2,6 +2,7 @@
 
     python -m benchmarks.compare                 # the full workload (a few minutes)
     python -m benchmarks.compare --smoke         # a tiny one, as CI runs it
+    python -m benchmarks.compare --only STOW     # only the operations so named
 
 Generates a deterministic dataset, starts both servers on empty storage on loopback, stores
 the same data in each, then runs every operation against both, alternating which goes first,
@@ -486,8 +487,13 @@ def measure_bare(root: str, requests: list[BareRequest]) -> Figure:
 
 
 class PeakMemory(threading.Thread):
-    """Samples the memory of a server (with its worker processes) every 0.1 s: the peak of
-    each of RSS and PSS (see ``Server.memory``)."""
+    """Samples the memory of a server (with its worker processes) every second: the peak of
+    each of RSS and PSS (see ``Server.memory``).
+
+    Not more often: reading smaps_rollup costs the kernel about 10 ms for localdicom's five
+    processes, and competes with their own memory management; sampled every 0.1 s, it
+    slowed localdicom's one-at-a-time STOW by 4-14% in a probe, and Orthanc (one process)
+    less."""
 
     def __init__(self, server: Server) -> None:
         super().__init__(daemon=True)
@@ -497,7 +503,7 @@ class PeakMemory(threading.Thread):
         while self.running:
             for kind, kib in self.server.memory().items():
                 self.peak[kind] = max(self.peak[kind], kib)
-            time.sleep(0.1)
+            time.sleep(1)
 
 
 @dataclass
@@ -706,7 +712,7 @@ async def load(client: Client, data: Dataset, skip: set[str]) -> None:
         (await client.stow(sops[start : start + 20])())()
 
 
-async def run(workload: Workload, folder: Path) -> None:
+async def run(workload: Workload, folder: Path, only: str | None = None) -> None:
     print("generating the dataset ...", flush=True)
     data = build(workload, folder / "data")
     stow_sops = {sop for batches in data.stow_batches.values() for b in batches for sop in b}
@@ -733,7 +739,7 @@ async def run(workload: Workload, folder: Path) -> None:
             for client in clients:
                 print(f"storing the dataset in {client.root} ...", flush=True)
                 await load(client, data, stow_sops)
-            ops = operations(data, workload)
+            ops = [op for op in operations(data, workload) if only is None or only in op.name]
             pairs = list(zip(clients, servers, strict=True))
             for op in ops:  # warm-up: first connections, worker processes, caches
                 if "STOW" not in op.name:
@@ -811,6 +817,9 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true", help="a tiny workload, as CI runs it")
     parser.add_argument("--rounds", type=int)
     parser.add_argument("--keep", type=Path, help="work in this folder and keep it")
+    parser.add_argument(
+        "--only", metavar="TEXT", help='only the operations whose name holds TEXT (e.g. "STOW")'
+    )
     args = parser.parse_args()
     workload = Workload()
     if args.smoke:
@@ -828,10 +837,10 @@ def main() -> None:
     if args.rounds:
         workload.rounds = args.rounds
     if args.keep:
-        asyncio.run(run(workload, args.keep))
+        asyncio.run(run(workload, args.keep, args.only))
     else:
         with tempfile.TemporaryDirectory(prefix="localdicom-compare-") as folder:
-            asyncio.run(run(workload, Path(folder)))
+            asyncio.run(run(workload, Path(folder), args.only))
 
 
 if __name__ == "__main__":
