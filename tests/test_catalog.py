@@ -1,0 +1,94 @@
+"""Where the catalog prepares an upload (parses, hashes, flushes it): in this process when it
+is the only upload in progress, in the workers when others are, and after any failure
+still by that rule."""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import io
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pydicom
+import pytest
+
+from localdicom.archive import Archive, Upload, prepare_upload
+from localdicom.catalog import Catalog, StoreFailed
+from tests.conftest import SAMPLES
+
+SAMPLE = SAMPLES / "blue-circle.dcm"
+
+
+class Elsewhere:
+    """A stand-in for the worker processes that records what it was given."""
+
+    def __init__(self) -> None:
+        self.prepared: list[Path] = []
+
+    async def __call__(self, path: Path) -> Upload:
+        self.prepared.append(path)
+        return await asyncio.to_thread(prepare_upload, path, False)
+
+
+@pytest.fixture
+async def catalog(tmp_path: Path) -> tuple[Catalog, Elsewhere]:
+    elsewhere = Elsewhere()
+    catalog = Catalog(Archive(tmp_path / "archive", fsync=False), prepare=elsewhere)
+    await catalog.open()
+    return catalog, elsewhere
+
+
+def instance(sop: str) -> bytes:
+    ds = pydicom.dcmread(SAMPLE)
+    ds.SOPInstanceUID = sop
+    buffer = io.BytesIO()
+    ds.save_as(buffer)
+    return buffer.getvalue()
+
+
+async def chunks(data: bytes, pause: asyncio.Event | None = None) -> AsyncIterator[bytes]:
+    """``data`` in two halves, waiting for ``pause`` to be set between them."""
+    yield data[: len(data) // 2]
+    if pause is not None:
+        await pause.wait()
+    yield data[len(data) // 2 :]
+
+
+async def test_an_upload_alone_is_prepared_here(catalog) -> None:
+    catalog, elsewhere = catalog
+    data = instance("1.2.826.0.1.3680043.8.498.100")
+    stored = await catalog.store(chunks(data))
+    assert elsewhere.prepared == []
+    record = catalog.index.instances[stored.header.sop_uid]
+    assert catalog.path_of(record).read_bytes() == data
+    assert record.digest.hex() == hashlib.sha256(data).hexdigest()
+
+
+async def test_uploads_in_progress_together_are_prepared_elsewhere(catalog) -> None:
+    catalog, elsewhere = catalog
+    pause = asyncio.Event()
+    first = asyncio.create_task(
+        catalog.receive(chunks(instance("1.2.826.0.1.3680043.8.498.101"), pause))
+    )
+    while not list(catalog.archive.incoming.iterdir()):  # the first has begun to arrive
+        await asyncio.sleep(0.01)
+    second = await catalog.receive(chunks(instance("1.2.826.0.1.3680043.8.498.102")))
+    pause.set()
+    first_upload = await first
+    assert elsewhere.prepared == [second.path, first_upload.path]  # the second was not alone
+    for upload in (first_upload, second):
+        await catalog.commit(upload)
+    await catalog.store(chunks(instance("1.2.826.0.1.3680043.8.498.103")))
+    assert len(elsewhere.prepared) == 2, "alone again once the others were stored"
+
+
+async def test_a_failed_upload_leaves_the_next_alone(catalog) -> None:
+    catalog, elsewhere = catalog
+    with pytest.raises(StoreFailed):
+        await catalog.store(chunks(b"not DICOM at all" * 100))
+    upload = await catalog.receive(chunks(instance("1.2.826.0.1.3680043.8.498.104")))
+    catalog.discard(upload)
+    await catalog.store(chunks(instance("1.2.826.0.1.3680043.8.498.105")))
+    assert elsewhere.prepared == []
+    assert list(catalog.archive.incoming.iterdir()) == []
