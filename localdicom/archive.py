@@ -108,7 +108,8 @@ def prepare_upload(path: Path, fsync: bool) -> Upload:
 
 @functools.cache
 def _flusher() -> futures.ThreadPoolExecutor:
-    """The thread that flushes uploads, one per process, made on first use (in a worker)."""
+    """The thread that flushes uploads, one per process that prepares them, made on first
+    use (after the worker processes were forked)."""
     return futures.ThreadPoolExecutor(1, thread_name_prefix="flush")
 
 

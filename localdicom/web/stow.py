@@ -174,8 +174,8 @@ async def _store_parts(
     """Receive every part first and commit only once the whole body proved well formed, so a
     broken body (400) stores nothing and replaces nothing.
 
-    A part is checked (parsed, hashed, flushed, in a worker) while the next ones stream in,
-    up to :data:`CHECKS_AHEAD` at a time."""
+    A part is checked (parsed, hashed, flushed) while the next ones stream in, up to
+    :data:`CHECKS_AHEAD` at a time."""
     checks: list[asyncio.Task[Upload | StoreFailed]] = []
     try:
         async for part in reader:
