@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import multiprocessing
 import shlex
 import signal
 import sys
 import threading
 import time
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any, ClassVar
 
@@ -23,6 +25,7 @@ from localdicom.archive import SIDECAR_FORMAT, Archive
 from localdicom.importer import (
     ArchiveBusy,
     CannotImport,
+    Found,
     ImportOptions,
     Transfer,
     run_import,
@@ -311,7 +314,7 @@ def _found_outside_layout(archive: Path, do_import: bool, workers: int | None) -
     if not archive.is_dir():
         return
     log = logging.getLogger("localdicom")
-    found = survey(archive)
+    found = survey(archive) if do_import else _survey_apart(archive)
     if not (found.dicom or found.zips):
         return
     what = f"{found.dicom} DICOM files and {found.zips} zip files"
@@ -335,6 +338,15 @@ def _found_outside_layout(archive: Path, do_import: bool, workers: int | None) -
         return
     for line in report.lines():
         log.info("%s", line)
+
+
+def _survey_apart(archive: Path) -> Found:
+    """:func:`survey` in a process of its own, beside a running server: walking a large
+    archive holds the GIL for seconds (2 s at 100k instances), which the first queries
+    would wait on. Spawned, not forked from the worker processes' forkserver, which must be
+    started with their modules loaded."""
+    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        return pool.submit(survey, archive).result()
 
 
 # import --------------------------------------------------------------------------------------
