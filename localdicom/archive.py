@@ -91,16 +91,15 @@ def prepare_upload(path: Path, fsync: bool) -> Upload:
     The sidecar is not flushed: it is derived from the .dcm, and a start that finds it lost,
     cut short or stale after a power cut (its size and modification time no longer those of
     the .dcm) writes it again."""
-    flushing = _flusher().submit(_fsync_file, path) if fsync else None
+    flushes = [_flusher().submit(_fsync_file, path)] if fsync else []
     try:
         header = describe_file(path)
         with path.open("rb") as fp:
             digest = file_digest(fp)
     finally:  # never leave the flush running on a file the caller may now remove
-        if flushing is not None:
-            futures.wait([flushing])
-    if flushing is not None:
-        flushing.result()
+        futures.wait(flushes)
+    for flush in flushes:
+        flush.result()
     upload = Upload(path, header, digest)
     _write_new(upload.sidecar, _sidecar_document(header, digest, path.stat()), fsync=False)
     return upload

@@ -68,8 +68,8 @@ class Catalog:
         self,
         archive: Archive,
         *,
+        prepare: Callable[[Path], Awaitable[Upload]],
         overwrite: bool = False,
-        prepare: Callable[[Path], Awaitable[Upload]] | None = None,
     ) -> None:
         """``prepare`` runs :func:`prepare_upload` on an upload with the archive's fsync
         setting somewhere else than this process: in the worker processes when the server
@@ -196,7 +196,7 @@ class Catalog:
         to a process and back (about 2 of the 12 ms that a 512 KB upload took, one at a
         time). A query that comes in meanwhile waits for the GIL at most as long as parsing
         holds it, a millisecond or two."""
-        if self._prepare_elsewhere is None or self._uploads == {incoming}:
+        if self._uploads == {incoming}:
             return asyncio.to_thread(prepare_upload, incoming, self.archive.fsync)
         return self._prepare_elsewhere(incoming)
 
