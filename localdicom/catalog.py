@@ -55,6 +55,9 @@ class Stored:
     already_present: bool
 
 
+Commit = tuple[Upload, "asyncio.Future[Stored]"]
+
+
 @dataclass(frozen=True)
 class OpenReport:
     scan: ScanReport
@@ -79,6 +82,9 @@ class Catalog:
         self.index = Index()
         self.overwrite = overwrite
         self._commit_lock = asyncio.Lock()
+        #: Uploads waiting for :meth:`commit`, each with the future of its outcome.
+        self._to_commit: list[Commit] = []
+        self._committer: asyncio.Task | None = None
         #: Uploads in the upload area, from their first byte until stored or discarded.
         self._uploads: set[Path] = set()
         #: Files of each series folder that the startup scan could not serve, by name (kept
@@ -225,10 +231,18 @@ class Catalog:
         path.with_suffix(".json").unlink(missing_ok=True)
 
     async def commit(self, upload: Upload) -> Stored:
-        """Move a received instance into the archive under the duplicate policy."""
+        """Move a received instance into the archive under the duplicate policy.
+
+        Uploads whose commits wait together are committed together, one folder flush for
+        all of them (:meth:`Archive.commit_uploads`): at concurrency 8 one flush per upload,
+        under the lock that keeps commits in order, took 5.5 ms and capped the rate at
+        about 180 uploads/s. Raises :class:`StoreFailed`."""
+        stored = asyncio.get_running_loop().create_future()
+        self._to_commit.append((upload, stored))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_queued())
         try:
-            async with self._commit_lock:
-                return await self._commit(upload)
+            return await stored
         finally:
             self.discard(upload)
 
@@ -248,35 +262,81 @@ class Catalog:
             with contextlib.suppress(OSError):
                 fp.close()
 
-    async def _commit(self, upload: Upload) -> Stored:
-        header = upload.header
-        existing = self.index.instances.get(header.sop_uid)
-        if existing is not None:
-            if existing.digest.hex() == upload.digest:
-                return Stored(header, already_present=True)
-            if not self.overwrite:
-                raise StoreFailed(
-                    FailureReason.DUPLICATE_SOP_INSTANCE,
-                    f"SOP Instance {header.sop_uid} is already stored with different content; "
-                    "delete it first, or start the server with --overwrite",
-                    header,
-                )
-        try:
-            stored = await asyncio.to_thread(
-                self.archive.commit, upload.path, header, upload.digest, upload.sidecar
-            )
-        except OSError as exc:
+    async def _commit_queued(self) -> None:
+        while self._to_commit:
+            async with self._commit_lock:
+                batch = self._next_batch()
+                try:
+                    await self._commit_batch(batch)
+                except Exception as exc:  # a bug: fail the batch, never leave a caller waiting
+                    logger.exception("committing %d uploads failed", len(batch))
+                    failure = StoreFailed(FailureReason.PROCESSING_FAILURE, f"not stored: {exc}")
+                    for _, stored in batch:
+                        _settle(stored, failure)
+
+    def _next_batch(self) -> list[Commit]:
+        """The queued uploads in order, but at most one per SOP Instance UID: a second copy
+        waits for the next batch, so that it meets the first under the duplicate policy."""
+        batch: list[Commit] = []
+        later: list[Commit] = []
+        seen: set[str] = set()
+        for upload, stored in self._to_commit:
+            if stored.cancelled():  # its request went away; it removes its own upload
+                continue
+            sop = upload.header.sop_uid
+            (later if sop in seen else batch).append((upload, stored))
+            seen.add(sop)
+        self._to_commit = later
+        return batch
+
+    async def _commit_batch(self, batch: list[Commit]) -> None:
+        placing: list[tuple[Commit, InstanceRecord | None]] = []
+        for upload, stored in batch:
+            existing = self.index.instances.get(upload.header.sop_uid)
+            try:
+                if self._keeps(existing, upload):
+                    _settle(stored, Stored(upload.header, already_present=True))
+                    continue
+            except StoreFailed as failure:
+                _settle(stored, failure)
+                continue
+            placing.append(((upload, stored), existing))
+        if not placing:
+            return
+        uploads = [upload for (upload, _), _ in placing]
+        results = await asyncio.to_thread(self.archive.commit_uploads, uploads)
+        for ((upload, stored), existing), result in zip(placing, results, strict=True):
+            if isinstance(result, OSError):
+                message = f"the archive cannot be written: {result}"
+                _settle(stored, StoreFailed(FailureReason.OUT_OF_RESOURCES, message, upload.header))
+                continue
+            if existing is not None:  # replaced (--overwrite): only now is the old copy dropped
+                await self._drop_replaced(existing, upload.header)
+            self.index.add(result)
+            _settle(stored, Stored(upload.header, already_present=False))
+
+    def _keeps(self, existing: InstanceRecord | None, upload: Upload) -> bool:
+        """True when the upload is the very instance already stored; raises StoreFailed when
+        it would replace a different one and the server does not overwrite."""
+        if existing is None:
+            return False
+        if existing.digest.hex() == upload.digest:
+            return True
+        if not self.overwrite:
             raise StoreFailed(
-                FailureReason.OUT_OF_RESOURCES, f"the archive cannot be written: {exc}", header
-            ) from exc
-        if existing is not None:  # replaced (--overwrite): only now is the old copy dropped
-            self.index.remove_instance(existing.sop)
-            if (existing.study, existing.series) == (header.study_uid, header.series_uid):
-                await asyncio.to_thread(self.archive.remove_cached, existing.sop)
-            else:
-                await self._forget([existing])
-        self.index.add(stored)
-        return Stored(header, already_present=False)
+                FailureReason.DUPLICATE_SOP_INSTANCE,
+                f"SOP Instance {upload.header.sop_uid} is already stored with different "
+                "content; delete it first, or start the server with --overwrite",
+                upload.header,
+            )
+        return False
+
+    async def _drop_replaced(self, existing: InstanceRecord, header: Header) -> None:
+        self.index.remove_instance(existing.sop)
+        if (existing.study, existing.series) == (header.study_uid, header.series_uid):
+            await asyncio.to_thread(self.archive.remove_cached, existing.sop)
+        else:
+            await self._forget([existing])
 
     # deletion --------------------------------------------------------------------------------
 
@@ -327,6 +387,16 @@ class Catalog:
     def read_header(self, record: InstanceRecord) -> Header:
         """The instance's header from its sidecar (blocking)."""
         return self.archive.read_sidecar(self.path_of(record)).header
+
+
+def _settle(stored: asyncio.Future[Stored], outcome: Stored | StoreFailed) -> None:
+    """Give a commit's caller its outcome, unless it went away meanwhile."""
+    if stored.done():
+        return
+    if isinstance(outcome, StoreFailed):
+        stored.set_exception(outcome)
+    else:
+        stored.set_result(outcome)
 
 
 def _key(folder: Path) -> str:

@@ -1,6 +1,7 @@
 """Where the catalog prepares an upload (parses, hashes, flushes it): in this process when it
 is the only upload in progress, in the workers when others are, and after any failure
-still by that rule."""
+still by that rule. How it commits uploads that wait together: as one group, with the
+duplicate policy applied as if one after the other."""
 
 from __future__ import annotations
 
@@ -13,8 +14,9 @@ from pathlib import Path
 import pydicom
 import pytest
 
+from localdicom import archive as archive_module
 from localdicom.archive import Archive, Upload, prepare_upload
-from localdicom.catalog import Catalog, StoreFailed
+from localdicom.catalog import Catalog, FailureReason, Stored, StoreFailed
 from tests.conftest import SAMPLES
 
 SAMPLE = SAMPLES / "blue-circle.dcm"
@@ -39,9 +41,11 @@ async def catalog(tmp_path: Path) -> tuple[Catalog, Elsewhere]:
     return catalog, elsewhere
 
 
-def instance(sop: str) -> bytes:
+def instance(sop: str, **changes: str) -> bytes:
     ds = pydicom.dcmread(SAMPLE)
     ds.SOPInstanceUID = sop
+    for keyword, value in changes.items():
+        setattr(ds, keyword, value)
     buffer = io.BytesIO()
     ds.save_as(buffer)
     return buffer.getvalue()
@@ -92,3 +96,48 @@ async def test_a_failed_upload_leaves_the_next_alone(catalog) -> None:
     await catalog.store(chunks(instance("1.2.826.0.1.3680043.8.498.105")))
     assert elsewhere.prepared == []
     assert list(catalog.archive.incoming.iterdir()) == []
+
+
+async def commit_together(catalog: Catalog, *datas: bytes) -> list[Stored | BaseException]:
+    uploads = [await catalog.receive(chunks(data)) for data in datas]
+    return await asyncio.gather(*map(catalog.commit, uploads), return_exceptions=True)
+
+
+async def test_uploads_committed_together_flush_their_folder_once(tmp_path, monkeypatch) -> None:
+    catalog = Catalog(Archive(tmp_path / "archive", fsync=True), prepare=Elsewhere())
+    await catalog.open()
+    flushed: list[Path] = []
+    monkeypatch.setattr(archive_module, "_fsync_file", flushed.append)
+    sops = [f"1.2.826.0.1.3680043.8.498.11{n}" for n in range(3)]
+    results = await commit_together(catalog, *map(instance, sops))
+    assert all(isinstance(result, Stored) for result in results)
+    series = catalog.path_of(catalog.index.instances[sops[0]]).parent
+    assert flushed.count(series) == 1
+    assert len(flushed) == len(set(flushed)), "the series folder and its new parents, once each"
+    assert {catalog.path_of(catalog.index.instances[sop]).parent for sop in sops} == {series}
+
+
+async def test_a_second_copy_in_the_same_group_meets_the_duplicate_policy(catalog) -> None:
+    catalog, _ = catalog
+    data = instance("1.2.826.0.1.3680043.8.498.120")
+    other = instance("1.2.826.0.1.3680043.8.498.120", SeriesDescription="another")
+    first, again, different = await commit_together(catalog, data, data, other)
+    assert isinstance(first, Stored) and not first.already_present
+    assert isinstance(again, Stored) and again.already_present
+    assert isinstance(different, StoreFailed)
+    assert different.reason == FailureReason.DUPLICATE_SOP_INSTANCE
+    record = catalog.index.instances["1.2.826.0.1.3680043.8.498.120"]
+    assert catalog.path_of(record).read_bytes() == data
+    assert list(catalog.archive.incoming.iterdir()) == []
+
+
+async def test_with_overwrite_the_last_copy_in_a_group_wins(catalog) -> None:
+    catalog, _ = catalog
+    catalog.overwrite = True
+    data = instance("1.2.826.0.1.3680043.8.498.121")
+    other = instance("1.2.826.0.1.3680043.8.498.121", SeriesDescription="another")
+    results = await commit_together(catalog, data, other)
+    assert [type(result) for result in results] == [Stored, Stored]
+    record = catalog.index.instances["1.2.826.0.1.3680043.8.498.121"]
+    assert catalog.path_of(record).read_bytes() == other
+    assert record.digest.hex() == hashlib.sha256(other).hexdigest()

@@ -193,7 +193,8 @@ async def _store_parts(
         raise
     if not received:
         raise bad_request("the multipart/related body has no parts, nothing to store")
-    return [await _commit(catalog, item) for item in received]
+    # committed together: one folder flush for the whole request (Catalog.commit)
+    return list(await asyncio.gather(*(_commit(catalog, item) for item in received)))
 
 
 async def _receive_part(
