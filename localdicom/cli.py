@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import multiprocessing
+import os
 import shlex
 import signal
 import sys
@@ -35,6 +36,7 @@ from localdicom.listing import format_table, list_studies, listing_rows
 from localdicom.reindex import reindex
 from localdicom.web.security import is_loopback_address
 from localdicom.web.viewer import check_dist
+from localdicom.workers import exit_with
 
 EXIT_CODES = """\b
 Exit codes:
@@ -345,7 +347,8 @@ def _survey_apart(archive: Path) -> Found:
     archive holds the GIL for seconds (2 s at 100k instances), which the first queries
     would wait on. Spawned, not forked from the worker processes' forkserver, which must be
     started with their modules loaded."""
-    with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+    spawn = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(1, spawn, initializer=exit_with, initargs=(os.getpid(),)) as pool:
         return pool.submit(survey, archive).result()
 
 

@@ -5,7 +5,8 @@ they do; parsing a header holds it for milliseconds. In worker processes that ne
 the event loop, so a query from another client is answered meanwhile, and concurrent uploads
 use every core. The pool starts on first use, one process per CPU, forked from a server
 process that has pydicom and the codecs imported already. A worker that dies (a codec
-crashing on hostile data) fails its own request; the next request gets a new pool.
+crashing on hostile data) fails its own request; the next request gets a new pool. A
+server that is killed takes its workers with it (:func:`exit_with`).
 """
 
 from __future__ import annotations
@@ -13,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import multiprocessing
 import os
+import select
+import threading
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -63,7 +66,9 @@ class Workers:
     def _start(self) -> ProcessPoolExecutor:
         context = multiprocessing.get_context("forkserver")
         context.set_forkserver_preload(PRELOAD)
-        pool = ProcessPoolExecutor(self.size, mp_context=context)
+        pool = ProcessPoolExecutor(
+            self.size, mp_context=context, initializer=exit_with, initargs=(os.getpid(),)
+        )
         for future in [pool.submit(os.getpid) for _ in range(self.size)]:
             future.result()
         return pool
@@ -72,3 +77,20 @@ class Workers:
         if self._pool is not None:
             self._pool.shutdown(wait=False, cancel_futures=True)
             self._pool = None
+
+
+def exit_with(pid: int) -> None:
+    """Make this pool worker exit when process ``pid`` (the server) ends, even killed
+    (SIGKILL, the OOM killer) with no chance to stop its pool: a worker waits for work for
+    ever otherwise, and keeps the forkserver and the resource tracker alive with it. A
+    thread waits on a pidfd of the server, which costs nothing until it becomes readable."""
+    try:
+        server = os.pidfd_open(pid)
+    except ProcessLookupError:  # gone already
+        os._exit(0)
+
+    def wait() -> None:
+        select.select([server], [], [])
+        os._exit(0)
+
+    threading.Thread(target=wait, name="exit-with-server", daemon=True).start()

@@ -27,7 +27,7 @@ from pydicom.pixels import pixel_array
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from localdicom.workers import Workers
-from tests.conftest import LiveServer
+from tests.conftest import SAMPLES, LiveServer
 from tests.live_http import request, stow_file
 from tests.test_pydicom_data_roundtrip import url_path
 
@@ -322,3 +322,49 @@ async def test_a_dead_worker_fails_its_request_and_the_next_gets_a_new_pool() ->
         assert second not in (first, os.getpid())
     finally:
         workers.close()
+
+
+def _descendants(pid: int) -> set[int]:
+    """Every process below ``pid``, from /proc."""
+    children: dict[int, list[int]] = {}
+    for stat in Path("/proc").glob("[0-9]*/stat"):
+        try:
+            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):  # gone meanwhile
+            continue
+        children.setdefault(parent, []).append(int(stat.parent.name))
+    found: set[int] = set()
+    waiting = [pid]
+    while waiting:
+        for child in children.get(waiting.pop(), []):
+            found.add(child)
+            waiting.append(child)
+    return found
+
+
+def _alive(pids: set[int]) -> set[int]:
+    return {pid for pid in pids if Path(f"/proc/{pid}").exists()}
+
+
+def test_a_killed_server_leaves_no_worker_behind(live_server: LiveServer) -> None:
+    """SIGKILL gives the server no chance to stop its pool: its workers, the forkserver and
+    the resource tracker must still go (before, each such kill left ~170 MB of them)."""
+    sample = SAMPLES / "blue-circle.dcm"
+    assert stow_file(live_server.url, sample).status == 200
+    ds = pydicom.dcmread(sample, stop_before_pixels=True)
+    rendered = (
+        f"{live_server.url}/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+        f"/instances/{ds.SOPInstanceUID}/rendered"
+    )
+    assert request(rendered, accept="image/png").status == 200  # the pool is up now
+    assert live_server.process is not None
+    pid = live_server.process.pid
+    processes = _descendants(pid)
+    assert len(processes) >= 3, "a forkserver and its workers"
+    live_server.process.kill()
+    live_server.process.wait(timeout=10)
+    live_server.process = None
+    deadline = time.monotonic() + 10
+    while _alive(processes) and time.monotonic() < deadline:
+        time.sleep(0.05)
+    assert not _alive(processes)
