@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import itertools
 import logging
 import os
 import shutil
@@ -120,6 +121,10 @@ class Archive:
         self.fsync = fsync
         self.incoming = root / INCOMING
         self.thumbnails = root / THUMBNAILS
+        #: Upload names: unique to this server by a counter, not by a random draw each (a
+        #: syscall on the event loop, where every one lets other threads take the GIL).
+        self._session = uuid.uuid4().hex[:16]
+        self._uploads_named = itertools.count()
 
     def prepare(self) -> None:
         """Create the archive folder and its upload area if they do not exist yet."""
@@ -163,7 +168,7 @@ class Archive:
 
     def new_incoming_file(self) -> Path:
         """A fresh path for an upload in progress; it is renamed into place or deleted."""
-        return self.incoming / f"{uuid.uuid4().hex}.part"
+        return self.incoming / f"{self._session}-{next(self._uploads_named)}.part"
 
     # reading -------------------------------------------------------------------------------
 

@@ -241,10 +241,16 @@ class Catalog:
         self._to_commit.append((upload, stored))
         if self._committer is None or self._committer.done():
             self._committer = asyncio.create_task(self._commit_queued())
+        placed = False
         try:
-            return await stored
+            outcome = await stored
+            placed = not outcome.already_present
+            return outcome
         finally:
-            self.discard(upload)
+            if placed:  # renamed into the archive: nothing is left to delete
+                self._uploads.discard(upload.path)
+            else:
+                self.discard(upload)
 
     async def store(self, chunks: AsyncIterator[bytes], study: str | None = None) -> Stored:
         """:meth:`receive` then :meth:`commit` one instance."""
@@ -253,7 +259,7 @@ class Catalog:
     async def _write_incoming(self, chunks: AsyncIterator[bytes], incoming: Path) -> None:
         """Write the upload; only errors of the file are StoreFailed (a full disk), errors of
         the client's stream (a disconnect, a limit) propagate as they are."""
-        fp = _writing(incoming.open, "wb")
+        fp = _writing(incoming.open, "xb")
         try:
             async for chunk in chunks:
                 _writing(fp.write, chunk)
