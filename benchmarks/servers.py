@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import contextlib
 import json
+import os
 import socket
 import subprocess
 import sys
@@ -53,6 +54,18 @@ class Server:
         if self.process and self.process.poll() is None:
             self.process.terminate()
             self.process.wait(timeout=30)
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user and system) used so far by the process and its descendants alive
+        now (a forkserver's workers are its grandchildren), read from /proc."""
+        ticks = 0
+        if not self.process:
+            return 0.0
+        for pid in _descendants(self.process.pid):
+            with contextlib.suppress(OSError):  # the process has just exited
+                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+                ticks += int(fields[11]) + int(fields[12])  # utime, stime (proc(5))
+        return ticks / os.sysconf("SC_CLK_TCK")
 
     def memory_kib(self) -> int:
         """Memory of the process and all its descendants (a forkserver's workers are its
