@@ -16,6 +16,7 @@ import multiprocessing
 import os
 import select
 import threading
+import time
 from collections.abc import Callable
 from concurrent.futures import ProcessPoolExecutor
 from concurrent.futures.process import BrokenProcessPool
@@ -83,14 +84,33 @@ def exit_with(pid: int) -> None:
     """Make this pool worker exit when process ``pid`` (the server) ends, even killed
     (SIGKILL, the OOM killer) with no chance to stop its pool: a worker waits for work for
     ever otherwise, and keeps the forkserver and the resource tracker alive with it. A
-    thread waits on a pidfd of the server, which costs nothing until it becomes readable."""
-    try:
-        server = os.pidfd_open(pid)
-    except ProcessLookupError:  # gone already
-        os._exit(0)
+    thread waits on a pidfd of the server, which costs nothing until it becomes readable
+    (Linux); where there are no pidfds (macOS), it looks once a second."""
+    if hasattr(os, "pidfd_open"):
+        try:
+            server = os.pidfd_open(pid)
+        except ProcessLookupError:  # gone already
+            os._exit(0)
 
-    def wait() -> None:
-        select.select([server], [], [])
-        os._exit(0)
+        def wait() -> None:
+            select.select([server], [], [])
+            os._exit(0)
+
+    else:
+
+        def wait() -> None:
+            while _running(pid):
+                time.sleep(1)
+            os._exit(0)
 
     threading.Thread(target=wait, name="exit-with-server", daemon=True).start()
+
+
+def _running(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:  # alive, another user's (the pid was reused)
+        return False
+    return True

@@ -11,6 +11,8 @@ from __future__ import annotations
 import asyncio
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -368,3 +370,24 @@ def test_a_killed_server_leaves_no_worker_behind(live_server: LiveServer) -> Non
     while _alive(processes) and time.monotonic() < deadline:
         time.sleep(0.05)
     assert not _alive(processes)
+
+
+WORKER_OF = """
+import os, sys, time
+from localdicom.workers import exit_with
+if sys.argv[1] == "without pidfd":  # as on macOS
+    del os.pidfd_open
+exit_with(int(sys.argv[2]))
+time.sleep(60)
+"""
+
+
+@pytest.mark.parametrize("how", ["with pidfd", "without pidfd"])
+def test_exit_with_ends_the_worker_soon_after_the_server(how: str) -> None:
+    server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1)"])
+    worker = subprocess.Popen([sys.executable, "-c", WORKER_OF, how, str(server.pid)])
+    try:
+        server.wait()
+        assert worker.wait(timeout=10) == 0  # not the 60 s it would sleep
+    finally:
+        worker.kill()
