@@ -61,7 +61,7 @@ class Server:
         ticks = 0
         if not self.process:
             return 0.0
-        for pid in _descendants(self.process.pid):
+        for pid in process_tree(self.process.pid):
             with contextlib.suppress(OSError):  # the process has just exited
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
                 ticks += int(fields[11]) + int(fields[12])  # utime, stime (proc(5))
@@ -80,7 +80,7 @@ class Server:
         total = {"Rss": 0, "Pss": 0}
         if not self.process:
             return total
-        for pid in _descendants(self.process.pid):
+        for pid in process_tree(self.process.pid):
             with contextlib.suppress(OSError):  # the process has just exited
                 for line in Path(f"/proc/{pid}/smaps_rollup").read_text().splitlines():
                     name, _, value = line.partition(":")
@@ -89,7 +89,7 @@ class Server:
         return total
 
 
-def _descendants(pid: int) -> list[int]:
+def process_tree(pid: int) -> list[int]:
     """``pid`` and every process below it."""
     found, pending = [], [pid]
     while pending:

@@ -28,6 +28,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import pixel_array
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
+from benchmarks.servers import process_tree
 from localdicom.workers import Workers
 from tests.conftest import SAMPLES, LiveServer
 from tests.live_http import request, stow_file
@@ -326,24 +327,6 @@ async def test_a_dead_worker_fails_its_request_and_the_next_gets_a_new_pool() ->
         workers.close()
 
 
-def _descendants(pid: int) -> set[int]:
-    """Every process below ``pid``, from /proc."""
-    children: dict[int, list[int]] = {}
-    for stat in Path("/proc").glob("[0-9]*/stat"):
-        try:
-            parent = int(stat.read_text().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):  # gone meanwhile
-            continue
-        children.setdefault(parent, []).append(int(stat.parent.name))
-    found: set[int] = set()
-    waiting = [pid]
-    while waiting:
-        for child in children.get(waiting.pop(), []):
-            found.add(child)
-            waiting.append(child)
-    return found
-
-
 def _alive(pids: set[int]) -> set[int]:
     return {pid for pid in pids if Path(f"/proc/{pid}").exists()}
 
@@ -361,7 +344,7 @@ def test_a_killed_server_leaves_no_worker_behind(live_server: LiveServer) -> Non
     assert request(rendered, accept="image/png").status == 200  # the pool is up now
     assert live_server.process is not None
     pid = live_server.process.pid
-    processes = _descendants(pid)
+    processes = set(process_tree(pid)) - {pid}
     assert len(processes) >= 3, "a forkserver and its workers"
     live_server.process.kill()
     live_server.process.wait(timeout=10)
