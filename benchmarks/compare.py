@@ -50,7 +50,13 @@ MODALITIES = ("CT", "MR", "US", "CR", "MG")
 DICOM_JSON = "application/dicom+json"
 SERIES_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 RATE, CPU = "items/s", "CPU ms/item"
-ROW_SUFFIX = {RATE: "", "ms p50": "p50", "ms p95": "p95", CPU: "server CPU"}  # rows of one op
+#: Each unit's field of a Figure, and the suffix of its row when an operation has several.
+UNITS = {
+    RATE: ("rate", ""),
+    "ms p50": ("p50", "p50"),
+    "ms p95": ("p95", "p95"),
+    CPU: ("cpu", "server CPU"),
+}
 
 
 @dataclass
@@ -803,7 +809,7 @@ def report(workload, ops, servers, results, peaks, crashes) -> None:
     print("| --- | --- | ---: | ---: | ---: | ---: |")
     for op in ops:
         for unit in op.units:
-            row = f"{op.name} {ROW_SUFFIX[unit]}".strip() if len(op.units) > 1 else op.name
+            row = f"{op.name} {UNITS[unit][1]}".strip() if len(op.units) > 1 else op.name
             print(_row(row, unit, [results[(op.name, server.root)] for server in servers]))
     for kind, name in (("Pss", "PSS, process tree"), ("Rss", "RSS, summed over the process tree")):
         mib = [peak[kind] / 1024 for peak in peaks]
@@ -815,7 +821,7 @@ def report(workload, ops, servers, results, peaks, crashes) -> None:
 def _row(name: str, unit: str, figures: list[list[Figure]]) -> str:
     """One line of the table: medians over rounds; "failed" for a server that answered
     wrongly even once."""
-    pick = {RATE: "rate", "ms p50": "p50", "ms p95": "p95", CPU: "cpu"}[unit]
+    pick = UNITS[unit][0]
     values = [statistics.median(getattr(f, pick) for f in each) for each in figures]
     errors = [sum(f.errors for f in each) for each in figures]
     if any(errors):

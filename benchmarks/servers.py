@@ -58,9 +58,9 @@ class Server:
     def cpu_seconds(self) -> float:
         """CPU time (user and system) used so far by the process and its descendants alive
         now (a forkserver's workers are its grandchildren), read from /proc."""
-        ticks = 0
         if not self.process:
             return 0.0
+        ticks = 0
         for pid in process_tree(self.process.pid):
             with contextlib.suppress(OSError):  # the process has just exited
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()

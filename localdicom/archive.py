@@ -86,8 +86,9 @@ class Upload:
 def prepare_upload(path: Path, fsync: bool) -> Upload:
     """Parse and hash an upload and write its sidecar next to it; if ``fsync``, flush the
     upload to disk meanwhile, in a thread (a flush waits on the disk, parsing on the CPU).
-    This runs in a worker process, beside the other uploads, so that the commit (one upload
-    at a time) is only renames.
+    This runs beside the other uploads (in a worker process, or in a thread of the server
+    for an upload alone), so that the commit (one batch at a time) is only renames and a
+    flush of their folders.
 
     The sidecar is not flushed: it is derived from the .dcm, and a start that finds it lost,
     cut short or stale after a power cut (its size and modification time no longer those of
@@ -121,8 +122,7 @@ class Archive:
         self.fsync = fsync
         self.incoming = root / INCOMING
         self.thumbnails = root / THUMBNAILS
-        #: Upload names: unique to this server by a counter, not by a random draw each (a
-        #: syscall on the event loop, where every one lets other threads take the GIL).
+        #: Upload names: a random prefix drawn once, then a counter (no syscall per upload).
         self._session = uuid.uuid4().hex[:16]
         self._uploads_named = itertools.count()
 

@@ -296,22 +296,19 @@ class Catalog:
         return batch
 
     async def _commit_batch(self, batch: list[Commit]) -> None:
-        placing: list[tuple[Commit, InstanceRecord | None]] = []
+        placing: list[tuple[Upload, asyncio.Future[Stored], InstanceRecord | None]] = []
         for upload, stored in batch:
             existing = self.index.instances.get(upload.header.sop_uid)
-            try:
-                if self._keeps(existing, upload):
-                    _settle(stored, Stored(upload.header, already_present=True))
-                    continue
-            except StoreFailed as failure:
-                _settle(stored, failure)
-                continue
-            placing.append(((upload, stored), existing))
+            decided = self._decided_without_writing(existing, upload)
+            if decided is None:
+                placing.append((upload, stored, existing))
+            else:
+                _settle(stored, decided)
         if not placing:
             return
-        uploads = [upload for (upload, _), _ in placing]
+        uploads = [upload for upload, _, _ in placing]
         results = await asyncio.to_thread(self.archive.commit_uploads, uploads)
-        for ((upload, stored), existing), result in zip(placing, results, strict=True):
+        for (upload, stored, existing), result in zip(placing, results, strict=True):
             if isinstance(result, OSError):
                 message = f"the archive cannot be written: {result}"
                 _settle(stored, StoreFailed(FailureReason.OUT_OF_RESOURCES, message, upload.header))
@@ -321,21 +318,23 @@ class Catalog:
             self.index.add(result)
             _settle(stored, Stored(upload.header, already_present=False))
 
-    def _keeps(self, existing: InstanceRecord | None, upload: Upload) -> bool:
-        """True when the upload is the very instance already stored; raises StoreFailed when
-        it would replace a different one and the server does not overwrite."""
+    def _decided_without_writing(
+        self, existing: InstanceRecord | None, upload: Upload
+    ) -> Stored | StoreFailed | None:
+        """The outcome of an upload whose SOP Instance UID is stored already (the very same
+        instance, or a refused different one), or None when it is to be written."""
         if existing is None:
-            return False
+            return None
         if existing.digest.hex() == upload.digest:
-            return True
-        if not self.overwrite:
-            raise StoreFailed(
-                FailureReason.DUPLICATE_SOP_INSTANCE,
-                f"SOP Instance {upload.header.sop_uid} is already stored with different "
-                "content; delete it first, or start the server with --overwrite",
-                upload.header,
-            )
-        return False
+            return Stored(upload.header, already_present=True)
+        if self.overwrite:
+            return None
+        return StoreFailed(
+            FailureReason.DUPLICATE_SOP_INSTANCE,
+            f"SOP Instance {upload.header.sop_uid} is already stored with different "
+            "content; delete it first, or start the server with --overwrite",
+            upload.header,
+        )
 
     async def _drop_replaced(self, existing: InstanceRecord, header: Header) -> None:
         self.index.remove_instance(existing.sop)

@@ -109,8 +109,6 @@ def exit_with(pid: int) -> None:
 def _running(pid: int) -> bool:
     try:
         os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:  # alive, another user's (the pid was reused)
+    except (ProcessLookupError, PermissionError):  # gone, or reused by another user's
         return False
     return True
