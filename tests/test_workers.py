@@ -1,5 +1,6 @@
 """Pixel work runs in the worker pool, never on the event loop; bulk data honours Range;
-the pool gives light work a thread while it starts, and replaces itself when a worker dies.
+the pool gives light work a thread while it starts, returns each call's outcome (whatever
+its callers do meanwhile), and replaces a worker that dies.
 
 The event loop test drives a real server (``localdicom serve`` in a subprocess, with its
 process pool) from threads: while several slow JPEG 2000 decodes are running, QIDO requests
@@ -29,6 +30,7 @@ from pydicom.pixels import pixel_array
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from benchmarks.servers import process_tree
+from localdicom.dicom.header import NotDicom
 from localdicom.workers import Workers
 from tests.conftest import SAMPLES, LiveServer
 from tests.live_http import request, stow_file
@@ -315,7 +317,7 @@ async def test_light_work_runs_in_a_thread_until_the_pool_is_up() -> None:
         workers.close()
 
 
-async def test_a_dead_worker_fails_its_request_and_the_next_gets_a_new_pool() -> None:
+async def test_a_dead_worker_fails_its_call_and_is_replaced() -> None:
     workers = Workers(1)
     try:
         first = await workers.run(os.getpid)
@@ -327,13 +329,92 @@ async def test_a_dead_worker_fails_its_request_and_the_next_gets_a_new_pool() ->
         workers.close()
 
 
+class Unpicklable(Exception):
+    def __reduce__(self):
+        raise TypeError("not picklable")
+
+
+def _raise(exception: Exception) -> None:
+    raise exception
+
+
+def _fail_unpicklably() -> None:
+    raise Unpicklable("codec said no")
+
+
+async def test_an_exception_comes_back_as_raised_with_where_it_was_raised() -> None:
+    workers = Workers(1)
+    try:
+        with pytest.raises(NotDicom, match="no preamble") as raised:
+            await workers.run(_raise, NotDicom("no preamble"))
+        assert "_raise" in str(raised.value.__cause__)  # the worker's traceback
+        with pytest.raises(RuntimeError, match="codec said no"):
+            await workers.run(_fail_unpicklably)
+        assert await workers.run(os.getpid) != os.getpid()  # the worker is still there
+    finally:
+        workers.close()
+
+
+async def test_calls_beyond_the_pool_size_wait_and_each_gets_its_own_answer() -> None:
+    workers = Workers(2)
+    try:
+        answers = await asyncio.gather(*(workers.run(sum, [n, 1000]) for n in range(40)))
+        assert answers == [n + 1000 for n in range(40)]
+    finally:
+        workers.close()
+
+
+async def test_a_large_answer_comes_back_whole() -> None:
+    workers = Workers(1)
+    data = os.urandom(3 * 1024 * 1024) * 8  # 24 MB, more than is read ahead
+    try:
+        assert await workers.run(bytes, data) == data
+    finally:
+        workers.close()
+
+
+async def test_a_call_whose_caller_went_away_is_finished_before_the_next() -> None:
+    """The worker's answer to an abandoned call must not become the answer of the next."""
+    workers = Workers(1)
+    try:
+        await workers.run(os.getpid)  # started
+        abandoned = asyncio.ensure_future(workers.run(_sleep_then_return, 0.5, "abandoned"))
+        await asyncio.sleep(0.1)
+        abandoned.cancel()
+        answer = workers.run(_sleep_then_return, 0, "next")
+        assert await asyncio.wait_for(answer, 10) == "next"  # not stuck, not "abandoned"
+    finally:
+        workers.close()
+
+
+def _sleep_then_return(seconds: float, value: str) -> str:
+    time.sleep(seconds)
+    return value
+
+
+async def test_closed_workers_exit() -> None:
+    workers = Workers(2)
+    pids = set(await asyncio.gather(*(workers.run(_sleep_then_return_pid) for _ in range(2))))
+    assert len(pids) == 2
+    workers.close()
+    deadline = time.monotonic() + 10
+    while _alive(pids) and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+    assert not _alive(pids)
+
+
+def _sleep_then_return_pid() -> int:
+    time.sleep(0.2)  # both workers busy at once: two processes
+    return os.getpid()
+
+
 def _alive(pids: set[int]) -> set[int]:
     return {pid for pid in pids if Path(f"/proc/{pid}").exists()}
 
 
 def test_a_killed_server_leaves_no_worker_behind(live_server: LiveServer) -> None:
-    """SIGKILL gives the server no chance to stop its pool: its workers, the forkserver and
-    the resource tracker must still go (before, each such kill left ~170 MB of them)."""
+    """SIGKILL gives the server no chance to stop its workers: they and the forkserver must
+    still go (before, each such kill left ~170 MB of processes)."""
     sample = SAMPLES / "blue-circle.dcm"
     assert stow_file(live_server.url, sample).status == 200
     ds = pydicom.dcmread(sample, stop_before_pixels=True)
