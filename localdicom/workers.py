@@ -80,14 +80,7 @@ class Workers:
         """``function(*args)`` in a worker process; exceptions come back as raised there,
         :class:`BrokenProcessPool` if the worker died meanwhile."""
         call = _message((function, args))
-        self._replenish()
-        self._waiting += 1
-        try:
-            worker = await self._idle.get()
-        finally:
-            self._waiting -= 1
-        if isinstance(worker, Exception):
-            raise BrokenProcessPool(f"no worker process could be started: {worker}") from worker
+        worker = await self._live_worker()
         # A caller that goes away leaves the call to finish, so the worker's answer is read
         # before it is given another call.
         return await asyncio.shield(self._keep(self._call(worker, call)))
@@ -107,6 +100,22 @@ class Workers:
         for worker in self._workers:
             worker.writer.close()
         self._workers.clear()
+
+    async def _live_worker(self) -> _Worker:
+        """An idle worker; one that died while idle (the OOM killer) is replaced, not used."""
+        while True:
+            self._replenish()
+            self._waiting += 1
+            try:
+                worker = await self._idle.get()
+            finally:
+                self._waiting -= 1
+            if isinstance(worker, Exception):
+                message = f"no worker process could be started: {worker}"
+                raise BrokenProcessPool(message) from worker
+            if worker.process.is_alive():
+                return worker
+            self._lose(worker)
 
     def _replenish(self) -> None:
         """Start workers until :attr:`size` are running or starting."""

@@ -329,6 +329,20 @@ async def test_a_dead_worker_fails_its_call_and_is_replaced() -> None:
         workers.close()
 
 
+async def test_a_worker_that_died_while_idle_is_replaced_before_a_call() -> None:
+    workers = Workers(1)
+    try:
+        first = await workers.run(os.getpid)
+        os.kill(first, signal.SIGKILL)  # as the OOM killer would, between two calls
+        deadline = time.monotonic() + 10
+        while _alive({first}) and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        second = await workers.run(os.getpid)  # no BrokenProcessPool: nothing was running
+        assert second not in (first, os.getpid())
+    finally:
+        workers.close()
+
+
 class Unpicklable(Exception):
     def __reduce__(self):
         raise TypeError("not picklable")
