@@ -211,7 +211,7 @@ class Archive:
 
     def commit_uploads(self, uploads: list[Upload]) -> list[StoredInstance | OSError]:
         """Place several prepared uploads, then flush each folder they went to once: a
-        group commit, one journal flush for a batch instead of one per instance. Each
+        group commit, one flush of each folder for a batch instead of one per instance. Each
         upload gets its instance, or the error that kept it out (all of them if the flush
         failed: then none is known to be durable)."""
         results: list[StoredInstance | OSError] = []
@@ -254,8 +254,9 @@ class Archive:
         try:
             os.replace(incoming, target)
             os.replace(sidecar, target.with_suffix(".json"))
-        finally:
+        except BaseException:  # renamed, it is gone: no unlink that fails on every commit
             sidecar.unlink(missing_ok=True)
+            raise
         folders = [target.parent, *(each.parent for each in created)]
         return StoredInstance(header, stat.st_size, digest), folders
 
