@@ -29,7 +29,7 @@ from typing import Any, BinaryIO
 
 import orjson
 
-from localdicom.dicom.header import ByteRange, Header, NotDicom, describe, describe_file
+from localdicom.dicom.header import ByteRange, Header, NotDicom, describe, describe_opened
 from localdicom.dicom.uids import check_uid
 
 logger = logging.getLogger(__name__)
@@ -93,17 +93,18 @@ def prepare_upload(path: Path, fsync: bool) -> Upload:
     The sidecar is not flushed: it is derived from the .dcm, and a start that finds it lost,
     cut short or stale after a power cut (its size and modification time no longer those of
     the .dcm) writes it again."""
-    flushes = [_flusher().submit(_fsync_file, path)] if fsync else []
-    try:
-        header = describe_file(path)
-        with path.open("rb") as fp:
+    with path.open("rb") as fp:  # parsed, hashed and flushed through one descriptor
+        flushes = [_flusher().submit(os.fsync, fp.fileno())] if fsync else []
+        try:
+            header = describe_opened(fp, path)
             digest = file_digest(fp)
-    finally:  # never leave the flush running on a file the caller may now remove
-        futures.wait(flushes)
+            stat = os.fstat(fp.fileno())
+        finally:  # never leave the flush running on a file the caller may now remove
+            futures.wait(flushes)
     for flush in flushes:
         flush.result()
     upload = Upload(path, header, digest)
-    _write_new(upload.sidecar, _sidecar_document(header, digest, path.stat()), fsync=False)
+    _write_new(upload.sidecar, _sidecar_document(header, digest, stat), fsync=False)
     return upload
 
 

@@ -9,14 +9,15 @@ import pydicom
 import pytest
 
 from localdicom.archive import StoredInstance
-from localdicom.dicom.header import describe_file
+from localdicom.dicom.header import describe
 from localdicom.dicom.qido import parse_query
 from localdicom.index import Index
 from tests.conftest import SAMPLES
 
 
 def stored(path: Path) -> StoredInstance:
-    return StoredInstance(describe_file(path), path.stat().st_size, "00" * 32)
+    with path.open("rb") as fp:
+        return StoredInstance(describe(fp), path.stat().st_size, "00" * 32)
 
 
 @pytest.fixture

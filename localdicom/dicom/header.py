@@ -145,12 +145,12 @@ def describe(fp: BinaryIO) -> Header:
     )
 
 
-def describe_file(path: Path) -> Header:
-    """:func:`describe` the file at ``path``; every reason it cannot be read is a
-    :class:`NotDicom` (this runs in worker processes, and only that crosses back intact)."""
+def describe_opened(fp: BinaryIO, path: Path) -> Header:
+    """:func:`describe` the file at ``path``, open in ``fp``; every reason it cannot be read
+    is a :class:`NotDicom` (this runs in worker processes, and only that crosses back
+    intact)."""
     try:
-        with path.open("rb") as fp:
-            return describe(fp)
+        return describe(fp)
     except NotDicom:
         raise
     except Exception as exc:  # pydicom's own errors on hostile bytes
