@@ -116,10 +116,9 @@ class Catalog:
         unchanged = True
         for folder in self.archive.series_folders(report):
             key = _key(folder)
-            raw = snapshot.pop(key.encode(), None)
-            entry = orjson.loads(raw) if raw is not None else None
+            entry = _snapshot_entry(snapshot.pop(key.encode(), None))
             try:
-                if entry is not None and entry["stamp"] == self.archive.stamp(folder):
+                if entry is not None and entry.get("stamp") == self.archive.stamp(folder):
                     self.index.restore_series(entry)
                     report.from_snapshot += len(entry["instances"])
                     self._skipped[key] = entry.get("skipped", [])
@@ -134,7 +133,9 @@ class Catalog:
             except OSError as exc:  # an unreadable folder: the rest of the archive is served
                 unchanged = False
                 report.skipped.append((folder, f"the folder cannot be read ({exc.strerror})"))
-        if not unchanged or snapshot:  # rescanned folders, or folders gone since
+        gone = bool(snapshot)  # folders in the snapshot no longer in the archive
+        snapshot.clear()  # unmaps the old snapshot before it is replaced
+        if not unchanged or gone:
             self.save_snapshot()
 
     def save_snapshot(self) -> None:
@@ -402,6 +403,15 @@ def _settle(stored: asyncio.Future[Stored], outcome: Stored | StoreFailed) -> No
         stored.set_exception(outcome)
     else:
         stored.set_result(outcome)
+
+
+def _snapshot_entry(text: memoryview | None) -> dict[str, Any] | None:
+    """A series' entry of the snapshot; None if absent or damaged: the folder is read again."""
+    try:
+        entry = None if text is None else orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return entry if isinstance(entry, dict) else None
 
 
 def _key(folder: Path) -> str:
