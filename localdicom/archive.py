@@ -363,8 +363,8 @@ class Archive:
 
         The texts are views of the file mapped into memory, which is unmapped when the last
         view goes. Copies of them (36 MB at 100k instances) were freed among the objects of
-        the new index, and the process kept that memory: 890-1030 bytes per instance after a
-        start from the snapshot, against 480-630 with views (``benchmarks.scale``)."""
+        the new index, and the process kept that memory: 760-1030 bytes per instance after a
+        start from the snapshot, against 480-630 with views (``benchmarks.scale`` at 100k)."""
         try:
             with (self.root / SNAPSHOT).open("rb") as fp:
                 if fp.readline().strip() != f"{SIDECAR_FORMAT}/{schema}".encode():
