@@ -410,7 +410,7 @@ class BareConnection:
                 view = self._room(have + READ_AHEAD, keep=have)
         return view[:have]
 
-    def _chunked(self) -> bytes:
+    def _chunked(self) -> memoryview:
         chunks = []
         while True:
             while b"\r\n" not in self.pending:

@@ -19,7 +19,7 @@ from localdicom.web import multipart
 from localdicom.web.multipart import FilePart, send_files
 from tests.live_http import split_multipart
 
-FILE_BYTES = 3 * 1024 * 1024  # more than a loopback socket holds while nobody reads
+FILE_BYTES = 3 * 1024 * 1024  # four of them: more than the two sockets hold while nobody reads
 
 
 @pytest.fixture
