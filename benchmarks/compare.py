@@ -316,9 +316,9 @@ class Client:
 
 class BareConnection:
     """HTTP/1.1 GETs over one kept-alive socket, with about the least work a client can do:
-    bodies are read straight into one buffer, the same for every answer (see ``_buffer``).
-    Handles what the two servers send: a Content-Length, a chunked body, or one ended by
-    closing the connection.
+    bodies are read straight into a buffer, for large ones the same from answer to answer
+    (see ``_buffer``). Handles what the two servers send: a Content-Length, a chunked body,
+    or one ended by closing the connection.
 
     A body read into that buffer (``borrowed``) is valid until the next request of any
     connection: check it before (``measure_bare`` does)."""
