@@ -25,7 +25,7 @@ from pathlib import Path
 
 from benchmarks.dataset import ct_slice
 from benchmarks.servers import Server, localdicom
-from localdicom.archive import SIDECAR_FORMAT
+from localdicom.archive import sidecar
 from localdicom.dicom.header import describe
 
 ROOT = "1.2.826.0.1.3680043.8.498"
@@ -52,14 +52,8 @@ def template() -> tuple[bytes, str]:
     ds.save_as(path, enforce_file_format=True)
     with path.open("rb") as fp:
         header = describe(fp)
-    document = {
-        "format": SIDECAR_FORMAT,
-        "size": path.stat().st_size,
-        "mtime_ns": FIXED_MTIME_NS,
-        "digest": "DIGEST",
-    }
-    document.update(header.to_dict())
-    return path.read_bytes(), json.dumps(document)
+    document = sidecar.document(header, "DIGEST", path.stat().st_size, FIXED_MTIME_NS)
+    return path.read_bytes(), document.decode()
 
 
 def values(study: int, series: int, index: int) -> dict[str, str]:

@@ -37,7 +37,6 @@ from localdicom.workers import Workers
 logger = logging.getLogger("localdicom")
 
 MAX_REQUEST_LINE = 256 * 1024
-METADATA_CACHE_BYTES = 64 * 1024 * 1024
 PREFIXES = ("", "/{prefix:v1|v2|dicom-web}")
 UID = r"[^/]+"
 STUDY = f"/studies/{{study:{UID}}}"
@@ -120,7 +119,6 @@ def make_app(settings: Settings) -> web.Application:
     app[stow.LIMITS] = stow.Limits(
         settings.max_request_bytes, settings.max_part_bytes, settings.upload_timeout
     )
-    app[wado.METADATA_CACHE] = wado.ResponseCache(METADATA_CACHE_BYTES)
     for prefix in PREFIXES:
         for method, path, handler in ROUTES:
             app.router.add_route(method, prefix + path, handler)
@@ -141,15 +139,16 @@ async def _open_catalog(app: web.Application) -> AsyncIterator[None]:
         prepare=lambda path: workers.run_or_thread(prepare_upload, path, settings.fsync),
     )
     report = await catalog.open()
-    studies, series, instances = catalog.index.counts()
+    studies, series, instances = catalog.counts()
     logger.info(
-        "archive %s: %d studies, %d series, %d instances indexed in %.2f s "
-        "(%d sidecars regenerated, %d files skipped)",
+        "archive %s: %d studies, %d series, %d instances indexed in %.2f s, %d from the "
+        "snapshot (%d sidecars regenerated, %d files skipped)",
         settings.archive,
         studies,
         series,
         instances,
         report.seconds,
+        report.scan.from_snapshot,
         len(report.scan.regenerated),
         len(report.scan.skipped),
     )

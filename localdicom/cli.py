@@ -22,7 +22,7 @@ from aiohttp.abc import AbstractAccessLogger
 
 from localdicom import __version__
 from localdicom.app import Settings, make_app
-from localdicom.archive import SIDECAR_FORMAT, Archive
+from localdicom.archive import Layout, announce_server, sidecar, withdraw_server
 from localdicom.importer import (
     ArchiveBusy,
     CannotImport,
@@ -291,8 +291,8 @@ async def _serve(settings: Settings, survey: Path | None) -> None:
     logging.getLogger("localdicom").info(
         "localdicom %s serving DICOMweb at %s/ (also /v1, /v2, /dicom-web)", __version__, url
     )
-    archive = Archive(settings.archive)
-    archive.announce_server(url)
+    layout = Layout(settings.archive)
+    announce_server(layout, url)
     if survey is not None:
         threading.Thread(
             target=_found_outside_layout, args=(survey, False, None), daemon=True
@@ -304,7 +304,7 @@ async def _serve(settings: Settings, survey: Path | None) -> None:
     try:
         await stopping.wait()
     finally:
-        archive.withdraw_server(url)
+        withdraw_server(layout, url)
         await runner.cleanup()
 
 
@@ -335,7 +335,7 @@ def _found_outside_layout(archive: Path, do_import: bool, workers: int | None) -
     log.info("importing %s found in %s outside its layout", what, archive)
     try:
         report = run_import([archive], archive, ImportOptions(workers=workers))
-    except CannotImport as exc:
+    except (CannotImport, ArchiveBusy) as exc:
         log.warning("not imported: %s", exc)
         return
     for line in report.lines():
@@ -492,7 +492,7 @@ def import_(
     try:
         with Bar("Importing") as bar:
             report = run_import(sources, archive, options, bar)
-    except CannotImport as exc:
+    except (CannotImport, ArchiveBusy) as exc:
         raise click.ClickException(str(exc)) from None
     for line in report.lines(verbose=verbose):
         click.echo(line)
@@ -539,7 +539,7 @@ def reindex_(archive: Path, only_stale: bool, workers: int | None) -> int:
     return report.exit_code
 
 
-reindex_.help = (reindex_.help or "").replace("%(format)s", str(SIDECAR_FORMAT))
+reindex_.help = (reindex_.help or "").replace("%(format)s", str(sidecar.FORMAT))
 
 
 # ls ------------------------------------------------------------------------------------------

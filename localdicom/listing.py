@@ -2,13 +2,12 @@
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localdicom.archive import Archive
+from localdicom.archive import Layout, StoredInstance, sidecar
 
 
 @dataclass
@@ -56,33 +55,34 @@ def list_studies(root: Path) -> Listing:
     again, nothing is written)."""
     studies: dict[str, StudySummary] = {}
     unlisted = 0
-    for dcm in Archive(root).instance_files():
+    for dcm in Layout(root).instance_files():
         try:
-            raw = dcm.with_suffix(".json").read_bytes()
-            document = json.loads(raw)
-            _add_instance(studies, document, len(raw))
+            stored, length = sidecar.read_with_length(dcm)
         except (OSError, ValueError, KeyError, TypeError):
             unlisted += 1
+            continue
+        _add_instance(studies, stored, length)
     ordered = sorted(studies.values(), key=lambda s: (s.date, s.patient, s.uid))
     return Listing(ordered, unlisted)
 
 
-def _add_instance(studies: dict[str, StudySummary], document: dict[str, Any], extra: int) -> None:
-    metadata = document["metadata"]
-    study = studies.get(document["study"])
+def _add_instance(studies: dict[str, StudySummary], stored: StoredInstance, extra: int) -> None:
+    header = stored.header
+    metadata = header.metadata
+    study = studies.get(header.study_uid)
     if study is None:
         study = StudySummary(
-            document["study"],
+            header.study_uid,
             patient=_text(metadata, "00100010"),
             patient_id=_text(metadata, "00100020"),
             date=_text(metadata, "00080020"),
             description=_text(metadata, "00081030"),
         )
         studies[study.uid] = study
-    series = study.series.get(document["series"])
+    series = study.series.get(header.series_uid)
     if series is None:
         series = SeriesSummary(
-            document["series"],
+            header.series_uid,
             number=_text(metadata, "00200011"),
             modality=_text(metadata, "00080060"),
             description=_text(metadata, "0008103E"),
@@ -90,7 +90,7 @@ def _add_instance(studies: dict[str, StudySummary], document: dict[str, Any], ex
         )
         study.series[series.uid] = series
     series.instances += 1
-    series.size += int(document["size"]) + extra
+    series.size += stored.size + extra
 
 
 def _text(metadata: dict[str, Any], tag: str) -> str:

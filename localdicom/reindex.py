@@ -1,6 +1,6 @@
 """``localdicom reindex``: rebuild every sidecar from its .dcm, in parallel.
 
-After an upgrade that changes what a sidecar holds (``SIDECAR_FORMAT``) the server rebuilds
+After an upgrade that changes what a sidecar holds (its format number) the server rebuilds
 stale sidecars on its own at start; this does all of them at once, with progress, and also
 picks up .dcm files edited in place.
 """
@@ -13,9 +13,10 @@ from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from localdicom.archive import SIDECAR_FORMAT, Archive
+from localdicom.archive import Layout, archive_lock, sidecar
 from localdicom.dicom.header import NotDicom
-from localdicom.importer import NoProgress, Progress, _why, _worker_init, archive_lock
+from localdicom.importer.examine import why, worker_init
+from localdicom.importer.report import NoProgress, Progress
 
 
 @dataclass
@@ -31,7 +32,7 @@ class ReindexReport:
 
     def lines(self) -> list[str]:
         lines = [
-            f"{self.rebuilt} sidecars rebuilt (format {SIDECAR_FORMAT}), {self.current} already "
+            f"{self.rebuilt} sidecars rebuilt (format {sidecar.FORMAT}), {self.current} already "
             f"current, {len(self.failed)} failed, in {self.seconds:.2f} s"
         ]
         lines += [f"failed: {path}: {reason}" for path, reason in self.failed]
@@ -50,11 +51,11 @@ def reindex(
     started = time.perf_counter()
     report = ReindexReport()
     with archive_lock(root):
-        files = sorted(Archive(root).instance_files())
+        files = sorted(Layout(root).instance_files())
         progress.add_total(len(files))
         batches = [files[start : start + 16] for start in range(0, len(files), 16)]
         count = workers or os.cpu_count() or 1
-        with ProcessPoolExecutor(count, initializer=_worker_init) as pool:
+        with ProcessPoolExecutor(count, initializer=worker_init) as pool:
             jobs = pool.map(
                 _rebuild_batch, batches, [root] * len(batches), [only_stale] * len(batches)
             )
@@ -80,15 +81,15 @@ def _count_rebuild(report: ReindexReport, path: Path, outcome: str, reason: str)
 def _rebuild_batch(
     files: list[Path], root: Path, only_stale: bool
 ) -> list[tuple[Path, str, str, int]]:
-    archive = Archive(root, fsync=False)
+    layout = Layout(root)
     results = []
     for dcm in files:
         try:
-            if only_stale and archive.current_sidecar(dcm) is not None:
+            if only_stale and sidecar.read_current(dcm) is not None:
                 results.append((dcm, "current", "", 0))
                 continue
-            stored = archive.regenerate_sidecar(dcm)
+            stored = sidecar.regenerate(layout, dcm, fsync=False)
             results.append((dcm, "rebuilt", "", stored.size))
         except (NotDicom, OSError) as exc:
-            results.append((dcm, "failed", _why(exc), 0))
+            results.append((dcm, "failed", why(exc), 0))
     return results

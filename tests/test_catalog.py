@@ -14,8 +14,8 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from localdicom import archive as archive_module
 from localdicom.archive import Archive, Upload, prepare_upload
+from localdicom.archive import archive as archive_module
 from localdicom.catalog import Catalog, FailureReason, Stored, StoreFailed
 from tests.conftest import SAMPLES
 
@@ -107,7 +107,7 @@ async def test_uploads_committed_together_flush_their_folder_once(tmp_path, monk
     catalog = Catalog(Archive(tmp_path / "archive", fsync=True), prepare=Elsewhere())
     await catalog.open()
     flushed: list[Path] = []
-    monkeypatch.setattr(archive_module, "_fsync_file", flushed.append)
+    monkeypatch.setattr(archive_module, "fsync_path", flushed.append)
     sops = [f"1.2.826.0.1.3680043.8.498.11{n}" for n in range(3)]
     results = await commit_together(catalog, *map(instance, sops))
     assert all(isinstance(result, Stored) for result in results)

@@ -30,11 +30,12 @@ from pydicom.fileset import FileSet
 from pydicom.uid import generate_uid
 
 from benchmarks.dataset import ct_slice, uid
-from localdicom import importer
 from localdicom.app import Settings, make_app
-from localdicom.archive import SERVER_FILE, Archive
+from localdicom.archive import sidecar as sidecar_file
+from localdicom.archive.layout import SERVER_FILE
 from localdicom.cli import main
-from localdicom.importer import examine_batch
+from localdicom.importer import run as importer_run
+from localdicom.importer.examine import examine_batch
 from tests.conftest import LiveServer, free_port
 from tests.live_http import request
 
@@ -101,7 +102,7 @@ def assert_clean(archive: Path, instances: int) -> None:
     files = stored_files(archive)
     assert len(files) == instances
     assert len({path.stem for path in files}) == instances
-    assert all(Archive(archive).current_sidecar(path) is not None for path in files)
+    assert all(sidecar_file.read_current(path) is not None for path in files)
     assert list((archive / ".incoming").iterdir()) == []
 
 
@@ -362,7 +363,7 @@ def test_second_import_on_the_same_archive_is_refused(tmp_path: Path) -> None:
 HOLD_LOCK = """
 import sys
 from pathlib import Path
-from localdicom.importer import archive_lock
+from localdicom.archive import archive_lock
 with archive_lock(Path(sys.argv[1])):
     print("locked", flush=True)
     sys.stdin.read()
@@ -380,7 +381,7 @@ def test_a_worker_that_dies_is_reported(tmp_path: Path, monkeypatch) -> None:
     source, archive = tmp_path / "source", tmp_path / "archive"
     for name in ("IM0", "IM1", "CRASH"):
         ct(source / name, int(name == "CRASH"))
-    monkeypatch.setattr(importer, "examine_batch", crash_on_a_file_named_crash)
+    monkeypatch.setattr(importer_run, "examine_batch", crash_on_a_file_named_crash)
 
     result = run("import", source, "--archive", archive, "--workers", "1")
 

@@ -11,7 +11,9 @@ from pathlib import Path
 import orjson
 import pytest
 
-from localdicom.archive import SNAPSHOT, Archive, Upload, prepare_upload
+from localdicom.archive import Archive, Layout, Upload, prepare_upload
+from localdicom.archive import snapshot as snapshot_file
+from localdicom.archive.layout import SNAPSHOT
 from localdicom.catalog import Catalog, OpenReport
 from localdicom.index import SCHEMA, Index
 from tests.conftest import SAMPLES
@@ -102,4 +104,4 @@ async def test_the_snapshot_is_unmapped_once_read(stored) -> None:
     catalog, _ = await opened(root)
     assert catalog.index.instances
     assert SNAPSHOT not in Path("/proc/self/maps").read_text()
-    assert Archive(root).read_snapshot(SCHEMA), "the snapshot was there to be mapped"
+    assert snapshot_file.read(Layout(root), SCHEMA), "the snapshot was there to be mapped"

@@ -75,35 +75,6 @@ class Header:
             return 0
         return int(self.metadata.get("00280008", {}).get("Value", [1])[0])
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "study": self.study_uid,
-            "series": self.series_uid,
-            "sop": self.sop_uid,
-            "sop_class": self.sop_class_uid,
-            "transfer_syntax": self.transfer_syntax,
-            "metadata": self.metadata,
-            "bulk": self.bulk,
-            "frames": self.frames,
-        }
-
-    @classmethod
-    def from_dict(cls, data: dict[str, Any]) -> Header:
-        return cls(
-            study_uid=data["study"],
-            series_uid=data["series"],
-            sop_uid=data["sop"],
-            sop_class_uid=data["sop_class"],
-            transfer_syntax=data["transfer_syntax"],
-            metadata=data["metadata"],
-            bulk={key: span and tuple(span) for key, span in data["bulk"].items()},
-            frames=(
-                None
-                if data["frames"] is None
-                else [[tuple(span) for span in frame] for frame in data["frames"]]
-            ),
-        )
-
 
 def instance_path(study_uid: str, series_uid: str, sop_uid: str) -> str:
     """The instance's path below the service root, as used in RetrieveURL and BulkDataURI."""

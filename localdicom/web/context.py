@@ -8,10 +8,9 @@ from typing import Any, TypeVar
 
 from aiohttp import web
 
-from localdicom.catalog import Catalog
+from localdicom.catalog import Catalog, InstanceRecord, SeriesRecord, StudyRecord
 from localdicom.dicom.render import RenderError
 from localdicom.dicom.uids import check_uid
-from localdicom.index import InstanceRecord, SeriesRecord, StudyRecord
 from localdicom.web.errors import bad_request, not_acceptable, not_found
 from localdicom.workers import Workers
 
@@ -58,7 +57,7 @@ def uid(request: web.Request, name: str) -> str | None:
 
 def find_study(request: web.Request) -> StudyRecord:
     study = uid(request, "study")
-    record = catalog(request).index.studies.get(study)
+    record = catalog(request).study(study)
     if record is None:
         raise not_found(f"study {study} is not in the archive")
     return record
@@ -66,7 +65,7 @@ def find_study(request: web.Request) -> StudyRecord:
 
 def find_series(request: web.Request) -> SeriesRecord:
     study, series = uid(request, "study"), uid(request, "series")
-    record = catalog(request).index.series_in(study, series)
+    record = catalog(request).series(study, series)
     if record is None:
         raise not_found(f"series {series} of study {study} is not in the archive")
     return record
@@ -74,7 +73,7 @@ def find_series(request: web.Request) -> SeriesRecord:
 
 def find_instance(request: web.Request) -> InstanceRecord:
     study, series, sop = uid(request, "study"), uid(request, "series"), uid(request, "instance")
-    record = catalog(request).index.instance_in(study, series, sop)
+    record = catalog(request).instance(study, series, sop)
     if record is None:
         raise not_found(f"instance {sop} of series {series}, study {study} is not in the archive")
     return record

@@ -2,8 +2,8 @@
 
 A frame asked for in its stored form is a positioned read of the byte ranges in the sidecar;
 any other form is decoded and encoded in the worker pool. Every part's Content-Type names
-its transfer syntax: cornerstone (OHIF) reads the syntax from it, and without it takes
-compressed bytes for raw pixels (CLIENTS.md 2b, step 4).
+its transfer syntax (PS3.18 8.7.3.3.2): cornerstone, OHIF's image loader, decides from it
+whether the bytes are compressed, and takes compressed bytes for raw pixels without it.
 """
 
 from __future__ import annotations
@@ -12,7 +12,7 @@ import asyncio
 
 from aiohttp import web
 
-from localdicom.catalog import Catalog
+from localdicom.catalog import Catalog, InstanceRecord
 from localdicom.dicom.frames import (
     FrameListError,
     frames_by_parsing,
@@ -33,7 +33,6 @@ from localdicom.dicom.uids import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     NATIVE_TRANSFER_SYNTAXES,
 )
-from localdicom.index import InstanceRecord
 from localdicom.web.context import catalog, find_instance, pixel_work
 from localdicom.web.errors import bad_request, not_found
 from localdicom.web.multipart import once, stream_multipart
@@ -53,9 +52,8 @@ async def frames(request: web.Request) -> web.StreamResponse:
         target = EXPLICIT_VR_LITTLE_ENDIAN  # native frames go out in little endian
         data = await asyncio.to_thread(_native_frames, the_catalog, record, header, numbers)
     elif target == stored:
-        path = the_catalog.path_of(record)
         spans = [header.frames[n - 1] for n in numbers]
-        data = [await asyncio.to_thread(the_catalog.archive.read_ranges, path, s) for s in spans]
+        data = [await asyncio.to_thread(the_catalog.read_ranges, record, s) for s in spans]
     else:
         path = the_catalog.path_of(record)
         data = await pixel_work(request, encode_frames, path, numbers, target)
@@ -106,16 +104,15 @@ def _native_frames(
     catalog: Catalog, record: InstanceRecord, header: Header, numbers: list[int]
 ) -> list[bytes]:
     """Native frames in little endian: positioned reads, byte-swapped for big endian."""
-    path = catalog.path_of(record)
     if header.frames is None:
-        return frames_by_parsing(path, numbers)
+        return frames_by_parsing(catalog.path_of(record), numbers)
 
     def read(offset: int, length: int) -> bytes:
-        return catalog.archive.read_ranges(path, [(offset, length)])
+        return catalog.read_ranges(record, [(offset, length)])
 
     if record.transfer_syntax == EXPLICIT_VR_BIG_ENDIAN:
         bits = int(header.metadata.get("00280100", {}).get("Value", [16])[0])
         unit = swap_unit(bits, header.metadata["7FE00010"]["vr"])
         start = header.frames[0][0][0]
         return [read_big_endian_frame(read, start, header.frames[n - 1][0], unit) for n in numbers]
-    return [catalog.archive.read_ranges(path, header.frames[n - 1]) for n in numbers]
+    return [catalog.read_ranges(record, header.frames[n - 1]) for n in numbers]

@@ -10,7 +10,7 @@ import orjson
 from aiohttp import web
 from pydicom.datadict import dictionary_VR
 
-from localdicom.catalog import Catalog
+from localdicom.catalog import Catalog, InstanceRecord, Record, SeriesRecord, StudyRecord
 from localdicom.dicom.header import instance_path
 from localdicom.dicom.qido import (
     COMPUTED,
@@ -24,7 +24,6 @@ from localdicom.dicom.qido import (
     parse_query,
     result_fields,
 )
-from localdicom.index import Index, InstanceRecord, Record, SeriesRecord, StudyRecord
 from localdicom.web.context import catalog, uid
 from localdicom.web.negotiation import DICOM_JSON, Offer, choose
 from localdicom.web.urls import service_root
@@ -46,13 +45,13 @@ def search(level: str):
         study, series = uid(request, "study"), uid(request, "series")
         query = parse_query(request.query.items(), level)
         the_catalog = catalog(request)
-        matches = the_catalog.index.search(query, study, series)
+        matches = the_catalog.search(query, study, series)
         end = None if query.limit is None else query.offset + query.limit
         page = matches[query.offset : end]
         fixed = (study is not None) + (series is not None)
         fields = tuple(sorted(result_fields(query, tuple(LEVELS[fixed : LEVELS.index(level)]))))
         root = service_root(request)
-        results = [_known(the_catalog.index, record, fields, root) for record in page]
+        results = [_known(the_catalog, record, fields, root) for record in page]
         if any(tag not in IN_MEMORY for tag in fields):
             results = await asyncio.to_thread(_completed, the_catalog, page, results)
         empty = _empty_elements(fields)
@@ -67,9 +66,9 @@ def search(level: str):
     return handler
 
 
-def _known(index: Index, record: Record, fields: tuple[str, ...], root: str) -> dict[str, Any]:
+def _known(catalog: Catalog, record: Record, fields: tuple[str, ...], root: str) -> dict[str, Any]:
     """What memory holds of ``fields`` for one match."""
-    known = index.attributes(record, fields)
+    known = catalog.attributes(record, fields)
     known[RETRIEVE_URL] = {"vr": "UR", "Value": [f"{root}/{_path(record)}"]}
     known[INSTANCE_AVAILABILITY] = ONLINE
     return known

@@ -9,13 +9,11 @@ shows an old thumbnail.
 
 from __future__ import annotations
 
-import asyncio
 import hashlib
-from pathlib import Path
 
 from aiohttp import web
 
-from localdicom.catalog import Catalog
+from localdicom.catalog import InstanceRecord
 from localdicom.dicom.pixels import render
 from localdicom.dicom.render import (
     RENDERED_MEDIA_TYPES,
@@ -23,7 +21,6 @@ from localdicom.dicom.render import (
     RenderParams,
     parse_render_params,
 )
-from localdicom.index import InstanceRecord
 from localdicom.web.context import catalog, find_instance, find_series, find_study, pixel_work
 from localdicom.web.errors import bad_request, not_found
 from localdicom.web.frames import check_frames, frame_numbers
@@ -146,17 +143,11 @@ async def _thumbnail(
     check_frames(record, [number])
     offer = choose(request, [o for o in OFFERS if not o.multipart])
     params = _params(request, offer.media_type)
-    cached = _cache_path(the_catalog, record, number, params)
-    if cached.exists():
+    key = hashlib.sha256(repr((number, params)).encode()).hexdigest()[:16]
+    cached = the_catalog.cached_thumbnail(record, key)
+    if cached is not None:
         return web.FileResponse(cached, headers={"Content-Type": offer.media_type})
     path = the_catalog.path_of(record)
     (image,) = await pixel_work(request, render, path, [number], params, THUMBNAIL_SIZE)
-    await asyncio.to_thread(the_catalog.archive.write_cached, cached, image)
+    await the_catalog.keep_thumbnail(record, key, image)
     return web.Response(body=image, headers={"Content-Type": offer.media_type})
-
-
-def _cache_path(
-    catalog: Catalog, record: InstanceRecord, number: int, params: RenderParams
-) -> Path:
-    key = hashlib.sha256(repr((number, params)).encode()).hexdigest()[:16]
-    return catalog.archive.thumbnail_file(record.sop, f"{record.digest.hex()[:16]}.{key}")

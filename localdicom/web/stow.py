@@ -23,8 +23,7 @@ from typing import Any, TypeVar
 import orjson
 from aiohttp import web
 
-from localdicom.archive import Upload
-from localdicom.catalog import Catalog, FailureReason, Stored, StoreFailed
+from localdicom.catalog import Catalog, FailureReason, Stored, StoreFailed, Upload
 from localdicom.dicom.header import instance_path
 from localdicom.web.context import catalog, uid
 from localdicom.web.errors import bad_request, unsupported_media_type

@@ -8,22 +8,17 @@ the sidecars; bulk values are positioned reads of the ranges recorded there.
 from __future__ import annotations
 
 import asyncio
-import gzip
-import hashlib
 import re
-from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
 from pathlib import Path
 
-import orjson
 from aiohttp import web
 
-from localdicom.catalog import Catalog
+from localdicom.catalog import Catalog, InstanceRecord
 from localdicom.dicom.header import ByteRange, bulk_by_parsing
 from localdicom.dicom.pixels import transcode
 from localdicom.dicom.syntaxes import OCTET_STREAM, instance_targets
 from localdicom.dicom.uids import EXPLICIT_VR_LITTLE_ENDIAN
-from localdicom.index import InstanceRecord
 from localdicom.web.context import (
     catalog,
     find_instance,
@@ -47,12 +42,12 @@ METADATA_OFFERS = [Offer(DICOM_JSON, multipart=False), Offer("application/json",
 
 async def retrieve_study(request: web.Request) -> web.StreamResponse:
     study = find_study(request)
-    return await _retrieve(request, catalog(request).index.instances_of(study.uid))
+    return await _retrieve(request, catalog(request).instances_of(study.uid))
 
 
 async def retrieve_series(request: web.Request) -> web.StreamResponse:
     series = find_series(request)
-    return await _retrieve(request, catalog(request).index.instances_of(series.study, series.uid))
+    return await _retrieve(request, catalog(request).instances_of(series.study, series.uid))
 
 
 async def retrieve_instance(request: web.Request) -> web.StreamResponse:
@@ -137,12 +132,12 @@ async def _transcoded(workers: Workers, path: Path, syntax: str) -> AsyncIterato
 
 async def study_metadata(request: web.Request) -> web.StreamResponse:
     study = find_study(request)
-    return await _metadata(request, catalog(request).index.instances_of(study.uid))
+    return await _metadata(request, catalog(request).instances_of(study.uid))
 
 
 async def series_metadata(request: web.Request) -> web.StreamResponse:
     series = find_series(request)
-    return await _metadata(request, catalog(request).index.instances_of(series.study, series.uid))
+    return await _metadata(request, catalog(request).instances_of(series.study, series.uid))
 
 
 async def instance_metadata(request: web.Request) -> web.StreamResponse:
@@ -150,67 +145,22 @@ async def instance_metadata(request: web.Request) -> web.StreamResponse:
 
 
 async def _metadata(request: web.Request, records: list[InstanceRecord]) -> web.StreamResponse:
-    """DICOM JSON of every instance (PS3.18 10.4.1.2), assembled from the sidecars once.
-
-    The ETag names the stored content and the URL root: a viewer's repeat request for an
-    unchanged series is a 304, and a request from another viewer is answered from memory,
-    gzipped already when it accepts gzip (CLIENTS.md pain points 10-13).
-    """
+    """DICOM JSON of every instance (PS3.18 10.4.1.2). Viewers ask for a series' metadata
+    again and again (OHIF on every study open), so it carries an ETag (a repeat request with
+    If-None-Match is a 304, RFC 9110 13.1.2) and is gzipped when the client accepts it."""
     offer = choose(request, METADATA_OFFERS)
     root = service_root(request)
-    tag = hashlib.sha256(root.encode() + b"".join(r.digest for r in records)).hexdigest()
-    etag = f'"{tag[:32]}"'
+    the_catalog = catalog(request)
+    etag = the_catalog.metadata_etag(records, root)
     headers = {"ETag": etag, "Vary": "Accept-Encoding"}
     if etag in request.headers.get("If-None-Match", ""):
         return web.Response(status=304, headers=headers)
     gzipped = "gzip" in request.headers.get("Accept-Encoding", "")
-    cache = request.app[METADATA_CACHE]
-    body = cache.get((etag, gzipped))
-    if body is None:
-        body = await asyncio.to_thread(_metadata_document, catalog(request), records, root)
-        if gzipped:
-            body = await asyncio.to_thread(gzip.compress, body, 6)
-        cache.put((etag, gzipped), body)
+    body = await the_catalog.metadata(records, root, gzipped=gzipped)
     headers["Content-Type"] = offer.media_type
     if gzipped:
         headers["Content-Encoding"] = "gzip"
     return web.Response(body=body, headers=headers)
-
-
-def _metadata_document(catalog: Catalog, records: list[InstanceRecord], root: str) -> bytes:
-    documents = [
-        catalog.archive.read_sidecar(catalog.path_of(record)).header.metadata for record in records
-    ]
-    return orjson.dumps(documents).replace(
-        b'"BulkDataURI":"', b'"BulkDataURI":"' + root.encode() + b"/"
-    )
-
-
-class ResponseCache:
-    """Response bodies by key, the least recently used dropped beyond a size in bytes."""
-
-    def __init__(self, max_bytes: int) -> None:
-        self.max_bytes = max_bytes
-        self._bodies: OrderedDict[object, bytes] = OrderedDict()
-        self._size = 0
-
-    def get(self, key: object) -> bytes | None:
-        body = self._bodies.get(key)
-        if body is not None:
-            self._bodies.move_to_end(key)
-        return body
-
-    def put(self, key: object, body: bytes) -> None:
-        if len(body) > self.max_bytes or key in self._bodies:
-            return
-        self._bodies[key] = body
-        self._size += len(body)
-        while self._size > self.max_bytes:
-            _, dropped = self._bodies.popitem(last=False)
-            self._size -= len(dropped)
-
-
-METADATA_CACHE = web.AppKey("metadata_cache", ResponseCache)
 
 
 # bulk data -------------------------------------------------------------------------------
@@ -233,7 +183,7 @@ async def bulk_data(request: web.Request) -> web.StreamResponse:
         span = (0, len(data))
         read = _memory_reader(data)
     else:
-        read = _file_reader(the_catalog, file)
+        read = _file_reader(the_catalog, record)
     if offer.multipart:
         data = await asyncio.to_thread(read, *span)
         return await stream_multipart(request, OCTET_STREAM, [(OCTET_STREAM, once(data))])
@@ -274,8 +224,8 @@ def byte_range(header: str, length: int) -> tuple[int, int] | None:
     return (start, stop) if start < length else (0, 0)
 
 
-def _file_reader(catalog: Catalog, file: Path) -> Callable[[int, int], bytes]:
-    return lambda offset, length: catalog.archive.read_ranges(file, [(offset, length)])
+def _file_reader(catalog: Catalog, record: InstanceRecord) -> Callable[[int, int], bytes]:
+    return lambda offset, length: catalog.read_ranges(record, [(offset, length)])
 
 
 def _memory_reader(data: bytes) -> Callable[[int, int], bytes]:

@@ -13,11 +13,11 @@ from collections.abc import Mapping
 
 from aiohttp import web
 
+from localdicom.catalog import InstanceRecord
 from localdicom.dicom.pixels import render
 from localdicom.dicom.render import RENDERED_MEDIA_TYPES, RenderError, parse_render_params
 from localdicom.dicom.syntaxes import instance_targets
 from localdicom.dicom.uids import EXPLICIT_VR_LITTLE_ENDIAN, check_uid
-from localdicom.index import InstanceRecord
 from localdicom.web.context import catalog, pixel_work
 from localdicom.web.errors import bad_request, not_acceptable, not_found
 from localdicom.web.frames import check_frames
@@ -56,7 +56,7 @@ def _instance(request: web.Request) -> InstanceRecord:
         if not query.get(name):
             raise bad_request(f"WADO-URI needs the parameter {name} (PS3.18 9.1.2.1)")
         uids.append(check_uid(query[name], keyword))
-    record = catalog(request).index.instance_in(*uids)
+    record = catalog(request).instance(*uids)
     if record is None:
         raise not_found(f"instance {uids[2]} of series {uids[1]}, study {uids[0]} is not stored")
     return record

@@ -1,0 +1,34 @@
+"""The archive folder on disk: the only code that names, reads or writes its files.
+
+:mod:`.layout` names every path, :mod:`.sidecar` owns the sidecar format, :mod:`.snapshot`
+the index snapshot, :mod:`.scan` the startup read, :mod:`.upload` instances on their way in,
+:mod:`.archive` the writes, and :mod:`.lock` who may write.
+"""
+
+from localdicom.archive.archive import Archive
+from localdicom.archive.layout import Layout
+from localdicom.archive.lock import (
+    ArchiveBusy,
+    announce_server,
+    archive_lock,
+    running_server,
+    withdraw_server,
+)
+from localdicom.archive.scan import ScanReport
+from localdicom.archive.sidecar import StoredInstance
+from localdicom.archive.upload import StagingFile, Upload, prepare_upload
+
+__all__ = [
+    "Archive",
+    "ArchiveBusy",
+    "Layout",
+    "ScanReport",
+    "StagingFile",
+    "StoredInstance",
+    "Upload",
+    "announce_server",
+    "archive_lock",
+    "prepare_upload",
+    "running_server",
+    "withdraw_server",
+]

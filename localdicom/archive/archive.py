@@ -1,0 +1,155 @@
+"""The archive folder's writes: instances placed, replaced and removed, and the caches kept
+beside them.
+
+Writes go to a temporary file in the same file system and are renamed into place, so a
+crash leaves the old state or the new one, never half an instance. Everything here is
+blocking: callers run it in a worker thread.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+from localdicom.archive import sidecar
+from localdicom.archive.files import fsync_path, write_atomically, write_temporary
+from localdicom.archive.layout import Layout, sidecar_of
+from localdicom.archive.upload import StagingFile, Upload
+from localdicom.dicom.header import ByteRange
+
+
+class Archive(Layout):
+    """A folder of instances in the study/series/instance layout (:mod:`.layout`)."""
+
+    def __init__(self, root: Path, *, fsync: bool = True) -> None:
+        super().__init__(root)
+        self.fsync = fsync
+
+    def prepare(self) -> None:
+        """Create the archive folder and its upload area if they do not exist yet."""
+        self.root.mkdir(parents=True, exist_ok=True)
+        self.incoming.mkdir(exist_ok=True)
+
+    def new_upload(self) -> StagingFile:
+        return StagingFile(self.new_staging_file())
+
+    # reading -------------------------------------------------------------------------------
+
+    def read_ranges(self, dcm: Path, ranges: list[ByteRange]) -> bytes:
+        """The concatenation of byte ranges of a stored file: a frame or a bulk value."""
+        with dcm.open("rb") as fp:
+            parts = []
+            for offset, length in ranges:
+                fp.seek(offset)
+                parts.append(fp.read(length))
+        return b"".join(parts)
+
+    # placing -------------------------------------------------------------------------------
+
+    def commit_uploads(self, uploads: list[Upload]) -> list[sidecar.StoredInstance | OSError]:
+        """Place several prepared uploads, then flush each folder they went to once: a
+        group commit, one flush of each folder for a batch instead of one per instance. Each
+        upload gets its instance, or the error that kept it out (all of them if the flush
+        failed: then none is known to be durable)."""
+        results: list[sidecar.StoredInstance | OSError] = []
+        folders: list[Path] = []
+        for upload in uploads:
+            try:
+                stored, touched = self._place(upload)
+            except OSError as exc:
+                results.append(exc)
+                continue
+            results.append(stored)
+            folders += touched
+        try:
+            self._flush_folders(folders)
+        except OSError as exc:
+            return [exc for _ in results]
+        return results
+
+    def _place(self, upload: Upload) -> tuple[sidecar.StoredInstance, list[Path]]:
+        """Move an upload into place with its sidecar, replacing any old copy; a sidecar not
+        written yet (:attr:`Upload.sidecar` None) is written here. Returns the folders whose
+        entries changed.
+
+        Everything that needs space (folders, the sidecar) is written before anything is
+        replaced, so an OSError (a full disk) leaves the archive as it was; only the two
+        renames follow. A crash between them leaves a .dcm whose sidecar is missing or
+        stale, which the next start regenerates."""
+        header = upload.header
+        target = self.instance_file(header.study_uid, header.series_uid, header.sop_uid)
+        created = self._make_folders(target.parent)
+        stat = upload.path.stat()  # a rename keeps size and modification time
+        written = upload.sidecar
+        if written is None:
+            if self.fsync:
+                fsync_path(upload.path)
+            document = sidecar.document(header, upload.digest, stat.st_size, stat.st_mtime_ns)
+            written = write_temporary(sidecar_of(target), document, self.fsync)
+        try:
+            os.replace(upload.path, target)
+            os.replace(written, sidecar_of(target))
+        except BaseException:  # renamed, it is gone: no unlink that fails on every commit
+            written.unlink(missing_ok=True)
+            raise
+        folders = [target.parent, *(each.parent for each in created)]
+        return sidecar.StoredInstance(header, stat.st_size, upload.digest), folders
+
+    def _flush_folders(self, folders: list[Path]) -> None:
+        """Make renames into ``folders``, and the entries of new folders, durable (each
+        folder flushed once)."""
+        if self.fsync:
+            for folder in dict.fromkeys(folders):
+                fsync_path(folder)
+
+    def _make_folders(self, folder: Path) -> list[Path]:
+        """Create ``folder`` and missing parents inside the archive; the ones created."""
+        created = []
+        while not folder.is_dir() and folder != self.root:
+            created.append(folder)
+            folder = folder.parent
+        for each in reversed(created):
+            each.mkdir(exist_ok=True)
+        return created
+
+    # removing ------------------------------------------------------------------------------
+
+    def remove_instance(self, study: str, series: str, sop: str) -> None:
+        """Delete an instance and its sidecar, then any folder that this left empty."""
+        dcm = self.instance_file(study, series, sop)
+        for path in (sidecar_of(dcm), dcm):
+            path.unlink(missing_ok=True)
+        self._remove_empty(dcm.parent)
+        self.remove_thumbnails(sop)
+
+    def remove_tree(self, folder: Path, sops: list[str]) -> None:
+        """Delete a series or study folder whole (after its instances left the index)."""
+        shutil.rmtree(folder, ignore_errors=True)
+        self._remove_empty(folder.parent)
+        for sop in sops:
+            self.remove_thumbnails(sop)
+
+    def _remove_empty(self, folder: Path) -> None:
+        while folder != self.root and folder.is_relative_to(self.root):
+            try:
+                folder.rmdir()
+            except OSError:
+                return
+            folder = folder.parent
+
+    # the thumbnail cache -------------------------------------------------------------------
+
+    def cached_thumbnail(self, sop: str, key: str) -> Path | None:
+        path = self.thumbnail_file(sop, key)
+        return path if path.exists() else None
+
+    def keep_thumbnail(self, sop: str, key: str, data: bytes) -> None:
+        path = self.thumbnail_file(sop, key)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        write_atomically(path, data, self.fsync)
+
+    def remove_thumbnails(self, sop: str) -> None:
+        """Drop the cached thumbnails of an instance that was deleted or replaced."""
+        for path in self.thumbnails_of(sop):
+            path.unlink(missing_ok=True)

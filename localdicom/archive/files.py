@@ -1,0 +1,61 @@
+"""Whole-file writes that a crash cannot leave half done, and the flushes that make them
+durable: a new file is written under a temporary name beside its target and renamed into
+place (rename is atomic within a file system, POSIX ``rename(2)``)."""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from pathlib import Path
+from typing import BinaryIO
+
+#: Temporary files of interrupted atomic writes look like this; the startup scan removes them.
+TEMPORARY_GLOB = ".*.tmp"
+
+
+def file_digest(fp: BinaryIO) -> str:
+    """SHA-256 of a whole file: decides whether a re-sent instance is the very same one."""
+    fp.seek(0)
+    return hashlib.file_digest(fp, "sha256").hexdigest()
+
+
+def is_temporary(path: Path) -> bool:
+    return path.name.startswith(".") and path.name.endswith(".tmp")
+
+
+def write_new(path: Path, data: bytes, fsync: bool) -> None:
+    """``data`` in a new file at ``path``, removed again if that fails."""
+    try:
+        with path.open("wb") as fp:
+            fp.write(data)
+            if fsync:
+                fp.flush()
+                os.fsync(fp.fileno())
+    except BaseException:
+        path.unlink(missing_ok=True)
+        raise
+
+
+def write_temporary(path: Path, data: bytes, fsync: bool) -> Path:
+    """``data`` in a new temporary file next to ``path``, for a rename onto it later."""
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    write_new(temporary, data, fsync)
+    return temporary
+
+
+def write_atomically(path: Path, data: bytes, fsync: bool) -> None:
+    temporary = write_temporary(path, data, fsync)
+    try:
+        os.replace(temporary, path)
+    finally:
+        temporary.unlink(missing_ok=True)
+
+
+def fsync_path(path: Path) -> None:
+    """Flush a file, or a folder's entries (what makes a rename into it durable)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)

@@ -1,0 +1,93 @@
+"""The index snapshot: the index as saved at the last start or stop, so that a start reads
+only the series folders that changed since.
+
+The file is one line naming the sidecar format and the index schema, then one line per
+series folder: ``study/series TAB entry-JSON``. Each entry carries the folder's
+:func:`stamp`; a folder whose stamp differs is read from its sidecars instead.
+"""
+
+from __future__ import annotations
+
+import mmap
+import os
+from pathlib import Path
+from typing import Any
+
+import orjson
+
+from localdicom.archive import sidecar
+from localdicom.archive.files import write_atomically
+from localdicom.archive.layout import SIDECAR_SUFFIX, Layout
+
+
+def key(folder: Path) -> str:
+    """The name of a series folder in the snapshot."""
+    return f"{folder.parent.name}/{folder.name}"
+
+
+def stamp(folder: Path) -> dict[str, list[int]]:
+    """What identifies the state of a series folder: every file name, and the time and
+    size of each sidecar. Adding, removing or replacing an instance (always a rename) or a
+    damaged sidecar changes it; a .dcm edited in place does not (``localdicom reindex`` is
+    for that)."""
+    with os.scandir(folder) as entries:
+        stamps = {}
+        for entry in entries:
+            if entry.name.endswith(SIDECAR_SUFFIX):
+                stat = entry.stat()
+                stamps[entry.name] = [stat.st_mtime_ns, stat.st_size]
+            else:
+                stamps[entry.name] = []
+        return stamps
+
+
+def read(layout: Layout, schema: str) -> dict[bytes, memoryview]:
+    """Series folder key -> that series' entry as JSON text, parsed only when used, so that
+    a large archive never holds it all parsed at once. Empty if absent, unreadable, or saved
+    by a version that kept other things (``schema``).
+
+    The texts are views of the file mapped into memory (unmapped when the last view goes),
+    not copies: copies freed among the objects of the new index stay in the process."""
+    try:
+        with layout.snapshot.open("rb") as fp:
+            if fp.readline().strip() != _first_line(schema):
+                return {}
+            start = fp.tell()
+            mapped = mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ)
+        return _lines(mapped, start)
+    except (OSError, ValueError):
+        return {}
+
+
+def entry(text: memoryview | None) -> dict[str, Any] | None:
+    """A series' entry; None if absent or damaged: the folder is read again."""
+    try:
+        parsed = None if text is None else orjson.loads(text)
+    except orjson.JSONDecodeError:
+        return None
+    return parsed if isinstance(parsed, dict) else None
+
+
+def write(layout: Layout, schema: str, entries: dict[str, Any], fsync: bool) -> None:
+    lines = [_first_line(schema)]
+    lines += [name.encode() + b"\t" + orjson.dumps(each) for name, each in entries.items()]
+    write_atomically(layout.snapshot, b"\n".join(lines) + b"\n", fsync)
+
+
+def _first_line(schema: str) -> bytes:
+    return f"{sidecar.FORMAT}/{schema}".encode()
+
+
+def _lines(mapped: mmap.mmap, start: int) -> dict[bytes, memoryview]:
+    """``key TAB text`` lines from ``start`` on; a line without its key is a ValueError."""
+    view = memoryview(mapped)
+    lines = {}
+    while start < len(mapped):
+        end = mapped.find(b"\n", start)
+        end = len(mapped) if end < 0 else end
+        tab = mapped.find(b"\t", start, end)
+        if tab < 0:
+            raise ValueError(f"line at byte {start} has no key")
+        lines[bytes(view[start:tab])] = view[tab + 1 : end]
+        start = end + 1
+    return lines

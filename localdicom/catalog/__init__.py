@@ -1,0 +1,34 @@
+"""THE door to the archive: everything that finds, reads, stores or deletes an instance goes
+through a :class:`Catalog`, and every way in shares :mod:`.ingest`'s duplicate rule.
+
+The index's record types, and :class:`Upload` (an instance received and not yet committed),
+are given out from here so that callers never reach the index or the archive.
+"""
+
+from localdicom.archive import Upload
+from localdicom.catalog.catalog import Catalog, OpenReport
+from localdicom.catalog.ingest import (
+    Decision,
+    FailureReason,
+    Stored,
+    StoreFailed,
+    conflict_message,
+    decide,
+)
+from localdicom.index import InstanceRecord, Record, SeriesRecord, StudyRecord
+
+__all__ = [
+    "Catalog",
+    "Decision",
+    "FailureReason",
+    "InstanceRecord",
+    "OpenReport",
+    "Record",
+    "SeriesRecord",
+    "StoreFailed",
+    "Stored",
+    "StudyRecord",
+    "Upload",
+    "conflict_message",
+    "decide",
+]

@@ -1,0 +1,385 @@
+"""The archive on disk and its index in memory, kept in step.
+
+Every caller (the web handlers, the CLI tools, every way in) talks to a :class:`Catalog`;
+it runs the blocking disk work in worker threads and updates the index on the event loop,
+so a query never sees an instance that is not on disk and a deleted instance disappears
+from queries before its files go.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import logging
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from concurrent.futures import BrokenExecutor
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from localdicom.archive import Archive, ScanReport, Upload, prepare_upload, sidecar
+from localdicom.archive.upload import remove as remove_upload
+from localdicom.catalog import metadata, opening
+from localdicom.catalog.ingest import (
+    Decision,
+    FailureReason,
+    Stored,
+    StoreFailed,
+    conflict_message,
+    decide,
+)
+from localdicom.dicom.header import ByteRange, Header, NotDicom
+from localdicom.dicom.qido import Query
+from localdicom.index import Index, InstanceRecord, Record, SeriesRecord, StudyRecord
+
+logger = logging.getLogger(__name__)
+
+Commit = tuple[Upload, "asyncio.Future[Stored]"]
+#: Series metadata kept in memory, gzipped and not, at most.
+METADATA_CACHE_BYTES = 64 * 1024 * 1024
+
+
+@dataclass(frozen=True)
+class OpenReport:
+    scan: ScanReport
+    seconds: float
+
+
+class Catalog:
+    """Stores, finds, reads and deletes instances."""
+
+    def __init__(
+        self,
+        archive: Archive,
+        *,
+        prepare: Callable[[Path], Awaitable[Upload]],
+        overwrite: bool = False,
+    ) -> None:
+        """``prepare`` runs :func:`prepare_upload` on an upload with the archive's fsync
+        setting somewhere else than this process: in the worker processes when the server
+        runs (parsing holds the GIL for milliseconds); see :meth:`_prepare`."""
+        self.archive = archive
+        self._prepare_elsewhere = prepare
+        self.index = Index()
+        self.overwrite = overwrite
+        self._commit_lock = asyncio.Lock()
+        #: Uploads waiting for :meth:`commit`, each with the future of its outcome.
+        self._to_commit: list[Commit] = []
+        self._committer: asyncio.Task | None = None
+        #: Uploads in the upload area, from their first byte until stored or discarded.
+        self._uploads: set[Path] = set()
+        self._skipped: opening.Skipped = {}
+        self._metadata = metadata.ResponseCache(METADATA_CACHE_BYTES)
+
+    async def open(self) -> OpenReport:
+        """Rebuild the index from the archive (creating it if absent). Nothing is served
+        until this is done, so the index may be built in a worker thread."""
+        started = time.perf_counter()
+        report = ScanReport()
+        gc.disable()  # loading makes no garbage; collections would rescan the growing index
+        try:
+            self._skipped = await asyncio.to_thread(
+                opening.rebuild, self.archive, self.index, report
+            )
+        finally:
+            gc.freeze()  # and later collections need not scan it either (shorter pauses)
+            gc.enable()
+        return OpenReport(report, time.perf_counter() - started)
+
+    def save_snapshot(self) -> None:
+        """Write the index down for the next start (blocking)."""
+        opening.save(self.archive, self.index, self._skipped)
+
+    # finding ---------------------------------------------------------------------------------
+
+    def study(self, study: str) -> StudyRecord | None:
+        return self.index.studies.get(study)
+
+    def series(self, study: str, series: str) -> SeriesRecord | None:
+        return self.index.series_in(study, series)
+
+    def instance(self, study: str, series: str, sop: str) -> InstanceRecord | None:
+        return self.index.instance_in(study, series, sop)
+
+    def instances_of(self, study: str, series: str | None = None) -> list[InstanceRecord]:
+        return self.index.instances_of(study, series)
+
+    def search(self, query: Query, study: str | None, series: str | None) -> list[Record]:
+        return self.index.search(query, study, series)
+
+    def attributes(self, record: Record, tags: tuple[str, ...]) -> dict[str, Any]:
+        """What memory holds of ``tags`` for a record (QIDO answers from it)."""
+        return self.index.attributes(record, tags)
+
+    def counts(self) -> tuple[int, int, int]:
+        """Studies, series and instances."""
+        return self.index.counts()
+
+    # reading ---------------------------------------------------------------------------------
+
+    def path_of(self, record: InstanceRecord) -> Path:
+        return self.archive.instance_file(record.study, record.series, record.sop)
+
+    async def header_of(self, record: InstanceRecord) -> Header:
+        return await asyncio.to_thread(self.read_header, record)
+
+    def read_header(self, record: InstanceRecord) -> Header:
+        """The instance's header from its sidecar (blocking)."""
+        return sidecar.read(self.path_of(record)).header
+
+    def read_ranges(self, record: InstanceRecord, ranges: list[ByteRange]) -> bytes:
+        """Byte ranges of the stored file, concatenated: a frame or a bulk value (blocking)."""
+        return self.archive.read_ranges(self.path_of(record), ranges)
+
+    def metadata_etag(self, records: list[InstanceRecord], root: str) -> str:
+        return metadata.etag(records, root)
+
+    async def metadata(self, records: list[InstanceRecord], root: str, *, gzipped: bool) -> bytes:
+        """The metadata of ``records`` with BulkDataURIs under ``root``, from the cache when
+        the same content was asked under the same root before."""
+        key = (metadata.etag(records, root), gzipped)
+        body = self._metadata.get(key)
+        if body is None:
+            body = await asyncio.to_thread(self._metadata_body, records, root, gzipped)
+            self._metadata.put(key, body)
+        return body
+
+    def _metadata_body(self, records: list[InstanceRecord], root: str, gzipped: bool) -> bytes:
+        body = metadata.document([self.read_header(record) for record in records], root)
+        return metadata.compress(body) if gzipped else body
+
+    def cached_thumbnail(self, record: InstanceRecord, key: str) -> Path | None:
+        return self.archive.cached_thumbnail(record.sop, _thumbnail_key(record, key))
+
+    async def keep_thumbnail(self, record: InstanceRecord, key: str, image: bytes) -> None:
+        name = _thumbnail_key(record, key)
+        await asyncio.to_thread(self.archive.keep_thumbnail, record.sop, name, image)
+
+    # storing ---------------------------------------------------------------------------------
+
+    async def store(self, chunks: AsyncIterator[bytes], study: str | None = None) -> Stored:
+        """:meth:`receive` then :meth:`commit` one instance."""
+        return await self.commit(await self.receive(chunks, study))
+
+    async def receive(self, chunks: AsyncIterator[bytes], study: str | None = None) -> Upload:
+        """Stream one instance to the upload area and check it; nothing is stored yet.
+
+        ``study`` is the study the URL names. Raises :class:`StoreFailed`, leaving nothing
+        behind; on success the caller must :meth:`commit` or :meth:`discard` the result.
+        """
+        return await self.check(await self.spool(chunks), study)
+
+    async def spool(self, chunks: AsyncIterator[bytes]) -> Path:
+        """Stream one instance to a new file of the upload area, for :meth:`check`; raises
+        :class:`StoreFailed` (a full disk) or the stream's error, leaving nothing behind."""
+        staging = _writing(self.archive.new_upload)
+        self._uploads.add(staging.path)
+        try:
+            async for chunk in chunks:
+                _writing(staging.write, chunk)
+            _writing(staging.close)
+        except BaseException:
+            staging.abandon()
+            self._uploads.discard(staging.path)
+            raise
+        return staging.path
+
+    async def check(self, incoming: Path, study: str | None = None) -> Upload:
+        """Parse, hash and flush a :meth:`spool`-ed upload: the second half of :meth:`receive`,
+        which may run while the next upload of a request streams in."""
+        try:
+            prepared = await self._prepared(incoming)
+            if study is not None and prepared.header.study_uid != study:
+                raise StoreFailed(
+                    FailureReason.DATASET_DOES_NOT_MATCH,
+                    f"its StudyInstanceUID {prepared.header.study_uid} is not the study of "
+                    f"the URL, {study}",
+                    prepared.header,
+                )
+        except BaseException:
+            self._remove_upload(incoming)
+            raise
+        return prepared
+
+    def _prepare(self, incoming: Path) -> Awaitable[Upload]:
+        """Prepare an upload in the worker processes, where concurrent uploads use every
+        core and leave this process's GIL to the server; or, when it is the only upload in
+        progress, in a thread here, where it is done sooner without the hand-over to a
+        process and back. A query that comes in meanwhile waits for the GIL at most as long
+        as parsing holds it."""
+        if self._uploads == {incoming}:
+            return asyncio.to_thread(prepare_upload, incoming, self.archive.fsync)
+        return self._prepare_elsewhere(incoming)
+
+    async def _prepared(self, incoming: Path) -> Upload:
+        try:
+            return await self._prepare(incoming)
+        except NotDicom as exc:
+            raise StoreFailed(FailureReason.CANNOT_UNDERSTAND, f"not stored: {exc}") from exc
+        except BrokenExecutor as exc:  # a worker died, maybe on another request's data
+            raise StoreFailed(
+                FailureReason.PROCESSING_FAILURE,
+                "not stored: the process parsing it stopped; send it again",
+            ) from exc
+        except OSError as exc:  # writing the sidecar
+            raise _out_of_resources(exc) from exc
+
+    def discard(self, received: Upload) -> None:
+        self._remove_upload(received.path)
+
+    def _remove_upload(self, path: Path) -> None:
+        self._uploads.discard(path)
+        remove_upload(path)
+
+    async def commit(self, received: Upload) -> Stored:
+        """Move a received instance into the archive under the duplicate policy
+        (:func:`decide`). Uploads whose commits wait together are committed together, one
+        folder flush for all of them (:meth:`Archive.commit_uploads`), in order. Raises
+        :class:`StoreFailed`."""
+        stored = asyncio.get_running_loop().create_future()
+        self._to_commit.append((received, stored))
+        if self._committer is None or self._committer.done():
+            self._committer = asyncio.create_task(self._commit_queued())
+        placed = False
+        try:
+            outcome = await stored
+            placed = not outcome.already_present
+            return outcome
+        finally:
+            if placed:  # renamed into the archive: nothing is left to delete
+                self._uploads.discard(received.path)
+            else:
+                self.discard(received)
+
+    async def _commit_queued(self) -> None:
+        while self._to_commit:
+            async with self._commit_lock:
+                batch = self._next_batch()
+                try:
+                    await self._commit_batch(batch)
+                except Exception as exc:  # a bug: fail the batch, never leave a caller waiting
+                    logger.exception("committing %d uploads failed", len(batch))
+                    failure = StoreFailed(FailureReason.PROCESSING_FAILURE, f"not stored: {exc}")
+                    for _, stored in batch:
+                        _settle(stored, failure)
+
+    def _next_batch(self) -> list[Commit]:
+        """The queued uploads in order, but at most one per SOP Instance UID: a second copy
+        waits for the next batch, so that it meets the first under the duplicate policy."""
+        batch: list[Commit] = []
+        later: list[Commit] = []
+        seen: set[str] = set()
+        for received, stored in self._to_commit:
+            if stored.cancelled():  # its request went away; it removes its own upload
+                continue
+            sop = received.header.sop_uid
+            (later if sop in seen else batch).append((received, stored))
+            seen.add(sop)
+        self._to_commit = later
+        return batch
+
+    async def _commit_batch(self, batch: list[Commit]) -> None:
+        placing: list[tuple[Upload, asyncio.Future[Stored], InstanceRecord | None]] = []
+        for received, stored in batch:
+            existing = self.index.instances.get(received.header.sop_uid)
+            decision = decide(
+                existing and existing.digest.hex(), received.digest, overwrite=self.overwrite
+            )
+            if decision.writes:
+                placing.append((received, stored, existing))
+            else:
+                _settle(stored, _unwritten(decision, received.header))
+        if not placing:
+            return
+        uploads = [received for received, _, _ in placing]
+        results = await asyncio.to_thread(self.archive.commit_uploads, uploads)
+        for (received, stored, existing), result in zip(placing, results, strict=True):
+            if isinstance(result, OSError):
+                _settle(stored, _out_of_resources(result, received.header))
+                continue
+            if existing is not None:  # replaced (--overwrite): only now is the old copy dropped
+                await self._drop_replaced(existing, received.header)
+            self.index.add(result)
+            _settle(stored, Stored(received.header, already_present=False))
+
+    async def _drop_replaced(self, existing: InstanceRecord, header: Header) -> None:
+        self.index.remove_instance(existing.sop)
+        if (existing.study, existing.series) == (header.study_uid, header.series_uid):
+            await asyncio.to_thread(self.archive.remove_thumbnails, existing.sop)
+        else:
+            await self._forget([existing])
+
+    # deleting --------------------------------------------------------------------------------
+
+    async def delete_instance(self, study: str, series: str, sop: str) -> bool:
+        async with self._commit_lock:
+            record = self.index.instance_in(study, series, sop)
+            if record is None:
+                return False
+            await self._forget([record])
+            return True
+
+    async def delete_series(self, study: str, series: str) -> bool:
+        async with self._commit_lock:
+            if self.index.series_in(study, series) is None:
+                return False
+            removed = self.index.remove_series(series)
+            await self._remove_tree(self.archive.series_dir(study, series), removed)
+            return True
+
+    async def delete_study(self, study: str) -> bool:
+        async with self._commit_lock:
+            removed = self.index.remove_study(study)
+            if not removed:
+                return False
+            await self._remove_tree(self.archive.study_dir(study), removed)
+            return True
+
+    async def _remove_tree(self, folder: Path, records: list[InstanceRecord]) -> None:
+        sops = [record.sop for record in records]
+        await asyncio.to_thread(self.archive.remove_tree, folder, sops)
+
+    async def _forget(self, records: list[InstanceRecord]) -> None:
+        for record in records:
+            self.index.remove_instance(record.sop)
+            await asyncio.to_thread(
+                self.archive.remove_instance, record.study, record.series, record.sop
+            )
+
+
+def _unwritten(decision: Decision, header: Header) -> Stored | StoreFailed:
+    """The outcome of an instance that is not written (see :func:`decide`)."""
+    if decision is Decision.ALREADY_PRESENT:
+        return Stored(header, already_present=True)
+    remedy = "delete it first, or start the server with --overwrite"
+    message = conflict_message(header.sop_uid, remedy)
+    return StoreFailed(FailureReason.DUPLICATE_SOP_INSTANCE, message, header)
+
+
+def _thumbnail_key(record: InstanceRecord, key: str) -> str:
+    """Cached thumbnails are named by content too: a replaced instance never shows old ones."""
+    return f"{record.digest.hex()[:16]}.{key}"
+
+
+def _settle(stored: asyncio.Future[Stored], outcome: Stored | StoreFailed) -> None:
+    """Give a commit's caller its outcome, unless it went away meanwhile."""
+    if stored.done():
+        return
+    if isinstance(outcome, StoreFailed):
+        stored.set_exception(outcome)
+    else:
+        stored.set_result(outcome)
+
+
+def _out_of_resources(exc: OSError, header: Header | None = None) -> StoreFailed:
+    message = f"the archive cannot be written: {exc}"
+    return StoreFailed(FailureReason.OUT_OF_RESOURCES, message, header)
+
+
+def _writing(function: Callable[..., Any], *args: Any) -> Any:
+    """Call a file operation of an upload; its OSError is the archive's failure (A700)."""
+    try:
+        return function(*args)
+    except OSError as exc:
+        raise _out_of_resources(exc) from exc

@@ -1,0 +1,28 @@
+"""``localdicom import``: bring existing DICOM data into an archive.
+
+Data arrives as folder trees (files named IM0001, 1.dcm or anything), zip files and DICOMDIR
+media. Import finds DICOM by content (a Part 10 file has 'DICM' at byte 128), never by name,
+and stores each instance as STOW-RS would: the same layout, sidecar, digest and duplicate
+rule. :mod:`.sources` walks, :mod:`.examine` runs in the workers, :mod:`.run` drives one
+import, :mod:`.sinks` commits (directly, or through the running server by STOW-RS), and
+:mod:`.report` counts.
+"""
+
+from localdicom.archive import ArchiveBusy
+from localdicom.importer.examine import Transfer
+from localdicom.importer.report import ImportReport, NoProgress, Progress
+from localdicom.importer.run import CannotImport, ImportOptions, run_import
+from localdicom.importer.sources import Found, survey
+
+__all__ = [
+    "ArchiveBusy",
+    "CannotImport",
+    "Found",
+    "ImportOptions",
+    "ImportReport",
+    "NoProgress",
+    "Progress",
+    "Transfer",
+    "run_import",
+    "survey",
+]
