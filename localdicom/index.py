@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 from pydicom.datadict import dictionary_VR
@@ -39,6 +39,8 @@ from localdicom.dicom.qido import (
     Query,
     SingleValue,
     ValueList,
+    accepts,
+    texts,
 )
 
 Attributes = dict[str, dict[str, Any]]
@@ -91,23 +93,6 @@ def element(tag: str, value: Any) -> dict[str, Any]:
     if value is None or value == ():
         return {"vr": VR[tag]}
     return {"vr": VR[tag], "Value": list(value) if isinstance(value, tuple) else [value]}
-
-
-def texts(value: Any) -> Iterator[str]:
-    """A compact value as the texts matching compares: each value, each PN group."""
-    for item in value if isinstance(value, tuple) else (value,):
-        if isinstance(item, dict):
-            yield from (str(group) for group in item.values())
-        elif isinstance(item, int | float):
-            yield str(int(item)) if float(item).is_integer() else str(item)
-        else:
-            yield str(item)
-
-
-def accepts(condition: Condition, value: Any) -> bool:
-    if type(value) is str:  # the common case, spelled out: every search runs it per record
-        return condition.matches_value(value)
-    return condition.accepts(() if value is None else texts(value))
 
 
 class InstanceRecord:
