@@ -2,7 +2,8 @@
 
 A query string becomes a :class:`Query` of attribute conditions; each condition is one of the
 matching types of PS3.4 C.2.2.2 (universal, single value, UID list, wildcard, range), spelled
-out as a small class in the way pynetdicom's qrscp spells them out as functions.
+out as a small class in the way pynetdicom's qrscp spells them out as functions. Every search
+applies a condition to a value through :func:`accepts`, the one matcher.
 """
 
 from __future__ import annotations
