@@ -155,13 +155,11 @@ class InstanceRecord:
 
 
 class SeriesRecord:
-    __slots__ = ("_ordered", "instances", "study", "uid", "values", "version")
+    __slots__ = ("_ordered", "instances", "study", "uid", "values")
 
     def __init__(self, study: str, uid: str, values: tuple) -> None:
         self.study, self.uid, self.values = study, uid, values
         self.instances: dict[str, InstanceRecord] = {}
-        #: Changes whenever an instance is added or removed.
-        self.version = 0
         self._ordered: list[InstanceRecord] | None = None
 
     def value(self, tag: str) -> Any:
@@ -170,7 +168,7 @@ class SeriesRecord:
         return self.values[POSITION[SERIES][tag]]
 
     def changed(self) -> None:
-        self.version += 1
+        """Call after adding or removing an instance."""
         self._ordered = None
 
     def ordered(self) -> list[InstanceRecord]:

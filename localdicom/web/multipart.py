@@ -115,7 +115,6 @@ class MultipartReader:
         self._max_part_bytes = max_part_bytes
         self._boundary: bytes | None = None
         self._buffer = bytearray()
-        self._finished = False
 
     async def _fill(self) -> bool:
         chunk = await self._stream.read(CHUNK)
