@@ -2,8 +2,8 @@
 
 It holds per level only the attributes QIDO matches and returns (``LEVEL_ATTRIBUTES``), in
 compact form: one value per attribute, aligned with the level's tag list (a single value as
-itself, several as a tuple, absent as None), with repeated values shared. That keeps an
-instance to a few hundred bytes, so a laptop indexes hundreds of thousands of them.
+itself, several as a tuple, absent as None), with repeated values shared. That keeps each
+instance small, so that a laptop's memory holds the index of a large archive.
 
 A search descends from studies to series to instances and prunes at each level, and starts
 from a UID lookup where the URL or the query names UIDs, or from a table of the studies by
@@ -510,7 +510,7 @@ def _uid(record: Record) -> str:
 
 
 def _passes(record: Record, conditions: Iterable[tuple[str, Condition]]) -> bool:
-    for tag, condition in conditions:  # noqa: SIM110 (a loop: twice as fast as all() here)
+    for tag, condition in conditions:  # noqa: SIM110 (a loop: faster than all() here)
         if not accepts(condition, record.value(tag)):
             return False
     return True
