@@ -2,8 +2,8 @@
 
 It holds per level only the attributes QIDO matches and returns (``LEVEL_ATTRIBUTES``), in
 compact form: one value per attribute, aligned with the level's tag list (a single value as
-itself, several as a tuple, absent as None), with repeated values shared. That keeps an
-instance to a few hundred bytes, so a laptop indexes hundreds of thousands of them.
+itself, several as a tuple, absent as None), with repeated values shared. That keeps each
+instance small, so that a laptop's memory holds the index of a large archive.
 
 A search descends from studies to series to instances and prunes at each level, and starts
 from a UID lookup where the URL or the query names UIDs, or from a table of the studies by
@@ -18,7 +18,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import sys
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from typing import Any
 
 from pydicom.datadict import dictionary_VR
@@ -39,6 +39,8 @@ from localdicom.dicom.qido import (
     Query,
     SingleValue,
     ValueList,
+    accepts,
+    texts,
 )
 
 Attributes = dict[str, dict[str, Any]]
@@ -91,23 +93,6 @@ def element(tag: str, value: Any) -> dict[str, Any]:
     if value is None or value == ():
         return {"vr": VR[tag]}
     return {"vr": VR[tag], "Value": list(value) if isinstance(value, tuple) else [value]}
-
-
-def texts(value: Any) -> Iterator[str]:
-    """A compact value as the texts matching compares: each value, each PN group."""
-    for item in value if isinstance(value, tuple) else (value,):
-        if isinstance(item, dict):
-            yield from (str(group) for group in item.values())
-        elif isinstance(item, int | float):
-            yield str(int(item)) if float(item).is_integer() else str(item)
-        else:
-            yield str(item)
-
-
-def accepts(condition: Condition, value: Any) -> bool:
-    if type(value) is str:  # the common case, spelled out: every search runs it per record
-        return condition.matches_value(value)
-    return condition.accepts(() if value is None else texts(value))
 
 
 class InstanceRecord:
@@ -170,13 +155,11 @@ class InstanceRecord:
 
 
 class SeriesRecord:
-    __slots__ = ("_ordered", "instances", "study", "uid", "values", "version")
+    __slots__ = ("_ordered", "instances", "study", "uid", "values")
 
     def __init__(self, study: str, uid: str, values: tuple) -> None:
         self.study, self.uid, self.values = study, uid, values
         self.instances: dict[str, InstanceRecord] = {}
-        #: Changes whenever an instance is added or removed.
-        self.version = 0
         self._ordered: list[InstanceRecord] | None = None
 
     def value(self, tag: str) -> Any:
@@ -185,7 +168,7 @@ class SeriesRecord:
         return self.values[POSITION[SERIES][tag]]
 
     def changed(self) -> None:
-        self.version += 1
+        """Call after adding or removing an instance."""
         self._ordered = None
 
     def ordered(self) -> list[InstanceRecord]:
@@ -527,7 +510,7 @@ def _uid(record: Record) -> str:
 
 
 def _passes(record: Record, conditions: Iterable[tuple[str, Condition]]) -> bool:
-    for tag, condition in conditions:  # noqa: SIM110 (a loop: twice as fast as all() here)
+    for tag, condition in conditions:  # noqa: SIM110 (a loop: faster than all() here)
         if not accepts(condition, record.value(tag)):
             return False
     return True

@@ -1,19 +1,29 @@
 """The worker pool: parsing uploads, decoding, encoding and rendering run in other processes.
 
-A JPEG 2000 decode holds a CPU for tens of milliseconds and some codecs keep the GIL while
-they do; parsing a header holds it for milliseconds. In worker processes that never stalls
-the event loop, so a query from another client is answered meanwhile, and concurrent uploads
-use every core. The workers start on first use, one per CPU, forked from a server process
-that has pydicom and the codecs imported already. A worker that dies (a codec crashing on
-hostile data) fails its own call and is replaced. A server that is killed takes its workers
-with it (:func:`exit_with`).
+That work holds a CPU, and some codecs keep the GIL while they run; in worker processes it
+never stalls the event loop, so a query from another client is answered meanwhile, and
+concurrent uploads use every core. The workers start on first use, one per CPU, forked from
+a server process that has pydicom and the codecs imported already.
+
+What :class:`Workers` guarantees:
+
+- :meth:`Workers.run` returns what ``function(*args)`` returned in a worker, or raises the
+  exception it raised there (the worker's traceback as its cause).
+- A worker runs one call at a time, and its answer is read before it is given another: each
+  call gets its own answer, whatever the order the calls finish in; calls beyond the number
+  of workers wait for one to be idle.
+- A worker that dies (a codec crashing on hostile data) fails only the call it was running,
+  with :class:`BrokenProcessPool`, and is replaced; one that died while idle (the OOM
+  killer) is replaced before it is given a call.
+- A call whose caller went away (a client that hung up) still runs to its end, and its
+  answer is read and dropped before the worker takes another call.
+- Workers end with the server: when it closes their sockets (:meth:`Workers.close`), and
+  when it ends without closing them, even killed (:func:`exit_with`).
 
 Each worker has a socket to the server: the event loop writes a call to an idle worker and
-reads the answer when it comes, and no thread of the server takes part. concurrent.futures'
-ProcessPoolExecutor hands every call to a feeder thread and every answer to a manager
-thread; at eight concurrent uploads of 512 KB those two threads took 0.6 ms of the
-server's CPU per upload, and without them the server spent about 1 ms less per upload in
-all (7.2 against 8.2 ms, CPU time of every process and thread read from /proc).
+reads the answer when it comes, and no thread of the server takes part, where
+concurrent.futures' ProcessPoolExecutor passes every call to a feeder thread and every
+answer to a manager thread, which cost the server CPU on every call.
 """
 
 from __future__ import annotations
@@ -87,8 +97,8 @@ class Workers:
 
     async def run_or_thread(self, function: Callable[..., T], *args: Any) -> T:
         """``function(*args)`` in a worker process once one is up, else in a thread of
-        this process while they start: for work of milliseconds, which should not wait a
-        second for processes to start."""
+        this process while they start: for light work, which should not wait for processes
+        to start."""
         if self._up:
             return await self.run(function, *args)
         self._replenish()
@@ -189,7 +199,7 @@ async def _start_worker() -> _Worker:
         process = _context().Process(
             target=_serve, args=(theirs, os.getpid()), name="localdicom-worker", daemon=True
         )
-        # The first start launches the forkserver and imports PRELOAD: about a second.
+        # The first start launches the forkserver, which imports PRELOAD.
         await asyncio.to_thread(process.start)
     except BaseException:
         ours.close()

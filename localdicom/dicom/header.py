@@ -250,11 +250,11 @@ class _Converted:
     """DICOM JSON of element values already converted, by what the conversion depends on.
 
     The instances of a series repeat most of their header (patient, study, series, geometry,
-    pixel description), and pydicom's conversion of a value costs about 50 us: most of what
-    parsing a header costs. The key is everything the conversion reads: the tag, the VR as
-    written (explicit VR only: an implicit one may depend on other elements, and not UN), the
-    value's bytes, their byte order and the character set; private elements are left out (their
-    meaning depends on their private creator). The dicts handed out are shared: read-only.
+    pixel description), and pydicom's conversion of values is most of what parsing a header
+    costs. The key is everything the conversion reads: the tag, the VR as written (explicit
+    VR only: an implicit one may depend on other elements, and not UN), the value's bytes,
+    their byte order and the character set; private elements are left out (their meaning
+    depends on their private creator). The dicts handed out are shared: read-only.
     """
 
     MAX_ENTRIES = 20_000

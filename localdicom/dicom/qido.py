@@ -2,14 +2,15 @@
 
 A query string becomes a :class:`Query` of attribute conditions; each condition is one of the
 matching types of PS3.4 C.2.2.2 (universal, single value, UID list, wildcard, range), spelled
-out as a small class in the way pynetdicom's qrscp spells them out as functions.
+out as a small class in the way pynetdicom's qrscp spells them out as functions. Every search
+applies a condition to a value through :func:`accepts`, the one matcher.
 """
 
 from __future__ import annotations
 
 import functools
 import re
-from collections.abc import Iterable, Mapping
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -151,14 +152,10 @@ class QueryError(ValueError):
 
 
 class Condition:
-    """One attribute's matching rule, applied to an element's values as text."""
+    """One attribute's matching rule, applied to an attribute's values as text."""
 
-    def matches(self, element: Mapping[str, Any] | None) -> bool:
-        """Whether an element, in DICOM JSON, matches."""
-        return self.accepts(_text_values(element))
-
-    def accepts(self, texts: Iterable[str]) -> bool:
-        """Whether any of the values (PN: any component group) matches."""
+    def any_matches(self, texts: Iterable[str]) -> bool:
+        """Whether any of the texts (PN: any component group) matches."""
         return any(self.matches_value(text) for text in texts)
 
     def matches_value(self, value: str) -> bool:
@@ -168,7 +165,7 @@ class Condition:
 class Universal(Condition):
     """An empty value: every entity matches, the attribute is returned."""
 
-    def accepts(self, texts: Iterable[str]) -> bool:
+    def any_matches(self, texts: Iterable[str]) -> bool:
         return True
 
     def matches_value(self, value: str) -> bool:
@@ -214,6 +211,33 @@ class Range(Condition):
     def matches_value(self, value: str) -> bool:
         value = _pad(value.split("&")[0].split("+")[0])
         return (self.low is None or value >= self.low) and (self.high is None or value <= self.high)
+
+
+# matching --------------------------------------------------------------------------------
+
+
+def accepts(condition: Condition, value: Any) -> bool:
+    """Whether an attribute's value matches ``condition``: the one matcher of every search.
+
+    ``value`` is the attribute's value as the index holds it: None when the attribute is
+    absent, () when it is present without a value, one value as itself, several as a tuple;
+    each a str, an int, a float, or a PN value as a dict of its component groups.
+    """
+    if type(value) is str:  # the common case, spelled out: every search runs it per record
+        return condition.matches_value(value)
+    return condition.any_matches(() if value is None else texts(value))
+
+
+def texts(value: Any) -> Iterator[str]:
+    """A value (as :func:`accepts` takes it, not None) as the texts matching compares: each
+    value, each PN component group, a whole number without a fraction (12.0 as "12")."""
+    for item in value if isinstance(value, tuple) else (value,):
+        if isinstance(item, dict):
+            yield from (str(group) for group in item.values())
+        elif isinstance(item, int | float):
+            yield str(int(item)) if float(item).is_integer() else str(item)
+        else:
+            yield str(item)
 
 
 # query parsing ---------------------------------------------------------------------------
@@ -374,23 +398,6 @@ def _vr(tag: str) -> str:
         return dictionary_VR(int(tag, 16))
     except KeyError:
         return "UN"
-
-
-def _text_values(element: Mapping[str, Any] | None) -> list[str]:
-    """The values of a DICOM JSON element as text; PN as each of its component groups."""
-    if not element:
-        return []
-    texts = []
-    for value in element.get("Value", ()):
-        if isinstance(value, dict):
-            texts.extend(str(group) for group in value.values())
-        else:
-            texts.append(_number_text(value) if isinstance(value, int | float) else str(value))
-    return texts
-
-
-def _number_text(value: float) -> str:
-    return str(int(value)) if float(value).is_integer() else str(value)
 
 
 # results ---------------------------------------------------------------------------------

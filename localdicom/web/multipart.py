@@ -115,7 +115,6 @@ class MultipartReader:
         self._max_part_bytes = max_part_bytes
         self._boundary: bytes | None = None
         self._buffer = bytearray()
-        self._finished = False
 
     async def _fill(self) -> bool:
         chunk = await self._stream.read(CHUNK)
@@ -364,11 +363,11 @@ async def _send_file(transport: asyncio.Transport, fp: BinaryIO, size: int) -> b
     False if the file ended before.
 
     As long as the socket takes them they go with sendfile(2) right here; asyncio's
-    ``loop.sendfile`` takes over once it is full. That one costs the event loop 50-100 us a
-    call, as much as the kernel takes to send 512 KB, as it stops reading, waits for the
-    transport to drain and watches the socket for writing, then undoes it all. Writing to
-    the socket directly keeps the bytes in order only while the transport holds none of its
-    own, and makes sense only for a plain socket (TLS would need the bytes encrypted)."""
+    ``loop.sendfile`` takes over once it is full. Each call of that one stops reading, waits
+    for the transport to drain and watches the socket for writing, then undoes it all: work
+    for the event loop that a file the socket takes at once does without. Writing to the
+    socket directly keeps the bytes in order only while the transport holds none of its own,
+    and makes sense only for a plain socket (TLS would need the bytes encrypted)."""
     sent = 0
     sock = transport.get_extra_info("socket")
     direct = (

@@ -1,7 +1,10 @@
 """Media types in, representations out (PS3.18 8.7).
 
-Parsing is lenient the way clients need it to be (CLIENTS.md 3a): quoted or unquoted
-parameters, repeated parameters, several comma-separated media ranges with q-values.
+Parsing is lenient the way clients need it to be: parameter values quoted or not (RFC 9110
+5.6.6 allows both; OHIF quotes ``type`` and ``transfer-syntax`` unless its data source sets
+``omitQuotationForMultipartRequest``, see generateAcceptHeader.ts in
+https://github.com/OHIF/Viewers/tree/master/platform/core/src/utils), repeated parameters,
+several comma-separated media ranges with q-values (RFC 9110 12.5.1).
 Choosing is strict: the first representation the server can produce, in the client's order of
 preference, or a 406 that lists what the server could have sent.
 """

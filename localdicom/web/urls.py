@@ -1,9 +1,11 @@
 """The URLs the server writes into responses (RetrieveURL, BulkDataURI).
 
-They follow the request that asked: its scheme and host, or those a reverse proxy reports in
-``Forwarded`` / ``X-Forwarded-*`` headers, and the prefix the route was reached under
-(``/v1``, ``/dicom-web``, ...), so they are right under every prefix and behind a proxy
-(CLIENTS.md, pain points 7 and 8).
+A client retrieves with them as written (a BulkDataURI is the URL of its bulk data, PS3.18
+F.2.6 and 10.4.3.3.2; RetrieveURL, PS3.18 Table 10.6.3-3), so they must lead to this server
+from where the client stands. They follow the request that asked: its scheme and host, or
+those a reverse proxy reports in ``Forwarded`` (RFC 7239) / ``X-Forwarded-*`` headers, and
+the prefix the route was reached under (``/v1``, ``/dicom-web``, ...), so they are right
+under every prefix and behind a proxy.
 """
 
 from __future__ import annotations

@@ -1,9 +1,10 @@
 """OHIF served from the server's own origin at ``/viewer/`` (``serve --viewer DIR``).
 
-Same-origin removes CORS from the picture entirely (CLIENTS.md 2c). DIR is the ``dist/``
-folder of the npm package ``@ohif/app``, built for the site root: its index.html and its
-webpack runtime say ``/``. They are rewritten on the way out to say ``/viewer/``, and
-``app-config.js`` is generated so that OHIF's one data source is this server.
+From the same origin, OHIF's requests to the server are not cross-origin, so CORS (the
+Fetch standard's CORS protocol, for cross-origin requests only) never applies. DIR is the
+``dist/`` folder of the npm package ``@ohif/app``, built for the site root: its index.html
+and its webpack runtime say ``/``. They are rewritten on the way out to say ``/viewer/``,
+and ``app-config.js`` is generated so that OHIF's one data source is this server.
 """
 
 from __future__ import annotations
