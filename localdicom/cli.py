@@ -21,7 +21,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from localdicom import __version__
-from localdicom.app import Settings, make_app
+from localdicom.app import make_app
 from localdicom.archive import SIDECAR_FORMAT, Archive
 from localdicom.importer import (
     ArchiveBusy,
@@ -34,7 +34,7 @@ from localdicom.importer import (
 )
 from localdicom.listing import format_table, list_studies, listing_rows
 from localdicom.reindex import reindex
-from localdicom.settings import options
+from localdicom.settings import Settings, options
 from localdicom.web.security import is_loopback_address
 from localdicom.web.viewer import check_dist
 from localdicom.workers import exit_with

@@ -1,8 +1,9 @@
 """The options of every command, declared once in :data:`OPTIONS`.
 
 Each :class:`Option` gives its flags, python type, default and, for each command that offers
-it, its help there. The commands' click options (:func:`options`) are made from the
-table.
+it, its help there. The commands' click options (:func:`options`) and the server's
+:class:`Settings` are made from the table, so a default is written once and a server built in
+code (tests) runs as ``localdicom serve`` would.
 
 Where commands differ, the table says so: ``--fsync`` defaults to on for ``serve`` (an
 acknowledged instance must survive a power cut) and to off for ``import`` (it flushes once, at
@@ -14,7 +15,7 @@ why the commands' options interleave.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
@@ -373,3 +374,23 @@ def options(command: str) -> Callable[[F], F]:
         return function
 
     return decorate
+
+
+def _settings_class() -> type:
+    """Settings: the archive, then each serve option the server acts on, with its default."""
+    fields: list[Any] = [("archive", Path)]
+    fields += [
+        (option.name, option.annotation, field(default=option.value))
+        for option in OPTIONS
+        if "serve" in option.commands and option.in_settings
+    ]
+    namespace = {
+        "__module__": __name__,
+        "__doc__": "How one server runs: ``localdicom serve`` fills it from its options, "
+        "and a Settings built in code has the same defaults. None in the STOW-RS limits "
+        "(max_request_bytes, max_part_bytes, upload_timeout): no limit.",
+    }
+    return make_dataclass("Settings", fields, frozen=True, namespace=namespace)
+
+
+Settings = _settings_class()
