@@ -3,7 +3,8 @@
 Each :class:`Option` gives its flags, python type, default and, for each command that offers
 it, its help there. The commands' click options (:func:`options`) and the server's
 :class:`Settings` are made from the table, so a default is written once and a server built in
-code (tests) runs as ``localdicom serve`` would.
+code (tests) runs as ``localdicom serve`` would. tests/test_readme_options.py checks that
+README.md names every flag and that the commands have no option outside the table.
 
 Where commands differ, the table says so: ``--fsync`` defaults to on for ``serve`` (an
 acknowledged instance must survive a power cut) and to off for ``import`` (it flushes once, at
