@@ -10,14 +10,13 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import AsyncIterator
-from dataclasses import dataclass
-from pathlib import Path
 
 from aiohttp import web
 
 from localdicom.archive import Archive, prepare_upload
 from localdicom.catalog import Catalog, OpenReport
 from localdicom.samples import store_samples
+from localdicom.settings import Settings
 from localdicom.web import (
     delete,
     frames,
@@ -73,35 +72,6 @@ ROUTES = [
     ("DELETE", INSTANCE, delete.delete_instance),
     ("GET", "/wado", wado_uri.wado),
 ]
-
-
-@dataclass(frozen=True)
-class Settings:
-    """How one server runs; the CLI fills it from its options."""
-
-    archive: Path
-    host: str = "127.0.0.1"
-    port: int = 8042
-    #: Replace a stored instance when a different one arrives with its SOP Instance UID.
-    overwrite: bool = False
-    #: fsync every stored file and its folder before answering (safe against power loss).
-    fsync: bool = True
-    #: Store the bundled sample instances at startup if they are missing.
-    samples: bool = False
-    #: Processes that decode, encode and render; None means one per CPU.
-    workers: int | None = None
-    #: Origins allowed to read the archive besides loopback ones ("*": any; see web/security).
-    cors_origins: tuple[str, ...] = ()
-    #: Required ``Authorization: Bearer`` token; None: no token.
-    token: str | None = None
-    #: An OHIF build (dist/ of @ohif/app) served at /viewer/; None: no viewer.
-    viewer: Path | None = None
-    #: Largest STOW-RS request body in bytes; None: no limit (uploads stream to disk).
-    max_request_bytes: int | None = None
-    #: Largest instance in bytes (a multipart part or an application/dicom body); None: none.
-    max_part_bytes: int | None = stow.Limits.max_part_bytes
-    #: Seconds a client may send nothing in the middle of an upload before it is dropped.
-    upload_timeout: float | None = stow.Limits.upload_timeout
 
 
 SETTINGS = web.AppKey("settings", Settings)

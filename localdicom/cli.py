@@ -14,14 +14,14 @@ import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import Any
 
 import click
 from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from localdicom import __version__
-from localdicom.app import Settings, make_app
+from localdicom.app import make_app
 from localdicom.archive import Layout, announce_server, sidecar, withdraw_server
 from localdicom.importer import (
     ArchiveBusy,
@@ -34,6 +34,7 @@ from localdicom.importer import (
 )
 from localdicom.listing import format_table, list_studies, listing_rows
 from localdicom.reindex import reindex
+from localdicom.settings import Settings, options
 from localdicom.web.security import is_loopback_address
 from localdicom.web.viewer import check_dist
 from localdicom.workers import exit_with
@@ -83,28 +84,6 @@ class OneLineErrors(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
 
-class ByteSize(click.ParamType):
-    """A size in bytes: 1048576, 500M, 4G, 1.5GiB (K, M, G, T: powers of 1024)."""
-
-    name = "size"
-    _UNITS: ClassVar[dict[str, int]] = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
-
-    def convert(
-        self, value: object, param: click.Parameter | None, ctx: click.Context | None
-    ) -> int:
-        if isinstance(value, int):
-            return value
-        text = str(value).strip().upper().removesuffix("B").removesuffix("I")
-        unit = text[-1:] if text[-1:] in "KMGT" else ""
-        try:
-            size = int(float(text.removesuffix(unit)) * self._UNITS[unit]) if unit else int(text)
-        except ValueError:
-            self.fail(f"{value!r} is not a size (e.g. 1048576, 500M, 4G)", param, ctx)
-        if size < 1:
-            self.fail(f"{value!r} must be at least one byte", param, ctx)
-        return size
-
-
 @click.group(cls=OneLineErrors, epilog=EXIT_CODES)
 @click.version_option(__version__, prog_name="localdicom")
 def main() -> None:
@@ -120,101 +99,7 @@ def main() -> None:
 
 @main.command()
 @click.argument("archive", type=click.Path(file_okay=False, path_type=Path))
-@click.option(
-    "-h",
-    "--host",
-    default="127.0.0.1",
-    show_default=True,
-    help="Address to listen on. 127.0.0.1 keeps the archive private to this machine; "
-    "0.0.0.0 exposes it to the network.",
-)
-@click.option("-p", "--port", default=8042, show_default=True, help="Port; 0 picks a free one.")
-@click.option(
-    "--samples",
-    is_flag=True,
-    help="Store the tutorial's three sample instances if they are not there yet.",
-)
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Let STOW-RS replace a stored instance by a different one with the same SOP "
-    "Instance UID (by default that is refused with 409).",
-)
-@click.option(
-    "--fsync/--no-fsync",
-    default=True,
-    show_default=True,
-    help="Flush every stored instance to disk before acknowledging it. --no-fsync is faster "
-    "but a power cut may lose recently acknowledged instances.",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Processes that parse uploads and decode, encode and render images  "
-    "[default: one per CPU]",
-)
-@click.option(
-    "--import-found",
-    is_flag=True,
-    help="Before serving, import DICOM files found in ARCHIVE outside its layout (a CD "
-    "copy, a collaborator's tree, zips) into the layout; the originals stay. Without it, "
-    "the server only says what it found and how to import it.",
-)
-@click.option(
-    "--cors-origin",
-    "cors_origins",
-    multiple=True,
-    metavar="ORIGIN",
-    help="Let web pages from ORIGIN (e.g. https://viewer.example:443) read the archive; "
-    "repeatable. Pages on http(s)://localhost and 127.0.0.1 (any port) may by default. "
-    "'*' lets every web site you visit read it: only as an explicit choice.",
-)
-@click.option(
-    "--token",
-    envvar="LOCALDICOM_TOKEN",
-    show_envvar=True,
-    default=None,
-    help="Require 'Authorization: Bearer TOKEN' on every request.",
-)
-@click.option(
-    "--insecure",
-    is_flag=True,
-    help="Allow a network --host without --token: anyone who reaches the port reads and "
-    "changes the archive.",
-)
-@click.option(
-    "--viewer",
-    type=click.Path(exists=True, file_okay=False, path_type=Path),
-    default=None,
-    help="An OHIF build (the dist/ folder of the npm package @ohif/app) to serve at "
-    "/viewer/, configured for this server.",
-)
-@click.option(
-    "--max-request-size",
-    "max_request_bytes",
-    type=ByteSize(),
-    default=None,
-    help="Largest STOW-RS request body (e.g. 10G); larger is refused with 413 and nothing "
-    "of it is kept  [default: no limit]",
-)
-@click.option(
-    "--max-instance-size",
-    "max_part_bytes",
-    type=ByteSize(),
-    default="4G",
-    show_default=True,
-    help="Largest instance: one multipart/related part or an application/dicom body; "
-    "larger is refused with 413 and nothing of the request is kept.",
-)
-@click.option(
-    "--upload-timeout",
-    type=click.FloatRange(min=0, min_open=True),
-    default=60.0,
-    show_default=True,
-    help="Seconds a client may send nothing in the middle of an upload; then the upload is "
-    "dropped (408) and its partial data deleted.",
-)
+@options("serve")
 def serve(
     archive: Path,
     host: str,
@@ -407,58 +292,7 @@ class Bar:
     type=click.Path(exists=True, path_type=Path),
     metavar="SOURCE...",
 )
-@click.option(
-    "-a",
-    "--archive",
-    required=True,
-    type=click.Path(file_okay=False, path_type=Path),
-    help="The archive to import into (created if absent), as given to 'localdicom serve'.",
-)
-@click.option(
-    "--copy",
-    "transfer",
-    flag_value=Transfer.COPY.value,
-    default=True,
-    help="Copy each instance into the archive; the sources are not touched (the default).",
-)
-@click.option(
-    "--move",
-    "transfer",
-    flag_value=Transfer.MOVE.value,
-    help="Move each instance into the archive (a rename on the same file system). Sources "
-    "already in the archive (identical bytes) are removed too; conflicts, files that are "
-    "not DICOM and zip files stay.",
-)
-@click.option(
-    "--link",
-    "transfer",
-    flag_value=Transfer.LINK.value,
-    help="Hard-link each instance into the archive: no bytes are copied, the source stays. "
-    "Across file systems this falls back to copying, with a note.",
-)
-@click.option(
-    "--overwrite",
-    is_flag=True,
-    help="Replace a stored instance by a different one with the same SOP Instance UID "
-    "(by default that is a conflict and the stored one is kept).",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Processes that read, parse and copy files  [default: one per CPU]",
-)
-@click.option(
-    "--fsync/--no-fsync",
-    default=False,
-    show_default=True,
-    help="Flush each instance to disk as it is stored, like the server. By default the "
-    "import flushes once, at the end, which is much faster; an interrupted import is safe "
-    "either way.",
-)
-@click.option(
-    "-v", "--verbose", is_flag=True, help="List every file that is not DICOM, with the reason."
-)
+@options("import")
 def import_(
     sources: Sequence[Path],
     archive: Path,
@@ -504,18 +338,7 @@ def import_(
 
 @main.command("reindex", epilog=EXIT_CODES)
 @click.argument("archive", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option(
-    "--only-stale",
-    is_flag=True,
-    help="Rebuild only the sidecars that are missing, unreadable, of an older format or older "
-    "than their .dcm (what a server would rebuild at start, but in parallel).",
-)
-@click.option(
-    "--workers",
-    type=click.IntRange(min=1),
-    default=None,
-    help="Processes that parse the .dcm files  [default: one per CPU]",
-)
+@options("reindex")
 def reindex_(archive: Path, only_stale: bool, workers: int | None) -> int:
     """Rebuild the sidecar (.json) of every instance in ARCHIVE from its .dcm.
 
@@ -547,7 +370,7 @@ reindex_.help = (reindex_.help or "").replace("%(format)s", str(sidecar.FORMAT))
 
 @main.command("ls", epilog=EXIT_CODES)
 @click.argument("archive", type=click.Path(exists=True, file_okay=False, path_type=Path))
-@click.option("--series", is_flag=True, help="Add a row for each series under its study.")
+@options("ls")
 def ls(archive: Path, series: bool) -> int:
     """List the studies in ARCHIVE: patient, date, description, modalities, series and
     instance counts, size on disk (instances and sidecars). Read from the sidecars only.

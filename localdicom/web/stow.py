@@ -61,14 +61,15 @@ CHECKS_AHEAD = 4
 
 @dataclass(frozen=True)
 class Limits:
-    """What a STOW-RS request may send (None: no limit)."""
+    """What a STOW-RS request may send (None: no limit); the app takes them from its Settings,
+    where their defaults are."""
 
     #: Bytes of a whole request body.
-    max_request_bytes: int | None = None
+    max_request_bytes: int | None
     #: Bytes of one instance: a multipart part, or a single application/dicom body.
-    max_part_bytes: int | None = 4 * 1024**3
+    max_part_bytes: int | None
     #: Seconds a client may send nothing in the middle of a body.
-    upload_timeout: float | None = 60.0
+    upload_timeout: float | None
 
 
 LIMITS = web.AppKey("stow_limits", Limits)
@@ -77,7 +78,7 @@ LIMITS = web.AppKey("stow_limits", Limits)
 async def store(request: web.Request) -> web.StreamResponse:
     study = uid(request, "study")
     response_offer = choose(request, RESPONSE_OFFERS)
-    limits = request.app.get(LIMITS) or Limits()
+    limits = request.app[LIMITS]
     _check_declared_length(request, limits)
     body = Body(
         request.content, max_bytes=limits.max_request_bytes, idle_timeout=limits.upload_timeout

@@ -1,0 +1,397 @@
+"""The options of every command, declared once in :data:`OPTIONS`.
+
+Each :class:`Option` gives its flags, python type, default and, for each command that offers
+it, its help there. The commands' click options (:func:`options`) and the server's
+:class:`Settings` are made from the table, so a default is written once and a server built in
+code (tests) runs as ``localdicom serve`` would. tests/test_readme_options.py checks that
+README.md names every flag and that the commands have no option outside the table.
+
+Where commands differ, the table says so: ``--fsync`` defaults to on for ``serve`` (an
+acknowledged instance must survive a power cut) and to off for ``import`` (it flushes once, at
+its end), so it has an entry per command; ``--overwrite`` and ``--workers`` mean the same
+everywhere and only their help differs. A command lists its options in table order, which is
+why the commands' options interleave.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, make_dataclass
+from pathlib import Path
+from typing import Any, ClassVar, TypeVar
+
+import click
+
+F = TypeVar("F", bound=Callable[..., Any])
+
+
+class ByteSize(click.ParamType):
+    """A size in bytes: 1048576, 500M, 4G, 1.5GiB (K, M, G, T: powers of 1024)."""
+
+    name = "size"
+    _UNITS: ClassVar[dict[str, int]] = {"": 1, "K": 1024, "M": 1024**2, "G": 1024**3, "T": 1024**4}
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> int:
+        if isinstance(value, int):
+            return value
+        text = str(value).strip().upper().removesuffix("B").removesuffix("I")
+        unit = text[-1:] if text[-1:] in "KMGT" else ""
+        try:
+            size = int(float(text.removesuffix(unit)) * self._UNITS[unit]) if unit else int(text)
+        except ValueError:
+            self.fail(f"{value!r} is not a size (e.g. 1048576, 500M, 4G)", param, ctx)
+        if size < 1:
+            self.fail(f"{value!r} must be at least one byte", param, ctx)
+        return size
+
+
+@dataclass(frozen=True)
+class Option:
+    """One command-line option. ``default`` is written as on the command line ("4G"); ``type``
+    turns it into the value the command gets, which is also the default of its Settings field.
+    """
+
+    #: The parameter name of the command function and, for serve, of the Settings field.
+    name: str
+    #: click's declarations: ("-p", "--port"), ("--fsync/--no-fsync",).
+    flags: tuple[str, ...]
+    #: The python type of the value the command gets.
+    annotation: Any
+    #: None: none (click then gives None, or () if ``multiple``). Of several flags for one
+    #: parameter (``flag_value``), the one that is the default has True.
+    default: Any
+    #: Help text by command; its keys are the commands that offer the option.
+    help: Mapping[str, str]
+    #: click's parameter type when it cannot be told from the default.
+    type: click.ParamType | None = None
+    show_default: bool = False
+    is_flag: bool = False
+    #: The value of ``name`` when this flag is given: one of several flags for one parameter.
+    flag_value: str | None = None
+    multiple: bool = False
+    metavar: str | None = None
+    #: An environment variable read when the option is not given (shown in the help).
+    envvar: str | None = None
+    required: bool = False
+    #: For serve: False when the command acts on the option itself, so Settings lacks it.
+    in_settings: bool = True
+
+    @property
+    def commands(self) -> tuple[str, ...]:
+        return tuple(self.help)
+
+    @property
+    def value(self) -> Any:
+        """The default as the command gets it ("4G" -> 4294967296)."""
+        if self.default is None or self.type is None:
+            return self.default
+        return self.type.convert(self.default, None, None)
+
+    def click_option(self, command: str) -> Callable[[F], F]:
+        """The click.option decorator of this option in ``command``."""
+        given = {
+            "type": self.type,
+            "show_default": self.show_default,
+            "is_flag": self.is_flag,
+            "flag_value": self.flag_value,
+            "multiple": self.multiple,
+            "metavar": self.metavar,
+            "envvar": self.envvar,
+            "show_envvar": self.envvar is not None,
+            "required": self.required,
+        }
+        # Only what is given, since click tells unset from None and False: an explicit
+        # default=None satisfies required=True, is_flag=False undoes "--fsync/--no-fsync".
+        keywords = {key: value for key, value in given.items() if value not in (None, False)}
+        if self.default is not None:
+            keywords["default"] = self.default
+        return click.option(*self.flags, self.name, help=self.help[command], **keywords)
+
+
+OPTIONS: tuple[Option, ...] = (
+    # serve: where it listens
+    Option(
+        "host",
+        ("-h", "--host"),
+        str,
+        "127.0.0.1",
+        show_default=True,
+        help={
+            "serve": "Address to listen on. 127.0.0.1 keeps the archive private to this "
+            "machine; 0.0.0.0 exposes it to the network."
+        },
+    ),
+    Option(
+        "port",
+        ("-p", "--port"),
+        int,
+        8042,
+        show_default=True,
+        help={"serve": "Port; 0 picks a free one."},
+    ),
+    Option(
+        "samples",
+        ("--samples",),
+        bool,
+        False,
+        is_flag=True,
+        help={"serve": "Store the tutorial's three sample instances if they are not there yet."},
+    ),
+    # import: into which archive, and how
+    Option(
+        "archive",
+        ("-a", "--archive"),
+        Path,
+        None,
+        type=click.Path(file_okay=False, path_type=Path),
+        required=True,
+        help={
+            "import": "The archive to import into (created if absent), as given to "
+            "'localdicom serve'."
+        },
+    ),
+    # The values are those of importer.Transfer, which the command turns them into.
+    Option(
+        "transfer",
+        ("--copy",),
+        str,
+        True,
+        flag_value="copy",
+        help={
+            "import": "Copy each instance into the archive; the sources are not touched "
+            "(the default)."
+        },
+    ),
+    Option(
+        "transfer",
+        ("--move",),
+        str,
+        None,
+        flag_value="move",
+        help={
+            "import": "Move each instance into the archive (a rename on the same file "
+            "system). Sources already in the archive (identical bytes) are removed too; "
+            "conflicts, files that are not DICOM and zip files stay."
+        },
+    ),
+    Option(
+        "transfer",
+        ("--link",),
+        str,
+        None,
+        flag_value="link",
+        help={
+            "import": "Hard-link each instance into the archive: no bytes are copied, the "
+            "source stays. Across file systems this falls back to copying, with a note."
+        },
+    ),
+    # reindex
+    Option(
+        "only_stale",
+        ("--only-stale",),
+        bool,
+        False,
+        is_flag=True,
+        help={
+            "reindex": "Rebuild only the sidecars that are missing, unreadable, of an older "
+            "format or older than their .dcm (what a server would rebuild at start, but in "
+            "parallel)."
+        },
+    ),
+    # how instances are stored, and by how many processes
+    Option(
+        "overwrite",
+        ("--overwrite",),
+        bool,
+        False,
+        is_flag=True,
+        help={
+            "serve": "Let STOW-RS replace a stored instance by a different one with the same "
+            "SOP Instance UID (by default that is refused with 409).",
+            "import": "Replace a stored instance by a different one with the same SOP "
+            "Instance UID (by default that is a conflict and the stored one is kept).",
+        },
+    ),
+    Option(
+        "fsync",
+        ("--fsync/--no-fsync",),
+        bool,
+        True,
+        show_default=True,
+        help={
+            "serve": "Flush every stored instance to disk before acknowledging it. "
+            "--no-fsync is faster but a power cut may lose recently acknowledged instances."
+        },
+    ),
+    Option(
+        "workers",
+        ("--workers",),
+        int | None,
+        None,
+        type=click.IntRange(min=1),
+        help={
+            "serve": "Processes that parse uploads and decode, encode and render images  "
+            "[default: one per CPU]",
+            "import": "Processes that read, parse and copy files  [default: one per CPU]",
+            "reindex": "Processes that parse the .dcm files  [default: one per CPU]",
+        },
+    ),
+    Option(
+        "fsync",
+        ("--fsync/--no-fsync",),
+        bool,
+        False,
+        show_default=True,
+        help={
+            "import": "Flush each instance to disk as it is stored, like the server. By "
+            "default the import flushes once, at the end, which is much faster; an "
+            "interrupted import is safe either way."
+        },
+    ),
+    Option(
+        "verbose",
+        ("-v", "--verbose"),
+        bool,
+        False,
+        is_flag=True,
+        help={"import": "List every file that is not DICOM, with the reason."},
+    ),
+    # serve: what it serves, and to whom
+    Option(
+        "import_found",
+        ("--import-found",),
+        bool,
+        False,
+        is_flag=True,
+        in_settings=False,
+        help={
+            "serve": "Before serving, import DICOM files found in ARCHIVE outside its layout "
+            "(a CD copy, a collaborator's tree, zips) into the layout; the originals stay. "
+            "Without it, the server only says what it found and how to import it."
+        },
+    ),
+    Option(
+        "cors_origins",
+        ("--cors-origin",),
+        tuple[str, ...],
+        (),
+        multiple=True,
+        metavar="ORIGIN",
+        help={
+            "serve": "Let web pages from ORIGIN (e.g. https://viewer.example:443) read the "
+            "archive; repeatable. Pages on http(s)://localhost and 127.0.0.1 (any port) may "
+            "by default. '*' lets every web site you visit read it: only as an explicit "
+            "choice."
+        },
+    ),
+    Option(
+        "token",
+        ("--token",),
+        str | None,
+        None,
+        envvar="LOCALDICOM_TOKEN",
+        help={"serve": "Require 'Authorization: Bearer TOKEN' on every request."},
+    ),
+    Option(
+        "insecure",
+        ("--insecure",),
+        bool,
+        False,
+        is_flag=True,
+        in_settings=False,
+        help={
+            "serve": "Allow a network --host without --token: anyone who reaches the port "
+            "reads and changes the archive."
+        },
+    ),
+    Option(
+        "viewer",
+        ("--viewer",),
+        Path | None,
+        None,
+        type=click.Path(exists=True, file_okay=False, path_type=Path),
+        help={
+            "serve": "An OHIF build (the dist/ folder of the npm package @ohif/app) to serve "
+            "at /viewer/, configured for this server."
+        },
+    ),
+    # serve: STOW-RS limits (None in Settings: no limit)
+    Option(
+        "max_request_bytes",
+        ("--max-request-size",),
+        int | None,
+        None,
+        type=ByteSize(),
+        help={
+            "serve": "Largest STOW-RS request body (e.g. 10G); larger is refused with 413 and "
+            "nothing of it is kept  [default: no limit]"
+        },
+    ),
+    Option(
+        "max_part_bytes",
+        ("--max-instance-size",),
+        int | None,
+        "4G",
+        type=ByteSize(),
+        show_default=True,
+        help={
+            "serve": "Largest instance: one multipart/related part or an application/dicom "
+            "body; larger is refused with 413 and nothing of the request is kept."
+        },
+    ),
+    Option(
+        "upload_timeout",
+        ("--upload-timeout",),
+        float | None,
+        60.0,
+        type=click.FloatRange(min=0, min_open=True),
+        show_default=True,
+        help={
+            "serve": "Seconds a client may send nothing in the middle of an upload; then the "
+            "upload is dropped (408) and its partial data deleted."
+        },
+    ),
+    # ls
+    Option(
+        "series",
+        ("--series",),
+        bool,
+        False,
+        is_flag=True,
+        help={"ls": "Add a row for each series under its study."},
+    ),
+)
+
+
+def options(command: str) -> Callable[[F], F]:
+    """Decorate a click command with its options from :data:`OPTIONS`, in table order."""
+    chosen = [option for option in OPTIONS if command in option.commands]
+
+    def decorate(function: F) -> F:
+        for option in reversed(chosen):  # click lists the decorator applied last first
+            function = option.click_option(command)(function)
+        return function
+
+    return decorate
+
+
+def _settings_class() -> type:
+    """Settings: the archive, then each serve option the server acts on, with its default."""
+    fields: list[Any] = [("archive", Path)]
+    fields += [
+        (option.name, option.annotation, field(default=option.value))
+        for option in OPTIONS
+        if "serve" in option.commands and option.in_settings
+    ]
+    namespace = {
+        "__module__": __name__,
+        "__doc__": "How one server runs: ``localdicom serve`` fills it from its options, "
+        "and a Settings built in code has the same defaults. None in the STOW-RS limits "
+        "(max_request_bytes, max_part_bytes, upload_timeout): no limit.",
+    }
+    return make_dataclass("Settings", fields, frozen=True, namespace=namespace)
+
+
+Settings = _settings_class()
