@@ -15,6 +15,8 @@ from aiohttp import web
 
 from localdicom.archive import Archive, prepare_upload
 from localdicom.catalog import Catalog, OpenReport
+from localdicom.dimse.node import Bridge, Node
+from localdicom.dimse.server import DimseServer
 from localdicom.samples import store_samples
 from localdicom.settings import Settings
 from localdicom.web import (
@@ -31,6 +33,7 @@ from localdicom.web import (
 )
 from localdicom.web.context import CATALOG, WORKERS
 from localdicom.web.errors import error_middleware
+from localdicom.web.security import is_loopback_address
 from localdicom.workers import Workers
 
 logger = logging.getLogger("localdicom")
@@ -74,6 +77,7 @@ ROUTES = [
 ]
 
 
+DIMSE = web.AppKey("dimse", DimseServer)
 SETTINGS = web.AppKey("settings", Settings)
 
 
@@ -97,6 +101,8 @@ def make_app(settings: Settings) -> web.Application:
         viewer.add_routes(app, settings.viewer)
     app.cleanup_ctx.append(_start_workers)
     app.cleanup_ctx.append(_open_catalog)
+    if settings.dicom_port is not None:
+        app.cleanup_ctx.append(_start_dimse)
     return app
 
 
@@ -132,6 +138,24 @@ async def _open_catalog(app: web.Application) -> AsyncIterator[None]:
     app[CATALOG] = catalog
     yield
     await asyncio.to_thread(catalog.save_snapshot)
+
+
+async def _start_dimse(app: web.Application) -> AsyncIterator[None]:
+    """The DICOM listener, once the index is ready; it stops before the catalog closes."""
+    settings = app[SETTINGS]
+    node = Node(
+        catalog=app[CATALOG],
+        workers=app[WORKERS],
+        bridge=Bridge(asyncio.get_running_loop()),
+        ae_title=settings.ae_title,
+        peers={peer.ae_title: peer for peer in settings.dicom_peers},
+    )
+    host = settings.dicom_host or settings.host
+    app[DIMSE] = await asyncio.to_thread(
+        DimseServer, node, host, settings.dicom_port, restrict_callers=not is_loopback_address(host)
+    )
+    yield
+    await asyncio.to_thread(app[DIMSE].close)
 
 
 async def _start_workers(app: web.Application) -> AsyncIterator[None]:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import dataclasses
 import logging
 import multiprocessing
 import os
@@ -21,7 +22,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from localdicom import __version__
-from localdicom.app import make_app
+from localdicom.app import DIMSE, make_app
 from localdicom.archive import Layout, announce_server, sidecar, withdraw_server
 from localdicom.importer import (
     ArchiveBusy,
@@ -100,56 +101,43 @@ def main() -> None:
 @main.command()
 @click.argument("archive", type=click.Path(file_okay=False, path_type=Path))
 @options("serve")
-def serve(
-    archive: Path,
-    host: str,
-    port: int,
-    samples: bool,
-    overwrite: bool,
-    fsync: bool,
-    workers: int | None,
-    import_found: bool,
-    cors_origins: tuple[str, ...],
-    token: str | None,
-    insecure: bool,
-    viewer: Path | None,
-    max_request_bytes: int | None,
-    max_part_bytes: int,
-    upload_timeout: float,
-) -> None:
-    """Serve ARCHIVE (created if absent) over DICOMweb.
+def serve(archive: Path, import_found: bool, insecure: bool, **chosen: Any) -> None:
+    """Serve ARCHIVE (created if absent) over DICOMweb, and over DICOM with --dicom-port.
 
     \b
     Examples:
       localdicom serve ./archive --samples
       curl http://127.0.0.1:8042/v1/studies
       localdicom serve ~/folder-with-dicom-files --import-found
+      localdicom serve ./archive --dicom-port 11112 --dicom-peer ORTHANC=127.0.0.1:4242
     """
-    _check_exposure(host, token, insecure)
-    if viewer is not None:
+    settings = Settings(archive=archive.resolve(), **chosen)
+    _check_exposure(settings.host, settings.token, insecure)
+    _check_dicom_exposure(settings, insecure)
+    if settings.viewer is not None:
         try:
-            check_dist(viewer)
+            check_dist(settings.viewer)
         except ValueError as exc:
             raise click.BadParameter(str(exc), param_hint="--viewer") from None
+        settings = dataclasses.replace(settings, viewer=settings.viewer.resolve())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if import_found:
-        _found_outside_layout(archive, True, workers)
-    settings = Settings(
-        archive=archive.resolve(),
-        host=host,
-        port=port,
-        samples=samples,
-        overwrite=overwrite,
-        fsync=fsync,
-        workers=workers,
-        cors_origins=cors_origins,
-        token=token,
-        viewer=viewer.resolve() if viewer else None,
-        max_request_bytes=max_request_bytes,
-        max_part_bytes=max_part_bytes,
-        upload_timeout=upload_timeout,
-    )
+        _found_outside_layout(archive, True, settings.workers)
     asyncio.run(_serve(settings, survey=None if import_found else archive))
+
+
+def _check_dicom_exposure(settings: Settings, insecure: bool) -> None:
+    """DICOM has no access token: a DICOM port beyond loopback takes calls only from the
+    --dicom-peer AE titles, and without any it is refused unless --insecure."""
+    host = settings.dicom_host or settings.host
+    if settings.dicom_port is None or settings.dicom_peers or insecure:
+        return
+    if not is_loopback_address(host):
+        raise click.UsageError(
+            f"--dicom-port on {host} exposes the archive to any DICOM node on the network: "
+            "name the nodes allowed to connect with --dicom-peer AE=HOST:PORT, or pass "
+            "--insecure to accept every caller"
+        )
 
 
 def _check_exposure(host: str, token: str | None, insecure: bool) -> None:
@@ -174,7 +162,10 @@ async def _serve(settings: Settings, survey: Path | None) -> None:
     port = site._server.sockets[0].getsockname()[1]  # the real one when --port 0
     url = f"http://{settings.host}:{port}"
     logging.getLogger("localdicom").info(
-        "localdicom %s serving DICOMweb at %s/ (also /v1, /v2, /dicom-web)", __version__, url
+        "localdicom %s serving DICOMweb at %s/ (also /v1, /v2, /dicom-web)%s",
+        __version__,
+        url,
+        _dimse_line(runner.app, settings),
     )
     layout = Layout(settings.archive)
     announce_server(layout, url)
@@ -191,6 +182,14 @@ async def _serve(settings: Settings, survey: Path | None) -> None:
     finally:
         withdraw_server(layout, url)
         await runner.cleanup()
+
+
+def _dimse_line(app: web.Application, settings: Settings) -> str:
+    dimse = app.get(DIMSE)
+    if dimse is None:
+        return ""
+    host = settings.dicom_host or settings.host
+    return f" and DICOM as AE title {settings.ae_title} at {host}:{dimse.port}"
 
 
 # files outside the layout ------------------------------------------------------------

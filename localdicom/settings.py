@@ -18,7 +18,7 @@ from __future__ import annotations
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
-from typing import Any, ClassVar, TypeVar
+from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import click
 
@@ -45,6 +45,46 @@ class ByteSize(click.ParamType):
         if size < 1:
             self.fail(f"{value!r} must be at least one byte", param, ctx)
         return size
+
+
+class AETitle(click.ParamType):
+    """An Application Entity title: 1 to 16 characters of the default character repertoire,
+    no backslash, not only spaces (PS3.5 6.2, VR AE)."""
+
+    name = "ae-title"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> str:
+        text = str(value).strip()
+        if not 1 <= len(text) <= 16 or "\\" in text or not text.isascii() or not text.isprintable():
+            self.fail(f"{value!r} is not an AE title (1 to 16 ASCII characters)", param, ctx)
+        return text
+
+
+class DicomPeer(NamedTuple):
+    """A DICOM node known by its AE title."""
+
+    ae_title: str
+    host: str
+    port: int
+
+
+class PeerType(click.ParamType):
+    """AE=HOST:PORT, e.g. ORTHANC=127.0.0.1:4242."""
+
+    name = "peer"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> DicomPeer:
+        if isinstance(value, DicomPeer):
+            return value
+        title, _, address = str(value).partition("=")
+        host, _, port = address.rpartition(":")
+        if not (title and host and port.isdigit() and 0 < int(port) < 65536):
+            self.fail(f"{value!r} is not AE=HOST:PORT (e.g. ORTHANC=127.0.0.1:4242)", param, ctx)
+        return DicomPeer(AETitle().convert(title, param, ctx), host.strip("[]"), int(port))
 
 
 @dataclass(frozen=True)
@@ -85,7 +125,7 @@ class Option:
     @property
     def value(self) -> Any:
         """The default as the command gets it ("4G" -> 4294967296)."""
-        if self.default is None or self.type is None:
+        if self.default is None or self.type is None or self.multiple:
             return self.default
         return self.type.convert(self.default, None, None)
 
@@ -138,6 +178,49 @@ OPTIONS: tuple[Option, ...] = (
         False,
         is_flag=True,
         help={"serve": "Store the tutorial's three sample instances if they are not there yet."},
+    ),
+    # serve: classic DICOM (DIMSE) beside DICOMweb
+    Option(
+        "dicom_port",
+        ("--dicom-port",),
+        int | None,
+        None,
+        type=click.IntRange(0, 65535),
+        metavar="PORT",
+        help={
+            "serve": "Also answer classic DICOM (C-ECHO, C-STORE, C-FIND, C-GET, C-MOVE) on "
+            "PORT (11112 is the registered one; 0 picks a free one). Off when absent."
+        },
+    ),
+    Option(
+        "ae_title",
+        ("--ae-title",),
+        str,
+        "LOCALDICOM",
+        type=AETitle(),
+        show_default=True,
+        help={"serve": "This server's DICOM Application Entity title."},
+    ),
+    Option(
+        "dicom_host",
+        ("--dicom-host",),
+        str | None,
+        None,
+        help={"serve": "Address the DICOM port listens on; by default the --host address."},
+    ),
+    Option(
+        "dicom_peers",
+        ("--dicom-peer",),
+        tuple[DicomPeer, ...],
+        (),
+        type=PeerType(),
+        multiple=True,
+        metavar="AE=HOST:PORT",
+        help={
+            "serve": "A DICOM node that C-MOVE may send to, by its AE title (repeatable). "
+            "When the DICOM port is reachable beyond this machine, only these AE titles "
+            "may connect."
+        },
     ),
     # import: into which archive, and how
     Option(
