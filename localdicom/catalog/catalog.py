@@ -128,6 +128,27 @@ class Catalog:
         """The instance's header from its sidecar (blocking)."""
         return sidecar.read(self.path_of(record)).header
 
+    async def complete(
+        self, records: list[Record], results: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        """Search results (what memory holds of each record, as DICOM JSON) with the
+        attributes memory does not hold read from the sidecar of an instance of each record
+        (its first); memory's values win. The instances are chosen here, on the loop, and
+        read in a thread; one deleted meanwhile leaves its result as it was."""
+        chosen = [_representative(record) for record in records]
+        return await asyncio.to_thread(self._completed, chosen, results)
+
+    def _completed(
+        self, chosen: list[InstanceRecord], results: list[dict[str, Any]]
+    ) -> list[dict[str, Any]]:
+        completed = []
+        for record, known in zip(chosen, results, strict=True):
+            try:
+                completed.append({**self.read_header(record).metadata, **known})
+            except FileNotFoundError:
+                completed.append(known)
+        return completed
+
     def read_ranges(self, record: InstanceRecord, ranges: list[ByteRange]) -> bytes:
         """Byte ranges of the stored file, concatenated: a frame or a bulk value (blocking)."""
         return self.archive.read_ranges(self.path_of(record), ranges)
@@ -366,6 +387,15 @@ def _unwritten(decision: Decision, header: Header) -> Stored | StoreFailed:
     remedy = "delete it first, or start the server with --overwrite"
     message = conflict_message(header.sop_uid, remedy)
     return StoreFailed(FailureReason.DUPLICATE_SOP_INSTANCE, message, header)
+
+
+def _representative(record: Record) -> InstanceRecord:
+    """The instance whose sidecar supplies a record's attributes not kept in memory."""
+    if isinstance(record, StudyRecord):
+        record = next(iter(record.series.values()))
+    if isinstance(record, SeriesRecord):
+        return next(iter(record.instances.values()))
+    return record
 
 
 def _thumbnail_key(record: InstanceRecord, key: str) -> str:

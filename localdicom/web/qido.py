@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import functools
 from typing import Any
 
@@ -10,7 +9,7 @@ import orjson
 from aiohttp import web
 from pydicom.datadict import dictionary_VR
 
-from localdicom.catalog import Catalog, InstanceRecord, Record, SeriesRecord, StudyRecord
+from localdicom.catalog import Catalog, Record, SeriesRecord, StudyRecord
 from localdicom.dicom.header import instance_path
 from localdicom.dicom.qido import (
     COMPUTED,
@@ -53,7 +52,7 @@ def search(level: str):
         root = service_root(request)
         results = [_known(the_catalog, record, fields, root) for record in page]
         if any(tag not in IN_MEMORY for tag in fields):
-            results = await asyncio.to_thread(_completed, the_catalog, page, results)
+            results = await the_catalog.complete(page, results)
         empty = _empty_elements(fields)
         body = orjson.dumps([{tag: r.get(tag) or empty[tag] for tag in fields} for r in results])
         headers = {"Content-Type": offer.media_type}
@@ -72,18 +71,6 @@ def _known(catalog: Catalog, record: Record, fields: tuple[str, ...], root: str)
     known[RETRIEVE_URL] = {"vr": "UR", "Value": [f"{root}/{_path(record)}"]}
     known[INSTANCE_AVAILABILITY] = ONLINE
     return known
-
-
-def _completed(
-    catalog: Catalog, records: list[Record], results: list[dict[str, Any]]
-) -> list[dict[str, Any]]:
-    """Results with the fields memory does not hold read from a sidecar of each match;
-    attributes absent there too are returned empty (PS3.18 F.2.5: an element without a
-    Value)."""
-    return [
-        {**catalog.read_header(_representative(record)).metadata, **known}
-        for record, known in zip(records, results, strict=True)
-    ]
 
 
 @functools.lru_cache(maxsize=256)
@@ -106,15 +93,6 @@ def _path(record: Record) -> str:
     if isinstance(record, SeriesRecord):
         return f"studies/{record.study}/series/{record.uid}"
     return instance_path(record.study, record.series, record.sop)
-
-
-def _representative(record: Record) -> InstanceRecord:
-    """The instance whose sidecar supplies attributes not kept in memory."""
-    if isinstance(record, StudyRecord):
-        record = next(iter(record.series.values()))
-    if isinstance(record, SeriesRecord):
-        return next(iter(record.instances.values()))
-    return record
 
 
 search_studies = search(STUDY)
