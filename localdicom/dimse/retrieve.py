@@ -43,9 +43,9 @@ from localdicom.dimse.store import ERROR_COMMENT_LENGTH, status
 
 logger = logging.getLogger(__name__)
 
-#: PS3.4 C.4.2.1.5 / C.4.3.1.4: sub-operations continuing; terminated by C-CANCEL.
+#: PS3.4 Tables C.4-2 (C-MOVE) and C.4-3 (C-GET): sub-operations continuing; cancelled.
 PENDING, CANCELLED = 0xFF00, 0xFE00
-#: PS3.4 C.4.2.1.5 / C.4.3.1.4: Identifier does not match SOP Class.
+#: PS3.4 Tables C.4-2 and C.4-3: Identifier does not match SOP Class.
 IDENTIFIER_DOES_NOT_MATCH = 0xA900
 
 
@@ -58,8 +58,8 @@ def handle_get(event: Event, node: Node) -> Iterator[Any]:
         return
     matches = node.bridge.run(select(node.catalog, keys))
     logger.info("C-GET from %s: %d instances", _caller(event), len(matches))
-    yield len(matches)
     send_files_as_stored(event.assoc)
+    yield len(matches)
     yield from _sub_operations(event, node, matches, event.assoc)
 
 
@@ -109,7 +109,7 @@ def _refused(event: Event, error: IdentifierError) -> Iterator[Any]:
 def _sub_operations(
     event: Event, node: Node, matches: list[Match], assoc: Association
 ) -> Iterator[tuple[int, Dataset | None]]:
-    """(Pending, what to send) per instance, until a C-CANCEL (PS3.4 C.4.2.3.1)."""
+    """(Pending, what to send) per instance, until a C-CANCEL (PS3.4 C.4.2.3, C.4.3.3)."""
     accepted = sendable_syntaxes(assoc.accepted_contexts)
     for match in matches:
         if event.is_cancelled:
@@ -125,15 +125,13 @@ def _outgoing(node: Node, match: Match, accepted: list[str]) -> Dataset:
     syntax = choose_syntax(match.transfer_syntax, accepted, instance_targets(match.transfer_syntax))
     if syntax == match.transfer_syntax:
         return Outgoing(match, match.path)
+    # pynetdicom logs the reason of a failed sub-operation (the exception send_c_store raises)
     if syntax is None:
-        reason = f"no accepted transfer syntax for {match.transfer_syntax}"
-        logger.warning("cannot send %s: %s", match.sop, reason)
-        return Outgoing(match, None, reason)
+        return Outgoing(match, None, f"no accepted transfer syntax for {match.transfer_syntax}")
     try:
         data = node.bridge.run(node.workers.run(transcode, match.path, syntax))
     except Exception as exc:  # a file gone (deleted meanwhile), pixel data that won't decode
-        logger.warning("cannot transcode %s to %s: %s", match.sop, syntax, exc)
-        return Outgoing(match, None, f"transcoding failed: {exc}")
+        return Outgoing(match, None, f"transcoding to {syntax} failed: {exc}")
     return pydicom.dcmread(BytesIO(data))
 
 

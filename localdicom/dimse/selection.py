@@ -1,9 +1,9 @@
 """Which stored instances a C-GET or C-MOVE identifier names.
 
-A retrieve names instances by their unique keys only (PS3.4 C.4.2.2.1 and C.4.3.2.1, the
+A retrieve names instances by their unique keys only (PS3.4 C.4.2.2 and C.4.3.2, the
 hierarchical baseline): the Query/Retrieve Level, the single unique key of each level above
 it, and a list of unique keys at that level. The Study Root models have no PATIENT level
-(PS3.4 C.6.2.1); the Patient Root models name a patient by Patient ID (C.6.1.1).
+(PS3.4 C.6.2); the Patient Root models name a patient by Patient ID (C.6.1).
 """
 
 from __future__ import annotations
@@ -24,7 +24,7 @@ from localdicom.dicom.uids import is_valid_uid
 PATIENT_ROOT = frozenset(
     {PatientRootQueryRetrieveInformationModelGet, PatientRootQueryRetrieveInformationModelMove}
 )
-#: The unique key of each level, top down (PS3.4 C.6.1.1 and C.6.2.1).
+#: The unique key of each level, top down (PS3.4 C.6.1 and C.6.2).
 UNIQUE_KEYS = {
     "PATIENT": "PatientID",
     "STUDY": "StudyInstanceUID",

@@ -4,7 +4,7 @@ stored file sent as it is.
 The choice is pure (:func:`sendable_syntaxes`, :func:`choose_syntax`, :func:`move_contexts`):
 an instance goes as stored when the peer accepted its stored syntax for its SOP class (the
 bytes of the archive, unchanged), else in the first syntax it can be rewritten in that the
-peer accepted, else not at all (a failed sub-operation, PS3.4 C.4.2.3.1 and C.4.3.3.1).
+peer accepted, else not at all (a failed sub-operation, PS3.4 C.4.2.3 and C.4.3.3).
 
 pynetdicom's Query/Retrieve SCP hands ``send_c_store`` only pydicom Datasets, although
 ``send_c_store`` can stream a file from disk without decoding it
