@@ -19,7 +19,7 @@ from pynetdicom.sop_class import (
 )
 from pynetdicom.transport import ThreadedAssociationServer
 
-from localdicom.dimse import find, store
+from localdicom.dimse import find, retrieve, sending, store
 from localdicom.dimse.node import Node
 
 logger = logging.getLogger(__name__)
@@ -88,6 +88,9 @@ def _application_entity(ae_title: str, callers: list[str] | bool) -> AE:
 
 def _handlers(node: Node) -> list:
     return [
+        (evt.EVT_REQUESTED, sending.prefer_requestor_syntaxes),
         (evt.EVT_C_STORE, store.handle_store, [node]),
         (evt.EVT_C_FIND, find.handle_find, [node]),
+        (evt.EVT_C_GET, retrieve.handle_get, [node]),
+        (evt.EVT_C_MOVE, retrieve.handle_move, [node]),
     ]
