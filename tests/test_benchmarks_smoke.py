@@ -14,7 +14,7 @@ import sys
 
 import pytest
 
-from tests.conftest import REPOSITORY
+from tests.helpers import REPOSITORY
 
 
 @pytest.mark.skipif(

@@ -19,8 +19,8 @@ from pathlib import Path
 import aiohttp
 import pydicom
 
-from benchmarks.dataset import ct_slice, uid
-from tests.conftest import LiveServer, free_port
+from tests.helpers import ct_slice, free_port, uid
+from tests.helpers.live import LiveServer
 
 AS_STORED = "application/dicom; transfer-syntax=*"
 DICOM_JSON = "application/dicom+json"

@@ -33,8 +33,8 @@ from pathlib import Path
 
 import requests
 
-from benchmarks.dataset import ct_slice
-from tests.conftest import LiveServer
+from tests.helpers import ct_slice
+from tests.helpers.live import LiveServer
 
 KILLS = 20
 CLIENTS = 4

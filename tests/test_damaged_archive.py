@@ -28,8 +28,9 @@ from pathlib import Path
 import pytest
 import requests
 
-from tests.conftest import LiveServer, free_port
-from tests.test_restart import (
+from tests.helpers import free_port
+from tests.helpers.live import LiveServer
+from tests.helpers.served import (
     AS_STORED,
     DICOM_JSON,
     assert_serves,

@@ -13,7 +13,7 @@ import pytest
 
 from localdicom.app import Settings, make_app
 from localdicom.web.viewer import ohif_config
-from tests.conftest import REPOSITORY
+from tests.helpers import REPOSITORY
 
 FAKE_INDEX = (
     "<!doctype html><html><head><script>window.PUBLIC_URL = '/';</script>"

@@ -29,14 +29,13 @@ from pydicom.data import get_testdata_file
 from pydicom.fileset import FileSet
 from pydicom.uid import generate_uid
 
-from benchmarks.dataset import ct_slice, uid
 from localdicom import importer
 from localdicom.app import Settings, make_app
 from localdicom.archive import SERVER_FILE, Archive
 from localdicom.cli import main
 from localdicom.importer import examine_batch
-from tests.conftest import LiveServer, free_port
-from tests.live_http import request
+from tests.helpers import ct_slice, free_port, uid
+from tests.helpers.live import LiveServer, request
 
 ROWS = (
     "stored",

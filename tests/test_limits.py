@@ -43,20 +43,20 @@ from hypothesis import strategies as st
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from benchmarks.dataset import ct_slice
 from localdicom.app import Settings, make_app
 from localdicom.dicom.qido import LEVELS, QueryError, parse_query
 from localdicom.workers import Workers
-from tests.conftest import (
+from tests.helpers import (
     SERIES_CIRCLE,
     SOP_BLUE_CIRCLE,
     SOP_GREEN_SQUARE,
     SOP_RED_TRIANGLE,
     STUDY_UID,
-    LiveServer,
+    ct_slice,
     free_port,
 )
-from tests.test_errors import (
+from tests.helpers.live import LiveServer
+from tests.helpers.stocked import (
     BOUNDARY,
     STOW_TYPE,
     Stocked,

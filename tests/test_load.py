@@ -7,7 +7,7 @@ live server (``--no-fsync``), a mix of STOW, QIDO, WADO, metadata and frames; ze
 from __future__ import annotations
 
 from benchmarks.load import OPERATIONS, format_report, run_load
-from tests.conftest import LiveServer
+from tests.helpers.live import LiveServer
 
 DURATION = 10
 CONCURRENCY = 16

@@ -18,7 +18,7 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from localdicom.app import Settings, make_app
-from tests.conftest import (
+from tests.helpers import (
     SAMPLES,
     SERIES_CIRCLE,
     SERIES_SQUARE_TRIANGLE,
@@ -27,7 +27,7 @@ from tests.conftest import (
     SOP_RED_TRIANGLE,
     STUDY_UID,
 )
-from tests.test_pydicom_data_roundtrip import multipart_parts, stow
+from tests.helpers.http import multipart_parts, stow
 
 STUDY = f"/studies/{STUDY_UID}"
 SQUARE_TRIANGLE = f"{STUDY}/series/{SERIES_SQUARE_TRIANGLE}"

@@ -14,7 +14,7 @@ import pytest
 from localdicom.archive import SNAPSHOT, Archive, Upload, prepare_upload
 from localdicom.catalog import Catalog, OpenReport
 from localdicom.index import SCHEMA, Index
-from tests.conftest import SAMPLES
+from tests.helpers import SAMPLES
 
 SAMPLE_FILES = sorted(SAMPLES.glob("*.dcm"))  # one study, two series
 

@@ -27,7 +27,7 @@ from typing import Any
 import pydicom
 import pytest
 
-from tests.conftest import (
+from tests.helpers import (
     SAMPLES,
     SERIES_CIRCLE,
     SERIES_SQUARE_TRIANGLE,
@@ -35,9 +35,9 @@ from tests.conftest import (
     SOP_GREEN_SQUARE,
     SOP_RED_TRIANGLE,
     STUDY_UID,
-    LiveServer,
     free_port,
 )
+from tests.helpers.live import LiveServer
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"

@@ -12,7 +12,7 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from localdicom.app import Settings, make_app
-from tests.conftest import (
+from tests.helpers import (
     SAMPLES,
     SERIES_CIRCLE,
     SERIES_SQUARE_TRIANGLE,
@@ -20,7 +20,7 @@ from tests.conftest import (
     SOP_RED_TRIANGLE,
     STUDY_UID,
 )
-from tests.test_pydicom_data_roundtrip import stow
+from tests.helpers.http import stow
 
 RED = {"studyUID": STUDY_UID, "seriesUID": SERIES_SQUARE_TRIANGLE, "objectUID": SOP_RED_TRIANGLE}
 BLUE = {"studyUID": STUDY_UID, "seriesUID": SERIES_CIRCLE, "objectUID": SOP_BLUE_CIRCLE}

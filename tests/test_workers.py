@@ -29,12 +29,11 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.pixels import pixel_array
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
-from benchmarks.servers import process_tree
 from localdicom.dicom.header import NotDicom
 from localdicom.workers import Workers
-from tests.conftest import SAMPLES, LiveServer
-from tests.live_http import request, stow_file
-from tests.test_pydicom_data_roundtrip import url_path
+from tests.helpers import SAMPLES, process_tree
+from tests.helpers.http import url_path
+from tests.helpers.live import LiveServer, request, stow_file
 
 JPEG_2000_LOSSLESS = "1.2.840.10008.1.2.4.90"
 UNCOMPRESSED = 'multipart/related; type="application/octet-stream"'
