@@ -16,6 +16,8 @@ import pytest
 
 from tests.helpers import REPOSITORY
 
+pytestmark = [pytest.mark.external, pytest.mark.slow]
+
 
 @pytest.mark.skipif(
     shutil.which("Orthanc") is None and not os.environ.get("CI"),

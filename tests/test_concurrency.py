@@ -18,9 +18,12 @@ from pathlib import Path
 
 import aiohttp
 import pydicom
+import pytest
 
 from tests.helpers import ct_slice, free_port, uid
 from tests.helpers.live import LiveServer
+
+pytestmark = pytest.mark.slow
 
 AS_STORED = "application/dicom; transfer-syntax=*"
 DICOM_JSON = "application/dicom+json"

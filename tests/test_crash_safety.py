@@ -31,10 +31,13 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import requests
 
 from tests.helpers import ct_slice
 from tests.helpers.live import LiveServer
+
+pytestmark = pytest.mark.slow
 
 KILLS = 20
 CLIENTS = 4

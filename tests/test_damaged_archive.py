@@ -62,6 +62,7 @@ def startup_summary(server: LiveServer, offset: int) -> tuple[str, dict[str, str
     return head, skipped
 
 
+@pytest.mark.slow
 def test_every_kind_of_damage_at_once(live_server: LiveServer, archive_dir: Path):
     stored = store_all(live_server)
     corrupt = sample(stored, "emri_small.dcm")  # its sidecar is garbage: regenerated
@@ -158,6 +159,8 @@ def unprivileged_prefix() -> list[str] | None:
     return DROP if probe.returncode == 0 else None
 
 
+@pytest.mark.slow
+@pytest.mark.external
 def test_unreadable_files_and_folders(archive_dir: Path):
     prefix = unprivileged_prefix()
     if prefix is None:

@@ -93,6 +93,7 @@ async def test_viewer_is_rewritten_for_its_mount(
     assert await escape.text() == page
 
 
+@pytest.mark.external
 def test_app_config_is_valid_javascript(tmp_path: Path) -> None:
     node = subprocess.run(["which", "node"], capture_output=True, text=True).stdout.strip()
     if not node:
@@ -120,6 +121,7 @@ def test_viewer_option_refuses_a_folder_that_is_not_ohif(tmp_path: Path) -> None
     assert "@ohif/app" in str(result.exception)
 
 
+@pytest.mark.slow
 def test_static_files_are_in_the_wheel(tmp_path: Path) -> None:
     """hatchling's `packages = ["localdicom"]` takes localdicom/static along."""
     build = subprocess.run(

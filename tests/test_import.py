@@ -317,6 +317,7 @@ def wait_until_stored(archive: Path, process: subprocess.Popen, at_least: int) -
         time.sleep(0.005)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGINT])
 def test_interrupted_import_then_rerun(tmp_path: Path, signal_number: int) -> None:
     """Killed (SIGKILL: no chance to clean up) or interrupted (Ctrl-C: stops between two
@@ -589,6 +590,7 @@ def test_serve_says_what_it_found_outside_the_layout(archive_dir: Path) -> None:
     assert "--import-found" in log
 
 
+@pytest.mark.slow
 def test_serve_import_found(archive_dir: Path) -> None:
     mixed_tree(archive_dir / "from-alice")
     server = LiveServer(archive_dir, free_port(), extra_args=("--import-found",))

@@ -381,6 +381,8 @@ def _mount_tmpfs(folder: Path, size: str) -> bool:
     return result.returncode == 0
 
 
+@pytest.mark.slow
+@pytest.mark.external
 def test_real_full_disk_on_a_small_tmpfs(tmp_path: Path):
     """A real ENOSPC: an 8 MiB file system and 2.9 MB instances. Needs root and mount(2)."""
     archive = tmp_path / "archive"
@@ -643,6 +645,7 @@ async def test_stow_of_instance_with_nul_or_leading_zero_uid_is_409(
     await stocked.assert_unchanged()
 
 
+@pytest.mark.slow
 async def test_mutated_bodies_never_damage_the_archive(client, archive_dir: Path):
     """300 small bodies, each a valid STOW of a new instance with a random mutation (cut,
     flipped, inserted or duplicated bytes, or a delimiter out of place): every answer is a
@@ -724,6 +727,7 @@ VALUES = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(NAMES, VALUES), max_size=6), st.sampled_from(LEVELS))
 @example([("limit", "-1")], "study")

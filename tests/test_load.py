@@ -6,8 +6,12 @@ live server (``--no-fsync``), a mix of STOW, QIDO, WADO, metadata and frames; ze
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks.load import OPERATIONS, format_report, run_load
 from tests.helpers.live import LiveServer
+
+pytestmark = pytest.mark.slow
 
 DURATION = 10
 CONCURRENCY = 16

@@ -33,6 +33,8 @@ from localdicom.web.viewer import ohif_config
 from tests.helpers import STUDY_UID, free_port
 from tests.helpers.live import LiveServer
 
+pytestmark = [pytest.mark.external, pytest.mark.slow]
+
 CHROMIUM = Path("/usr/bin/chromium")
 OHIF_DIST = Path(
     os.environ.get("OHIF_DIST", Path.home() / ".cache/localdicom-test/ohif/package/dist")

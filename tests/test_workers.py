@@ -170,6 +170,7 @@ def store_big(server: LiveServer, instance: BigInstance) -> None:
     assert reply.status == 200, reply.text
 
 
+@pytest.mark.slow
 def test_queries_are_answered_while_frames_are_decoded(
     live_server: LiveServer, big_instance: BigInstance
 ) -> None:
@@ -182,6 +183,7 @@ def test_queries_are_answered_while_frames_are_decoded(
     assert_loop_was_free(frames, queries, big_instance.decode_seconds, minimum_overlap=3)
 
 
+@pytest.mark.slow
 def test_first_pixel_request_does_not_block_queries(
     live_server: LiveServer, big_instance: BigInstance
 ) -> None:
@@ -425,6 +427,7 @@ def _alive(pids: set[int]) -> set[int]:
     return {pid for pid in pids if Path(f"/proc/{pid}").exists()}
 
 
+@pytest.mark.slow
 def test_a_killed_server_leaves_no_worker_behind(live_server: LiveServer) -> None:
     """SIGKILL gives the server no chance to stop its workers: they and the forkserver must
     still go (before, each such kill left ~170 MB of processes)."""
