@@ -11,8 +11,8 @@ from pathlib import Path
 
 import pytest
 
-from localdicom.app import Settings, make_app
-from tests.helpers import free_port
+from localdicom.app import make_app
+from tests.helpers import app_settings, free_port
 from tests.helpers.live import LiveServer
 
 
@@ -24,7 +24,7 @@ def archive_dir(tmp_path: Path) -> Path:
 @pytest.fixture
 async def client(aiohttp_client, archive_dir: Path):
     """An aiohttp test client for a server on an empty archive."""
-    return await aiohttp_client(make_app(Settings(archive=archive_dir)))
+    return await aiohttp_client(make_app(app_settings(archive_dir)))
 
 
 @pytest.fixture

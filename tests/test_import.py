@@ -30,11 +30,11 @@ from pydicom.fileset import FileSet
 from pydicom.uid import generate_uid
 
 from localdicom import importer
-from localdicom.app import Settings, make_app
+from localdicom.app import make_app
 from localdicom.archive import SERVER_FILE, Archive
 from localdicom.cli import main
 from localdicom.importer import examine_batch
-from tests.helpers import ct_slice, free_port, uid
+from tests.helpers import app_settings, ct_slice, free_port, uid
 from tests.helpers.live import LiveServer, request
 
 ROWS = (
@@ -274,7 +274,7 @@ async def test_sidecar_is_the_one_stow_writes(tmp_path: Path, aiohttp_client) ->
     files = [pydicom_file(name) for name in ("CT_small.dcm", "JPEG2000.dcm", "rtplan.dcm")]
     imported, stowed = tmp_path / "imported", tmp_path / "stowed"
     expect(run("import", *files, "--archive", imported), stored=3)
-    client = await aiohttp_client(make_app(Settings(archive=stowed, fsync=False)))
+    client = await aiohttp_client(make_app(app_settings(stowed)))
     for file in files:
         response = await client.post(
             "/studies", data=file.read_bytes(), headers={"Content-Type": "application/dicom"}

@@ -52,6 +52,7 @@ from tests.helpers import (
     SOP_GREEN_SQUARE,
     SOP_RED_TRIANGLE,
     STUDY_UID,
+    app_settings,
     ct_slice,
     free_port,
 )
@@ -85,9 +86,9 @@ async def stocked_app(aiohttp_client, archive: Path, **options: Any) -> Stocked:
     """An app with these Settings on an archive holding the three samples (stored by an app
     with the default settings, which the limits under test might refuse)."""
     await (
-        await stock(await aiohttp_client(make_app(Settings(archive=archive))), archive)
+        await stock(await aiohttp_client(make_app(app_settings(archive))), archive)
     ).client.close()
-    stocked = Stocked(await aiohttp_client(make_app(Settings(archive=archive, **options))), archive)
+    stocked = Stocked(await aiohttp_client(make_app(app_settings(archive, **options))), archive)
     await stocked.take_snapshot()
     return stocked
 
@@ -359,7 +360,7 @@ async def test_full_disk_at_startup_still_serves(aiohttp_client, archive_dir, mo
     files = files_of(archive_dir)
     SmallDisk(archive_dir, 0).install(monkeypatch)
     with caplog.at_level(logging.WARNING):
-        client = await aiohttp_client(make_app(Settings(archive=archive_dir)))
+        client = await aiohttp_client(make_app(app_settings(archive_dir)))
     assert "index snapshot could not be written" in caplog.text
     listed = await request(client, "GET", "/instances")
     assert sorted(item["00080018"]["Value"][0] for item in listed.json()) == sorted(

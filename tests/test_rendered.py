@@ -17,7 +17,7 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from localdicom.app import Settings, make_app
+from localdicom.app import make_app
 from tests.helpers import (
     SAMPLES,
     SERIES_CIRCLE,
@@ -26,6 +26,7 @@ from tests.helpers import (
     SOP_GREEN_SQUARE,
     SOP_RED_TRIANGLE,
     STUDY_UID,
+    app_settings,
 )
 from tests.helpers.http import multipart_parts, stow
 
@@ -415,7 +416,7 @@ async def test_deleting_an_instance_keeps_thumbnails_of_other_uids(
 
 
 async def test_replaced_instance_gets_a_new_thumbnail(aiohttp_client, archive_dir: Path) -> None:
-    client = await aiohttp_client(make_app(Settings(archive=archive_dir, overwrite=True)))
+    client = await aiohttp_client(make_app(app_settings(archive_dir, overwrite=True)))
     await store_samples(client)
     before = await get_image(client, f"{RED_TRIANGLE}/thumbnail", "image/png")
     assert colour_name(centre(before)) == "red"

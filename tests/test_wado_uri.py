@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from localdicom.app import Settings, make_app
+from localdicom.app import make_app
 from tests.helpers import (
     SAMPLES,
     SERIES_CIRCLE,
@@ -19,6 +19,7 @@ from tests.helpers import (
     SOP_BLUE_CIRCLE,
     SOP_RED_TRIANGLE,
     STUDY_UID,
+    app_settings,
 )
 from tests.helpers.http import stow
 
@@ -28,7 +29,7 @@ BLUE = {"studyUID": STUDY_UID, "seriesUID": SERIES_CIRCLE, "objectUID": SOP_BLUE
 
 @pytest.fixture
 async def samples_client(aiohttp_client, archive_dir: Path):
-    return await aiohttp_client(make_app(Settings(archive=archive_dir, samples=True)))
+    return await aiohttp_client(make_app(app_settings(archive_dir, samples=True)))
 
 
 def _wado(**params: str) -> dict[str, str]:
@@ -72,7 +73,7 @@ async def test_content_type_list_takes_the_first_supported(samples_client) -> No
 
 
 async def test_transfer_syntax_transcodes(aiohttp_client, archive_dir: Path) -> None:
-    client = await aiohttp_client(make_app(Settings(archive=archive_dir)))
+    client = await aiohttp_client(make_app(app_settings(archive_dir)))
     ct = Path(get_testdata_file("CT_small.dcm"))
     assert (await stow(client, ct.read_bytes())).status == 200
     ds = pydicom.dcmread(ct)
