@@ -1,9 +1,10 @@
 """Every error the HTTP API answers: the status code, a message a person can read, and an
 archive left exactly as it was.
 
-Each test starts from an archive holding the three samples. A snapshot of it (every file's
-relative path, size and SHA-256, except the ``.incoming`` upload area, plus the answers of the
-three QIDO searches) is taken before the bad request and compared after it.
+The tests share one app on an archive holding the three samples. A snapshot of it (every
+file's relative path, size and SHA-256, except the ``.incoming`` upload area, plus the answers
+of the three QIDO searches) is taken once, and each test compares the archive with it after
+its bad request; the few tests that store something have an archive of their own.
 
 Bad path segments are sent byte for byte (``yarl.URL(..., encoded=True)``): the client would
 otherwise resolve ``..`` and ``%2e%2e`` itself and the server would never see them. aiohttp's
@@ -15,20 +16,22 @@ afterwards, so every malformed UID below reaches the handler and is answered 400
 from __future__ import annotations
 
 import io
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pydicom
 import pytest
+import pytest_asyncio
 from aiohttp import ClientPayloadError, MultipartReader
 from pydicom.uid import generate_uid
 
-from localdicom.app import Settings, make_app
 from tests.helpers import (
     SERIES_CIRCLE,
     SERIES_SQUARE_TRIANGLE,
     SOP_BLUE_CIRCLE,
     SOP_GREEN_SQUARE,
     STUDY_UID,
+    app_client,
 )
 from tests.helpers.stocked import (
     ATTRIBUTE,
@@ -58,9 +61,24 @@ JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 
 
-@pytest.fixture
-async def stocked(client, archive_dir: Path) -> Stocked:
-    return await stock(client, archive_dir)
+#: Every test runs on the module's event loop, which the shared app below lives on.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stocked(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stocked]:
+    """One app on an archive holding the samples, for every test that leaves the archive as
+    it was (each checks that it did); a test that changes it takes ``own_stocked``."""
+    archive = tmp_path_factory.mktemp("errors") / "archive"
+    async with app_client(archive) as client:
+        yield await stock(client, archive)
+
+
+@pytest_asyncio.fixture(loop_scope="module")
+async def own_stocked(archive_dir: Path) -> AsyncIterator[Stocked]:
+    """An app on an archive of its own holding the samples, for a test that changes it."""
+    async with app_client(archive_dir) as client:
+        yield await stock(client, archive_dir)
 
 
 # malformed UIDs in every position ----------------------------------------------------------
@@ -312,16 +330,16 @@ async def test_stow_of_truncated_multipart_keeps_resent_instances(stocked: Stock
 
 
 async def test_stow_of_truncated_multipart_with_overwrite_keeps_the_original(
-    aiohttp_client, tmp_path: Path
+    tmp_path: Path,
 ):
     archive = tmp_path / "overwrite-archive"
-    client = await aiohttp_client(make_app(Settings(archive=archive, overwrite=True)))
-    stocked = await stock(client, archive)
-    replacement = derived(SeriesDescription="a replacement")
-    cut_short = b"--" + BOUNDARY.encode() + b"\r\nContent-Type: application/dicom\r\n\r\nDI"
-    answer = await stow(client, multipart(replacement, close=False) + cut_short)
-    assert_error(answer, 400, "nothing stored")
-    await stocked.assert_unchanged()
+    async with app_client(archive, overwrite=True) as client:
+        stocked = await stock(client, archive)
+        replacement = derived(SeriesDescription="a replacement")
+        cut_short = b"--" + BOUNDARY.encode() + b"\r\nContent-Type: application/dicom\r\n\r\nDI"
+        answer = await stow(client, multipart(replacement, close=False) + cut_short)
+        assert_error(answer, 400, "nothing stored")
+        await stocked.assert_unchanged()
 
 
 @pytest.mark.parametrize(
@@ -371,13 +389,13 @@ async def test_stow_with_content_type_of_only_semicolons_is_415(stocked: Stocked
     await stocked.assert_unchanged()
 
 
-async def test_stow_part_with_content_type_of_only_semicolons_is_not_a_500(stocked: Stocked):
+async def test_stow_part_with_content_type_of_only_semicolons_is_not_a_500(own_stocked: Stocked):
     """The good first part must not stay stored behind a 500 either."""
     _, good = new_instance()
     body = multipart(good, close=False) + (
         f"--{BOUNDARY}\r\nContent-Type: ;\r\n\r\ngarbage\r\n--{BOUNDARY}--\r\n".encode()
     )
-    answer = await stow(stocked.client, body)
+    answer = await stow(own_stocked.client, body)
     assert answer.status == 202, answer.text
     assert failure_reasons(answer) == [0xC000]
 
@@ -449,9 +467,9 @@ async def test_stow_of_instance_with_malformed_uid_is_409(stocked: Stocked, keyw
     assert not escaped.exists() and not Path("/tmp/escaped").exists()
 
 
-async def test_stow_of_one_good_and_one_garbage_part_is_202(stocked: Stocked):
+async def test_stow_of_one_good_and_one_garbage_part_is_202(own_stocked: Stocked):
     sop, body = new_instance()
-    answer = await stow(stocked.client, multipart(body, b"garbage"))
+    answer = await stow(own_stocked.client, multipart(body, b"garbage"))
     assert answer.status == 202, answer.text
     assert failure_reasons(answer) == [0xC000]
     referenced = answer.json()["00081199"]["Value"]
@@ -461,23 +479,23 @@ async def test_stow_of_one_good_and_one_garbage_part_is_202(stocked: Stocked):
         f"{STUDY_UID}/{SERIES_CIRCLE}/{sop}.dcm",
         f"{STUDY_UID}/{SERIES_CIRCLE}/{sop}.json",
     }
-    after = files_of(stocked.archive)
-    assert [entry for entry in after if entry[0] not in new_files] == stocked.files
-    assert {entry[0] for entry in after} - {entry[0] for entry in stocked.files} == new_files
+    after = files_of(own_stocked.archive)
+    assert [entry for entry in after if entry[0] not in new_files] == own_stocked.files
+    assert {entry[0] for entry in after} - {entry[0] for entry in own_stocked.files} == new_files
     path = INSTANCE.format(study=STUDY_UID, series=SERIES_CIRCLE, instance=sop)
-    stored = await request(stocked.client, "GET", path, headers={"Accept": "application/dicom"})
+    stored = await request(own_stocked.client, "GET", path, headers={"Accept": "application/dicom"})
     assert stored.status == 200
     assert stored.body == body
 
 
-async def test_stow_of_many_parts_answers_each_in_order_of_the_body(stocked: Stocked):
+async def test_stow_of_many_parts_answers_each_in_order_of_the_body(own_stocked: Stocked):
     """Parts are checked while later ones stream in: more parts than are checked at a time,
     with failures among them, still get one answer each, in the body's order."""
     instances = [new_instance() for _ in range(7)]
     bodies = [body for _, body in instances]
     bodies[2] = b"garbage"
     bodies[5] = bodies[5][: len(bodies[5]) // 2]
-    answer = await stow(stocked.client, multipart(*bodies))
+    answer = await stow(own_stocked.client, multipart(*bodies))
     assert answer.status == 202, answer.text
     assert failure_reasons(answer) == [0xC000, 0xC000]
     referenced = answer.json()["00081199"]["Value"]
@@ -485,9 +503,11 @@ async def test_stow_of_many_parts_answers_each_in_order_of_the_body(stocked: Sto
     assert [item["00081155"]["Value"][0] for item in referenced] == stored
     for sop, body in instances[:2]:
         path = INSTANCE.format(study=STUDY_UID, series=SERIES_CIRCLE, instance=sop)
-        got = await request(stocked.client, "GET", path, headers={"Accept": "application/dicom"})
+        got = await request(
+            own_stocked.client, "GET", path, headers={"Accept": "application/dicom"}
+        )
         assert got.body == body
-    assert list((stocked.archive / ".incoming").iterdir()) == []
+    assert list((own_stocked.archive / ".incoming").iterdir()) == []
 
 
 async def test_stow_cut_short_after_many_parts_stores_none_of_them(stocked: Stocked):
@@ -655,12 +675,14 @@ AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
         pytest.param(lambda path: path.write_bytes(path.read_bytes()[:1000]), id="shortened"),
     ],
 )
-async def test_study_retrieve_with_a_file_changed_on_disk_is_cut_short(stocked: Stocked, damage):
+async def test_study_retrieve_with_a_file_changed_on_disk_is_cut_short(
+    own_stocked: Stocked, damage
+):
     """The answer's length is promised before the files are sent: a file that no longer has
     the size the index knows ends the connection, so the client sees an incomplete body
     (an error) and never a complete-looking multipart answer with the wrong bytes."""
-    damage(stocked.archive / STUDY_UID / SERIES_CIRCLE / f"{SOP_BLUE_CIRCLE}.dcm")
-    async with stocked.client.get(STUDY_PATH, headers={"Accept": AS_STORED}) as response:
+    damage(own_stocked.archive / STUDY_UID / SERIES_CIRCLE / f"{SOP_BLUE_CIRCLE}.dcm")
+    async with own_stocked.client.get(STUDY_PATH, headers={"Accept": AS_STORED}) as response:
         assert response.status == 200
         with pytest.raises(ClientPayloadError):
             await response.read()
