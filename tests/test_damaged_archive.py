@@ -22,7 +22,6 @@ import stat
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
@@ -103,10 +102,8 @@ def test_every_kind_of_damage_at_once(live_server: LiveServer, archive_dir: Path
     for path in leftovers:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"half written")
-    started = time.monotonic()
-    live_server.start()
+    live_server.start()  # raises unless it answers within its wait: the FIFO is not read
 
-    assert time.monotonic() - started < 20
     assert_serves(live_server, intact)
     assert no_sidecar.sidecar(archive_dir).is_file()
     assert not no_dcm.sidecar(archive_dir).exists()

@@ -199,7 +199,7 @@ async def test_stalled_upload_is_408_and_leaves_nothing(
     status_line, _, rest = answer.partition(b"\r\n")
     assert status_line == b"HTTP/1.1 408 Request Timeout", answer[:300]
     assert b"sent nothing for 0.5 s" in rest and b"nothing of the request was stored" in rest
-    assert 0.5 <= waited < 5, waited
+    assert waited >= 0.5, waited  # not before the client was silent that long
     await stocked.assert_unchanged()
     assert (await stow(stocked.client, multipart(new_instance()[1]))).status == 200
 

@@ -24,7 +24,6 @@ async def test_short_load_run_has_no_errors(live_server: LiveServer):
     assert figures.error_count == 0, report
     for operation in OPERATIONS:
         assert len(figures.latencies[operation]) >= 10, report
-    assert figures.total / figures.seconds > 20, report
     assert live_server.process is not None and live_server.process.poll() is None
     log = live_server.log.read_text()
     assert "Traceback" not in log and " 500 " not in log
