@@ -347,6 +347,7 @@ def test_retrieve_after_delete_is_404(client: DICOMwebClient) -> None:
 # Other prefixes ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prefix", ["", "/v2"], ids=["root", "v2"])
 def test_round_trip_under_another_prefix(live_server: LiveServer, prefix: str) -> None:
     client = DICOMwebClient(url=f"{live_server.url}{prefix}")

@@ -443,6 +443,7 @@ def qido_instances(server: LiveServer) -> set[str]:
     return {item["00080018"]["Value"][0] for item in json.loads(reply.body)}
 
 
+@pytest.mark.slow
 def test_import_while_serving(tmp_path: Path, live_server: LiveServer) -> None:
     source = tmp_path / "source"
     for index in range(5):
@@ -479,6 +480,7 @@ def test_a_server_that_does_not_answer_stops_the_import(tmp_path: Path) -> None:
 # reindex ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_reindex_after_deleting_every_sidecar(tmp_path: Path, archive_dir: Path) -> None:
     source = tmp_path / "source"
     for index in range(6):
@@ -573,6 +575,7 @@ def test_ls_says_what_it_cannot_list(tmp_path: Path) -> None:
 # serve on a folder that holds DICOM files -----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_serve_says_what_it_found_outside_the_layout(archive_dir: Path) -> None:
     mixed_tree(archive_dir / "from-alice")
     server = LiveServer(archive_dir, free_port())

@@ -491,6 +491,7 @@ def upload_streamed(server: LiveServer, header: bytes, zeros: int) -> tuple[int,
 SLOW = os.environ.get("LOCALDICOM_SLOW_TESTS") == "1"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "frames",
     [

@@ -25,6 +25,9 @@ from tests.helpers.served import (
     store_all,
 )
 
+#: Each test starts, stops and starts a live server: seconds each.
+pytestmark = pytest.mark.slow
+
 
 def snapshot(server, instances: list[Instance]) -> dict[str, Any]:
     """All the server says about ``instances``: QIDO results, metadata and stored bytes."""

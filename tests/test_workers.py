@@ -407,6 +407,7 @@ def _sleep_then_return(seconds: float, value: str) -> str:
     return value
 
 
+@pytest.mark.slow
 async def test_closed_workers_exit() -> None:
     workers = Workers(2)
     pids = set(await asyncio.gather(*(workers.run(_sleep_then_return_pid) for _ in range(2))))
@@ -462,6 +463,7 @@ time.sleep(60)
 """
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("how", ["with pidfd", "without pidfd"])
 def test_exit_with_ends_the_worker_soon_after_the_server(how: str) -> None:
     server = subprocess.Popen([sys.executable, "-c", "import time; time.sleep(1)"])
