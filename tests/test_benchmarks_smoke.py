@@ -14,7 +14,9 @@ import sys
 
 import pytest
 
-from tests.conftest import REPOSITORY
+from tests.helpers import REPOSITORY
+
+pytestmark = [pytest.mark.external, pytest.mark.slow]
 
 
 @pytest.mark.skipif(

@@ -17,7 +17,7 @@ import pytest
 from localdicom.archive import Archive, Upload, prepare_upload
 from localdicom.archive import archive as archive_module
 from localdicom.catalog import Catalog, FailureReason, Stored, StoreFailed
-from tests.conftest import SAMPLES
+from tests.helpers import SAMPLES
 
 SAMPLE = SAMPLES / "blue-circle.dcm"
 

@@ -18,9 +18,12 @@ from pathlib import Path
 
 import aiohttp
 import pydicom
+import pytest
 
-from benchmarks.dataset import ct_slice, uid
-from tests.conftest import LiveServer, free_port
+from tests.helpers import ct_slice, free_port, uid
+from tests.helpers.live import LiveServer
+
+pytestmark = pytest.mark.slow
 
 AS_STORED = "application/dicom; transfer-syntax=*"
 DICOM_JSON = "application/dicom+json"

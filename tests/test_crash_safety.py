@@ -31,15 +31,16 @@ import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import pytest
 import requests
 
-from benchmarks.dataset import ct_slice
-from tests.conftest import LiveServer
+from tests.helpers import ct_slice
+from tests.helpers.live import LiveServer
+
+pytestmark = pytest.mark.slow
 
 KILLS = 20
 CLIENTS = 4
-#: The whole test stops adding rounds after this many seconds (it asserts KILLS were made).
-BUDGET_SECONDS = 90
 AS_STORED = "application/dicom; transfer-syntax=*"
 
 
@@ -173,7 +174,7 @@ def test_sigkill_during_stow_never_loses_an_acknowledged_instance(live_server: L
     ledger = Ledger()
     started = time.monotonic()
     kills = startup_kills = 0
-    while kills < KILLS and time.monotonic() - started < BUDGET_SECONDS:
+    while kills < KILLS:
         ledger.acknowledged_this_round = set()
         clients = [
             threading.Thread(
@@ -202,6 +203,5 @@ def test_sigkill_during_stow_never_loses_an_acknowledged_instance(live_server: L
         f"{seconds:.0f} s: {ledger.requests} requests answered, {len(ledger.sent)} instances "
         f"sent, {len(ledger.acknowledged)} acknowledged, {len(final)} stored, all intact"
     )
-    assert kills >= KILLS, f"only {kills} kills within {BUDGET_SECONDS} s"
     assert len(ledger.acknowledged) > KILLS * CLIENTS  # the rounds did store instances
     assert len(ledger.sent) > len(ledger.acknowledged)  # and kills cut requests short

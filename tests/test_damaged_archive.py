@@ -22,14 +22,14 @@ import stat
 import struct
 import subprocess
 import sys
-import time
 from pathlib import Path
 
 import pytest
 import requests
 
-from tests.conftest import LiveServer, free_port
-from tests.test_restart import (
+from tests.helpers import free_port
+from tests.helpers.live import LiveServer
+from tests.helpers.served import (
     AS_STORED,
     DICOM_JSON,
     assert_serves,
@@ -61,6 +61,7 @@ def startup_summary(server: LiveServer, offset: int) -> tuple[str, dict[str, str
     return head, skipped
 
 
+@pytest.mark.slow
 def test_every_kind_of_damage_at_once(live_server: LiveServer, archive_dir: Path):
     stored = store_all(live_server)
     corrupt = sample(stored, "emri_small.dcm")  # its sidecar is garbage: regenerated
@@ -101,10 +102,8 @@ def test_every_kind_of_damage_at_once(live_server: LiveServer, archive_dir: Path
     for path in leftovers:
         path.parent.mkdir(parents=True, exist_ok=True)
         path.write_bytes(b"half written")
-    started = time.monotonic()
-    live_server.start()
+    live_server.start()  # raises unless it answers within its wait: the FIFO is not read
 
-    assert time.monotonic() - started < 20
     assert_serves(live_server, intact)
     assert no_sidecar.sidecar(archive_dir).is_file()
     assert not no_dcm.sidecar(archive_dir).exists()
@@ -157,6 +156,8 @@ def unprivileged_prefix() -> list[str] | None:
     return DROP if probe.returncode == 0 else None
 
 
+@pytest.mark.slow
+@pytest.mark.external
 def test_unreadable_files_and_folders(archive_dir: Path):
     prefix = unprivileged_prefix()
     if prefix is None:

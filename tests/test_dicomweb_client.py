@@ -23,7 +23,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from requests import HTTPError
 
-from tests.conftest import (
+from tests.helpers import (
     SAMPLES,
     SERIES_CIRCLE,
     SERIES_SQUARE_TRIANGLE,
@@ -31,9 +31,9 @@ from tests.conftest import (
     SOP_GREEN_SQUARE,
     SOP_RED_TRIANGLE,
     STUDY_UID,
-    LiveServer,
     free_port,
 )
+from tests.helpers.live import LiveServer
 
 SAMPLE_FILES = {
     SOP_RED_TRIANGLE: "red-triangle.dcm",
@@ -347,6 +347,7 @@ def test_retrieve_after_delete_is_404(client: DICOMwebClient) -> None:
 # Other prefixes ------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("prefix", ["", "/v2"], ids=["root", "v2"])
 def test_round_trip_under_another_prefix(live_server: LiveServer, prefix: str) -> None:
     client = DICOMwebClient(url=f"{live_server.url}{prefix}")

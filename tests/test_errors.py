@@ -1,9 +1,10 @@
 """Every error the HTTP API answers: the status code, a message a person can read, and an
 archive left exactly as it was.
 
-Each test starts from an archive holding the three samples. A snapshot of it (every file's
-relative path, size and SHA-256, except the ``.incoming`` upload area, plus the answers of the
-three QIDO searches) is taken before the bad request and compared after it.
+The tests share one app on an archive holding the three samples. A snapshot of it (every
+file's relative path, size and SHA-256, except the ``.incoming`` upload area, plus the answers
+of the three QIDO searches) is taken once, and each test compares the archive with it after
+its bad request; the few tests that store something have an archive of their own.
 
 Bad path segments are sent byte for byte (``yarl.URL(..., encoded=True)``): the client would
 otherwise resolve ``..`` and ``%2e%2e`` itself and the server would never see them. aiohttp's
@@ -14,208 +15,70 @@ afterwards, so every malformed UID below reaches the handler and is answered 400
 
 from __future__ import annotations
 
-import hashlib
 import io
-import json
-import re
-from dataclasses import dataclass
+from collections.abc import AsyncIterator
 from pathlib import Path
-from typing import Any
 
 import pydicom
 import pytest
-from aiohttp import ClientPayloadError, ClientResponse, MultipartReader
-from aiohttp.test_utils import TestClient
+import pytest_asyncio
+from aiohttp import ClientPayloadError, MultipartReader
 from pydicom.uid import generate_uid
-from yarl import URL
 
-from localdicom.app import Settings, make_app
-from tests.conftest import (
-    SAMPLES,
+from tests.helpers import (
     SERIES_CIRCLE,
     SERIES_SQUARE_TRIANGLE,
     SOP_BLUE_CIRCLE,
     SOP_GREEN_SQUARE,
     STUDY_UID,
+    app_client,
+)
+from tests.helpers.stocked import (
+    ATTRIBUTE,
+    BLUE,
+    BLUE_PATH,
+    BOUNDARY,
+    INSTANCE,
+    SAMPLE_FILES,
+    STOW_TYPE,
+    UNKNOWN,
+    Stocked,
+    assert_error,
+    assert_readable,
+    assert_store_failure,
+    derived,
+    failure_reasons,
+    files_of,
+    multipart,
+    new_instance,
+    request,
+    sample,
+    stock,
+    stow,
 )
 
-SAMPLE_FILES = ("blue-circle.dcm", "green-square.dcm", "red-triangle.dcm")
-INSTANCE = "/studies/{study}/series/{series}/instances/{instance}"
-BLUE = {"study": STUDY_UID, "series": SERIES_CIRCLE, "instance": SOP_BLUE_CIRCLE}
-BLUE_PATH = INSTANCE.format(**BLUE)
-#: A valid UID that no sample uses.
-UNKNOWN = "1.2.826.0.1.3680043.8.498.99999999999999999999999999999999999999"
 JPEG_BASELINE = "1.2.840.10008.1.2.4.50"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
 
-BOUNDARY = "localdicom-test-boundary"
-STOW_TYPE = f'multipart/related; type="application/dicom"; boundary={BOUNDARY}'
 
-#: What must never reach a client: stack traces, exception class names, Python reprs.
-PYTHON_INTERNALS = re.compile(
-    r"Traceback|File \"|\b[A-Z]\w*(Error|Exception)\b|object at 0x|bytearray\(|localdicom\.\w"
-)
+#: Every test runs on the module's event loop, which the shared app below lives on.
+pytestmark = pytest.mark.asyncio(loop_scope="module")
 
 
-# helpers ---------------------------------------------------------------------------------
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def stocked(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[Stocked]:
+    """One app on an archive holding the samples, for every test that leaves the archive as
+    it was (each checks that it did); a test that changes it takes ``own_stocked``."""
+    archive = tmp_path_factory.mktemp("errors") / "archive"
+    async with app_client(archive) as client:
+        yield await stock(client, archive)
 
 
-@dataclass(frozen=True)
-class Answer:
-    status: int
-    content_type: str
-    headers: dict[str, str]
-    body: bytes
-
-    @property
-    def text(self) -> str:
-        return self.body.decode("utf-8", "replace")
-
-    def json(self) -> Any:
-        return json.loads(self.body)
-
-
-async def _answer(response: ClientResponse) -> Answer:
-    return Answer(
-        response.status, response.content_type, dict(response.headers), await response.read()
-    )
-
-
-async def request(client: TestClient, method: str, path: str, **kwargs: Any) -> Answer:
-    """Send ``path`` exactly as written: no dot-segment removal, no re-encoding."""
-    root = str(client.make_url("/")).rstrip("/")
-    url = URL(root + path, encoded=True)
-    async with client.session.request(method, url, **kwargs) as response:
-        return await _answer(response)
-
-
-async def stow(client: TestClient, body: bytes, content_type: str = STOW_TYPE, **kwargs) -> Answer:
-    path = kwargs.pop("path", "/studies")
-    headers = {"Content-Type": content_type, **kwargs.pop("headers", {})}
-    return await request(client, "POST", path, data=body, headers=headers, **kwargs)
-
-
-def assert_readable(text: str) -> None:
-    """Short text for a person: no stack trace, no Python internals."""
-    assert text.strip(), "the error has no message"
-    assert len(text) <= 2000, f"the message is {len(text)} characters long"
-    assert not PYTHON_INTERNALS.search(text), f"Python internals in {text!r}"
-
-
-def assert_error(answer: Answer, status: int, *fragments: str) -> None:
-    assert answer.status == status, f"{answer.status} {answer.text[:500]!r}"
-    assert answer.content_type == "text/plain"
-    assert_readable(answer.text)
-    for fragment in fragments:
-        assert fragment in answer.text
-
-
-def sample(name: str = "blue-circle.dcm") -> bytes:
-    return (SAMPLES / name).read_bytes()
-
-
-def derived(name: str = "blue-circle.dcm", *, remove: tuple[str, ...] = (), **changes) -> bytes:
-    """A sample with some attributes changed or removed, as Part 10 bytes."""
-    ds = pydicom.dcmread(SAMPLES / name)
-    for keyword, value in changes.items():
-        setattr(ds, keyword, value)
-    if "SOPInstanceUID" in changes:
-        ds.file_meta.MediaStorageSOPInstanceUID = changes["SOPInstanceUID"]
-    for keyword in remove:
-        delattr(ds, keyword)
-    buffer = io.BytesIO()
-    ds.save_as(buffer)
-    return buffer.getvalue()
-
-
-def new_instance() -> tuple[str, bytes]:
-    """A SOP Instance UID not in the archive, and an instance (in the blue series) with it."""
-    sop = generate_uid()
-    return sop, derived(SOPInstanceUID=sop)
-
-
-def multipart(
-    *parts: bytes,
-    boundary: str = BOUNDARY,
-    close: bool = True,
-    headers: str = "Content-Type: application/dicom",
-) -> bytes:
-    head = f"--{boundary}\r\n{headers}\r\n\r\n".encode()
-    body = b"".join(head + part + b"\r\n" for part in parts)
-    return body + (b"--" + boundary.encode() + b"--\r\n" if close else b"")
-
-
-def failure_reasons(answer: Answer) -> list[int]:
-    items = answer.json()["00081198"]["Value"]
-    return [item["00081197"]["Value"][0] for item in items]
-
-
-def assert_store_failure(answer: Answer, status: int, reason: int, *warning: str) -> None:
-    """A Store Instances Response (PS3.18 10.5.3) with one failure, and a Warning saying why."""
-    assert answer.status == status, f"{answer.status} {answer.text[:500]!r}"
-    assert answer.content_type == "application/dicom+json"
-    assert failure_reasons(answer) == [reason]
-    header = answer.headers.get("Warning", "")
-    assert header.startswith('299 localdicom "'), header
-    assert_readable(header)
-    for fragment in warning:
-        assert fragment in header
-
-
-# the archive and its snapshot --------------------------------------------------------------
-
-
-def files_of(archive: Path) -> list[tuple[str, int, str]]:
-    return sorted(
-        (
-            path.relative_to(archive).as_posix(),
-            path.stat().st_size,
-            hashlib.sha256(path.read_bytes()).hexdigest(),
-        )
-        for path in archive.rglob("*")
-        if path.is_file() and path.relative_to(archive).parts[0] != ".incoming"
-    )
-
-
-@dataclass
-class Stocked:
-    """An app whose archive holds the samples, and what it looked like before the test."""
-
-    client: TestClient
-    archive: Path
-    files: list[tuple[str, int, str]] | None = None
-    searches: list[Any] | None = None
-
-    async def searches_now(self) -> list[Any]:
-        answers = []
-        for path in ("/studies", "/series", "/instances"):
-            answer = await request(self.client, "GET", path)
-            assert answer.status == 200
-            answers.append(answer.json())
-        return answers
-
-    async def take_snapshot(self) -> None:
-        self.files = files_of(self.archive)
-        self.searches = await self.searches_now()
-
-    async def assert_unchanged(self) -> None:
-        assert files_of(self.archive) == self.files
-        assert await self.searches_now() == self.searches
-        assert list((self.archive / ".incoming").iterdir()) == [], "an upload was left behind"
-
-
-async def stock(client: TestClient, archive: Path) -> Stocked:
-    answer = await stow(client, multipart(*(sample(name) for name in SAMPLE_FILES)))
-    assert answer.status == 200, answer.text
-    stocked = Stocked(client, archive)
-    await stocked.take_snapshot()
-    assert len(stocked.files) == 6  # three .dcm and their sidecars
-    return stocked
-
-
-@pytest.fixture
-async def stocked(client, archive_dir: Path) -> Stocked:
-    return await stock(client, archive_dir)
+@pytest_asyncio.fixture(loop_scope="module")
+async def own_stocked(archive_dir: Path) -> AsyncIterator[Stocked]:
+    """An app on an archive of its own holding the samples, for a test that changes it."""
+    async with app_client(archive_dir) as client:
+        yield await stock(client, archive_dir)
 
 
 # malformed UIDs in every position ----------------------------------------------------------
@@ -237,11 +100,6 @@ ROUTES = [
     ("DELETE", INSTANCE),
     ("POST", "/studies/{study}"),
 ]
-ATTRIBUTE = {
-    "study": "StudyInstanceUID",
-    "series": "SeriesInstanceUID",
-    "instance": "SOPInstanceUID",
-}
 BAD_UIDS = [
     pytest.param("1.2.abc", id="letters"),
     pytest.param("..", id="dot-dot"),
@@ -472,16 +330,16 @@ async def test_stow_of_truncated_multipart_keeps_resent_instances(stocked: Stock
 
 
 async def test_stow_of_truncated_multipart_with_overwrite_keeps_the_original(
-    aiohttp_client, tmp_path: Path
+    tmp_path: Path,
 ):
     archive = tmp_path / "overwrite-archive"
-    client = await aiohttp_client(make_app(Settings(archive=archive, overwrite=True)))
-    stocked = await stock(client, archive)
-    replacement = derived(SeriesDescription="a replacement")
-    cut_short = b"--" + BOUNDARY.encode() + b"\r\nContent-Type: application/dicom\r\n\r\nDI"
-    answer = await stow(client, multipart(replacement, close=False) + cut_short)
-    assert_error(answer, 400, "nothing stored")
-    await stocked.assert_unchanged()
+    async with app_client(archive, overwrite=True) as client:
+        stocked = await stock(client, archive)
+        replacement = derived(SeriesDescription="a replacement")
+        cut_short = b"--" + BOUNDARY.encode() + b"\r\nContent-Type: application/dicom\r\n\r\nDI"
+        answer = await stow(client, multipart(replacement, close=False) + cut_short)
+        assert_error(answer, 400, "nothing stored")
+        await stocked.assert_unchanged()
 
 
 @pytest.mark.parametrize(
@@ -531,13 +389,13 @@ async def test_stow_with_content_type_of_only_semicolons_is_415(stocked: Stocked
     await stocked.assert_unchanged()
 
 
-async def test_stow_part_with_content_type_of_only_semicolons_is_not_a_500(stocked: Stocked):
+async def test_stow_part_with_content_type_of_only_semicolons_is_not_a_500(own_stocked: Stocked):
     """The good first part must not stay stored behind a 500 either."""
     _, good = new_instance()
     body = multipart(good, close=False) + (
         f"--{BOUNDARY}\r\nContent-Type: ;\r\n\r\ngarbage\r\n--{BOUNDARY}--\r\n".encode()
     )
-    answer = await stow(stocked.client, body)
+    answer = await stow(own_stocked.client, body)
     assert answer.status == 202, answer.text
     assert failure_reasons(answer) == [0xC000]
 
@@ -609,9 +467,9 @@ async def test_stow_of_instance_with_malformed_uid_is_409(stocked: Stocked, keyw
     assert not escaped.exists() and not Path("/tmp/escaped").exists()
 
 
-async def test_stow_of_one_good_and_one_garbage_part_is_202(stocked: Stocked):
+async def test_stow_of_one_good_and_one_garbage_part_is_202(own_stocked: Stocked):
     sop, body = new_instance()
-    answer = await stow(stocked.client, multipart(body, b"garbage"))
+    answer = await stow(own_stocked.client, multipart(body, b"garbage"))
     assert answer.status == 202, answer.text
     assert failure_reasons(answer) == [0xC000]
     referenced = answer.json()["00081199"]["Value"]
@@ -621,23 +479,23 @@ async def test_stow_of_one_good_and_one_garbage_part_is_202(stocked: Stocked):
         f"{STUDY_UID}/{SERIES_CIRCLE}/{sop}.dcm",
         f"{STUDY_UID}/{SERIES_CIRCLE}/{sop}.json",
     }
-    after = files_of(stocked.archive)
-    assert [entry for entry in after if entry[0] not in new_files] == stocked.files
-    assert {entry[0] for entry in after} - {entry[0] for entry in stocked.files} == new_files
+    after = files_of(own_stocked.archive)
+    assert [entry for entry in after if entry[0] not in new_files] == own_stocked.files
+    assert {entry[0] for entry in after} - {entry[0] for entry in own_stocked.files} == new_files
     path = INSTANCE.format(study=STUDY_UID, series=SERIES_CIRCLE, instance=sop)
-    stored = await request(stocked.client, "GET", path, headers={"Accept": "application/dicom"})
+    stored = await request(own_stocked.client, "GET", path, headers={"Accept": "application/dicom"})
     assert stored.status == 200
     assert stored.body == body
 
 
-async def test_stow_of_many_parts_answers_each_in_order_of_the_body(stocked: Stocked):
+async def test_stow_of_many_parts_answers_each_in_order_of_the_body(own_stocked: Stocked):
     """Parts are checked while later ones stream in: more parts than are checked at a time,
     with failures among them, still get one answer each, in the body's order."""
     instances = [new_instance() for _ in range(7)]
     bodies = [body for _, body in instances]
     bodies[2] = b"garbage"
     bodies[5] = bodies[5][: len(bodies[5]) // 2]
-    answer = await stow(stocked.client, multipart(*bodies))
+    answer = await stow(own_stocked.client, multipart(*bodies))
     assert answer.status == 202, answer.text
     assert failure_reasons(answer) == [0xC000, 0xC000]
     referenced = answer.json()["00081199"]["Value"]
@@ -645,9 +503,11 @@ async def test_stow_of_many_parts_answers_each_in_order_of_the_body(stocked: Sto
     assert [item["00081155"]["Value"][0] for item in referenced] == stored
     for sop, body in instances[:2]:
         path = INSTANCE.format(study=STUDY_UID, series=SERIES_CIRCLE, instance=sop)
-        got = await request(stocked.client, "GET", path, headers={"Accept": "application/dicom"})
+        got = await request(
+            own_stocked.client, "GET", path, headers={"Accept": "application/dicom"}
+        )
         assert got.body == body
-    assert list((stocked.archive / ".incoming").iterdir()) == []
+    assert list((own_stocked.archive / ".incoming").iterdir()) == []
 
 
 async def test_stow_cut_short_after_many_parts_stores_none_of_them(stocked: Stocked):
@@ -815,12 +675,14 @@ AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
         pytest.param(lambda path: path.write_bytes(path.read_bytes()[:1000]), id="shortened"),
     ],
 )
-async def test_study_retrieve_with_a_file_changed_on_disk_is_cut_short(stocked: Stocked, damage):
+async def test_study_retrieve_with_a_file_changed_on_disk_is_cut_short(
+    own_stocked: Stocked, damage
+):
     """The answer's length is promised before the files are sent: a file that no longer has
     the size the index knows ends the connection, so the client sees an incomplete body
     (an error) and never a complete-looking multipart answer with the wrong bytes."""
-    damage(stocked.archive / STUDY_UID / SERIES_CIRCLE / f"{SOP_BLUE_CIRCLE}.dcm")
-    async with stocked.client.get(STUDY_PATH, headers={"Accept": AS_STORED}) as response:
+    damage(own_stocked.archive / STUDY_UID / SERIES_CIRCLE / f"{SOP_BLUE_CIRCLE}.dcm")
+    async with own_stocked.client.get(STUDY_PATH, headers={"Accept": AS_STORED}) as response:
         assert response.status == 200
         with pytest.raises(ClientPayloadError):
             await response.read()

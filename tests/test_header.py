@@ -15,7 +15,7 @@ from pydicom.filewriter import dcmwrite
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian
 
 from localdicom.dicom.header import describe
-from tests.conftest import SAMPLES
+from tests.helpers import SAMPLES
 
 #: Bytes that are "Ã¼" in ISO 8859-1 and "ü" in UTF-8.
 AMBIGUOUS_NAME = b"M\xc3\xbcller^Hans"

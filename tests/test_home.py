@@ -11,9 +11,9 @@ from pathlib import Path
 
 import pytest
 
-from localdicom.app import Settings, make_app
+from localdicom.app import make_app
 from localdicom.web.viewer import ohif_config
-from tests.conftest import REPOSITORY
+from tests.helpers import REPOSITORY, app_settings
 
 FAKE_INDEX = (
     "<!doctype html><html><head><script>window.PUBLIC_URL = '/';</script>"
@@ -52,14 +52,14 @@ async def test_home_page_is_served(client) -> None:
 async def test_home_page_links_to_the_viewer_when_served(
     aiohttp_client, archive_dir: Path, fake_ohif: Path
 ) -> None:
-    client = await aiohttp_client(make_app(Settings(archive=archive_dir, viewer=fake_ohif)))
+    client = await aiohttp_client(make_app(app_settings(archive_dir, viewer=fake_ohif)))
     page = await (await client.get("/")).text()
     assert 'name="localdicom-viewer" content="/viewer/"' in page
 
 
 async def test_home_page_sees_what_it_needs(aiohttp_client, archive_dir: Path) -> None:
     """The QIDO request home.js makes answers every column it shows."""
-    client = await aiohttp_client(make_app(Settings(archive=archive_dir, samples=True)))
+    client = await aiohttp_client(make_app(app_settings(archive_dir, samples=True)))
     response = await client.get("/studies?includefield=00081030,00080061,00201206,00201208")
     (study,) = await response.json()
     for tag in ("0020000D", "00100010", "00100020", "00080020", "00080061", "00201206"):
@@ -74,7 +74,7 @@ async def test_home_page_sees_what_it_needs(aiohttp_client, archive_dir: Path) -
 async def test_viewer_is_rewritten_for_its_mount(
     aiohttp_client, archive_dir: Path, fake_ohif: Path
 ) -> None:
-    client = await aiohttp_client(make_app(Settings(archive=archive_dir, viewer=fake_ohif)))
+    client = await aiohttp_client(make_app(app_settings(archive_dir, viewer=fake_ohif)))
     redirect = await client.get("/viewer", allow_redirects=False)
     assert redirect.headers["Location"] == "/viewer/"
     index = await client.get("/viewer/")
@@ -93,6 +93,7 @@ async def test_viewer_is_rewritten_for_its_mount(
     assert await escape.text() == page
 
 
+@pytest.mark.external
 def test_app_config_is_valid_javascript(tmp_path: Path) -> None:
     node = subprocess.run(["which", "node"], capture_output=True, text=True).stdout.strip()
     if not node:
@@ -120,6 +121,7 @@ def test_viewer_option_refuses_a_folder_that_is_not_ohif(tmp_path: Path) -> None
     assert "@ohif/app" in str(result.exception)
 
 
+@pytest.mark.slow
 def test_static_files_are_in_the_wheel(tmp_path: Path) -> None:
     """hatchling's `packages = ["localdicom"]` takes localdicom/static along."""
     build = subprocess.run(

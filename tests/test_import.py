@@ -29,15 +29,14 @@ from pydicom.data import get_testdata_file
 from pydicom.fileset import FileSet
 from pydicom.uid import generate_uid
 
-from benchmarks.dataset import ct_slice, uid
-from localdicom.app import Settings, make_app
+from localdicom.app import make_app
 from localdicom.archive import sidecar as sidecar_file
 from localdicom.archive.layout import SERVER_FILE
 from localdicom.cli import main
 from localdicom.importer import run as importer_run
 from localdicom.importer.examine import examine_batch
-from tests.conftest import LiveServer, free_port
-from tests.live_http import request
+from tests.helpers import app_settings, ct_slice, free_port, uid
+from tests.helpers.live import LiveServer, request
 
 ROWS = (
     "stored",
@@ -276,7 +275,7 @@ async def test_sidecar_is_the_one_stow_writes(tmp_path: Path, aiohttp_client) ->
     files = [pydicom_file(name) for name in ("CT_small.dcm", "JPEG2000.dcm", "rtplan.dcm")]
     imported, stowed = tmp_path / "imported", tmp_path / "stowed"
     expect(run("import", *files, "--archive", imported), stored=3)
-    client = await aiohttp_client(make_app(Settings(archive=stowed, fsync=False)))
+    client = await aiohttp_client(make_app(app_settings(stowed)))
     for file in files:
         response = await client.post(
             "/studies", data=file.read_bytes(), headers={"Content-Type": "application/dicom"}
@@ -319,6 +318,7 @@ def wait_until_stored(archive: Path, process: subprocess.Popen, at_least: int) -
         time.sleep(0.005)
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize("signal_number", [signal.SIGKILL, signal.SIGINT])
 def test_interrupted_import_then_rerun(tmp_path: Path, signal_number: int) -> None:
     """Killed (SIGKILL: no chance to clean up) or interrupted (Ctrl-C: stops between two
@@ -444,6 +444,7 @@ def qido_instances(server: LiveServer) -> set[str]:
     return {item["00080018"]["Value"][0] for item in json.loads(reply.body)}
 
 
+@pytest.mark.slow
 def test_import_while_serving(tmp_path: Path, live_server: LiveServer) -> None:
     source = tmp_path / "source"
     for index in range(5):
@@ -480,6 +481,7 @@ def test_a_server_that_does_not_answer_stops_the_import(tmp_path: Path) -> None:
 # reindex ------------------------------------------------------------------------------------
 
 
+@pytest.mark.slow
 def test_reindex_after_deleting_every_sidecar(tmp_path: Path, archive_dir: Path) -> None:
     source = tmp_path / "source"
     for index in range(6):
@@ -574,6 +576,7 @@ def test_ls_says_what_it_cannot_list(tmp_path: Path) -> None:
 # serve on a folder that holds DICOM files -----------------------------------------------------
 
 
+@pytest.mark.slow
 def test_serve_says_what_it_found_outside_the_layout(archive_dir: Path) -> None:
     mixed_tree(archive_dir / "from-alice")
     server = LiveServer(archive_dir, free_port())
@@ -591,6 +594,7 @@ def test_serve_says_what_it_found_outside_the_layout(archive_dir: Path) -> None:
     assert "--import-found" in log
 
 
+@pytest.mark.slow
 def test_serve_import_found(archive_dir: Path) -> None:
     mixed_tree(archive_dir / "from-alice")
     server = LiveServer(archive_dir, free_port(), extra_args=("--import-found",))

@@ -12,7 +12,7 @@ from localdicom.archive import StoredInstance
 from localdicom.dicom.header import describe
 from localdicom.dicom.qido import parse_query
 from localdicom.index import Index
-from tests.conftest import SAMPLES
+from tests.helpers import SAMPLES
 
 
 def stored(path: Path) -> StoredInstance:

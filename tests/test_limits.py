@@ -43,20 +43,21 @@ from hypothesis import strategies as st
 from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
-from benchmarks.dataset import ct_slice
 from localdicom.app import Settings, make_app
 from localdicom.dicom.qido import LEVELS, QueryError, parse_query
 from localdicom.workers import Workers
-from tests.conftest import (
+from tests.helpers import (
     SERIES_CIRCLE,
     SOP_BLUE_CIRCLE,
     SOP_GREEN_SQUARE,
     SOP_RED_TRIANGLE,
     STUDY_UID,
-    LiveServer,
+    app_settings,
+    ct_slice,
     free_port,
 )
-from tests.test_errors import (
+from tests.helpers.live import LiveServer
+from tests.helpers.stocked import (
     BOUNDARY,
     STOW_TYPE,
     Stocked,
@@ -85,9 +86,9 @@ async def stocked_app(aiohttp_client, archive: Path, **options: Any) -> Stocked:
     """An app with these Settings on an archive holding the three samples (stored by an app
     with the default settings, which the limits under test might refuse)."""
     await (
-        await stock(await aiohttp_client(make_app(Settings(archive=archive))), archive)
+        await stock(await aiohttp_client(make_app(app_settings(archive))), archive)
     ).client.close()
-    stocked = Stocked(await aiohttp_client(make_app(Settings(archive=archive, **options))), archive)
+    stocked = Stocked(await aiohttp_client(make_app(app_settings(archive, **options))), archive)
     await stocked.take_snapshot()
     return stocked
 
@@ -198,7 +199,7 @@ async def test_stalled_upload_is_408_and_leaves_nothing(
     status_line, _, rest = answer.partition(b"\r\n")
     assert status_line == b"HTTP/1.1 408 Request Timeout", answer[:300]
     assert b"sent nothing for 0.5 s" in rest and b"nothing of the request was stored" in rest
-    assert 0.5 <= waited < 5, waited
+    assert waited >= 0.5, waited  # not before the client was silent that long
     await stocked.assert_unchanged()
     assert (await stow(stocked.client, multipart(new_instance()[1]))).status == 200
 
@@ -359,7 +360,7 @@ async def test_full_disk_at_startup_still_serves(aiohttp_client, archive_dir, mo
     files = files_of(archive_dir)
     SmallDisk(archive_dir, 0).install(monkeypatch)
     with caplog.at_level(logging.WARNING):
-        client = await aiohttp_client(make_app(Settings(archive=archive_dir)))
+        client = await aiohttp_client(make_app(app_settings(archive_dir)))
     assert "index snapshot could not be written" in caplog.text
     listed = await request(client, "GET", "/instances")
     assert sorted(item["00080018"]["Value"][0] for item in listed.json()) == sorted(
@@ -381,6 +382,8 @@ def _mount_tmpfs(folder: Path, size: str) -> bool:
     return result.returncode == 0
 
 
+@pytest.mark.slow
+@pytest.mark.external
 def test_real_full_disk_on_a_small_tmpfs(tmp_path: Path):
     """A real ENOSPC: an 8 MiB file system and 2.9 MB instances. Needs root and mount(2)."""
     archive = tmp_path / "archive"
@@ -488,6 +491,7 @@ def upload_streamed(server: LiveServer, header: bytes, zeros: int) -> tuple[int,
 SLOW = os.environ.get("LOCALDICOM_SLOW_TESTS") == "1"
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(
     "frames",
     [
@@ -643,6 +647,7 @@ async def test_stow_of_instance_with_nul_or_leading_zero_uid_is_409(
     await stocked.assert_unchanged()
 
 
+@pytest.mark.slow
 async def test_mutated_bodies_never_damage_the_archive(client, archive_dir: Path):
     """300 small bodies, each a valid STOW of a new instance with a random mutation (cut,
     flipped, inserted or duplicated bytes, or a delimiter out of place): every answer is a
@@ -724,6 +729,7 @@ VALUES = st.one_of(
 )
 
 
+@pytest.mark.slow
 @settings(max_examples=500, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(st.lists(st.tuples(NAMES, VALUES), max_size=6), st.sampled_from(LEVELS))
 @example([("limit", "-1")], "study")

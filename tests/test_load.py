@@ -6,8 +6,12 @@ live server (``--no-fsync``), a mix of STOW, QIDO, WADO, metadata and frames; ze
 
 from __future__ import annotations
 
+import pytest
+
 from benchmarks.load import OPERATIONS, format_report, run_load
-from tests.conftest import LiveServer
+from tests.helpers.live import LiveServer
+
+pytestmark = pytest.mark.slow
 
 DURATION = 10
 CONCURRENCY = 16
@@ -20,7 +24,6 @@ async def test_short_load_run_has_no_errors(live_server: LiveServer):
     assert figures.error_count == 0, report
     for operation in OPERATIONS:
         assert len(figures.latencies[operation]) >= 10, report
-    assert figures.total / figures.seconds > 20, report
     assert live_server.process is not None and live_server.process.poll() is None
     log = live_server.log.read_text()
     assert "Traceback" not in log and " 500 " not in log

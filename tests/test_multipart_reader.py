@@ -258,6 +258,7 @@ def bodies(draw):
     return boundary, parts, preamble, epilogue, sizes
 
 
+@pytest.mark.slow
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(bodies())
 @example(("b", [([], b"\r\n-")], b"", b"", [1]))
@@ -268,6 +269,7 @@ def test_any_parts_in_any_chunks_are_read_back(case):
     assert read_parts(body, boundary, sizes) == parts
 
 
+@pytest.mark.slow
 @settings(max_examples=150, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(bodies())
 def test_learned_boundary_reads_the_same_parts(case):
@@ -276,6 +278,7 @@ def test_learned_boundary_reads_the_same_parts(case):
     assert read_parts(body, None, sizes) == parts
 
 
+@pytest.mark.slow
 @settings(max_examples=200, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(bodies(), st.data())
 def test_any_truncation_before_the_close_delimiter_raises(case, data):

@@ -30,7 +30,10 @@ from PIL import Image
 from pydicom.data import get_testdata_file
 
 from localdicom.web.viewer import ohif_config
-from tests.conftest import STUDY_UID, LiveServer, free_port
+from tests.helpers import STUDY_UID, free_port
+from tests.helpers.live import LiveServer
+
+pytestmark = [pytest.mark.external, pytest.mark.slow]
 
 CHROMIUM = Path("/usr/bin/chromium")
 OHIF_DIST = Path(

@@ -27,9 +27,8 @@ from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder, pixel_array
 
-from tests.conftest import LiveServer, free_port
-from tests.live_http import Reply, request, stow_file
-from tests.test_pydicom_data_roundtrip import (
+from tests.helpers import free_port
+from tests.helpers.corpus import (
     CORPUS,
     EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN,
@@ -38,9 +37,10 @@ from tests.test_pydicom_data_roundtrip import (
     encapsulated_frames,
     expected_frames,
     frame_count,
-    parameters,
     pixel_data_tag,
 )
+from tests.helpers.http import parameters
+from tests.helpers.live import LiveServer, Reply, request, stow_file
 
 #: Frames asked for per corpus file: the first few are enough and keep big files quick.
 MAX_FRAMES = 3

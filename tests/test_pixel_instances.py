@@ -18,15 +18,14 @@ import pytest
 from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
-from tests.test_pydicom_data_roundtrip import (
+from tests.helpers.corpus import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
     Instance,
-    multipart_parts,
-    parameters,
     store,
 )
+from tests.helpers.http import multipart_parts, parameters
 
 RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 JPEG_LS_LOSSLESS = "1.2.840.10008.1.2.4.80"

@@ -22,7 +22,7 @@ from localdicom.dicom.render import (
     parse_render_params,
     render_frame,
 )
-from tests.conftest import SAMPLES
+from tests.helpers import SAMPLES
 
 PIL_FORMATS = {"image/jpeg": "JPEG", "image/png": "PNG", "image/gif": "GIF"}
 

@@ -9,16 +9,19 @@ itself; this file checks the routes, negotiation, parameters and the thumbnail c
 from __future__ import annotations
 
 import io
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+import pytest_asyncio
+from aiohttp.test_utils import TestClient
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from localdicom.app import Settings, make_app
-from tests.conftest import (
+from localdicom.app import make_app
+from tests.helpers import (
     SAMPLES,
     SERIES_CIRCLE,
     SERIES_SQUARE_TRIANGLE,
@@ -26,8 +29,10 @@ from tests.conftest import (
     SOP_GREEN_SQUARE,
     SOP_RED_TRIANGLE,
     STUDY_UID,
+    app_client,
+    app_settings,
 )
-from tests.test_pydicom_data_roundtrip import multipart_parts, stow
+from tests.helpers.http import multipart_parts, stow
 
 STUDY = f"/studies/{STUDY_UID}"
 SQUARE_TRIANGLE = f"{STUDY}/series/{SERIES_SQUARE_TRIANGLE}"
@@ -66,6 +71,21 @@ def instance_url(ds: pydicom.Dataset) -> str:
         f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
         f"/instances/{ds.SOPInstanceUID}"
     )
+
+
+CT_SMALL_URL = instance_url(pydicom.dcmread(get_testdata_file("CT_small.dcm")))
+
+
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def samples_client(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[TestClient]:
+    """One app for the module's tests that only read, holding the samples and CT_small (at
+    ``CT_SMALL_URL``); tests that store, delete or look at the thumbnail cache take ``client``,
+    on an empty archive of their own."""
+    archive = tmp_path_factory.mktemp("rendered") / "archive"
+    async with app_client(archive) as client:
+        await store_samples(client)
+        assert await store_ct(client) == CT_SMALL_URL
+        yield client
 
 
 async def get_image(client, url: str, accept: str | None = "image/jpeg") -> Image.Image:
@@ -116,53 +136,58 @@ def thumbnail_files(archive_dir: Path) -> list[Path]:
 # rendered --------------------------------------------------------------------------------
 
 
+@pytest.mark.asyncio(loop_scope="module")
 @pytest.mark.parametrize(
     ("url", "colour"),
     [(RED_TRIANGLE, "red"), (GREEN_SQUARE, "green"), (BLUE_CIRCLE, "blue")],
     ids=["red-triangle", "green-square", "blue-circle"],
 )
 @pytest.mark.parametrize("media_type", list(PIL_FORMATS))
-async def test_sample_rendered_in_its_colour(client, url: str, colour: str, media_type: str):
-    await store_samples(client)
-    image = await get_image(client, f"{url}/rendered", media_type)
+async def test_sample_rendered_in_its_colour(
+    samples_client, url: str, colour: str, media_type: str
+):
+    image = await get_image(samples_client, f"{url}/rendered", media_type)
     assert image.size == SAMPLE_SIZE
     assert colour_name(centre(image)) == colour
     assert max(image.convert("RGB").getpixel((2, 2))) < 30  # the background stays black
 
 
-async def test_jpeg_is_the_default(client) -> None:
-    await store_samples(client)
+@pytest.mark.asyncio(loop_scope="module")
+async def test_jpeg_is_the_default(samples_client) -> None:
     for accept in (None, "*/*", "image/*"):
-        image = await get_image(client, f"{RED_TRIANGLE}/rendered", accept)
+        image = await get_image(samples_client, f"{RED_TRIANGLE}/rendered", accept)
         assert colour_name(centre(image)) == "red"
 
 
-async def test_frame_level_rendered(client) -> None:
-    await store_samples(client)
-    frame = await get_image(client, f"{RED_TRIANGLE}/frames/1/rendered", "image/png")
-    whole = await get_image(client, f"{RED_TRIANGLE}/rendered", "image/png")
+@pytest.mark.asyncio(loop_scope="module")
+async def test_frame_level_rendered(samples_client) -> None:
+    frame = await get_image(samples_client, f"{RED_TRIANGLE}/frames/1/rendered", "image/png")
+    whole = await get_image(samples_client, f"{RED_TRIANGLE}/rendered", "image/png")
     np.testing.assert_array_equal(pixels(frame), pixels(whole))
 
 
-async def test_ct_rendered_is_grayscale_and_window_changes_it(client) -> None:
-    url = await store_ct(client)
-    default = await get_image(client, f"{url}/rendered", "image/png")
+@pytest.mark.asyncio(loop_scope="module")
+async def test_ct_rendered_is_grayscale_and_window_changes_it(samples_client) -> None:
+    url = CT_SMALL_URL
+    default = await get_image(samples_client, f"{url}/rendered", "image/png")
     assert default.mode == "L"
     assert default.size == (128, 128)
-    narrow = await get_image(client, f"{url}/rendered?window=40,80", "image/png")
-    wide = await get_image(client, f"{url}/rendered?window=40,4000,linear", "image/png")
+    narrow = await get_image(samples_client, f"{url}/rendered?window=40,80", "image/png")
+    wide = await get_image(samples_client, f"{url}/rendered?window=40,4000,linear", "image/png")
     assert not np.array_equal(pixels(narrow), pixels(wide))
     # a wider window maps the same values into fewer grey levels around the centre
     assert np.asarray(narrow).std() > np.asarray(wide).std()
 
 
+@pytest.mark.asyncio(loop_scope="module")
 @pytest.mark.parametrize(
     ("viewport", "size"),
     [("200,100", (101, 100)), ("100,200", (100, 99)), ("50,0", (50, 50)), ("1970,0", None)],
 )
-async def test_viewport_is_honoured(client, viewport: str, size) -> None:
-    await store_samples(client)
-    image = await get_image(client, f"{GREEN_SQUARE}/rendered?viewport={viewport}", "image/png")
+async def test_viewport_is_honoured(samples_client, viewport: str, size) -> None:
+    image = await get_image(
+        samples_client, f"{GREEN_SQUARE}/rendered?viewport={viewport}", "image/png"
+    )
     box_width, box_height = (int(v) for v in viewport.split(","))
     assert image.width <= box_width and (box_height == 0 or image.height <= box_height)
     if size is not None:
@@ -172,44 +197,45 @@ async def test_viewport_is_honoured(client, viewport: str, size) -> None:
     assert colour_name(centre(image)) == "green"
 
 
-async def test_lower_quality_gives_a_smaller_jpeg(client) -> None:
-    url = await store_ct(client)
+@pytest.mark.asyncio(loop_scope="module")
+async def test_lower_quality_gives_a_smaller_jpeg(samples_client) -> None:
+    url = CT_SMALL_URL
     sizes = {}
     for quality in (10, 95):
-        response = await client.get(f"{url}/rendered?quality={quality}")
+        response = await samples_client.get(f"{url}/rendered?quality={quality}")
         assert response.status == 200
         sizes[quality] = len(await response.read())
     assert sizes[10] < sizes[95]
 
 
-async def test_series_rendered_is_one_of_its_instances(client) -> None:
-    await store_samples(client)
-    series = await get_image(client, f"{SQUARE_TRIANGLE}/rendered", "image/png")
+@pytest.mark.asyncio(loop_scope="module")
+async def test_series_rendered_is_one_of_its_instances(samples_client) -> None:
+    series = await get_image(samples_client, f"{SQUARE_TRIANGLE}/rendered", "image/png")
     members = [
-        await get_image(client, f"{url}/rendered", "image/png")
+        await get_image(samples_client, f"{url}/rendered", "image/png")
         for url in (RED_TRIANGLE, GREEN_SQUARE)
     ]
     assert any(np.array_equal(pixels(series), pixels(image)) for image in members)
 
 
-async def test_study_rendered_is_one_of_its_instances(client) -> None:
-    await store_samples(client)
-    study = await get_image(client, f"{STUDY}/rendered", "image/png")
+@pytest.mark.asyncio(loop_scope="module")
+async def test_study_rendered_is_one_of_its_instances(samples_client) -> None:
+    study = await get_image(samples_client, f"{STUDY}/rendered", "image/png")
     members = [
-        await get_image(client, f"{url}/rendered", "image/png")
+        await get_image(samples_client, f"{url}/rendered", "image/png")
         for url in (RED_TRIANGLE, GREEN_SQUARE, BLUE_CIRCLE)
     ]
     assert any(np.array_equal(pixels(study), pixels(image)) for image in members)
-    circle = await get_image(client, f"{CIRCLE}/rendered", "image/png")
+    circle = await get_image(samples_client, f"{CIRCLE}/rendered", "image/png")
     assert colour_name(centre(circle)) == "blue"
 
 
+@pytest.mark.asyncio(loop_scope="module")
 @pytest.mark.parametrize(
     ("url", "colours"), [(SQUARE_TRIANGLE, ["red", "green"]), (STUDY, ["red", "green", "blue"])]
 )
-async def test_multipart_rendered_gives_one_part_per_instance(client, url, colours) -> None:
-    await store_samples(client)
-    response = await client.get(
+async def test_multipart_rendered_gives_one_part_per_instance(samples_client, url, colours) -> None:
+    response = await samples_client.get(
         f"{url}/rendered", headers={"Accept": 'multipart/related; type="image/jpeg"'}
     )
     assert response.status == 200, await response.text()
@@ -237,6 +263,7 @@ async def test_multi_frame_rendered(client) -> None:
     assert [p.tobytes() for p in parts] == [second.tobytes(), first.tobytes()]
 
 
+@pytest.mark.asyncio(loop_scope="module")
 @pytest.mark.parametrize(
     ("query", "words"),
     [
@@ -256,33 +283,36 @@ async def test_multi_frame_rendered(client) -> None:
         ("quality=high", "quality"),
     ],
 )
-async def test_bad_parameters_are_400_with_a_message(client, query: str, words: str) -> None:
-    await store_samples(client)
-    response = await client.get(f"{RED_TRIANGLE}/rendered?{query}")
+async def test_bad_parameters_are_400_with_a_message(
+    samples_client, query: str, words: str
+) -> None:
+    response = await samples_client.get(f"{RED_TRIANGLE}/rendered?{query}")
     text = await response.text()
     assert response.status == 400, (response.status, text)
     assert words in text, text
 
 
-async def test_frame_two_of_a_single_frame_instance_is_404(client) -> None:
-    await store_samples(client)
+@pytest.mark.asyncio(loop_scope="module")
+async def test_frame_two_of_a_single_frame_instance_is_404(samples_client) -> None:
     for resource in ("rendered", "thumbnail"):
-        response = await client.get(f"{RED_TRIANGLE}/frames/2/{resource}")
+        response = await samples_client.get(f"{RED_TRIANGLE}/frames/2/{resource}")
         text = await response.text()
         assert response.status == 404, (resource, response.status, text)
         assert "frame 2" in text
 
 
-async def test_unknown_study_is_404(client) -> None:
-    await store_samples(client)
+@pytest.mark.asyncio(loop_scope="module")
+async def test_unknown_study_is_404(samples_client) -> None:
     for resource in ("rendered", "thumbnail"):
-        response = await client.get(f"/studies/1.2.3.4/{resource}")
+        response = await samples_client.get(f"/studies/1.2.3.4/{resource}")
         assert response.status == 404, resource
 
 
-async def test_unrenderable_media_type_is_406(client) -> None:
-    await store_samples(client)
-    response = await client.get(f"{RED_TRIANGLE}/rendered", headers={"Accept": "image/tiff"})
+@pytest.mark.asyncio(loop_scope="module")
+async def test_unrenderable_media_type_is_406(samples_client) -> None:
+    response = await samples_client.get(
+        f"{RED_TRIANGLE}/rendered", headers={"Accept": "image/tiff"}
+    )
     assert response.status == 406
     assert "image/png" in await response.text()
 
@@ -290,29 +320,30 @@ async def test_unrenderable_media_type_is_406(client) -> None:
 # thumbnails ------------------------------------------------------------------------------
 
 
+@pytest.mark.asyncio(loop_scope="module")
 @pytest.mark.parametrize(
     "url",
     [STUDY, SQUARE_TRIANGLE, RED_TRIANGLE, f"{RED_TRIANGLE}/frames/1"],
     ids=["study", "series", "instance", "frame"],
 )
-async def test_thumbnail_at_each_level_is_small(client, url: str) -> None:
-    await store_samples(client)
-    image = await get_image(client, f"{url}/thumbnail", "image/jpeg")
+async def test_thumbnail_at_each_level_is_small(samples_client, url: str) -> None:
+    image = await get_image(samples_client, f"{url}/thumbnail", "image/jpeg")
     assert max(image.size) <= THUMBNAIL_SIZE
     assert max(image.size) >= THUMBNAIL_SIZE - 1  # a 985x979 image is shrunk, not dropped
     assert colour_name(centre(image)) in ("red", "green", "blue")
 
 
-async def test_instance_thumbnail_is_of_the_instance(client) -> None:
-    await store_samples(client)
+@pytest.mark.asyncio(loop_scope="module")
+async def test_instance_thumbnail_is_of_the_instance(samples_client) -> None:
     for url, colour in ((RED_TRIANGLE, "red"), (GREEN_SQUARE, "green"), (BLUE_CIRCLE, "blue")):
-        image = await get_image(client, f"{url}/thumbnail", "image/png")
+        image = await get_image(samples_client, f"{url}/thumbnail", "image/png")
         assert colour_name(centre(image)) == colour
 
 
-async def test_small_image_thumbnail_is_not_enlarged(client) -> None:
-    url = await store_ct(client)  # 128 x 128 already
-    image = await get_image(client, f"{url}/thumbnail", "image/png")
+@pytest.mark.asyncio(loop_scope="module")
+async def test_small_image_thumbnail_is_not_enlarged(samples_client) -> None:
+    url = CT_SMALL_URL  # 128 x 128 already
+    image = await get_image(samples_client, f"{url}/thumbnail", "image/png")
     assert image.size == (128, 128)
 
 
@@ -415,7 +446,7 @@ async def test_deleting_an_instance_keeps_thumbnails_of_other_uids(
 
 
 async def test_replaced_instance_gets_a_new_thumbnail(aiohttp_client, archive_dir: Path) -> None:
-    client = await aiohttp_client(make_app(Settings(archive=archive_dir, overwrite=True)))
+    client = await aiohttp_client(make_app(app_settings(archive_dir, overwrite=True)))
     await store_samples(client)
     before = await get_image(client, f"{RED_TRIANGLE}/thumbnail", "image/png")
     assert colour_name(centre(before)) == "red"

@@ -7,9 +7,10 @@ from pathlib import Path
 import pytest
 from click.testing import CliRunner
 
-from localdicom.app import Settings, make_app
+from localdicom.app import make_app
 from localdicom.cli import main
 from localdicom.web.security import host_name, is_loopback_address
+from tests.helpers import app_settings
 
 VIEWER = "http://localhost:3000"
 FOREIGN = "https://evil.example"
@@ -17,7 +18,7 @@ TOKEN = "s3cret-token"
 
 
 async def _client(aiohttp_client, archive: Path, **settings):
-    return await aiohttp_client(make_app(Settings(archive=archive, **settings)))
+    return await aiohttp_client(make_app(app_settings(archive, **settings)))
 
 
 # CORS ----------------------------------------------------------------------------------------

@@ -17,7 +17,7 @@ from aiohttp.test_utils import TestServer
 
 from localdicom.web import multipart
 from localdicom.web.multipart import FilePart, send_files
-from tests.live_http import split_multipart
+from tests.helpers.http import split_multipart
 
 FILE_BYTES = 3 * 1024 * 1024  # four of them: more than the two sockets hold while nobody reads
 

@@ -16,7 +16,7 @@ from localdicom.archive import snapshot as snapshot_file
 from localdicom.archive.layout import SNAPSHOT
 from localdicom.catalog import Catalog, OpenReport
 from localdicom.index import SCHEMA, Index
-from tests.conftest import SAMPLES
+from tests.helpers import SAMPLES
 
 SAMPLE_FILES = sorted(SAMPLES.glob("*.dcm"))  # one study, two series
 

@@ -27,7 +27,7 @@ from typing import Any
 import pydicom
 import pytest
 
-from tests.conftest import (
+from tests.helpers import (
     SAMPLES,
     SERIES_CIRCLE,
     SERIES_SQUARE_TRIANGLE,
@@ -35,9 +35,9 @@ from tests.conftest import (
     SOP_GREEN_SQUARE,
     SOP_RED_TRIANGLE,
     STUDY_UID,
-    LiveServer,
     free_port,
 )
+from tests.helpers.live import LiveServer
 
 SECONDARY_CAPTURE = "1.2.840.10008.5.1.4.1.1.7"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
@@ -365,6 +365,7 @@ def check_instance_result(result: dict[str, Any], base: str) -> None:
 # Carga de instancias DICOM (STOW) ---------------------------------------------------------
 
 
+@pytest.mark.external
 def test_store_instances_using_multipart_related(curl: Curl) -> None:
     status, body = curl.run(STORE_MULTIPART)
 
@@ -377,6 +378,7 @@ def test_store_instances_using_multipart_related(curl: Curl) -> None:
     assert stored.read_bytes() == sample_bytes(SOP_RED_TRIANGLE)
 
 
+@pytest.mark.external
 def test_store_instances_for_a_specific_study(curl: Curl) -> None:
     status, body = curl.run(STORE_FOR_STUDY)
 
@@ -386,6 +388,7 @@ def test_store_instances_for_a_specific_study(curl: Curl) -> None:
     assert stored.read_bytes() == sample_bytes(SOP_BLUE_CIRCLE)
 
 
+@pytest.mark.external
 def test_store_single_instance(curl: Curl) -> None:
     status, body = curl.run(STORE_SINGLE)
 
@@ -398,6 +401,7 @@ def test_store_single_instance(curl: Curl) -> None:
 # Recuperación de DICOM (WADO) --------------------------------------------------------------
 
 
+@pytest.mark.external
 def test_retrieve_all_instances_within_a_study(curl: Curl) -> None:
     status, _ = curl.run(RETRIEVE_STUDY, "--dump-header", "headers.txt")
 
@@ -412,6 +416,7 @@ def test_retrieve_all_instances_within_a_study(curl: Curl) -> None:
     assert sorted(data for _, data in parts) == sorted(map(sample_bytes, SAMPLE_FILES))
 
 
+@pytest.mark.external
 def test_retrieve_metadata_of_all_instances_in_study(curl: Curl) -> None:
     status, body = curl.run(RETRIEVE_STUDY_METADATA)
 
@@ -419,6 +424,7 @@ def test_retrieve_metadata_of_all_instances_in_study(curl: Curl) -> None:
     check_metadata(body, curl.base, {SOP_RED_TRIANGLE, SOP_GREEN_SQUARE, SOP_BLUE_CIRCLE})
 
 
+@pytest.mark.external
 def test_retrieve_all_instances_within_a_series(curl: Curl) -> None:
     status, _ = curl.run(RETRIEVE_SERIES, "--dump-header", "headers.txt")
 
@@ -429,6 +435,7 @@ def test_retrieve_all_instances_within_a_series(curl: Curl) -> None:
     )
 
 
+@pytest.mark.external
 def test_retrieve_metadata_of_all_instances_within_a_series(curl: Curl) -> None:
     status, body = curl.run(RETRIEVE_SERIES_METADATA)
 
@@ -436,6 +443,7 @@ def test_retrieve_metadata_of_all_instances_within_a_series(curl: Curl) -> None:
     check_metadata(body, curl.base, {SOP_RED_TRIANGLE, SOP_GREEN_SQUARE})
 
 
+@pytest.mark.external
 def test_retrieve_a_single_instance(curl: Curl) -> None:
     status, _ = curl.run(RETRIEVE_INSTANCE, "--dump-header", "headers.txt")
 
@@ -444,6 +452,7 @@ def test_retrieve_a_single_instance(curl: Curl) -> None:
     assert curl.output() == sample_bytes(SOP_RED_TRIANGLE)
 
 
+@pytest.mark.external
 def test_retrieve_metadata_of_a_single_instance(curl: Curl) -> None:
     status, body = curl.run(RETRIEVE_INSTANCE_METADATA)
 
@@ -451,6 +460,7 @@ def test_retrieve_metadata_of_a_single_instance(curl: Curl) -> None:
     check_metadata(body, curl.base, {SOP_RED_TRIANGLE})
 
 
+@pytest.mark.external
 @pytest.mark.parametrize("accept", FRAME_ACCEPTS)
 def test_retrieve_one_frame(curl: Curl, accept: str) -> None:
     command = RETRIEVE_FRAMES.replace(FRAME_ACCEPTS[0], accept.replace('"', '\\"'))
@@ -479,6 +489,7 @@ def test_frame_command_keeps_the_tutorial_accept_header() -> None:
 # Consultar DICOM (QIDO) --------------------------------------------------------------------
 
 
+@pytest.mark.external
 def test_search_for_studies(curl: Curl) -> None:
     results = search(curl, SEARCH_STUDIES)
 
@@ -486,6 +497,7 @@ def test_search_for_studies(curl: Curl) -> None:
     check_study_result(results[0], curl.base)
 
 
+@pytest.mark.external
 def test_search_for_series(curl: Curl) -> None:
     results = search(curl, SEARCH_SERIES)
 
@@ -496,6 +508,7 @@ def test_search_for_series(curl: Curl) -> None:
     assert value(results[0]["00201208"]) == [3]
 
 
+@pytest.mark.external
 def test_search_for_series_within_a_study(curl: Curl) -> None:
     results = search(curl, SEARCH_SERIES_IN_STUDY)
 
@@ -503,6 +516,7 @@ def test_search_for_series_within_a_study(curl: Curl) -> None:
     check_series_result(results[0], curl.base)
 
 
+@pytest.mark.external
 def test_search_for_instances(curl: Curl) -> None:
     results = search(curl, SEARCH_INSTANCES)
 
@@ -511,6 +525,7 @@ def test_search_for_instances(curl: Curl) -> None:
     assert value(results[0]["00201208"]) == [3]
 
 
+@pytest.mark.external
 def test_search_for_instances_within_a_study(curl: Curl) -> None:
     results = search(curl, SEARCH_INSTANCES_IN_STUDY)
 
@@ -518,6 +533,7 @@ def test_search_for_instances_within_a_study(curl: Curl) -> None:
     check_instance_result(results[0], curl.base)
 
 
+@pytest.mark.external
 def test_search_for_instances_within_a_study_and_series(curl: Curl) -> None:
     results = search(curl, SEARCH_INSTANCES_IN_SERIES)
 
@@ -525,6 +541,7 @@ def test_search_for_instances_within_a_study_and_series(curl: Curl) -> None:
     check_instance_result(results[0], curl.base)
 
 
+@pytest.mark.external
 @pytest.mark.parametrize("command", [SEARCH_INSTANCES, SEARCH_INSTANCES_IN_STUDY])
 def test_instance_search_returns_number_of_series_related_instances(
     curl: Curl, command: str
@@ -540,6 +557,7 @@ def test_instance_search_returns_number_of_series_related_instances(
 # Eliminación de DICOM -------------------------------------------------------------------------
 
 
+@pytest.mark.external
 def test_delete_a_specific_instance(curl: Curl) -> None:
     status, body = curl.run(DELETE_INSTANCE)
 
@@ -551,6 +569,7 @@ def test_delete_a_specific_instance(curl: Curl) -> None:
     assert search(curl, SEARCH_INSTANCES) == []
 
 
+@pytest.mark.external
 def test_delete_a_specific_series(curl: Curl) -> None:
     status, body = curl.run(DELETE_SERIES)
 
@@ -561,6 +580,7 @@ def test_delete_a_specific_series(curl: Curl) -> None:
     assert search(curl, SEARCH_SERIES) == []
 
 
+@pytest.mark.external
 def test_delete_a_specific_study(curl: Curl) -> None:
     status, body = curl.run(DELETE_STUDY)
 
@@ -569,6 +589,7 @@ def test_delete_a_specific_study(curl: Curl) -> None:
     assert search(curl, SEARCH_STUDIES) == []
 
 
+@pytest.mark.external
 def test_retrieve_after_delete_is_404(curl: Curl) -> None:
     status, _ = curl.run(RETRIEVE_STUDY)
 
@@ -594,6 +615,7 @@ def multipart_body(files: list[Path]) -> bytes:
     return body + f"--{BOUNDARY}--\r\n".encode()
 
 
+@pytest.mark.external
 @pytest.mark.parametrize("content_type", STOW_CONTENT_TYPES)
 def test_store_with_each_listed_content_type(
     live_server: LiveServer, tmp_path: Path, content_type: str

@@ -1,40 +1,50 @@
-"""WADO-URI (PS3.18 chapter 9) on the tutorial's samples, stored at startup."""
+"""WADO-URI (PS3.18 chapter 9) on the tutorial's samples, stored at startup; the tests that
+only read share one app."""
 
 from __future__ import annotations
 
 import io
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+import pytest_asyncio
+from aiohttp.test_utils import TestClient
 from PIL import Image
 from pydicom.data import get_testdata_file
 
-from localdicom.app import Settings, make_app
-from tests.conftest import (
+from localdicom.app import make_app
+from tests.helpers import (
     SAMPLES,
     SERIES_CIRCLE,
     SERIES_SQUARE_TRIANGLE,
     SOP_BLUE_CIRCLE,
     SOP_RED_TRIANGLE,
     STUDY_UID,
+    app_client,
+    app_settings,
 )
-from tests.test_pydicom_data_roundtrip import stow
+from tests.helpers.http import stow
 
 RED = {"studyUID": STUDY_UID, "seriesUID": SERIES_SQUARE_TRIANGLE, "objectUID": SOP_RED_TRIANGLE}
 BLUE = {"studyUID": STUDY_UID, "seriesUID": SERIES_CIRCLE, "objectUID": SOP_BLUE_CIRCLE}
 
 
-@pytest.fixture
-async def samples_client(aiohttp_client, archive_dir: Path):
-    return await aiohttp_client(make_app(Settings(archive=archive_dir, samples=True)))
+@pytest_asyncio.fixture(scope="module", loop_scope="module")
+async def samples_client(tmp_path_factory: pytest.TempPathFactory) -> AsyncIterator[TestClient]:
+    """One app for the module's tests that only read, with the samples stored at startup."""
+    archive = tmp_path_factory.mktemp("wado-uri") / "archive"
+    async with app_client(archive, samples=True) as client:
+        yield client
 
 
 def _wado(**params: str) -> dict[str, str]:
     return {"requestType": "WADO", **params}
 
 
+@pytest.mark.asyncio(loop_scope="module")
 @pytest.mark.parametrize("prefix", ["", "/v1", "/dicom-web"])
 async def test_dicom_is_the_stored_instance(samples_client, prefix: str) -> None:
     response = await samples_client.get(
@@ -45,6 +55,7 @@ async def test_dicom_is_the_stored_instance(samples_client, prefix: str) -> None
     assert await response.read() == (SAMPLES / "red-triangle.dcm").read_bytes()
 
 
+@pytest.mark.asyncio(loop_scope="module")
 async def test_default_for_an_image_is_jpeg(samples_client) -> None:
     response = await samples_client.get("/wado", params=_wado(**BLUE))
     assert response.status == 200
@@ -55,6 +66,7 @@ async def test_default_for_an_image_is_jpeg(samples_client) -> None:
     assert middle[2] > 150 and middle[0] < 80 and middle[1] < 80  # blue
 
 
+@pytest.mark.asyncio(loop_scope="module")
 async def test_image_parameters(samples_client) -> None:
     params = _wado(contentType="image/png", rows="100", columns="100", **RED)
     response = await samples_client.get("/wado", params=params)
@@ -65,6 +77,7 @@ async def test_image_parameters(samples_client) -> None:
     assert max(image.size) == 100
 
 
+@pytest.mark.asyncio(loop_scope="module")
 async def test_content_type_list_takes_the_first_supported(samples_client) -> None:
     params = _wado(contentType="image/jp2,image/gif", **RED)
     response = await samples_client.get("/wado", params=params)
@@ -72,7 +85,7 @@ async def test_content_type_list_takes_the_first_supported(samples_client) -> No
 
 
 async def test_transfer_syntax_transcodes(aiohttp_client, archive_dir: Path) -> None:
-    client = await aiohttp_client(make_app(Settings(archive=archive_dir)))
+    client = await aiohttp_client(make_app(app_settings(archive_dir)))
     ct = Path(get_testdata_file("CT_small.dcm"))
     assert (await stow(client, ct.read_bytes())).status == 200
     ds = pydicom.dcmread(ct)
@@ -92,6 +105,7 @@ async def test_transfer_syntax_transcodes(aiohttp_client, archive_dir: Path) -> 
     assert await as_stored.read() == ct.read_bytes()
 
 
+@pytest.mark.asyncio(loop_scope="module")
 @pytest.mark.parametrize(
     ("params", "status", "words"),
     [

@@ -1,0 +1,58 @@
+"""STOW through the in-process test client, and reading HTTP answers: media type parameters,
+multipart/related bodies (RFC 2046 5.1.1), BulkDataURIs."""
+
+from __future__ import annotations
+
+from urllib.parse import urlsplit
+
+import aiohttp
+
+
+async def stow(client, data: bytes) -> aiohttp.ClientResponse:
+    """STOW-RS one Part 10 file as a single application/dicom body; the answer is read."""
+    response = await client.post(
+        "/studies",
+        data=data,
+        headers={"Content-Type": "application/dicom", "Accept": "application/dicom+json"},
+    )
+    await response.read()
+    return response
+
+
+def parameters(content_type: str) -> dict[str, str]:
+    """The parameters of a media type, names lower-cased, quotes removed."""
+    result = {}
+    for item in content_type.split(";")[1:]:
+        name, _, value = item.partition("=")
+        result[name.strip().lower()] = value.strip().strip('"')
+    return result
+
+
+def split_multipart(content_type: str, body: bytes) -> list[tuple[str, bytes]]:
+    """(Content-Type, body) of each part of a multipart/related body (RFC 2046 5.1.1)."""
+    assert content_type.split(";")[0].strip() == "multipart/related", content_type
+    delimiter = b"\r\n--" + parameters(content_type)["boundary"].encode("latin-1")
+    _preamble, *sections = (b"\r\n" + body).split(delimiter)
+    assert sections and sections[-1].startswith(b"--"), "no close delimiter"
+    parts = []
+    for section in sections[:-1]:
+        head, separator, part_body = section.partition(b"\r\n\r\n")
+        assert separator, "a part without a header/body separator"
+        fields = {}
+        for line in head.decode("latin-1").split("\r\n"):
+            name, _, value = line.partition(":")
+            if name.strip():
+                fields[name.strip().lower()] = value.strip()
+        parts.append((fields.get("content-type", ""), part_body))
+    return parts
+
+
+async def multipart_parts(response: aiohttp.ClientResponse) -> list[tuple[str, bytes]]:
+    """(Content-Type, body) of each part of a multipart/related response."""
+    return split_multipart(response.headers["Content-Type"], await response.read())
+
+
+def url_path(uri: str) -> str:
+    """The path of an absolute BulkDataURI: the test server's host is not the client's."""
+    parts = urlsplit(uri)
+    return parts.path + (f"?{parts.query}" if parts.query else "")
