@@ -27,7 +27,6 @@ import itertools
 import random
 import threading
 import time
-import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -35,6 +34,7 @@ import pytest
 import requests
 
 from tests.helpers import ct_slice
+from tests.helpers.http import multipart
 from tests.helpers.live import LiveServer
 
 pytestmark = pytest.mark.slow
@@ -49,16 +49,6 @@ def instance_bytes(study: str, series: str, index: int) -> tuple[str, bytes]:
     buffer = io.BytesIO()
     ds.save_as(buffer, enforce_file_format=True)
     return str(ds.SOPInstanceUID), buffer.getvalue()
-
-
-def multipart(instances: list[bytes]) -> tuple[bytes, str]:
-    boundary = uuid.uuid4().hex
-    body = b"".join(
-        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data + b"\r\n"
-        for data in instances
-    )
-    content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
-    return body + f"--{boundary}--\r\n".encode(), content_type
 
 
 @dataclass

@@ -30,14 +30,12 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
 )
 
-from benchmarks.dataset import write_series
-from benchmarks.servers import free_port
 from localdicom.archive import Archive, Upload, prepare_upload
 from localdicom.catalog import Catalog
 from localdicom.dimse import find
 from localdicom.dimse.find import handle_find
 from localdicom.dimse.node import Bridge, Node
-from tests.conftest import (
+from tests.helpers import (
     SAMPLES,
     SERIES_CIRCLE,
     SERIES_SQUARE_TRIANGLE,
@@ -45,11 +43,14 @@ from tests.conftest import (
     SOP_GREEN_SQUARE,
     SOP_RED_TRIANGLE,
     STUDY_UID,
-    LiveServer,
+    free_port,
+    write_series,
 )
-from tests.live_http import request
-from tests.test_crash_safety import multipart
+from tests.helpers.http import multipart
+from tests.helpers.live import LiveServer, request
 
+#: Most tests here talk to a live server with dcmtk's findscu.
+pytestmark = pytest.mark.external
 FINDSCU = "/usr/bin/findscu"  # dcmtk's, not pynetdicom's console script of the same name
 AE_TITLE = "LOCALDICOM"
 PYDICOM_FILES = ("CT_small.dcm", "MR_small.dcm", "JPEG2000.dcm", "rtplan.dcm", "SC_rgb.dcm")

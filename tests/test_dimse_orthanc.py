@@ -22,9 +22,8 @@ from pynetdicom import AE
 from pynetdicom.dsutils import split_dataset
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove
 
-from benchmarks.servers import Server, free_port
-from tests.conftest import SAMPLES, STUDY_UID, LiveServer
-from tests.live_http import request, stow_file
+from tests.helpers import SAMPLES, STUDY_UID, Server, free_port
+from tests.helpers.live import LiveServer, request, stow_file
 
 pytestmark = pytest.mark.external
 ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"

@@ -32,15 +32,14 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelMove,
 )
 
-from benchmarks.servers import free_port
-from tests.conftest import (
+from tests.helpers import (
     SAMPLES,
     SERIES_SQUARE_TRIANGLE,
     SOP_BLUE_CIRCLE,
     STUDY_UID,
-    LiveServer,
+    free_port,
 )
-from tests.live_http import stow_file
+from tests.helpers.live import LiveServer, stow_file
 
 pytestmark = pytest.mark.external
 DCMTK = Path("/usr/bin")

@@ -10,7 +10,7 @@ import subprocess
 import sys
 from pathlib import Path
 
-from tests.conftest import REPOSITORY
+from tests.helpers import REPOSITORY
 
 
 def lint_imports(root: Path) -> subprocess.CompletedProcess:

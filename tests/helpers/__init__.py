@@ -24,8 +24,8 @@ from typing import Any
 
 from aiohttp.test_utils import TestClient, TestServer
 
-from benchmarks.dataset import ct_slice, uid
-from benchmarks.servers import free_port, process_tree
+from benchmarks.dataset import ct_slice, uid, write_series
+from benchmarks.servers import Server, free_port, process_tree
 from localdicom.app import Settings, make_app
 
 __all__ = [
@@ -37,12 +37,14 @@ __all__ = [
     "SOP_GREEN_SQUARE",
     "SOP_RED_TRIANGLE",
     "STUDY_UID",
+    "Server",
     "app_client",
     "app_settings",
     "ct_slice",
     "free_port",
     "process_tree",
     "uid",
+    "write_series",
 ]
 
 REPOSITORY = Path(__file__).resolve().parent.parent.parent

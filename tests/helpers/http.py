@@ -3,6 +3,7 @@ multipart/related bodies (RFC 2046 5.1.1), BulkDataURIs."""
 
 from __future__ import annotations
 
+import uuid
 from urllib.parse import urlsplit
 
 import aiohttp
@@ -56,3 +57,14 @@ def url_path(uri: str) -> str:
     """The path of an absolute BulkDataURI: the test server's host is not the client's."""
     parts = urlsplit(uri)
     return parts.path + (f"?{parts.query}" if parts.query else "")
+
+
+def multipart(instances: list[bytes]) -> tuple[bytes, str]:
+    """A STOW-RS body of ``instances`` and its Content-Type."""
+    boundary = uuid.uuid4().hex
+    body = b"".join(
+        f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() + data + b"\r\n"
+        for data in instances
+    )
+    content_type = f'multipart/related; type="application/dicom"; boundary={boundary}'
+    return body + f"--{boundary}--\r\n".encode(), content_type
