@@ -43,16 +43,6 @@ MALFORMED = "1.2.abc"
 #: a 404; an instance of another study is refused with 409 (tests/test_errors.py).
 NOT_A_LOOKUP = {("POST", "study")}
 
-#: (method, route, segment, "malformed" or "unknown") -> why the server does not answer as
-#: this test expects yet. Strict: once a route answers as expected, its entry must go.
-QIDO_EMPTY = "a QIDO-RS search under a study or series that is not stored answers 200 []"
-KNOWN_FAILURES = {
-    ("GET", "/studies/{study}/series", "study", "unknown"): QIDO_EMPTY,
-    ("GET", "/studies/{study}/instances", "study", "unknown"): QIDO_EMPTY,
-    ("GET", "/studies/{study}/series/{series}/instances", "study", "unknown"): QIDO_EMPTY,
-    ("GET", "/studies/{study}/series/{series}/instances", "series", "unknown"): QIDO_EMPTY,
-}
-
 
 def prefixes() -> list[str]:
     """Every literal prefix of PREFIXES: ``{name:a|b}`` stands for a and for b."""
@@ -87,10 +77,8 @@ def cases() -> Iterator[Any]:
                     if kind == "unknown" and (method, segment) in NOT_A_LOOKUP:
                         continue
                     path = prefix + fill(route, {**VALID, segment: uid})
-                    reason = KNOWN_FAILURES.get((method, route, segment, kind))
-                    marks = [pytest.mark.xfail(reason=reason, strict=True)] if reason else []
                     case_id = f"{method} {prefix}" + route.replace(f"{{{segment}}}", f"{{{kind}}}")
-                    yield pytest.param(method, path, segment, kind, marks=marks, id=case_id)
+                    yield pytest.param(method, path, segment, kind, id=case_id)
 
 
 CASES = list(cases())

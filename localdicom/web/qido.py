@@ -23,7 +23,7 @@ from localdicom.dicom.qido import (
     parse_query,
     result_fields,
 )
-from localdicom.web.context import catalog, uid
+from localdicom.web.context import catalog, find_series, find_study
 from localdicom.web.negotiation import DICOM_JSON, Offer, choose
 from localdicom.web.urls import service_root
 
@@ -41,7 +41,7 @@ def search(level: str):
 
     async def handler(request: web.Request) -> web.Response:
         offer = choose(request, OFFERS)
-        study, series = uid(request, "study"), uid(request, "series")
+        study, series = _scope(request)
         query = parse_query(request.query.items(), level)
         the_catalog = catalog(request)
         matches = the_catalog.search(query, study, series)
@@ -63,6 +63,18 @@ def search(level: str):
         return web.Response(body=body, headers=headers)
 
     return handler
+
+
+def _scope(request: web.Request) -> tuple[str | None, str | None]:
+    """The study and series the URL searches within. One that is not stored is a 404 (RFC
+    9110 15.5.5: the target resource does not exist), as for every other resource a URL
+    names, rather than an empty result that reads as "nothing matched there"."""
+    if request.match_info.get("series") is not None:
+        series = find_series(request)
+        return series.study, series.uid
+    if request.match_info.get("study") is not None:
+        return find_study(request).uid, None
+    return None, None
 
 
 def _known(catalog: Catalog, record: Record, fields: tuple[str, ...], root: str) -> dict[str, Any]:
