@@ -102,6 +102,10 @@ class Catalog:
     def instance(self, study: str, series: str, sop: str) -> InstanceRecord | None:
         return self.index.instance_in(study, series, sop)
 
+    def instance_by_uid(self, sop: str) -> InstanceRecord | None:
+        """An instance by its SOP Instance UID alone (unique: PS3.3 C.12.1.1.1)."""
+        return self.index.instances.get(sop)
+
     def instances_of(self, study: str, series: str | None = None) -> list[InstanceRecord]:
         return self.index.instances_of(study, series)
 
