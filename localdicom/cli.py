@@ -36,7 +36,7 @@ from localdicom.importer import (
 from localdicom.listing import format_table, list_studies, listing_rows
 from localdicom.reindex import reindex
 from localdicom.settings import Settings, options
-from localdicom.web.security import is_loopback_address
+from localdicom.web.security import browser_link, is_loopback_address
 from localdicom.web.viewer import check_dist
 from localdicom.workers import exit_with
 
@@ -167,6 +167,8 @@ async def _serve(settings: Settings, survey: Path | None) -> None:
         url,
         _dimse_line(runner.app, settings),
     )
+    if settings.token:
+        logging.getLogger("localdicom").info("in a browser: %s", browser_link(url, settings.token))
     layout = Layout(settings.archive)
     announce_server(layout, url)
     if survey is not None:

@@ -375,7 +375,11 @@ OPTIONS: tuple[Option, ...] = (
         str | None,
         None,
         envvar="LOCALDICOM_TOKEN",
-        help={"serve": "Require 'Authorization: Bearer TOKEN' on every request."},
+        help={
+            "serve": "Require TOKEN on every request: 'Authorization: Bearer TOKEN', or "
+            "Basic with TOKEN as the password; a browser opens the link printed at start "
+            "(.../?token=TOKEN) once and keeps a cookie."
+        },
     ),
     Option(
         "insecure",
