@@ -252,7 +252,12 @@ class Catalog:
         try:
             return await self._prepare(incoming)
         except NotDicom as exc:
-            raise StoreFailed(FailureReason.CANNOT_UNDERSTAND, f"not stored: {exc}") from exc
+            raise StoreFailed(
+                FailureReason.CANNOT_UNDERSTAND,
+                f"not stored: {exc}",
+                sop_class_uid=exc.sop_class_uid,
+                sop_uid=exc.sop_uid,
+            ) from exc
         except BrokenExecutor as exc:  # a worker died, maybe on another request's data
             raise StoreFailed(
                 FailureReason.PROCESSING_FAILURE,
