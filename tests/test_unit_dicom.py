@@ -9,6 +9,7 @@ from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from hypothesis import example, given
 from hypothesis import strategies as st
+from pydicom.dataset import Dataset
 
 from localdicom.dicom import qido
 from localdicom.dicom.frames import FrameListError, parse_frame_list
@@ -29,6 +30,7 @@ from localdicom.dicom.qido import (
 )
 from localdicom.dicom.syntaxes import OCTET_STREAM
 from localdicom.dicom.uids import InvalidUID, check_uid, is_valid_uid
+from localdicom.dimse.query import STUDY_ROOT, translate
 from localdicom.web.negotiation import (
     AS_STORED,
     DICOM,
@@ -275,6 +277,61 @@ def test_fuzzymatching_makes_text_matching_case_insensitive_whatever_the_order()
         query = parse_query(params, STUDY)
         assert query.fuzzy
         assert accepts(query.conditions[STUDY_DESCRIPTION], value)
+
+
+def _fuzzy(value: str):
+    return parse_query([("PatientName", value), ("fuzzymatching", "true")], STUDY).conditions[
+        PATIENT_NAME
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "matching", "not_matching"),
+    [
+        ("john", ["Doe^John", "DOE^JOHNNY", "Johnson^Al", "Doe^Mary John"], ["Doe^Jane", "Ojohn"]),
+        ("doe jo", ["Doe^John", "Jones^Doe"], ["Doe^Mary", "Do^John"]),
+        ("DOE^J", ["Doe^Jane", "Doe^John"], ["Doe"]),
+        ("smith-j", ["Smith-Jones^Ann", "Smith^Jo"], ["Smith^Ann"]),
+        ("\u5c71", ["Yamada^Tarou=\u5c71\u7530^\u592a\u90ce"], ["Yamada^Tarou"]),
+    ],
+)
+def test_fuzzymatching_of_person_names_matches_word_prefixes_in_any_case(
+    value, matching, not_matching
+):
+    """PS3.18 8.3.4.2: each word of the value begins a word of the name, in any case."""
+    condition = _fuzzy(value)
+    assert isinstance(condition, qido.FuzzyName)
+    for name in matching:
+        alphabetic, _, ideographic = name.partition("=")
+        assert accepts(condition, person(alphabetic, ideographic or None)), name
+    for name in not_matching:
+        assert not accepts(condition, person(name)), name
+
+
+def test_without_fuzzymatching_a_name_matches_whole():
+    condition = parse_query([("PatientName", "john")], STUDY).conditions[PATIENT_NAME]
+    assert not accepts(condition, person("Doe^John"))
+    false = parse_query([("PatientName", "john"), ("fuzzymatching", "false")], STUDY)
+    assert not accepts(false.conditions[PATIENT_NAME], person("Doe^John"))
+
+
+def test_fuzzymatching_keeps_wildcards_and_leaves_other_attributes_alone():
+    assert isinstance(_fuzzy("jo*"), Wildcard)
+    assert accepts(_fuzzy("jo*"), person("John^Doe"))
+    assert not accepts(_fuzzy("jo*"), person("Doe^John"))
+    query = parse_query([("StudyDescription", "chest"), ("fuzzymatching", "true")], STUDY)
+    assert not accepts(query.conditions[STUDY_DESCRIPTION], "Chest CT")  # not a name: whole
+
+
+def test_cfind_matches_names_as_before_whatever_qido_does_with_fuzzymatching():
+    """C-FIND shares the matcher; fuzzy semantic matching is an extended negotiation there
+    (PS3.4 C.4.1.3.1.1) that the SCP does not offer, so a name matches whole."""
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.PatientName = "john"
+    find = translate(identifier, STUDY_ROOT)
+    assert not find.query.fuzzy
+    assert not accepts(find.query.conditions[PATIENT_NAME], person("Doe^John"))
 
 
 @pytest.mark.parametrize(

@@ -202,6 +202,27 @@ class Wildcard(Condition):
 
 
 @dataclass
+class FuzzyName(Condition):
+    """``fuzzymatching=true`` on a person name (PS3.18 8.3.4.2 leaves how to the server):
+    each word of the query, in any case, begins a word of one of the name's components, in
+    any order; "john" finds "Doe^John", "doe jo" finds it too. Words are split at the
+    component (^) and group (=) delimiters, spaces and punctuation."""
+
+    words: tuple[str, ...]
+
+    def matches_value(self, value: str) -> bool:
+        name = _words(value)
+        return all(any(word.startswith(part) for word in name) for part in self.words)
+
+
+def _words(text: str) -> list[str]:
+    return [word for word in _WORD_DELIMITERS.split(text.casefold()) if word]
+
+
+_WORD_DELIMITERS = re.compile(r"[\W_]+")
+
+
+@dataclass
 class Range(Condition):
     """Date, time and datetime ranges, compared on values padded to the same precision."""
 
@@ -350,6 +371,8 @@ def parse_condition(tag: str, value: str, fuzzy: bool = False) -> Condition:
     if "\\" in value:
         return ValueList(frozenset(value.split("\\")))
     case_insensitive = vr == "PN" or fuzzy
+    if vr == "PN" and fuzzy and "*" not in value and "?" not in value and _words(value):
+        return FuzzyName(tuple(_words(value)))
     if "*" in value or "?" in value:
         regex = "".join(
             ".*" if char == "*" else "." if char == "?" else re.escape(char) for char in value
