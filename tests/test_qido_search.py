@@ -27,6 +27,8 @@ from pydicom.uid import generate_uid
 from localdicom.app import Settings, make_app
 from localdicom.archive import Archive, Upload, prepare_upload
 from localdicom.catalog import Catalog
+from localdicom.catalog.searching import matched_in_sidecars
+from localdicom.dicom.qido import parse_condition
 
 CORPUS = ("CT_small.dcm", "MR_small.dcm", "MR2_J2KI.dcm", "JPEG2000.dcm", "US1_J2KR.dcm")
 UID_KEYWORD = {"studies": "StudyInstanceUID", "series": "SeriesInstanceUID"}
@@ -167,6 +169,17 @@ async def test_the_matched_value_is_returned_from_the_instance_that_matched(stoc
     assert {i["00091001"]["Value"][0] for i in instances} == {"GE_GENESIS_FF"}
 
 
+async def test_the_witness_is_the_first_matching_instance_in_order(stocked) -> None:
+    """Three slices of the CT series match *5 (5, 2.5, 1.25 mm): the series shows the first
+    by instance number."""
+    ct = DATASETS[0]
+    (series,) = await search(stocked, f"/studies/{ct.StudyInstanceUID}/series?SliceThickness=*5")
+    assert series["0020000E"]["Value"] == [ct.SeriesInstanceUID]
+    assert series["00180050"]["Value"] == [float(ct.SliceThickness)]
+    later = await search(stocked, "/series?SliceThickness=*5&InstanceNumber=2\\3")
+    assert [s["00180050"]["Value"] for s in later] == [[2.5]]
+
+
 async def test_limit_and_offset_over_sidecar_matches(stocked) -> None:
     everything = await search(stocked, "/instances?00091001=GE_GENESIS_FF")
     assert len(everything) == 4  # the CT slice and the three made from it
@@ -305,3 +318,19 @@ async def test_a_snapshot_is_restored_only_into_an_index_of_the_same_attributes(
     assert not plain.index.promoted
     _, restored = await _opened(root, ())
     assert restored == len(DATASETS)
+
+
+def test_an_instance_deleted_during_the_sidecar_search_does_not_match() -> None:
+    """The candidates are chosen on the loop and read in a thread: a sidecar gone meanwhile
+    (read gives None) is no match, and the next instance of the record is tried."""
+    condition = parse_condition("00180050", "2.5")
+    first, second = object(), object()
+    sidecars = {first: None, second: {"00180050": {"vr": "DS", "Value": [2.5]}}}
+    found = matched_in_sidecars(
+        sidecars.get, [("study", [first, second])], [("00180050", condition)], None
+    )
+    assert [(match.record, match.witness) for match in found] == [("study", second)]
+    assert (
+        matched_in_sidecars(sidecars.get, [("study", [first])], [("00180050", condition)], None)
+        == []
+    )
