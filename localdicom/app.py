@@ -112,6 +112,7 @@ async def _open_catalog(app: web.Application) -> AsyncIterator[None]:
     catalog = Catalog(
         Archive(settings.archive, fsync=settings.fsync),
         overwrite=settings.overwrite,
+        index_attributes=settings.index_attributes,
         prepare=lambda path: workers.run_or_thread(prepare_upload, path, settings.fsync),
     )
     report = await catalog.open()

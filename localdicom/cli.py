@@ -36,7 +36,7 @@ from localdicom.importer import (
 from localdicom.listing import format_table, list_studies, listing_rows
 from localdicom.reindex import reindex
 from localdicom.settings import Settings, options
-from localdicom.web.security import is_loopback_address
+from localdicom.web.security import browser_link, is_loopback_address
 from localdicom.web.viewer import check_dist
 from localdicom.workers import exit_with
 
@@ -49,13 +49,18 @@ Exit codes:
 
 
 class RequestLog(AbstractAccessLogger):
-    """One line per request: method, path, status, bytes sent, milliseconds."""
+    """One line per request: method, path, status, bytes sent, milliseconds. A ``token``
+    in the query (the link that logs a browser in) is written as ``***``: logs are read and
+    shared more widely than the token should be."""
 
     def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
+        path = request.path_qs
+        if "token" in request.query:
+            path = request.rel_url.update_query(token="***").path_qs
         self.logger.info(
             "%s %s %d %d %.1fms",
             request.method,
-            request.path_qs,
+            path,
             response.status,
             response.body_length,
             time * 1000,
@@ -167,6 +172,8 @@ async def _serve(settings: Settings, survey: Path | None) -> None:
         url,
         _dimse_line(runner.app, settings),
     )
+    if settings.token:
+        logging.getLogger("localdicom").info("in a browser: %s", browser_link(url, settings.token))
     layout = Layout(settings.archive)
     announce_server(layout, url)
     if survey is not None:

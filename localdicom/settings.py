@@ -15,12 +15,16 @@ why the commands' options interleave.
 
 from __future__ import annotations
 
+import re
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, make_dataclass
 from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import click
+from pydicom.datadict import dictionary_VR, tag_for_keyword
+
+from localdicom.dicom.qido import UNMATCHABLE_VRS
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -60,6 +64,28 @@ class AETitle(click.ParamType):
         if not 1 <= len(text) <= 16 or "\\" in text or not text.isascii() or not text.isprintable():
             self.fail(f"{value!r} is not an AE title (1 to 16 ASCII characters)", param, ctx)
         return text
+
+
+class AttributeType(click.ParamType):
+    """A DICOM attribute of the data dictionary, by keyword or tag (SliceThickness,
+    00180050), as its 8-digit tag; not a sequence or a binary value, which are not matched."""
+
+    name = "attribute"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> str:
+        text = str(value).strip()
+        tag = int(text, 16) if re.fullmatch(r"[0-9A-Fa-f]{8}", text) else tag_for_keyword(text)
+        try:
+            vr = dictionary_VR(tag) if tag is not None else ""
+        except KeyError:
+            vr = ""
+        if not vr:
+            self.fail(f"{value!r} is not a keyword or tag of the DICOM dictionary", param, ctx)
+        if not UNMATCHABLE_VRS.isdisjoint(vr.split(" or ")):
+            self.fail(f"{value!r} ({vr}) is a sequence or binary: it is never matched", param, ctx)
+        return f"{tag:08X}"
 
 
 class DicomPeer(NamedTuple):
@@ -375,7 +401,11 @@ OPTIONS: tuple[Option, ...] = (
         str | None,
         None,
         envvar="LOCALDICOM_TOKEN",
-        help={"serve": "Require 'Authorization: Bearer TOKEN' on every request."},
+        help={
+            "serve": "Require TOKEN on every request: 'Authorization: Bearer TOKEN', or "
+            "Basic with TOKEN as the password; a browser opens the link printed at start "
+            "(.../?token=TOKEN) once and keeps a cookie."
+        },
     ),
     Option(
         "insecure",
@@ -398,6 +428,20 @@ OPTIONS: tuple[Option, ...] = (
         help={
             "serve": "An OHIF build (the dist/ folder of the npm package @ohif/app) to serve "
             "at /viewer/, configured for this server."
+        },
+    ),
+    Option(
+        "index_attributes",
+        ("--index-attribute",),
+        tuple[str, ...],
+        (),
+        type=AttributeType(),
+        multiple=True,
+        metavar="KEYWORD",
+        help={
+            "serve": "Keep this attribute of every instance in memory (repeatable, e.g. "
+            "SliceThickness), so that QIDO-RS matches it as fast as the built-in ones; "
+            "other attributes are matched from the sidecars."
         },
     ),
     # serve: STOW-RS limits (None in Settings: no limit)

@@ -627,8 +627,8 @@ async def test_frame_beyond_the_last_is_404(stocked: Stocked, frames):
         ("/studies?includefield=PatientName,NoSuchKeyword", "'NoSuchKeyword'"),
         ("/studies?PatientName=a&PatientName=b", "more than once"),
         ("/studies?StudyInstanceUID=1.2.abc", "not a valid DICOM UID"),
-        ("/studies?Modality=OT", "cannot be matched at the study level"),
-        ("/series?SOPInstanceUID=1.2.3", "cannot be matched at the series level"),
+        ("/studies?ReferencedSeriesSequence=x", "cannot be matched on a value"),
+        ("/series?PixelData=x", "cannot be matched on a value"),
         ("/studies?PatientName=" + "a" * 5000, "longer than 1024 characters"),
         pytest.param(
             "/studies?limit=%C2%B2",

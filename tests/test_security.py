@@ -2,15 +2,27 @@
 
 from __future__ import annotations
 
+import base64
+import http.cookiejar
+import json
+import logging
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from aiohttp import web
+from aiohttp.test_utils import make_mocked_request
 from click.testing import CliRunner
 
 from localdicom.app import make_app
-from localdicom.cli import main
-from localdicom.web.security import host_name, is_loopback_address
-from tests.helpers import app_settings
+from localdicom.cli import RequestLog, main
+from localdicom.web.security import COOKIE, host_name, is_loopback_address
+from tests.helpers import STUDY_UID, app_settings, free_port
 
 VIEWER = "http://localhost:3000"
 FOREIGN = "https://evil.example"
@@ -191,3 +203,193 @@ def test_network_address_without_token_refuses_to_start(tmp_path: Path) -> None:
     assert result.exception is not None
     assert "--token" in str(result.exception)
     assert "--insecure" in str(result.exception)
+
+
+# HTTP Basic beside Bearer (RFC 7617): the token as the password, any user name ----------------
+
+
+def _basic(user: str, password: str) -> str:
+    return "Basic " + base64.b64encode(f"{user}:{password}".encode()).decode()
+
+
+@pytest.mark.parametrize("user", ["", "monai", "orthanc", "with space", "\u00e9l\u00e8ve"])
+async def test_basic_with_the_token_as_password_is_accepted(
+    aiohttp_client, archive_dir: Path, user: str
+) -> None:
+    client = await _client(aiohttp_client, archive_dir, token=TOKEN)
+    response = await client.get("/studies", headers={"Authorization": _basic(user, TOKEN)})
+    assert response.status in (200, 204), await response.text()
+
+
+@pytest.mark.parametrize(
+    "authorization",
+    [
+        _basic("user", "wrong"),
+        _basic(TOKEN, ""),  # the token as the user name is not the password
+        _basic("user", TOKEN + "x"),
+        "Basic " + base64.b64encode(TOKEN.encode()).decode(),  # no colon: no password
+        f"Basic {TOKEN}",  # not base64
+        "Basic !!!",
+        "Basic " + base64.b64encode(b"user:\xff\xfe").decode(),  # not UTF-8
+        "Digest " + TOKEN,
+    ],
+)
+async def test_basic_with_another_password_is_refused(
+    aiohttp_client, archive_dir: Path, authorization: str
+) -> None:
+    client = await _client(aiohttp_client, archive_dir, token=TOKEN)
+    response = await client.get("/studies", headers={"Authorization": authorization})
+    assert response.status == 401
+    challenges = response.headers["WWW-Authenticate"]
+    assert challenges.startswith("Bearer") and 'Basic realm="localdicom"' in challenges
+
+
+# ?token= on a page URL: an HttpOnly, SameSite=Strict cookie for the browser --------------------
+
+
+async def test_token_in_a_page_url_becomes_a_cookie_and_is_dropped_from_the_url(
+    aiohttp_client, archive_dir: Path
+) -> None:
+    client = await _client(aiohttp_client, archive_dir, token=TOKEN)
+    first = await client.get(f"/?token={TOKEN}&x=1", allow_redirects=False)
+    assert first.status == 303
+    assert first.headers["Location"] == "./?x=1"
+    assert first.headers["Cache-Control"] == "no-store"
+    cookie = first.headers["Set-Cookie"]
+    assert cookie.startswith(f"{COOKIE}=")
+    attributes = {part.strip().lower() for part in cookie.split(";")[1:]}
+    assert {"httponly", "path=/", "samesite=strict"} <= attributes
+    assert "secure" not in attributes  # plain http: a Secure cookie would never come back
+    assert TOKEN not in cookie  # derived from the token, not the token
+    page = await client.get("/")
+    assert page.status == 200
+    assert "text/html" in page.headers["Content-Type"]
+    assert (await client.get("/studies")).status in (200, 204)
+
+
+async def test_the_redirect_keeps_the_path_behind_a_proxy_prefix(
+    aiohttp_client, archive_dir: Path
+) -> None:
+    client = await _client(aiohttp_client, archive_dir, token=TOKEN)
+    response = await client.get(
+        f"/studies?token={TOKEN}",
+        headers={"X-Forwarded-Proto": "https", "X-Forwarded-Prefix": "/pacs"},
+        allow_redirects=False,
+    )
+    assert response.headers["Location"] == "./studies"  # relative: /pacs/studies for the client
+    assert "secure" in response.headers["Set-Cookie"].lower()
+
+
+async def test_a_wrong_token_in_the_url_sets_no_cookie(aiohttp_client, archive_dir: Path) -> None:
+    client = await _client(aiohttp_client, archive_dir, token=TOKEN)
+    response = await client.get("/?token=nope", allow_redirects=False)
+    assert response.status == 401
+    assert "Set-Cookie" not in response.headers
+    assert (await client.get("/studies")).status == 401
+
+
+@pytest.mark.parametrize(
+    "headers",
+    [
+        {"Origin": VIEWER},  # a page on localhost:3000 is the same *site* as the server
+        {"Sec-Fetch-Site": "same-site"},
+        {"Sec-Fetch-Site": "cross-site"},
+    ],
+)
+async def test_the_cookie_authorises_only_the_servers_own_pages(
+    aiohttp_client, archive_dir: Path, headers: dict[str, str]
+) -> None:
+    client = await _client(aiohttp_client, archive_dir, token=TOKEN)
+    assert (await client.get(f"/?token={TOKEN}")).status == 200
+    own = await client.post(
+        "/studies",
+        data=b"x",
+        headers={
+            "Content-Type": "text/plain",
+            "Origin": str(client.make_url("")).rstrip("/"),
+            "Sec-Fetch-Site": "same-origin",
+        },
+    )
+    assert own.status == 415  # past the token check: refused for what it sends
+    other = await client.post(
+        "/studies", data=b"x", headers={"Content-Type": "text/plain", **headers}
+    )
+    assert other.status == 401
+
+
+# with a live server: the link printed at start, curl, urllib ---------------------------------
+
+
+@pytest.fixture
+def token_server(archive_dir: Path) -> Iterator[tuple[str, Path]]:
+    """``localdicom serve --samples --token TOKEN``; its URL and log."""
+    port = free_port()
+    log = archive_dir.parent / "server.log"
+    command = [sys.executable, "-m", "localdicom", "serve", str(archive_dir), "--port", str(port)]
+    command += ["--no-fsync", "--samples", "--token", TOKEN]
+    process = subprocess.Popen(command, stdout=log.open("wb"), stderr=subprocess.STDOUT)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 30
+        while "samples:" not in log.read_text():
+            assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+            time.sleep(0.1)
+        yield url, log
+    finally:
+        process.terminate()
+        process.wait(timeout=10)
+
+
+def _study_uids(body: bytes) -> list[str]:
+    return [study["0020000D"]["Value"][0] for study in json.loads(body)]
+
+
+def test_curl_sends_basic(token_server) -> None:
+    url, _ = token_server
+    command = ["curl", "-s", "-w", "\n%{http_code}", f"{url}/studies"]
+    refused = subprocess.run(command, capture_output=True, text=True, check=True).stdout
+    assert refused.endswith("401")
+    answer = subprocess.run(
+        [*command, "-u", f"monai:{TOKEN}"], capture_output=True, text=True, check=True
+    ).stdout
+    body, status = answer.rsplit("\n", 1)
+    assert status == "200"
+    assert _study_uids(body.encode()) == [STUDY_UID]
+
+
+def test_urllib_answers_the_basic_challenge(token_server) -> None:
+    """urllib's HTTPBasicAuthHandler sends credentials only after a 401 that asks for Basic."""
+    url, _ = token_server
+    passwords = urllib.request.HTTPPasswordMgrWithDefaultRealm()
+    passwords.add_password(None, url, "anyone", TOKEN)
+    opener = urllib.request.build_opener(urllib.request.HTTPBasicAuthHandler(passwords))
+    with opener.open(f"{url}/studies", timeout=30) as response:
+        assert _study_uids(response.read()) == [STUDY_UID]
+
+
+def test_the_printed_link_logs_a_browser_in(token_server) -> None:
+    url, log = token_server
+    (line,) = [line for line in log.read_text().splitlines() if "in a browser:" in line]
+    link = line.split("in a browser: ", 1)[1].strip()
+    assert link == f"{url}/?token={TOKEN}"
+    with pytest.raises(urllib.error.HTTPError) as refused:
+        urllib.request.urlopen(f"{url}/", timeout=30)
+    assert refused.value.code == 401
+    cookies = http.cookiejar.CookieJar()
+    browser = urllib.request.build_opener(urllib.request.HTTPCookieProcessor(cookies))
+    with browser.open(link, timeout=30) as page:
+        assert page.url == f"{url}/"  # redirected: the token is out of the address bar
+        assert b"<html" in page.read().lower()
+    assert [cookie.name for cookie in cookies] == [COOKIE]
+    with browser.open(f"{url}/studies", timeout=30) as response:
+        assert _study_uids(response.read()) == [STUDY_UID]
+
+
+def test_the_request_log_hides_a_token_in_the_query(caplog) -> None:
+    """The log-in link's token never reaches the access log, which is shared more widely."""
+    request = make_mocked_request("GET", f"/viewer/?token={TOKEN}&study={STUDY_UID}")
+    log = RequestLog(logging.getLogger("test.access"), "")
+    with caplog.at_level(logging.INFO, logger="test.access"):
+        log.log(request, web.Response(status=303), 0.001)
+    assert TOKEN not in caplog.text
+    assert f"/viewer/?token=***&study={STUDY_UID} 303" in caplog.text

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 import posixpath
+import re
 
 import pytest
 from aiohttp import web
 from aiohttp.test_utils import make_mocked_request
 from hypothesis import example, given
 from hypothesis import strategies as st
+from pydicom.dataset import Dataset
 
 from localdicom.dicom import qido
 from localdicom.dicom.frames import FrameListError, parse_frame_list
@@ -29,6 +31,7 @@ from localdicom.dicom.qido import (
 )
 from localdicom.dicom.syntaxes import OCTET_STREAM
 from localdicom.dicom.uids import InvalidUID, check_uid, is_valid_uid
+from localdicom.dimse.query import STUDY_ROOT, translate
 from localdicom.web.negotiation import (
     AS_STORED,
     DICOM,
@@ -184,10 +187,59 @@ def test_unknown_attribute_is_a_query_error(name):
         parse_query([(name, "x")], STUDY)
 
 
-def test_private_tag_is_known_but_not_matchable():
+def test_private_tag_is_known_and_matchable():
+    """Any attribute may be matched (read from the sidecars when memory lacks it)."""
     assert qido.attribute_tag("00091010") == "00091010"
-    with pytest.raises(QueryError, match="cannot be matched"):
-        parse_query([("00091010", "x")], STUDY)
+    assert parse_query([("00091010", "x")], STUDY).conditions == {"00091010": SingleValue("x")}
+
+
+@pytest.mark.parametrize("keyword", ["ReferencedSeriesSequence", "PixelData", "00420011"])
+def test_sequences_and_binary_values_are_returned_but_not_matched(keyword):
+    """PS3.4 C.2.2.2 defines no matching for them; universal matching returns them."""
+    with pytest.raises(QueryError, match="cannot be matched on a value"):
+        parse_query([(keyword, "x")], STUDY)
+    assert isinstance(
+        parse_query([(keyword, "")], STUDY).conditions[qido.attribute_tag(keyword)], Universal
+    )
+
+
+@pytest.mark.parametrize(
+    ("keyword", "value", "matching", "not_matching"),
+    [
+        ("SliceThickness", "5.0", [5.0, 5, "5.000000", "+5", "5e0"], [5.5, "5.0x", None, ()]),
+        ("SliceThickness", ".5", [0.5], [5.0]),
+        ("InstanceNumber", "12", [12, 12.0, "012"], [120, 1]),
+    ],
+)
+def test_numbers_match_by_value(keyword, value, matching, not_matching):
+    condition = parse_query([(keyword, value)], INSTANCE).conditions[qido.attribute_tag(keyword)]
+    assert isinstance(condition, qido.Number)
+    for stored in matching:
+        assert accepts(condition, stored), stored
+    for stored in not_matching:
+        assert not accepts(condition, stored), stored
+
+
+def test_a_number_that_is_not_one_is_matched_as_text():
+    assert parse_query([("SliceThickness", "5*")], INSTANCE).conditions["00180050"] == Wildcard(
+        re.compile("5.*", re.DOTALL)
+    )
+
+
+@pytest.mark.parametrize(
+    ("element", "value"),
+    [
+        (None, None),
+        ({"vr": "DS"}, ()),
+        ({"vr": "DS", "Value": [5.0]}, 5.0),
+        ({"vr": "CS", "Value": ["ORIGINAL", "PRIMARY"]}, ("ORIGINAL", "PRIMARY")),
+        ({"vr": "PN", "Value": [{"Alphabetic": "Doe^John"}]}, {"Alphabetic": "Doe^John"}),
+        ({"vr": "UN", "InlineBinary": "QUJDXERFRiA="}, ("ABC", "DEF")),  # b"ABC\\DEF "
+    ],
+)
+def test_json_value_is_what_the_matcher_takes(element, value):
+    """DICOM JSON (PS3.18 F.2) of a sidecar, as the index holds values."""
+    assert qido.json_value(element) == value
 
 
 def test_repeated_uid_parameters_make_one_uid_list():
@@ -277,13 +329,68 @@ def test_fuzzymatching_makes_text_matching_case_insensitive_whatever_the_order()
         assert accepts(query.conditions[STUDY_DESCRIPTION], value)
 
 
+def _fuzzy(value: str):
+    return parse_query([("PatientName", value), ("fuzzymatching", "true")], STUDY).conditions[
+        PATIENT_NAME
+    ]
+
+
+@pytest.mark.parametrize(
+    ("value", "matching", "not_matching"),
+    [
+        ("john", ["Doe^John", "DOE^JOHNNY", "Johnson^Al", "Doe^Mary John"], ["Doe^Jane", "Ojohn"]),
+        ("doe jo", ["Doe^John", "Jones^Doe"], ["Doe^Mary", "Do^John"]),
+        ("DOE^J", ["Doe^Jane", "Doe^John"], ["Doe"]),
+        ("smith-j", ["Smith-Jones^Ann", "Smith^Jo"], ["Smith^Ann"]),
+        ("\u5c71", ["Yamada^Tarou=\u5c71\u7530^\u592a\u90ce"], ["Yamada^Tarou"]),
+    ],
+)
+def test_fuzzymatching_of_person_names_matches_word_prefixes_in_any_case(
+    value, matching, not_matching
+):
+    """PS3.18 8.3.4.2: each word of the value begins a word of the name, in any case."""
+    condition = _fuzzy(value)
+    assert isinstance(condition, qido.FuzzyName)
+    for name in matching:
+        alphabetic, _, ideographic = name.partition("=")
+        assert accepts(condition, person(alphabetic, ideographic or None)), name
+    for name in not_matching:
+        assert not accepts(condition, person(name)), name
+
+
+def test_without_fuzzymatching_a_name_matches_whole():
+    condition = parse_query([("PatientName", "john")], STUDY).conditions[PATIENT_NAME]
+    assert not accepts(condition, person("Doe^John"))
+    false = parse_query([("PatientName", "john"), ("fuzzymatching", "false")], STUDY)
+    assert not accepts(false.conditions[PATIENT_NAME], person("Doe^John"))
+
+
+def test_fuzzymatching_keeps_wildcards_and_leaves_other_attributes_alone():
+    assert isinstance(_fuzzy("jo*"), Wildcard)
+    assert accepts(_fuzzy("jo*"), person("John^Doe"))
+    assert not accepts(_fuzzy("jo*"), person("Doe^John"))
+    query = parse_query([("StudyDescription", "chest"), ("fuzzymatching", "true")], STUDY)
+    assert not accepts(query.conditions[STUDY_DESCRIPTION], "Chest CT")  # not a name: whole
+
+
+def test_cfind_matches_names_as_before_whatever_qido_does_with_fuzzymatching():
+    """C-FIND shares the matcher; fuzzy semantic matching is an extended negotiation there
+    (PS3.4 C.4.1.3.1.1) that the SCP does not offer, so a name matches whole."""
+    identifier = Dataset()
+    identifier.QueryRetrieveLevel = "STUDY"
+    identifier.PatientName = "john"
+    find = translate(identifier, STUDY_ROOT)
+    assert not find.query.fuzzy
+    assert not accepts(find.query.conditions[PATIENT_NAME], person("Doe^John"))
+
+
 @pytest.mark.parametrize(
     ("level", "keyword"),
     [(STUDY, "Modality"), (STUDY, "SOPInstanceUID"), (SERIES, "SOPInstanceUID")],
 )
-def test_attributes_of_lower_levels_cannot_be_matched(level, keyword):
-    with pytest.raises(QueryError, match=f"cannot be matched at the {level} level"):
-        parse_query([(keyword, "1")], level)
+def test_attributes_of_lower_levels_can_be_matched(level, keyword):
+    """A study or series matches when one of its instances does (see test_qido_search)."""
+    assert len(parse_query([(keyword, "1")], level).conditions) == 1
 
 
 @pytest.mark.parametrize(

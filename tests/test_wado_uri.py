@@ -124,3 +124,57 @@ async def test_mistakes_are_explained(samples_client, params, status: int, words
     response = await samples_client.get("/wado", params=params)
     assert response.status == status, await response.text()
     assert words in await response.text()
+
+
+# leniency: what viewers send (Orthanc answers these too) ---------------------------------
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize(
+    "given",
+    [
+        {"objectUID": SOP_RED_TRIANGLE},
+        {"objectUID": SOP_RED_TRIANGLE, "studyUID": STUDY_UID},
+        {"objectUID": SOP_RED_TRIANGLE, "seriesUID": SERIES_SQUARE_TRIANGLE},
+    ],
+    ids=["objectUID-alone", "with-studyUID", "with-seriesUID"],
+)
+async def test_object_uid_alone_finds_the_instance(samples_client, given) -> None:
+    """PS3.18 9.1.2.1 asks for all three UIDs; a SOP Instance UID alone is unique enough."""
+    params = _wado(contentType="application/dicom", transferSyntax="*", **given)
+    response = await samples_client.get("/wado", params=params)
+    assert response.status == 200, await response.text()
+    assert await response.read() == (SAMPLES / "red-triangle.dcm").read_bytes()
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize(
+    ("other", "words"),
+    [
+        ({"studyUID": "1.2.3"}, "not in the study 1.2.3"),
+        ({"seriesUID": SERIES_CIRCLE}, f"not in the series {SERIES_CIRCLE}"),
+    ],
+)
+async def test_a_given_uid_must_be_the_instances_own(samples_client, other, words) -> None:
+    response = await samples_client.get("/wado", params=_wado(objectUID=SOP_RED_TRIANGLE, **other))
+    assert response.status == 404
+    assert words in await response.text()
+
+
+@pytest.mark.asyncio(loop_scope="module")
+async def test_object_uid_of_no_stored_instance_is_404(samples_client) -> None:
+    response = await samples_client.get("/wado", params=_wado(objectUID="1.2.3.4"))
+    assert response.status == 404
+    assert "1.2.3.4 is not stored" in await response.text()
+
+
+@pytest.mark.asyncio(loop_scope="module")
+@pytest.mark.parametrize("content_type", ["image/jpg", "IMAGE/JPG", "image/jp2,image/jpg"])
+async def test_image_jpg_is_jpeg(samples_client, content_type: str) -> None:
+    params = _wado(contentType=content_type, objectUID=SOP_BLUE_CIRCLE)
+    response = await samples_client.get("/wado", params=params)
+    assert response.status == 200, await response.text()
+    assert response.headers["Content-Type"] == "image/jpeg"
+    image = Image.open(io.BytesIO(await response.read()))
+    assert image.format == "JPEG"
+    assert image.size == (985, 979)

@@ -41,6 +41,7 @@ class Layout:
 
     def __init__(self, root: Path) -> None:
         self.root = root
+        self._root_name = str(root)
         self.incoming = root / ".incoming"
         self.thumbnails = root / ".cache" / "thumbnails"
         self.snapshot = root / SNAPSHOT
@@ -59,6 +60,12 @@ class Layout:
     def instance_file(self, study: str, series: str, sop: str) -> Path:
         sop = check_uid(sop, "SOPInstanceUID")
         return self.series_dir(study, series) / (sop + INSTANCE_SUFFIX)
+
+    def sidecar_name(self, study: str, series: str, sop: str) -> str:
+        """An instance's sidecar as a path string: a search may read thousands, and making
+        a Path costs more than reading a small file."""
+        uids = (check_uid(study), check_uid(series), check_uid(sop) + SIDECAR_SUFFIX)
+        return os.path.join(self._root_name, *uids)
 
     def new_staging_file(self, folder: Path | None = None) -> Path:
         """A fresh path in the upload area (or ``folder``) for bytes that are renamed into

@@ -66,6 +66,14 @@ def read_with_length(dcm: Path) -> tuple[StoredInstance, int]:
     return _stored_from(orjson.loads(raw)), len(raw)
 
 
+def read_metadata(name: str) -> dict[str, Any]:
+    """Only the DICOM JSON of the sidecar at ``name`` (:meth:`Layout.sidecar_name`; a search
+    reads thousands: no Header is built); OSError, ValueError, KeyError or TypeError when
+    unreadable."""
+    with open(name, "rb") as fp:
+        return orjson.loads(fp.read())["metadata"]
+
+
 def read_current(dcm: Path) -> StoredInstance | None:
     """The sidecar of ``dcm`` if it is readable, of this format and not older than the .dcm;
     None when it must be regenerated."""

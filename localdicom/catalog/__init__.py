@@ -15,6 +15,7 @@ from localdicom.catalog.ingest import (
     conflict_message,
     decide,
 )
+from localdicom.catalog.searching import Match
 from localdicom.index import InstanceRecord, Record, SeriesRecord, StudyRecord
 
 __all__ = [
@@ -22,6 +23,7 @@ __all__ = [
     "Decision",
     "FailureReason",
     "InstanceRecord",
+    "Match",
     "OpenReport",
     "Record",
     "SeriesRecord",

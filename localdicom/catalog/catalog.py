@@ -20,7 +20,7 @@ from typing import Any
 
 from localdicom.archive import Archive, ScanReport, Upload, prepare_upload, sidecar
 from localdicom.archive.upload import remove as remove_upload
-from localdicom.catalog import metadata, opening
+from localdicom.catalog import metadata, opening, searching
 from localdicom.catalog.ingest import (
     Decision,
     FailureReason,
@@ -29,6 +29,7 @@ from localdicom.catalog.ingest import (
     conflict_message,
     decide,
 )
+from localdicom.catalog.searching import Match
 from localdicom.dicom.header import ByteRange, Header, NotDicom
 from localdicom.dicom.qido import Query
 from localdicom.index import Index, InstanceRecord, Record, SeriesRecord, StudyRecord
@@ -55,13 +56,16 @@ class Catalog:
         *,
         prepare: Callable[[Path], Awaitable[Upload]],
         overwrite: bool = False,
+        index_attributes: tuple[str, ...] = (),
     ) -> None:
         """``prepare`` runs :func:`prepare_upload` on an upload with the archive's fsync
         setting somewhere else than this process: in the worker processes when the server
-        runs (parsing holds the GIL for milliseconds); see :meth:`_prepare`."""
+        runs (parsing holds the GIL for milliseconds); see :meth:`_prepare`.
+        ``index_attributes`` (tags) are kept in memory per instance besides the built-in
+        ones, so that searches on them need no sidecar."""
         self.archive = archive
         self._prepare_elsewhere = prepare
-        self.index = Index()
+        self.index = Index(index_attributes)
         self.overwrite = overwrite
         self._commit_lock = asyncio.Lock()
         #: Uploads waiting for :meth:`commit`, each with the future of its outcome.
@@ -102,15 +106,54 @@ class Catalog:
     def instance(self, study: str, series: str, sop: str) -> InstanceRecord | None:
         return self.index.instance_in(study, series, sop)
 
+    def instance_by_uid(self, sop: str) -> InstanceRecord | None:
+        """An instance by its SOP Instance UID alone (unique: PS3.3 C.12.1.1.1)."""
+        return self.index.instances.get(sop)
+
     def instances_of(self, study: str, series: str | None = None) -> list[InstanceRecord]:
         return self.index.instances_of(study, series)
 
     def search(self, query: Query, study: str | None, series: str | None) -> list[Record]:
+        """Records matching the conditions on attributes memory holds (C-FIND's keys)."""
         return self.index.search(query, study, series)
 
-    def attributes(self, record: Record, tags: tuple[str, ...]) -> dict[str, Any]:
-        """What memory holds of ``tags`` for a record (QIDO answers from it)."""
-        return self.index.attributes(record, tags)
+    async def query(
+        self, query: Query, study: str | None, series: str | None, wanted: int | None = None
+    ) -> list[Match]:
+        """Every match of ``query`` (QIDO-RS), on any attribute: those memory does not hold
+        are matched from the sidecars of the candidates memory leaves (chosen on the loop,
+        read in a thread; an instance deleted meanwhile does not match), and then no more
+        than ``wanted`` are looked for."""
+        chosen = self.index.plan(query)
+        records = self.index.search(query, study, series)
+        if not chosen.needs_witness:
+            return [Match(record) for record in records]
+        if not chosen.elsewhere:
+            return [Match(record, self.index.first_witness(record, chosen)) for record in records]
+        candidates = [(record, self.index.witnesses(record, chosen)) for record in records]
+        return await asyncio.to_thread(
+            searching.matched_in_sidecars,
+            self._sidecar_metadata,
+            candidates,
+            chosen.elsewhere,
+            wanted,
+        )
+
+    def _sidecar_metadata(self, record: InstanceRecord) -> dict[str, Any] | None:
+        try:
+            name = self.archive.sidecar_name(record.study, record.series, record.sop)
+            return sidecar.read_metadata(name)
+        except (OSError, ValueError, KeyError, TypeError):
+            return None  # deleted meanwhile, or a sidecar the next start repairs
+
+    def holds(self, tag: str) -> bool:
+        """Whether memory holds ``tag`` for every record that has it (no sidecar needed)."""
+        return self.index.holds(tag)
+
+    def attributes(self, record: Record | Match, tags: tuple[str, ...]) -> dict[str, Any]:
+        """What memory holds of ``tags`` for a record or a match (QIDO answers from it)."""
+        holder = record.holder if isinstance(record, Match) else record
+        return self.index.attributes(holder, tags)
 
     def counts(self) -> tuple[int, int, int]:
         """Studies, series and instances."""
@@ -129,12 +172,13 @@ class Catalog:
         return sidecar.read(self.path_of(record)).header
 
     async def complete(
-        self, records: list[Record], results: list[dict[str, Any]]
+        self, records: list[Record] | list[Match], results: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
         """Search results (what memory holds of each record, as DICOM JSON) with the
         attributes memory does not hold read from the sidecar of an instance of each record
-        (its first); memory's values win. The instances are chosen here, on the loop, and
-        read in a thread; one deleted meanwhile leaves its result as it was."""
+        (a match's witness, or else its first); memory's values win. The instances are
+        chosen here, on the loop, and read in a thread; one deleted meanwhile leaves its
+        result as it was."""
         chosen = [_representative(record) for record in records]
         return await asyncio.to_thread(self._completed, chosen, results)
 
@@ -248,7 +292,12 @@ class Catalog:
         try:
             return await self._prepare(incoming)
         except NotDicom as exc:
-            raise StoreFailed(FailureReason.CANNOT_UNDERSTAND, f"not stored: {exc}") from exc
+            raise StoreFailed(
+                FailureReason.CANNOT_UNDERSTAND,
+                f"not stored: {exc}",
+                sop_class_uid=exc.sop_class_uid,
+                sop_uid=exc.sop_uid,
+            ) from exc
         except BrokenExecutor as exc:  # a worker died, maybe on another request's data
             raise StoreFailed(
                 FailureReason.PROCESSING_FAILURE,
@@ -389,8 +438,10 @@ def _unwritten(decision: Decision, header: Header) -> Stored | StoreFailed:
     return StoreFailed(FailureReason.DUPLICATE_SOP_INSTANCE, message, header)
 
 
-def _representative(record: Record) -> InstanceRecord:
+def _representative(record: Record | Match) -> InstanceRecord:
     """The instance whose sidecar supplies a record's attributes not kept in memory."""
+    if isinstance(record, Match):
+        record = record.witness or record.record
     if isinstance(record, StudyRecord):
         record = next(iter(record.series.values()))
     if isinstance(record, SeriesRecord):

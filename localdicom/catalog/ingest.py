@@ -50,12 +50,25 @@ def conflict_message(sop: str, remedy: str) -> str:
 
 
 class StoreFailed(Exception):
-    """One instance was not stored; nothing of it is left behind."""
+    """One instance was not stored; nothing of it is left behind.
 
-    def __init__(self, reason: FailureReason, message: str, header: Header | None = None):
+    ``sop_class_uid`` and ``sop_uid`` name the instance whenever it is known which: from
+    its ``header``, or from what a file that could not be parsed whole gives."""
+
+    def __init__(
+        self,
+        reason: FailureReason,
+        message: str,
+        header: Header | None = None,
+        *,
+        sop_class_uid: str = "",
+        sop_uid: str = "",
+    ):
         super().__init__(message)
         self.reason = reason
         self.header = header
+        self.sop_class_uid = header.sop_class_uid if header else sop_class_uid
+        self.sop_uid = header.sop_uid if header else sop_uid
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ import logging
 from pathlib import Path
 
 from localdicom.archive import Archive, ScanReport, scan, snapshot
-from localdicom.index import SCHEMA, Index
+from localdicom.index import Index
 
 logger = logging.getLogger(__name__)
 
@@ -24,7 +24,7 @@ def rebuild(archive: Archive, index: Index, report: ScanReport) -> Skipped:
     archive.prepare()
     report.removed_leftovers += scan.clean_incoming(archive)
     report.removed_leftovers += scan.clean_temporary(archive)
-    entries = snapshot.read(archive, SCHEMA)
+    entries = snapshot.read(archive, index.schema)
     skipped: Skipped = {}
     unchanged = True
     for folder in scan.series_folders(archive, report):
@@ -77,6 +77,6 @@ def save(archive: Archive, index: Index, skipped: Skipped) -> None:
             entry["skipped"] = kept
         entries[key] = entry
     try:
-        snapshot.write(archive, SCHEMA, entries, archive.fsync)
+        snapshot.write(archive, index.schema, entries, archive.fsync)
     except OSError as exc:
         logger.warning("the index snapshot could not be written: %s", exc)

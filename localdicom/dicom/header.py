@@ -42,13 +42,24 @@ BULK_DATA_THRESHOLD = 1024
 BULK_VRS = frozenset({"OB", "OD", "OF", "OL", "OV", "OW", "UN"})
 PIXEL_DATA_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 UNDEFINED_LENGTH = 0xFFFFFFFF
+MAX_UID_LENGTH = 64
+#: What pydicom raises on a file it cannot read.
+_UNREADABLE = (EOFError, OSError, ValueError, KeyError, TypeError, BytesLengthException)
 
 #: A byte range in the .dcm file: (offset, length).
 ByteRange = tuple[int, int]
 
 
 class NotDicom(ValueError):
-    """The bytes are not a DICOM instance this server can store."""
+    """The bytes are not a DICOM instance this server can store.
+
+    ``sop_class_uid`` and ``sop_uid`` are those the file gives, when it gives them, so that
+    a refusal can say which instance it refused (PS3.18 Table I.1-1)."""
+
+    def __init__(self, message: str, sop_class_uid: str = "", sop_uid: str = "") -> None:
+        super().__init__(message)
+        self.sop_class_uid = sop_class_uid
+        self.sop_uid = sop_uid
 
 
 @dataclass
@@ -85,20 +96,37 @@ def describe(fp: BinaryIO) -> Header:
     """Parse the header of the Part 10 file open in ``fp``.
 
     Raises :class:`NotDicom` with a reason a person can act on when the file is not a DICOM
-    instance with the four identifying UIDs.
+    instance with the four identifying UIDs, naming the instance where the file does.
     """
+    ds = _parsed(fp)
     try:
-        ds = _read(fp)
-        charset = ("charset", _raw_text(ds, 0x00080005))  # before anything converts it
-        study_uid, series_uid, sop_uid, sop_class_uid = _identity(ds)
-    except NotDicom:
+        return _described(ds, fp)
+    except NotDicom as exc:
+        exc.sop_class_uid, exc.sop_uid = _claimed_identity(ds)
         raise
+
+
+def _parsed(fp: BinaryIO) -> Dataset:
+    try:
+        return _read(fp)
     except InvalidDicomError as exc:
         raise NotDicom(
             "not a DICOM Part 10 file: no 'DICM' after a 128-byte preamble, "
             "or no File Meta Information"
         ) from exc
-    except (EOFError, OSError, ValueError, KeyError, TypeError, BytesLengthException) as exc:
+    except _UNREADABLE as exc:
+        raise NotDicom(f"not a readable DICOM Part 10 file ({exc})") from exc
+
+
+def _described(ds: Dataset, fp: BinaryIO) -> Header:
+    if "TransferSyntaxUID" not in ds.file_meta:
+        raise NotDicom("the file has no File Meta Information with a Transfer Syntax UID")
+    try:
+        charset = ("charset", _raw_text(ds, 0x00080005))  # before anything converts it
+        study_uid, series_uid, sop_uid, sop_class_uid = _identity(ds)
+    except NotDicom:
+        raise
+    except _UNREADABLE as exc:
         raise NotDicom(f"not a readable DICOM Part 10 file ({exc})") from exc
     transfer_syntax = str(ds.file_meta.TransferSyntaxUID)
     positioned = transfer_syntax != DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN
@@ -133,9 +161,7 @@ def _read(fp: BinaryIO) -> Dataset:
     """Read with large values deferred, except where offsets in the file mean nothing."""
     fp.seek(0)
     ds = pydicom.dcmread(fp, defer_size=BULK_DATA_THRESHOLD)
-    if "TransferSyntaxUID" not in ds.file_meta:
-        raise NotDicom("the file has no File Meta Information with a Transfer Syntax UID")
-    if ds.file_meta.TransferSyntaxUID == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
+    if ds.file_meta.get("TransferSyntaxUID") == DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN:
         fp.seek(0)
         ds = pydicom.dcmread(fp)
     return ds
@@ -160,6 +186,19 @@ IDENTITY = {
     "SOPInstanceUID": 0x00080018,
     "SOPClassUID": 0x00080016,
 }
+
+
+def _claimed_identity(ds: Dataset) -> tuple[str, str]:
+    """The SOP Class and Instance UIDs a refused file gives (in its dataset, or else in its
+    File Meta Information), each "" when absent or longer than a UID can be (PS3.5 9.1)."""
+    found = []
+    for tag, meta_tag in ((0x00080016, 0x00020002), (0x00080018, 0x00020003)):
+        try:
+            value = _raw_text(ds, tag) or _raw_text(ds.file_meta, meta_tag)
+        except _UNREADABLE:
+            value = ""
+        found.append(value if len(value) <= MAX_UID_LENGTH else "")
+    return found[0], found[1]
 
 
 def _identity(ds: Dataset) -> tuple[str, str, str, str]:

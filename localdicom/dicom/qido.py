@@ -8,6 +8,7 @@ applies a condition to a value through :func:`accepts`, the one matcher.
 
 from __future__ import annotations
 
+import base64
 import functools
 import re
 from collections.abc import Iterable, Iterator
@@ -142,6 +143,9 @@ DEFAULT_RETURN: dict[str, tuple[str, ...]] = {
 }
 
 CONTROL_PARAMETERS = frozenset({"includefield", "limit", "offset", "fuzzymatching"})
+#: Values no matching type applies to (PS3.4 C.2.2.2 defines none for them).
+UNMATCHABLE_VRS = frozenset({"SQ", "OB", "OD", "OF", "OL", "OV", "OW"})
+NUMERIC_VRS = frozenset({"DS", "IS", "FL", "FD", "SL", "SS", "SV", "UL", "US", "UV"})
 
 
 class QueryError(ValueError):
@@ -194,11 +198,51 @@ class ValueList(Condition):
 
 
 @dataclass
+class Number(Condition):
+    """Single value matching of a number (DS, IS, FL, ...): by value, so that
+    SliceThickness=5.0 finds a stored "5" or "5.000000" (their DICOM JSON is the number)."""
+
+    value: float
+
+    def matches_value(self, value: str) -> bool:
+        return _is_number(value) and float(value) == self.value
+
+
+def _is_number(text: str) -> bool:
+    return _NUMBER.fullmatch(text) is not None
+
+
+#: A decimal number as DS and IS write them (PS3.5 6.2), and as Python writes a float.
+_NUMBER = re.compile(r"[+-]?(\d+\.?\d*|\.\d+)([eE][+-]?\d+)?")
+
+
+@dataclass
 class Wildcard(Condition):
     pattern: re.Pattern[str]
 
     def matches_value(self, value: str) -> bool:
         return self.pattern.fullmatch(value) is not None
+
+
+@dataclass
+class FuzzyName(Condition):
+    """``fuzzymatching=true`` on a person name (PS3.18 8.3.4.2 leaves how to the server):
+    each word of the query, in any case, begins a word of one of the name's components, in
+    any order; "john" finds "Doe^John", "doe jo" finds it too. Words are split at the
+    component (^) and group (=) delimiters, spaces and punctuation."""
+
+    words: tuple[str, ...]
+
+    def matches_value(self, value: str) -> bool:
+        name = _words(value)
+        return all(any(word.startswith(part) for word in name) for part in self.words)
+
+
+def _words(text: str) -> list[str]:
+    return [word for word in _WORD_DELIMITERS.split(text.casefold()) if word]
+
+
+_WORD_DELIMITERS = re.compile(r"[\W_]+")
 
 
 @dataclass
@@ -226,6 +270,22 @@ def accepts(condition: Condition, value: Any) -> bool:
     if type(value) is str:  # the common case, spelled out: every search runs it per record
         return condition.matches_value(value)
     return condition.any_matches(() if value is None else texts(value))
+
+
+def json_value(element: dict[str, Any] | None) -> Any:
+    """An attribute's DICOM JSON (PS3.18 F.2) as :func:`accepts` takes it: None when absent,
+    () when empty, one value as itself, several as a tuple. An InlineBinary value (a private
+    element read with implicit VR is UN) is taken as the text it holds."""
+    if element is None:
+        return None
+    if "Value" in element:
+        values = element["Value"]
+    elif "InlineBinary" in element:
+        text = base64.b64decode(element["InlineBinary"]).decode("latin-1")
+        values = text.rstrip("\0 ").split("\\")
+    else:
+        return ()
+    return values[0] if len(values) == 1 else tuple(values)
 
 
 def texts(value: Any) -> Iterator[str]:
@@ -269,7 +329,6 @@ def parse_query(params: Iterable[tuple[str, str]], level: str) -> Query:
             raise QueryError(f"{name} is given more than once")
         values[tag] = values[tag] + "\\" + value if tag in values else value
     for tag, value in values.items():
-        _check_matchable(tag, level)
         query.conditions[tag] = parse_condition(tag, value, query.fuzzy)
     return query
 
@@ -314,22 +373,14 @@ def attribute_tag(name: str) -> str:
 
 @functools.cache
 def searchable(level: str) -> tuple[str, ...]:
-    """Attributes a query at ``level`` may match on: its own and those of the levels above."""
+    """The attributes memory holds for a record of ``level``: its own and those of the
+    levels above (``includefield=all``; what C-FIND matches). A query may match on any
+    attribute: those of lower levels and those memory does not hold too."""
     tags: list[str] = []
     for each in LEVELS[: LEVELS.index(level) + 1]:
         tags.extend(LEVEL_ATTRIBUTES[each])
         tags.extend(COMPUTED[each] if each in (level, STUDY) else ())
     return tuple(tags)
-
-
-def _check_matchable(tag: str, level: str) -> None:
-    allowed = searchable(level)
-    if tag not in allowed:
-        names = ", ".join(sorted(keyword_for_tag(int(t, 16)) for t in allowed))
-        raise QueryError(
-            f"{keyword_for_tag(int(tag, 16)) or tag} cannot be matched at the {level} level; "
-            f"these can: {names}"
-        )
 
 
 def parse_condition(tag: str, value: str, fuzzy: bool = False) -> Condition:
@@ -339,6 +390,12 @@ def parse_condition(tag: str, value: str, fuzzy: bool = False) -> Condition:
     vr = _vr(tag)
     if value == "" or value == "*":
         return Universal()
+    if not UNMATCHABLE_VRS.isdisjoint(vr.split(" or ")):
+        name = keyword_for_tag(int(tag, 16)) or tag
+        raise QueryError(
+            f"{name} ({vr}) cannot be matched on a value: sequences and binary values are only "
+            f"returned (give it empty, {name}=, or with includefield)"
+        )
     if vr == "UI":
         uids = [part for part in re.split(r"[\\,]", value) if part]
         try:
@@ -349,7 +406,11 @@ def parse_condition(tag: str, value: str, fuzzy: bool = False) -> Condition:
         return _date_condition(tag, value, vr)
     if "\\" in value:
         return ValueList(frozenset(value.split("\\")))
+    if vr in NUMERIC_VRS and _is_number(value):
+        return Number(float(value))
     case_insensitive = vr == "PN" or fuzzy
+    if vr == "PN" and fuzzy and "*" not in value and "?" not in value and _words(value):
+        return FuzzyName(tuple(_words(value)))
     if "*" in value or "?" in value:
         regex = "".join(
             ".*" if char == "*" else "." if char == "?" else re.escape(char) for char in value

@@ -1,4 +1,5 @@
-"""QIDO-RS: search studies, series and instances (PS3.18 10.6), answered from memory."""
+"""QIDO-RS: search studies, series and instances (PS3.18 10.6), on any attribute: answered
+from memory, and from the sidecars for what memory does not hold (the Catalog's work)."""
 
 from __future__ import annotations
 
@@ -9,13 +10,11 @@ import orjson
 from aiohttp import web
 from pydicom.datadict import dictionary_VR
 
-from localdicom.catalog import Catalog, Record, SeriesRecord, StudyRecord
+from localdicom.catalog import Catalog, Match, Record, SeriesRecord, StudyRecord
 from localdicom.dicom.header import instance_path
 from localdicom.dicom.qido import (
-    COMPUTED,
     INSTANCE,
     INSTANCE_AVAILABILITY,
-    LEVEL_ATTRIBUTES,
     LEVELS,
     RETRIEVE_URL,
     SERIES,
@@ -27,11 +26,8 @@ from localdicom.web.context import catalog, find_series, find_study
 from localdicom.web.negotiation import DICOM_JSON, Offer, choose
 from localdicom.web.urls import service_root
 
-#: Attributes every result can be given from memory: absent there means absent in the instance.
-IN_MEMORY = frozenset(
-    [RETRIEVE_URL, INSTANCE_AVAILABILITY]
-    + [tag for level in LEVELS for tag in LEVEL_ATTRIBUTES[level] + COMPUTED[level]]
-)
+#: Attributes this module gives every result.
+OWN = frozenset([RETRIEVE_URL, INSTANCE_AVAILABILITY])
 OFFERS = [Offer(DICOM_JSON, multipart=False), Offer("application/json", multipart=False)]
 ONLINE = {"vr": "CS", "Value": ["ONLINE"]}
 
@@ -44,14 +40,15 @@ def search(level: str):
         study, series = _scope(request)
         query = parse_query(request.query.items(), level)
         the_catalog = catalog(request)
-        matches = the_catalog.search(query, study, series)
         end = None if query.limit is None else query.offset + query.limit
+        # one more than the page: whether there are more is all the Warning says
+        matches = await the_catalog.query(query, study, series, None if end is None else end + 1)
         page = matches[query.offset : end]
         fixed = (study is not None) + (series is not None)
         fields = tuple(sorted(result_fields(query, tuple(LEVELS[fixed : LEVELS.index(level)]))))
         root = service_root(request)
-        results = [_known(the_catalog, record, fields, root) for record in page]
-        if any(tag not in IN_MEMORY for tag in fields):
+        results = [_known(the_catalog, match, fields, root) for match in page]
+        if any(tag not in OWN and not the_catalog.holds(tag) for tag in fields):
             results = await the_catalog.complete(page, results)
         empty = _empty_elements(fields)
         body = orjson.dumps([{tag: r.get(tag) or empty[tag] for tag in fields} for r in results])
@@ -77,10 +74,10 @@ def _scope(request: web.Request) -> tuple[str | None, str | None]:
     return None, None
 
 
-def _known(catalog: Catalog, record: Record, fields: tuple[str, ...], root: str) -> dict[str, Any]:
+def _known(catalog: Catalog, match: Match, fields: tuple[str, ...], root: str) -> dict[str, Any]:
     """What memory holds of ``fields`` for one match."""
-    known = catalog.attributes(record, fields)
-    known[RETRIEVE_URL] = {"vr": "UR", "Value": [f"{root}/{_path(record)}"]}
+    known = catalog.attributes(match, fields)
+    known[RETRIEVE_URL] = {"vr": "UR", "Value": [f"{root}/{_path(match.record)}"]}
     known[INSTANCE_AVAILABILITY] = ONLINE
     return known
 

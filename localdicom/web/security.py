@@ -11,20 +11,29 @@ pages from reading or changing the archive:
 * Host guard: DNS rebinding makes ``evil.example`` resolve to 127.0.0.1, which turns the
   page's origin into a "same-origin" one. Its requests still say ``Host: evil.example``, so a
   server bound to loopback refuses every Host that is not a loopback name.
-* Token: with one configured, every request needs ``Authorization: Bearer <token>``, which is
-  what makes binding to a network address reasonable.
+* Token: with one configured, every request needs it, which is what makes binding to a
+  network address reasonable: as ``Authorization: Bearer <token>``, as the password of
+  ``Authorization: Basic`` (RFC 7617; any user name: MONAI Label and Orthanc's DICOMweb
+  client can send only that), or as the cookie a browser gets from ``?token=<token>`` on
+  a page's URL (a page load cannot carry a header).
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import functools
+import hashlib
 import hmac
 import ipaddress
 import re
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
+from urllib.parse import quote
 
 from aiohttp import web
+
+from localdicom.web.urls import public_origin
 
 Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
 
@@ -39,6 +48,11 @@ ALLOW_HEADERS = (
 )
 EXPOSE_HEADERS = "Content-Type, Content-Length, Content-Location, Location, Warning, ETag"
 PREFLIGHT_MAX_AGE = "600"
+#: Offered on a 401: a browser then asks for a user name and password (the token).
+CHALLENGE = 'Bearer realm="localdicom", Basic realm="localdicom", charset="UTF-8"'
+#: The cookie a browser gets from ``?token=`` (PAGE_TOKEN) on a page's URL.
+COOKIE = "localdicom_token"
+PAGE_TOKEN = "token"
 
 
 @dataclass(frozen=True)
@@ -140,19 +154,92 @@ def _check_origin(policy: Policy, request: web.Request) -> None:
 
 
 def _check_token(policy: Policy, request: web.Request) -> None:
-    if policy.token is None:
-        return
-    scheme, _, given = request.headers.get("Authorization", "").partition(" ")
-    if scheme.lower() == "bearer" and hmac.compare_digest(
-        given.strip().encode(), policy.token.encode()
-    ):
+    if policy.token is None or _authorized(policy.token, request):
         return
     raise _refuse(
         web.HTTPUnauthorized,
-        "this server requires an access token: send 'Authorization: Bearer <token>' "
-        "(the token given to 'localdicom serve --token' or LOCALDICOM_TOKEN)",
-        **{"WWW-Authenticate": 'Bearer realm="localdicom"'},
+        "this server requires an access token: send 'Authorization: Bearer <token>', or "
+        "Basic with the token as the password (the token given to 'localdicom serve "
+        "--token' or LOCALDICOM_TOKEN); in a browser, open a page once as ...?token=<token>",
+        **{"WWW-Authenticate": CHALLENGE},
     )
+
+
+def _authorized(token: str, request: web.Request) -> bool:
+    """The token as a bearer token or a Basic password (RFC 6750, RFC 7617), or the cookie
+    a page got (see :func:`cookie_allowed`); compared in constant time."""
+    scheme, _, given = request.headers.get("Authorization", "").strip().partition(" ")
+    scheme = scheme.lower()
+    if scheme == "bearer":
+        return _same(given.strip(), token)
+    if scheme == "basic":
+        return _same(_basic_password(given.strip()), token)
+    cookie = request.cookies.get(COOKIE)
+    return cookie is not None and cookie_allowed(request) and _same(cookie, cookie_value(token))
+
+
+def _basic_password(credentials: str) -> str:
+    """The password of Basic credentials (base64 of ``user:password``, UTF-8), or ""."""
+    try:
+        decoded = base64.b64decode(credentials, validate=True).decode("utf-8")
+    except (binascii.Error, UnicodeDecodeError):
+        return ""
+    _user, colon, password = decoded.partition(":")
+    return password if colon else ""
+
+
+def _same(given: str, expected: str) -> bool:
+    return hmac.compare_digest(given.encode(), expected.encode())
+
+
+def cookie_value(token: str) -> str:
+    """What the cookie holds: derived from the token, so that a cookie read off a disk does
+    not reveal the token itself (it opens this server, and nothing else that takes it)."""
+    return hmac.new(token.encode(), b"localdicom browser cookie", hashlib.sha256).hexdigest()
+
+
+def cookie_allowed(request: web.Request) -> bool:
+    """Whether the cookie may authorise this request: sent by this server's own pages.
+
+    SameSite=Strict keeps it off requests from other sites, but ``localhost:3000`` is the
+    same site as ``localhost:8042``: a page there could make the browser send it (a form's
+    POST needs no CORS preflight). Browsers say where a request comes from in
+    ``Sec-Fetch-Site`` and, on every POST or DELETE, ``Origin``: only same-origin requests
+    and the user's own navigations (``none``) may use the cookie."""
+    if request.headers.get("Sec-Fetch-Site", "same-origin") not in ("same-origin", "none"):
+        return False
+    origin = request.headers.get("Origin")
+    return origin is None or normalize_origin(origin) in _own_origins(request)
+
+
+def _own_origins(request: web.Request) -> set[str]:
+    """The request's own origin, as the server sees it and as a reverse proxy reports it."""
+    own = (f"{request.scheme}://{request.host}", public_origin(request))
+    return {normalize_origin(origin) for origin in own}
+
+
+def _token_to_cookie(token: str, request: web.Request) -> web.StreamResponse:
+    """``?token=`` on a page's URL: the token becomes an HttpOnly, SameSite=Strict cookie,
+    and the browser is sent to the same URL without it (out of the address bar and the
+    history). The Location is relative to the URL's own folder, so that it holds behind a
+    reverse proxy that adds a prefix."""
+    if not _same(request.query[PAGE_TOKEN], token):
+        raise _refuse(web.HTTPUnauthorized, "the token in the URL is not this server's token")
+    kept = [(name, value) for name, value in request.query.items() if name != PAGE_TOKEN]
+    location = "./" + request.rel_url.raw_path.rsplit("/", 1)[-1]
+    if kept:
+        location += "?" + str(request.rel_url.with_query(kept).raw_query_string)
+    response = web.Response(status=303, headers={"Location": location, "Cache-Control": "no-store"})
+    secure = public_origin(request).startswith("https:")
+    response.set_cookie(
+        COOKIE, cookie_value(token), path="/", httponly=True, samesite="Strict", secure=secure
+    )
+    return response
+
+
+def browser_link(url: str, token: str) -> str:
+    """The home page's URL that logs a browser in (printed at start)."""
+    return f"{url}/?{PAGE_TOKEN}={quote(token, safe='')}"
 
 
 def _is_preflight(request: web.Request) -> bool:
@@ -181,13 +268,16 @@ def _preflight(policy: Policy, request: web.Request) -> web.Response:
 
 @web.middleware
 async def security_middleware(request: web.Request, handler: Handler) -> web.StreamResponse:
-    """Host guard, then origin check, then preflight or token; the order matters: a
-    rebinding page must be refused even for preflights, and preflights carry no token."""
+    """Host guard, then origin check, then preflight, ``?token=`` or token; the order
+    matters: a rebinding page must be refused even for preflights, and preflights carry no
+    token."""
     policy = request.app[POLICY]
     _check_host(policy, request)
     _check_origin(policy, request)
     if _is_preflight(request):
         return _preflight(policy, request)
+    if policy.token is not None and PAGE_TOKEN in request.query and request.method == "GET":
+        return _token_to_cookie(policy.token, request)
     _check_token(policy, request)
     return await handler(request)
 

@@ -271,10 +271,13 @@ def _referenced_item(root: str, outcome: Stored) -> dict[str, Any]:
 
 
 def _failed_item(failure: StoreFailed) -> dict[str, Any]:
+    """A Failed SOP Sequence item: the instance's UIDs whenever the refused file gives them,
+    even when it could not be parsed whole (PS3.18 Table I.1-1), and the reason."""
     item: dict[str, Any] = {}
-    if failure.header is not None:
-        item["00081150"] = {"vr": "UI", "Value": [failure.header.sop_class_uid]}
-        item["00081155"] = {"vr": "UI", "Value": [failure.header.sop_uid]}
+    if failure.sop_class_uid:
+        item["00081150"] = {"vr": "UI", "Value": [failure.sop_class_uid]}
+    if failure.sop_uid:
+        item["00081155"] = {"vr": "UI", "Value": [failure.sop_uid]}
     item["00081197"] = {"vr": "US", "Value": [int(failure.reason)]}
     return item
 

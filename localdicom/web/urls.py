@@ -15,6 +15,13 @@ from aiohttp import web
 
 def service_root(request: web.Request) -> str:
     """Absolute URL of the DICOMweb service root the request used, without a final slash."""
+    proxy_prefix = request.headers.get("X-Forwarded-Prefix", "").rstrip("/")
+    prefix = request.match_info.get("prefix")
+    return f"{public_origin(request)}{proxy_prefix}{'/' + prefix if prefix else ''}"
+
+
+def public_origin(request: web.Request) -> str:
+    """The scheme and host the client used: the request's, or a reverse proxy's."""
     forwarded = request.forwarded[0] if request.forwarded else {}
     scheme = (
         forwarded.get("proto")
@@ -26,6 +33,4 @@ def service_root(request: web.Request) -> str:
         or request.headers.get("X-Forwarded-Host", "").split(",")[0].strip()
         or request.host
     )
-    proxy_prefix = request.headers.get("X-Forwarded-Prefix", "").rstrip("/")
-    prefix = request.match_info.get("prefix")
-    return f"{scheme}://{host}{proxy_prefix}{'/' + prefix if prefix else ''}"
+    return f"{scheme}://{host}"

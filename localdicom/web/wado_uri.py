@@ -25,6 +25,8 @@ from localdicom.web.negotiation import AS_STORED, DICOM, Offer
 from localdicom.web.wado import _single_instance
 
 SUPPORTED = (DICOM, *RENDERED_MEDIA_TYPES)
+#: Names viewers use for a supported type.
+ALIASES = {"image/jpg": "image/jpeg"}
 #: Parameters PS3.18 9.1.2 defines that this server cannot honour: refusing them is safer
 #: than answering as if they were applied (an "anonymized" image that is not).
 UNSUPPORTED = ("anonymize", "presentationUID", "presentationSeriesUID", "region")
@@ -46,30 +48,37 @@ async def wado(request: web.Request) -> web.StreamResponse:
 
 
 def _instance(request: web.Request) -> InstanceRecord:
+    """The instance objectUID names. PS3.18 9.1.2.1 requires studyUID and seriesUID too,
+    but viewers and older tools often send objectUID alone (or with one of them): a SOP
+    Instance UID is unique, so it is found through the index, as Orthanc does; a study or
+    series UID that is given must be the instance's."""
     query = request.query
-    uids = []
-    for name, keyword in (
-        ("studyUID", "StudyInstanceUID"),
-        ("seriesUID", "SeriesInstanceUID"),
-        ("objectUID", "SOPInstanceUID"),
-    ):
-        if not query.get(name):
-            raise bad_request(f"WADO-URI needs the parameter {name} (PS3.18 9.1.2.1)")
-        uids.append(check_uid(query[name], keyword))
-    record = catalog(request).instance(*uids)
+    if not query.get("objectUID"):
+        raise bad_request("WADO-URI needs the parameter objectUID (PS3.18 9.1.2.1)")
+    sop = check_uid(query["objectUID"], "SOPInstanceUID")
+    record = catalog(request).instance_by_uid(sop)
     if record is None:
-        raise not_found(f"instance {uids[2]} of series {uids[1]}, study {uids[0]} is not stored")
+        raise not_found(f"instance {sop} is not stored")
+    for name, keyword, level, stored in (
+        ("studyUID", "StudyInstanceUID", "study", record.study),
+        ("seriesUID", "SeriesInstanceUID", "series", record.series),
+    ):
+        given = query.get(name)
+        if given and check_uid(given, keyword) != stored:
+            raise not_found(f"instance {sop} is stored, but not in the {level} {given}")
     return record
 
 
 def _content_type(value: str | None, record: InstanceRecord) -> str:
     """The first supported type of the contentType list; absent, image/jpeg for images and
     application/dicom otherwise (PS3.18 9.1.2.1.5 asks text/html for non-images, which this
-    server does not produce)."""
+    server does not produce). ``image/jpg``, which viewers send, is taken as image/jpeg,
+    as Orthanc takes it."""
     if not value:
         return "image/jpeg" if record.frame_count else DICOM
     for candidate in value.split(","):
         media_type = candidate.split(";", 1)[0].strip().lower()
+        media_type = ALIASES.get(media_type, media_type)
         if media_type in SUPPORTED:
             return media_type
     raise not_acceptable(

@@ -1,227 +1,69 @@
 """The in-memory index of studies, series and instances, rebuilt from the sidecars at start.
 
-It holds per level only the attributes QIDO matches and returns (``LEVEL_ATTRIBUTES``), in
-compact form: one value per attribute, aligned with the level's tag list (a single value as
-itself, several as a tuple, absent as None), with repeated values shared. That keeps each
-instance small, so that a laptop's memory holds the index of a large archive.
-
 A search descends from studies to series to instances and prunes at each level, and starts
 from a UID lookup where the URL or the query names UIDs, or from a table of the studies by
 value where it asks for one exact value of a study attribute (PatientID=...), so its cost
-follows the matches, not the archive. Mutations happen on the event loop thread only;
-readers never see a half update. Study and series attributes are those of the first instance
-stored for them.
+follows the matches, not the archive; conditions below the level searched are met by a
+witness instance (:mod:`.plan`). Mutations happen on the event loop thread only; readers
+never see a half update. Study and series attributes are those of the first instance stored
+for them.
 """
 
 from __future__ import annotations
 
 import functools
 import hashlib
-import sys
-from collections.abc import Iterable
 from typing import Any
-
-from pydicom.datadict import dictionary_VR
 
 from localdicom.archive import StoredInstance
 from localdicom.dicom.qido import (
-    COMPUTED,
     INSTANCE,
     LEVEL_ATTRIBUTES,
     LEVELS,
-    MODALITIES_IN_STUDY,
     SERIES,
-    SERIES_INSTANCES,
     STUDY,
-    STUDY_INSTANCES,
-    STUDY_SERIES,
     Condition,
     Query,
     SingleValue,
     ValueList,
-    accepts,
     texts,
 )
+from localdicom.index import plan as planning
+from localdicom.index.plan import Plan
+from localdicom.index.records import (
+    LEVEL_OF,
+    POSITION,
+    SOP_UID,
+    UID_TAG,
+    Attributes,
+    InstanceRecord,
+    Record,
+    SeriesRecord,
+    StudyRecord,
+    compact,
+    element,
+    instance_sort_key,
+    passes,
+    restored,
+    series_sort_key,
+    study_sort_key,
+    uid_of,
+)
 
-Attributes = dict[str, dict[str, Any]]
-STUDY_UID, SERIES_UID, SOP_UID, MODALITY = "0020000D", "0020000E", "00080018", "00080060"
-UID_TAG = {STUDY: STUDY_UID, SERIES: SERIES_UID, INSTANCE: SOP_UID}
-#: Values unique to one instance: sharing them would cost more than it saves.
-UNSHARED = frozenset({SOP_UID, "00080033", "00200013"})
-POSITION = {level: {tag: i for i, tag in enumerate(LEVEL_ATTRIBUTES[level])} for level in LEVELS}
-LEVEL_OF = {tag: level for level in LEVELS for tag in (*LEVEL_ATTRIBUTES[level], *COMPUTED[level])}
-_shared: dict[Any, Any] = {}
 #: Names what a snapshot of the index holds: a snapshot of other tables is not used.
 SCHEMA = hashlib.sha256(repr(sorted(LEVEL_ATTRIBUTES.items())).encode()).hexdigest()[:16]
-
-
-def _vr(tag: str) -> str:
-    return dictionary_VR(int(tag, 16)).split(" or ")[0]
-
-
-VR = {tag: _vr(tag) for tag in LEVEL_OF}
-
-
-def compact(metadata: Attributes, level: str) -> tuple:
-    """The level's attributes of an instance's DICOM JSON, as compact values."""
-    values = []
-    for tag in LEVEL_ATTRIBUTES[level]:
-        element = metadata.get(tag)
-        value = None if element is None else element.get("Value", ())
-        if tag == SOP_UID:
-            value = None  # the record's own ``sop``: no second copy
-        elif value is not None:
-            value = [_plain(item) for item in value]
-            value = value[0] if len(value) == 1 else tuple(value)
-            if tag not in UNSHARED:
-                value = _share(value)
-        values.append(value)
-    return tuple(values)
-
-
-def _plain(item: Any) -> Any:
-    """Builtin str, int and float: pydicom's subclasses (UID, IS, DS) cost memory and can't
-    be interned."""
-    for kind in (str, int, float):
-        if isinstance(item, kind) and type(item) is not kind:
-            return kind(item)
-    return item
-
-
-def element(tag: str, value: Any) -> dict[str, Any]:
-    """A compact value back as DICOM JSON (PS3.18 F.2); absent or empty has no Value."""
-    if value is None or value == ():
-        return {"vr": VR[tag]}
-    return {"vr": VR[tag], "Value": list(value) if isinstance(value, tuple) else [value]}
-
-
-class InstanceRecord:
-    __slots__ = (
-        "digest",
-        "frame_count",
-        "series",
-        "size",
-        "sop",
-        "study",
-        "transfer_syntax",
-        "values",
-    )
-
-    def __init__(
-        self,
-        study: str,
-        series: str,
-        sop: str,
-        transfer_syntax: str,
-        size: int,
-        digest: str,
-        values: tuple,
-        frame_count: int,
-    ) -> None:
-        self.study, self.series, self.sop = sys.intern(study), sys.intern(series), sop
-        self.transfer_syntax = sys.intern(transfer_syntax)
-        self.size = size
-        self.digest = bytes.fromhex(digest)
-        self.values = values
-        #: Frames of pixel data; 0 for an instance without any (a report, a structure set).
-        self.frame_count = frame_count
-
-    @classmethod
-    def from_stored(cls, stored: StoredInstance) -> InstanceRecord:
-        header = stored.header
-        return cls(
-            header.study_uid,
-            header.series_uid,
-            header.sop_uid,
-            header.transfer_syntax,
-            stored.size,
-            stored.digest,
-            compact(header.metadata, INSTANCE),
-            header.frame_count(),
-        )
-
-    def snapshot(self) -> list:
-        return [
-            self.sop,
-            self.transfer_syntax,
-            self.size,
-            self.digest.hex(),
-            list(self.values),
-            self.frame_count,
-        ]
-
-    def value(self, tag: str) -> Any:
-        return self.sop if tag == SOP_UID else self.values[POSITION[INSTANCE][tag]]
-
-
-class SeriesRecord:
-    __slots__ = ("_ordered", "instances", "study", "uid", "values")
-
-    def __init__(self, study: str, uid: str, values: tuple) -> None:
-        self.study, self.uid, self.values = study, uid, values
-        self.instances: dict[str, InstanceRecord] = {}
-        self._ordered: list[InstanceRecord] | None = None
-
-    def value(self, tag: str) -> Any:
-        if tag == SERIES_INSTANCES:
-            return len(self.instances)
-        return self.values[POSITION[SERIES][tag]]
-
-    def changed(self) -> None:
-        """Call after adding or removing an instance."""
-        self._ordered = None
-
-    def ordered(self) -> list[InstanceRecord]:
-        """Instances by instance number, then UID: a stable order for every answer."""
-        if self._ordered is None:
-            self._ordered = sorted(self.instances.values(), key=instance_sort_key)
-        return self._ordered
-
-
-class StudyRecord:
-    __slots__ = ("_ordered", "series", "uid", "values")
-
-    def __init__(self, uid: str, values: tuple) -> None:
-        self.uid, self.values = uid, values
-        self.series: dict[str, SeriesRecord] = {}
-        self._ordered: list[SeriesRecord] | None = None
-
-    def value(self, tag: str) -> Any:
-        if tag == STUDY_SERIES:
-            return len(self.series)
-        if tag == STUDY_INSTANCES:
-            return self.instance_count()
-        if tag == MODALITIES_IN_STUDY:
-            modalities = self.modalities()
-            return modalities[0] if len(modalities) == 1 else tuple(modalities)
-        return self.values[POSITION[STUDY][tag]]
-
-    def instance_count(self) -> int:
-        return sum(len(series.instances) for series in self.series.values())
-
-    def modalities(self) -> list[str]:
-        found = {m for s in self.series.values() if isinstance(m := s.value(MODALITY), str)}
-        return sorted(found)
-
-    def changed(self) -> None:
-        """Call after adding or removing a series."""
-        self._ordered = None
-
-    def ordered(self) -> list[SeriesRecord]:
-        """Series by series number, then UID; kept, as a series-level search asks every
-        study for it."""
-        if self._ordered is None:
-            self._ordered = sorted(self.series.values(), key=series_sort_key)
-        return self._ordered
-
-
-Record = StudyRecord | SeriesRecord | InstanceRecord
 
 
 class Index:
     """Studies, series and instances by UID."""
 
-    def __init__(self) -> None:
+    def __init__(self, promoted: tuple[str, ...] = ()) -> None:
+        """``promoted``: attributes kept per instance besides the built-in ones (``serve
+        --index-attribute``), as tags; those the index holds anyway are left out."""
+        self.promoted = tuple(dict.fromkeys(tag for tag in promoted if tag not in LEVEL_OF))
+        first = len(LEVEL_ATTRIBUTES[INSTANCE])
+        #: Each promoted attribute's place in an instance's values.
+        self.promoted_at = {tag: first + i for i, tag in enumerate(self.promoted)}
         self.studies: dict[str, StudyRecord] = {}
         self.series: dict[str, SeriesRecord] = {}
         self.instances: dict[str, InstanceRecord] = {}
@@ -231,7 +73,7 @@ class Index:
 
     def add(self, stored: StoredInstance) -> InstanceRecord:
         """Add or replace an instance."""
-        record = InstanceRecord.from_stored(stored)
+        record = InstanceRecord.from_stored(stored, self.promoted)
         metadata = stored.header.metadata
         series = self._series_for(
             record.study,
@@ -266,6 +108,15 @@ class Index:
 
     # snapshots -------------------------------------------------------------------------------
 
+    @property
+    def schema(self) -> str:
+        """What a snapshot of this index holds (the promoted attributes too): a snapshot
+        made with other attributes is not restored (see :mod:`localdicom.catalog.opening`)."""
+        if not self.promoted:
+            return SCHEMA
+        tables = repr((sorted(LEVEL_ATTRIBUTES.items()), self.promoted)).encode()
+        return hashlib.sha256(tables).hexdigest()[:16]
+
     def series_snapshot(self, series: SeriesRecord) -> dict[str, Any]:
         """A series and its instances as JSON-able data (see ``restore_series``)."""
         study = self.studies[series.study]
@@ -282,12 +133,12 @@ class Index:
         series = self._series_for(
             entry["study"],
             entry["series"],
-            lambda: _restored(entry["study_values"]),
-            lambda: _restored(entry["series_values"]),
+            lambda: restored(entry["study_values"]),
+            lambda: restored(entry["series_values"]),
         )
         for sop, syntax, size, digest, values, frames in entry["instances"]:
             record = InstanceRecord(
-                series.study, series.uid, sop, syntax, size, digest, _restored(values), frames
+                series.study, series.uid, sop, syntax, size, digest, restored(values), frames
             )
             self._insert(series, record)
 
@@ -359,12 +210,24 @@ class Index:
 
     # search ----------------------------------------------------------------------------------
 
+    def plan(self, query: Query) -> Plan:
+        """Where each of ``query``'s conditions is decided (see :mod:`.plan`)."""
+        return planning.plan(query, self.promoted_at)
+
+    def witnesses(self, record: Record, chosen: Plan) -> list[InstanceRecord]:
+        """The instances of a match that meet the conditions memory decides below its
+        level, in order; call on the event loop."""
+        return list(planning.witnesses(record, chosen))
+
+    def first_witness(self, record: Record, chosen: Plan) -> InstanceRecord | None:
+        return next(planning.witnesses(record, chosen), None)
+
     def search(self, query: Query, study: str | None = None, series: str | None = None) -> list:
-        """Records matching ``query`` at its level, within the study/series of the URL, in a
-        stable order. Starts from the narrowest UIDs known (URL or UID-list matching)."""
-        by_level: dict[str, list[tuple[str, Condition]]] = {level: [] for level in LEVELS}
-        for tag, condition in query.conditions.items():
-            by_level[LEVEL_OF[tag]].append((tag, condition))
+        """Records matching the conditions on attributes memory holds, at ``query``'s level,
+        within the study/series of the URL, in a stable order. Starts from the narrowest UIDs
+        known (URL or UID-list matching); those below the level need a witness."""
+        chosen = self.plan(query)
+        by_level = chosen.here
         uids = {
             STUDY: {study} if study else None,
             SERIES: {series} if series else None,
@@ -388,8 +251,10 @@ class Index:
             records = [
                 r
                 for r in records
-                if _passes(r, by_level[level]) and (uids[level] is None or _uid(r) in uids[level])
+                if passes(r, by_level[level]) and (uids[level] is None or uid_of(r) in uids[level])
             ]
+        if chosen.in_memory_below:
+            records = [r for r in records if self.first_witness(r, chosen) is not None]
         return records
 
     def _candidate_studies(self, conditions: list[tuple[str, Condition]]) -> list[StudyRecord]:
@@ -427,7 +292,7 @@ class Index:
         """For a search that started below the study level: do the parents match too?"""
         for level in LEVELS[:start]:
             parent = self._parent(record, level)
-            if not _passes(parent, by_level[level]):
+            if not passes(parent, by_level[level]):
                 return False
             if uids[level] is not None and parent.uid not in uids[level]:
                 return False
@@ -462,33 +327,26 @@ class Index:
             if holder is not None:
                 value = holder.value(tag) if position is None else holder.values[position]
                 attributes[tag] = element(tag, value)
+        if self.promoted:
+            self._add_promoted(attributes, holders, tags)
         return attributes
+
+    def _add_promoted(self, attributes: Attributes, holders: list, tags: tuple[str, ...]) -> None:
+        """Promoted attributes among ``tags``: the instance's own, or for a study or series
+        those of its first instance (as a sidecar would give them)."""
+        asked = [tag for tag in tags if tag in self.promoted_at]
+        if not asked:
+            return
+        instance = holders[2] or _first_instance(holders[1] or holders[0])
+        for tag in asked:
+            attributes[tag] = element(tag, instance.values[self.promoted_at[tag]])
+
+    def holds(self, tag: str) -> bool:
+        """Whether memory holds ``tag`` for every record that has it."""
+        return tag in LEVEL_OF or tag in self.promoted_at
 
     def counts(self) -> tuple[int, int, int]:
         return len(self.studies), len(self.series), len(self.instances)
-
-
-def _restored(values: list) -> tuple:
-    """Compact values back from JSON, where tuples became lists (run for every instance at
-    a start from the snapshot: spelled out for speed)."""
-    restored = []
-    for value in values:
-        kind = type(value)
-        if kind is str:
-            value = sys.intern(value)
-        elif kind is list:
-            value = _share(tuple(value))
-        restored.append(value)
-    return tuple(restored)
-
-
-def _share(value: Any) -> Any:
-    """One object for equal strings and string tuples: dates, modalities, image types."""
-    if isinstance(value, str):
-        return sys.intern(value)
-    if isinstance(value, tuple) and all(isinstance(v, str) for v in value):
-        return _shared.setdefault(value, value)
-    return value
 
 
 @functools.lru_cache(maxsize=256)
@@ -505,39 +363,7 @@ def _lookups(tags: tuple[str, ...]) -> list[tuple[str, int, int | None]]:
     return lookups
 
 
-def _uid(record: Record) -> str:
-    return record.sop if isinstance(record, InstanceRecord) else record.uid
-
-
-def _passes(record: Record, conditions: Iterable[tuple[str, Condition]]) -> bool:
-    for tag, condition in conditions:  # noqa: SIM110 (a loop: faster than all() here)
-        if not accepts(condition, record.value(tag)):
-            return False
-    return True
-
-
-def _first(value: Any, default: Any = "") -> Any:
-    if value is None or value == ():
-        return default
-    return value[0] if isinstance(value, tuple) else value
-
-
-def study_sort_key(study: StudyRecord) -> tuple:
-    date = _first(study.values[POSITION[STUDY]["00080020"]])
-    time = _first(study.values[POSITION[STUDY]["00080030"]])
-    return (str(date), str(time), study.uid)
-
-
-def series_sort_key(series: SeriesRecord) -> tuple:
-    return (_number(_first(series.values[POSITION[SERIES]["00200011"]], None)), series.uid)
-
-
-def instance_sort_key(instance: InstanceRecord) -> tuple:
-    return (_number(_first(instance.values[POSITION[INSTANCE]["00200013"]], None)), instance.sop)
-
-
-def _number(value: Any) -> float:
-    try:
-        return float(value)
-    except (TypeError, ValueError):
-        return float("inf")
+def _first_instance(record: StudyRecord | SeriesRecord) -> InstanceRecord:
+    if isinstance(record, StudyRecord):
+        record = next(iter(record.series.values()))
+    return next(iter(record.instances.values()))
