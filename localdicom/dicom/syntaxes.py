@@ -14,7 +14,6 @@ from pydicom.pixels import get_decoder, get_encoder
 
 from localdicom.dicom.uids import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
-    EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
     NATIVE_TRANSFER_SYNTAXES,
@@ -112,7 +111,7 @@ def is_lossy_reencode(stored: str, target: str) -> bool:
 
 def instance_targets(stored: str) -> list[str]:
     """Transfer syntaxes a whole instance stored in ``stored`` can be served in."""
-    if not can_decode(stored) or stored == EXPLICIT_VR_BIG_ENDIAN:
+    if not can_decode(stored):
         return [stored]
     return list(dict.fromkeys([stored, *(s for s in INSTANCE_TARGETS if can_encode(s))]))
 

@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import logging
 import os
 import re
@@ -292,15 +293,45 @@ async def stream_multipart(
     parts: Iterable[tuple[str, AsyncIterator[bytes]]],
     headers: dict[str, str] | None = None,
 ) -> web.StreamResponse:
-    """Answer with ``(Content-Type, chunks)`` parts as one multipart/related response."""
+    """Answer with ``(Content-Type, chunks)`` parts as one multipart/related response.
+
+    The first chunk of the first part is produced before the answer starts, so that a part
+    that cannot be produced at all (the only one, usually) is answered with its own error
+    status. A part that fails once the answer has started cannot change the status any
+    more: the connection is closed without the close delimiter (RFC 2046 5.1.1) or the last
+    chunk of the chunked encoding (RFC 9112 7.1), which tells the client the body is not
+    whole, rather than an error message written into the body.
+    """
+    iterator = iter(parts)
+    first = next(iterator, None)
+    if first is not None:
+        content_type, chunks = first
+        first = (content_type, _prepend(await anext(chunks, None), chunks))
     writer = MultipartWriter(part_type)
     response = web.StreamResponse(headers={**(headers or {}), "Content-Type": writer.content_type})
     await response.prepare(request)
-    for content_type, chunks in parts:
-        await writer.write_part(response, content_type, chunks)
+    try:
+        for content_type, chunks in itertools.chain([first] if first else [], iterator):
+            await writer.write_part(response, content_type, chunks)
+    except (ConnectionError, asyncio.CancelledError):
+        raise
+    except Exception as exc:
+        logger.warning(
+            "%s: a part failed after the answer started, connection closed: %s", request.path, exc
+        )
+        if request.transport is not None:
+            request.transport.close()
+        return response
     await writer.finish(response)
     await response.write_eof()
     return response
+
+
+async def _prepend(chunk: bytes | None, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if chunk is not None:
+        yield chunk
+    async for chunk in chunks:
+        yield chunk
 
 
 @dataclass(frozen=True)
