@@ -34,8 +34,6 @@ try:
     import gdcm
 except ImportError:  # an optional decoder
     gdcm = None
-else:
-    gdcm.Trace.WarningOff()  # its retries ("Unsupported JPEG data precision 12") go to stderr
 
 logger = logging.getLogger(__name__)
 
@@ -127,7 +125,7 @@ def decode_frames(path: Path, header: Dataset, numbers: Iterable[int]) -> dict[i
     syntax = str(header.file_meta.TransferSyntaxUID)
     if gdcm is not None and syntax not in NATIVE_TRANSFER_SYNTAXES:
         try:
-            return _gdcm_frames(path, wanted)
+            return decode_with_gdcm(path, wanted)
         except Exception as exc:
             failures.append(f"GDCM: {exc}")
     logger.info("%s cannot be decoded: %s", path, "; ".join(failures))
@@ -140,7 +138,7 @@ def _summary(failures: list[str]) -> str:
     return text if len(text) <= 300 else text[:297] + "..."
 
 
-def _gdcm_frames(path: Path, wanted: list[int]) -> dict[int, np.ndarray]:
+def decode_with_gdcm(path: Path, wanted: list[int]) -> dict[int, np.ndarray]:
     """The frames of the whole file decoded by GDCM, in pydicom's layout: frames x rows x
     columns (x samples, interleaved), YBR_FULL and YBR_FULL_422 converted to RGB."""
     reader = gdcm.ImageReader()
