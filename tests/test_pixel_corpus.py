@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import io
 import json
+import socket
 from collections.abc import Iterator
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -309,3 +310,183 @@ def value_at(ds: Dataset, bulk_path: str) -> bytes:
     for tag, index in zip(steps[:-1:2], steps[1::2], strict=True):
         ds = ds[int(tag, 16)].value[int(index)]
     return ds[int(steps[-1], 16)].value
+
+
+# (b) odd files ---------------------------------------------------------------------------
+
+
+def test_jpeg_with_damaged_offset_table_item_transcoded(server: LiveServer) -> None:
+    """SC_rgb_jpeg.dcm: pydicom reads its encapsulation leniently ("Found unexpected tag
+    (0000,0000)") and its dataset decodes: so does the server, as an instance, frames and
+    rendered images."""
+    path = sample("SC_rgb_jpeg.dcm")
+    original = store(server, path)
+    expected = original.pixel_array
+    for accept in ("application/dicom", 'multipart/related; type="application/dicom"'):
+        reply = get(url(server, original), accept)
+        body = reply.parts()[0][1] if accept.startswith("multipart") else reply.body
+        served = pydicom.dcmread(io.BytesIO(body))
+        assert served.file_meta.TransferSyntaxUID == EXPLICIT_VR_LITTLE_ENDIAN
+        np.testing.assert_array_equal(served.pixel_array, expected)
+    ((_, frame),) = get(url(server, original, "/frames/1"), UNCOMPRESSED).parts()
+    assert frame == little_endian(expected)
+    png = image_of(get(url(server, original, "/rendered"), "image/png"))
+    np.testing.assert_array_equal(png, expected)  # 8-bit RGB: rendered as it is
+
+
+@pytest.mark.parametrize("media_type", ["image/jpeg", "image/png"])
+def test_deflated_instance_rendered(server: LiveServer, media_type: str) -> None:
+    """image_dfl.dcm (Deflated Explicit VR Little Endian, PS3.5 A.5) renders."""
+    original = store(server, sample("image_dfl.dcm"))
+    image = image_of(get(url(server, original, "/rendered"), media_type))
+    assert image.shape == original.pixel_array.shape
+    if media_type == "image/png":  # 8-bit, no VOI: the stored values stretched to 0..255
+        values = original.pixel_array.astype(float)
+        stretched = (values - values.min()) / (values.max() - values.min()) * 255
+        assert np.abs(image - np.rint(stretched)).max() <= 1
+
+
+def test_bad_is_value_rendered(server: LiveServer) -> None:
+    """badVR.dcm's Number of Frames is "1A": not a number, so one frame (PS3.3 C.7.6.6, as
+    the sidecar counts it); pydicom decodes it when told so."""
+    path = sample("badVR.dcm")
+    original = store(server, path)
+    fixed = pydicom.dcmread(path)
+    fixed.NumberOfFrames = 1
+    expected = pixel_array(fixed, index=0)
+    png = image_of(get(url(server, original, "/frames/1/rendered"), "image/png"))
+    assert png.shape == expected.shape
+    assert get(url(server, original, "/rendered"), "image/jpeg").body[:2] == b"\xff\xd8"
+    ((_, frame),) = get(url(server, original, "/frames/1"), UNCOMPRESSED).parts()
+    assert frame == little_endian(expected)
+
+
+ENHANCED_MR = "1.2.840.10008.5.1.4.1.1.4.1"
+#: Per frame: (Window Center, Window Width) of its Frame VOI LUT (PS3.3 C.7.6.16.2.10).
+WINDOWS = [(300 + 100 * n, 400 + 50 * n) for n in range(10)]
+SLOPE, INTERCEPT = 2.0, -100.0
+
+
+def enhanced_without_pixel_representation() -> Dataset:
+    """emri_small.dcm (10 frames, 16 bits) as an enhanced multi-frame instance without Pixel
+    Representation: rescale shared by all frames, a window per frame (PS3.3 C.7.6.16)."""
+    ds = pydicom.dcmread(sample("emri_small.dcm"))
+    del ds.PixelRepresentation
+    for keyword in ("WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept"):
+        ds.pop(keyword, None)
+    ds.SOPClassUID = ds.file_meta.MediaStorageSOPClassUID = ENHANCED_MR
+    for keyword in ("StudyInstanceUID", "SeriesInstanceUID", "SOPInstanceUID"):
+        setattr(ds, keyword, pydicom.uid.generate_uid())
+    ds.file_meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    transformation = Dataset()
+    transformation.RescaleSlope, transformation.RescaleIntercept = SLOPE, INTERCEPT
+    transformation.RescaleType = "US"
+    shared = Dataset()
+    shared.PixelValueTransformationSequence = [transformation]
+    ds.SharedFunctionalGroupsSequence = [shared]
+    frames = []
+    for center, width in WINDOWS:
+        voi, group = Dataset(), Dataset()
+        voi.WindowCenter, voi.WindowWidth = center, width
+        group.FrameVOILUTSequence = [voi]
+        frames.append(group)
+    ds.PerFrameFunctionalGroupsSequence = frames
+    return ds
+
+
+def windowed(stored: np.ndarray, center: float, width: float) -> np.ndarray:
+    """PS3.3 C.11.2.1.2.1 (linear) on the rescaled values, to 0..255."""
+    x = stored.astype(float) * SLOPE + INTERCEPT
+    y = ((x - (center - 0.5)) / (width - 1) + 0.5) * 255
+    return np.rint(np.clip(y, 0, 255))
+
+
+def test_multi_frame_without_pixel_representation_rendered(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """Pixel Representation absent: unsigned, the Enumerated Value readers assume; each
+    frame with the shared rescale and its own window; rendered, frame rendered, thumbnail."""
+    ds = enhanced_without_pixel_representation()
+    store_bytes(server, ds, tmp_path)
+    stored = pydicom.dcmread(sample("emri_small.dcm")).pixel_array  # unsigned, as assumed
+    for number in (1, 4, 10):
+        png = image_of(get(url(server, ds, f"/frames/{number}/rendered"), "image/png"))
+        expected = windowed(stored[number - 1], *WINDOWS[number - 1])
+        assert np.abs(png.astype(float) - expected).max() <= 1, f"frame {number}"
+    first = image_of(get(url(server, ds, "/rendered"), "image/png"))
+    np.testing.assert_array_equal(
+        first, image_of(get(url(server, ds, "/frames/1/rendered"), "image/png"))
+    )
+    thumbnail = image_of(get(url(server, ds, "/thumbnail"), "image/png"))
+    np.testing.assert_array_equal(thumbnail, first)  # 64x64: a thumbnail is never enlarged
+
+
+def new_series() -> Dataset:
+    ds = Dataset()
+    ds.StudyInstanceUID = pydicom.uid.generate_uid()
+    ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+    return ds
+
+
+def in_one_series(name: str, like: Dataset, number: int) -> Dataset:
+    """The file ``name`` with a new SOP Instance UID, in the study and series of ``like``."""
+    ds = pydicom.dcmread(sample(name))
+    ds.StudyInstanceUID, ds.SeriesInstanceUID = like.StudyInstanceUID, like.SeriesInstanceUID
+    ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
+    ds.InstanceNumber = number
+    return ds
+
+
+def raw_get(server: LiveServer, path: str, accept: str) -> tuple[bytes, bytes]:
+    """(head, body) of a GET read off the socket until the server closes it."""
+    with socket.create_connection(("127.0.0.1", server.port), timeout=60) as sock:
+        sock.sendall(
+            f"GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\nAccept: {accept}\r\n"
+            "Connection: close\r\n\r\n".encode()
+        )
+        received = b""
+        while chunk := sock.recv(1 << 16):
+            received += chunk
+    head, _, body = received.partition(b"\r\n\r\n")
+    return head, body
+
+
+def test_transcoding_failure_after_the_first_part_ends_the_body_cleanly(
+    server: LiveServer, tmp_path: Path
+) -> None:
+    """A series as RLE whose second instance (32-bit colour, which RLE's encoder refuses)
+    fails once the answer has started: the connection is closed before the close delimiter
+    and the chunked body's last chunk (RFC 2046 5.1.1, RFC 9112 7.1), and no status line is
+    written into the body."""
+    first = in_one_series("CT_small.dcm", new_series(), 1)
+    second = in_one_series("SC_rgb_expb_32bit.dcm", first, 2)
+    for ds in (first, second):
+        store_bytes(server, ds, tmp_path)
+    series = f"/studies/{first.StudyInstanceUID}/series/{first.SeriesInstanceUID}"
+    accept = f'multipart/related; type="application/dicom"; transfer-syntax={RLE_LOSSLESS}'
+
+    head, body = raw_get(server, series, accept)
+
+    assert head.startswith(b"HTTP/1.1 200"), head
+    boundary = parameters(
+        next(
+            line for line in head.decode().split("\r\n") if line.lower().startswith("content-type")
+        )
+    )["boundary"]
+    assert b"HTTP/1." not in body
+    assert f"--{boundary}--".encode() not in body
+    assert not body.endswith(b"0\r\n\r\n")
+    assert body.count(f"--{boundary}\r\n".encode()) == 1  # the first instance's part began
+
+
+def test_transcoding_failure_of_the_first_part_is_a_406(server: LiveServer, tmp_path: Path) -> None:
+    """Decided before the answer starts: the only instance cannot be encoded as asked."""
+    ds = in_one_series("SC_rgb_expb_32bit.dcm", new_series(), 1)
+    store_bytes(server, ds, tmp_path)
+    for accept in (
+        f"application/dicom; transfer-syntax={RLE_LOSSLESS}",
+        f'multipart/related; type="application/dicom"; transfer-syntax={RLE_LOSSLESS}',
+    ):
+        reply = request(url(server, ds), accept=accept)
+        assert reply.status == 406, (accept, reply.status, reply.text)
+        assert "transfer-syntax=*" in reply.text

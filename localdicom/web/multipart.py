@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import itertools
 import logging
 import os
 import re
@@ -297,34 +296,43 @@ async def stream_multipart(
 
     The first chunk of the first part is produced before the answer starts, so that a part
     that cannot be produced at all (the only one, usually) is answered with its own error
-    status. A part that fails once the answer has started cannot change the status any
-    more: the connection is closed without the close delimiter (RFC 2046 5.1.1) or the last
-    chunk of the chunked encoding (RFC 9112 7.1), which tells the client the body is not
-    whole, rather than an error message written into the body.
+    status; each later part's first chunk before its head is written. A part that fails
+    once the answer has started cannot change the status any more: the connection is closed
+    without the close delimiter (RFC 2046 5.1.1) or the last chunk of the chunked encoding
+    (RFC 9112 7.1), which tells the client the body is not whole, rather than an error
+    message written into the body.
     """
-    iterator = iter(parts)
-    first = next(iterator, None)
-    if first is not None:
-        content_type, chunks = first
-        first = (content_type, _prepend(await anext(chunks, None), chunks))
     writer = MultipartWriter(part_type)
+    iterator = iter(parts)
+    first = await _started(next(iterator, None))  # failing here: the handler's own answer
     response = web.StreamResponse(headers={**(headers or {}), "Content-Type": writer.content_type})
     await response.prepare(request)
+    part = first
     try:
-        for content_type, chunks in itertools.chain([first] if first else [], iterator):
-            await writer.write_part(response, content_type, chunks)
+        while part is not None:
+            await writer.write_part(response, *part)
+            part = await _started(next(iterator, None))
     except (ConnectionError, asyncio.CancelledError):
         raise
     except Exception as exc:
-        logger.warning(
-            "%s: a part failed after the answer started, connection closed: %s", request.path, exc
-        )
+        logger.warning("%s: a part failed, connection closed: %s", request.path, exc)
         if request.transport is not None:
             request.transport.close()
         return response
     await writer.finish(response)
     await response.write_eof()
     return response
+
+
+async def _started(
+    part: tuple[str, AsyncIterator[bytes]] | None,
+) -> tuple[str, AsyncIterator[bytes]] | None:
+    """The part with its first chunk produced already: a part that fails to start fails
+    before its head is written."""
+    if part is None:
+        return None
+    content_type, chunks = part
+    return content_type, _prepend(await anext(chunks, None), chunks)
 
 
 async def _prepend(chunk: bytes | None, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
