@@ -2,11 +2,13 @@
 
     python -m benchmarks.jpeg_decoders [--repeat 5] [--folder /tmp/jpeg-bench]
 
-Decodes every frame of every JPEG baseline, extended, lossless and JPEG-LS file of pydicom's
-test corpus (pydicom-data), and of 512x512 images written here by GDCM's encoders (8-bit
-baseline grey and colour, 12-bit extended, 16-bit lossless), with:
+Decodes every frame of every JPEG baseline, extended, lossless, JPEG-LS and JPEG 2000 file of
+pydicom's test corpus (pydicom-data), and of 512x512 images written here by GDCM's encoders
+(8-bit baseline grey and colour, 12-bit extended, 16-bit lossless, JPEG-LS and JPEG 2000),
+with:
 
-- ``pylibjpeg``: pydicom's pylibjpeg plugin (pylibjpeg-libjpeg for JPEG and JPEG-LS);
+- ``pylibjpeg``: pydicom's pylibjpeg plugin (pylibjpeg-libjpeg for JPEG and JPEG-LS,
+  pylibjpeg-openjpeg for JPEG 2000: pydicom asks GDCM first for both once it is installed);
 - ``gdcm``: pydicom's GDCM plugin (python-gdcm), frame by frame;
 - ``gdcm file``: GDCM reading the whole file (localdicom's last fallback).
 
@@ -42,6 +44,8 @@ JPEG_FAMILY = {
     "1.2.840.10008.1.2.4.70": "lossless SV1",
     "1.2.840.10008.1.2.4.80": "JPEG-LS",
     "1.2.840.10008.1.2.4.81": "JPEG-LS near",
+    "1.2.840.10008.1.2.4.90": "J2K lossless",
+    "1.2.840.10008.1.2.4.91": "J2K",
 }
 #: Generated images: (bits stored, samples, GDCM transfer syntax name).
 GENERATED = [
@@ -49,6 +53,8 @@ GENERATED = [
     (8, 3, "JPEGBaselineProcess1"),
     (12, 1, "JPEGExtendedProcess2_4"),
     (16, 1, "JPEGLosslessProcess14_1"),
+    (16, 1, "JPEGLSLossless"),
+    (16, 1, "JPEG2000Lossless"),
 ]
 
 

@@ -310,7 +310,7 @@ def frame_header(ds: pydicom.Dataset, number: int) -> pydicom.Dataset:
         _item(ds, "PerFrameFunctionalGroupsSequence", number - 1),
     ]
     found = [
-        (macro, keyword, item)
+        (keyword, item[keyword].value)
         for group in groups
         if group is not None
         for macro, keywords in _FRAME_GROUPS.items()
@@ -321,9 +321,10 @@ def frame_header(ds: pydicom.Dataset, number: int) -> pydicom.Dataset:
     if not found:
         return ds
     view = Dataset()
-    view.update(ds)  # a new dataset sharing the elements: ``ds`` stays as it was
-    for _macro, keyword, item in found:
-        setattr(view, keyword, item[keyword].value)
+    view.update(ds)  # a new dataset sharing the elements of ``ds``, which stays as it was:
+    for keyword, value in found:
+        view.pop(keyword, None)  # so a new element replaces the shared one, not changes it
+        setattr(view, keyword, value)
     return view
 
 
