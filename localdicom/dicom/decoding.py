@@ -26,7 +26,8 @@ from typing import Any
 import numpy as np
 import pydicom
 from pydicom.dataset import Dataset
-from pydicom.pixels import convert_color_space, iter_pixels
+from pydicom.pixels import convert_color_space, get_decoder, iter_pixels
+from pydicom.uid import JPEG2000TransferSyntaxes
 
 from localdicom.dicom.uids import NATIVE_TRANSFER_SYNTAXES
 
@@ -36,6 +37,9 @@ except ImportError:  # an optional decoder
     gdcm = None
 
 logger = logging.getLogger(__name__)
+
+#: JPEG 2000 and HTJ2K (PS3.5 A.4.4, A.4.11).
+JPEG_2000_SYNTAXES = frozenset(str(uid) for uid in JPEG2000TransferSyntaxes)
 
 #: GDCM's scalar types as numpy's.
 _GDCM_DTYPES = {
@@ -101,6 +105,19 @@ def _defaults(ds: Dataset) -> dict[str, int]:
     return defaults
 
 
+def preferred_plugin(syntax: str) -> str:
+    """The pydicom decoder plugin tried first for ``syntax``, or "" for pydicom's own order.
+
+    Once python-gdcm is installed pydicom asks GDCM first for JPEG, JPEG-LS and JPEG 2000
+    alike. For the JPEG family that is the better choice (as fast or faster, and BSD:
+    ``python -m benchmarks.jpeg_decoders``); for JPEG 2000 pylibjpeg-openjpeg is faster on
+    most files, so it stays first there.
+    """
+    if syntax in JPEG_2000_SYNTAXES and "pylibjpeg" in get_decoder(syntax).available_plugins:
+        return "pylibjpeg"
+    return ""
+
+
 def decode_frames(path: Path, header: Dataset, numbers: Iterable[int]) -> dict[int, np.ndarray]:
     """Frames (1-based) as pydicom's ``pixel_array`` gives them, each decoded once; colour is
     RGB whatever was stored (YBR converted, as pydicom does by default).
@@ -109,20 +126,22 @@ def decode_frames(path: Path, header: Dataset, numbers: Iterable[int]) -> dict[i
     :func:`repair`), so that a caller rendering the frames uses the same values.
     """
     wanted = sorted(set(numbers))
-    indices = [n - 1 for n in wanted]
+    syntax = str(header.file_meta.TransferSyntaxUID)
+    plugins = list(dict.fromkeys([preferred_plugin(syntax), ""]))
     failures: list[str] = []
     if not repair(header):
-        try:
-            return dict(zip(wanted, iter_pixels(path, indices=indices), strict=True))
-        except Exception as exc:
-            failures.append(f"{type(exc).__name__}: {exc}")
+        frames = _first_decoded(path, wanted, plugins, failures)
+        if frames is not None:
+            return frames
     try:
         ds = pydicom.dcmread(path)
-        repair(ds)
-        return dict(zip(wanted, iter_pixels(ds, indices=indices), strict=True))
     except Exception as exc:
         failures.append(f"{type(exc).__name__}: {exc}")
-    syntax = str(header.file_meta.TransferSyntaxUID)
+    else:
+        repair(ds)
+        frames = _first_decoded(ds, wanted, plugins, failures)
+        if frames is not None:
+            return frames
     if gdcm is not None and syntax not in NATIVE_TRANSFER_SYNTAXES:
         try:
             return decode_with_gdcm(path, wanted)
@@ -130,6 +149,20 @@ def decode_frames(path: Path, header: Dataset, numbers: Iterable[int]) -> dict[i
             failures.append(f"GDCM: {exc}")
     logger.info("%s cannot be decoded: %s", path, "; ".join(failures))
     raise UndecodableError(_summary(failures))
+
+
+def _first_decoded(
+    source: Path | Dataset, wanted: list[int], plugins: list[str], failures: list[str]
+) -> dict[int, np.ndarray] | None:
+    """The frames decoded from ``source`` by the first plugin that can, or None; what each
+    failing plugin said is added to ``failures``."""
+    for plugin in plugins:
+        try:
+            frames = iter_pixels(source, indices=[n - 1 for n in wanted], decoding_plugin=plugin)
+            return dict(zip(wanted, frames, strict=True))
+        except Exception as exc:
+            failures.append(f"{type(exc).__name__}: {exc}")
+    return None
 
 
 def _summary(failures: list[str]) -> str:

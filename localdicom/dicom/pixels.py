@@ -16,7 +16,7 @@ from PIL import Image
 from pydicom.dataset import Dataset
 from pydicom.pixels import get_encoder
 
-from localdicom.dicom.decoding import decode_frames, repair
+from localdicom.dicom.decoding import decode_frames, preferred_plugin, repair
 from localdicom.dicom.render import RenderParams, frame_header, render_frame
 from localdicom.dicom.rewrite import convert_all, read_implicitly
 from localdicom.dicom.syntaxes import JPEG_BASELINE, RLE_LOSSLESS
@@ -114,8 +114,9 @@ def _interleave(ds: Dataset) -> None:
 def _decompress(path: Path, ds: Dataset) -> None:
     """Native pixel data in place of the encapsulated one, by pydicom's ``decompress``, or
     where its decoders refuse, by :func:`decode_frames` (which sets what it repairs)."""
+    syntax = str(ds.file_meta.TransferSyntaxUID)
     try:
-        ds.decompress(generate_instance_uid=False)
+        ds.decompress(generate_instance_uid=False, decoding_plugin=preferred_plugin(syntax))
         return
     except Exception:
         header = pydicom.dcmread(path, stop_before_pixels=True)
