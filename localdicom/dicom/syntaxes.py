@@ -2,8 +2,9 @@
 
 The tables follow PS3.18 Table 8.7.3-2 (single frame and bulk pixel media types) and
 Table 8.7.3-5 (their transfer syntaxes, the first being each media type's default). What can
-be produced depends on the codecs installed: pydicom with the pylibjpeg plugins decodes almost
-everything; it encodes RLE, JPEG-LS (with pyjpegls) and JPEG 2000; Pillow writes baseline JPEG.
+be produced depends on the codecs installed: pydicom with GDCM and the pylibjpeg plugins
+decodes almost everything; it encodes RLE, JPEG-LS (with pyjpegls) and JPEG 2000; Pillow
+writes baseline JPEG.
 """
 
 from __future__ import annotations
