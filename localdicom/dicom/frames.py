@@ -44,6 +44,18 @@ def swap_unit(bits_allocated: int, vr: str) -> int:
     return {"OF": 4, "OD": 8}.get(vr, max(1, bits_allocated // 8))
 
 
+#: Bytes per value of the VRs whose values are bytes of numbers (PS3.5 Table 6.2-1).
+VALUE_SIZES = {"OW": 2, "OF": 4, "OL": 4, "OD": 8, "OV": 8}
+
+
+def value_unit(vr: str, pixel_bits: int | None = None) -> int:
+    """Bytes per value whose order big endian reverses in an element of ``vr``: for pixel
+    data (``pixel_bits``, its Bits Allocated, given) :func:`swap_unit`, else the VR's."""
+    if pixel_bits is not None:
+        return swap_unit(pixel_bits, vr)
+    return VALUE_SIZES.get(vr, 1)
+
+
 def to_little_endian(data: bytes, unit: int) -> bytes:
     """Reverse the byte order of each ``unit``-byte value; ``data`` starts on a unit boundary."""
     if unit == 1:

@@ -18,12 +18,14 @@ from typing import Any
 import numpy as np
 import pydicom
 from PIL import Image
+from pydicom.dataset import Dataset
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi
 
 __all__ = [
     "RENDERED_MEDIA_TYPES",
     "RenderError",
     "RenderParams",
+    "frame_header",
     "parse_render_params",
     "render_frame",
 ]
@@ -287,6 +289,51 @@ def _integer(text: str, hint: str, whole: str) -> int:
 
 
 # --- pixel pipeline -------------------------------------------------------------------------
+
+#: Functional group macros (PS3.3 C.7.6.16.2.9 Pixel Value Transformation, C.7.6.16.2.10
+#: Frame VOI LUT) whose attributes replace the top-level ones for one frame.
+_FRAME_GROUPS = {
+    "PixelValueTransformationSequence": ("RescaleIntercept", "RescaleSlope", "RescaleType"),
+    "FrameVOILUTSequence": ("WindowCenter", "WindowWidth", "VOILUTFunction"),
+}
+
+
+def frame_header(ds: pydicom.Dataset, number: int) -> pydicom.Dataset:
+    """The header as frame ``number`` (1-based) of a multi-frame instance sees it.
+
+    An enhanced multi-frame instance gives rescale and window per frame or once for all, in
+    its Per-Frame and Shared Functional Groups (PS3.3 C.7.6.16): the frame's own values win
+    over the shared ones, which win over top-level ones. Other instances are unchanged.
+    """
+    groups = [
+        _item(ds, "SharedFunctionalGroupsSequence", 0),
+        _item(ds, "PerFrameFunctionalGroupsSequence", number - 1),
+    ]
+    found = [
+        (keyword, item[keyword].value)
+        for group in groups
+        if group is not None
+        for macro, keywords in _FRAME_GROUPS.items()
+        if (item := _item(group, macro, 0)) is not None
+        for keyword in keywords
+        if keyword in item
+    ]
+    if not found:
+        return ds
+    view = Dataset()
+    view.update(ds)  # a new dataset sharing the elements of ``ds``, which stays as it was:
+    for keyword, value in found:
+        view.pop(keyword, None)  # so a new element replaces the shared one, not changes it
+        setattr(view, keyword, value)
+    return view
+
+
+def _item(ds: pydicom.Dataset, keyword: str, index: int) -> pydicom.Dataset | None:
+    try:
+        sequence = ds.get(keyword)
+        return sequence[index] if sequence is not None and len(sequence) > index else None
+    except _HEADER_ERRORS:
+        return None
 
 
 def _display_values(

@@ -2,8 +2,9 @@
 
 The tables follow PS3.18 Table 8.7.3-2 (single frame and bulk pixel media types) and
 Table 8.7.3-5 (their transfer syntaxes, the first being each media type's default). What can
-be produced depends on the codecs installed: pydicom with the pylibjpeg plugins decodes almost
-everything; it encodes RLE, JPEG-LS (with pyjpegls) and JPEG 2000; Pillow writes baseline JPEG.
+be produced depends on the codecs installed: pydicom with GDCM and the pylibjpeg plugins
+decodes almost everything; it encodes RLE, JPEG-LS (with pyjpegls) and JPEG 2000; Pillow
+writes baseline JPEG.
 """
 
 from __future__ import annotations
@@ -14,7 +15,6 @@ from pydicom.pixels import get_decoder, get_encoder
 
 from localdicom.dicom.uids import (
     DEFLATED_EXPLICIT_VR_LITTLE_ENDIAN,
-    EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
     NATIVE_TRANSFER_SYNTAXES,
@@ -112,7 +112,7 @@ def is_lossy_reencode(stored: str, target: str) -> bool:
 
 def instance_targets(stored: str) -> list[str]:
     """Transfer syntaxes a whole instance stored in ``stored`` can be served in."""
-    if not can_decode(stored) or stored == EXPLICIT_VR_BIG_ENDIAN:
+    if not can_decode(stored):
         return [stored]
     return list(dict.fromkeys([stored, *(s for s in INSTANCE_TARGETS if can_encode(s))]))
 

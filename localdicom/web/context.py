@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable
+from concurrent.futures.process import BrokenProcessPool
 from typing import Any, TypeVar
 
 from aiohttp import web
@@ -35,13 +36,17 @@ async def pixel_work(request: web.Request, function: Callable[..., T], *args: An
     """Run decode/encode/render work; its failures as client errors, not 500s.
 
     A parameter the renderer rejects is a 400. Pixel data the codecs cannot turn into what
-    was asked (a corrupt stream, an unsupported variant) is a 406 that says what still works.
+    was asked (a corrupt stream, an unsupported variant, attributes that contradict the data)
+    is a 406 that says what still works: whatever a stored file holds, never a 5xx. A worker
+    that died (a codec crashed) or could not start stays a server error.
     """
     try:
         return await workers(request).run(function, *args)
     except RenderError as exc:
         raise bad_request(str(exc)) from None
-    except (ValueError, RuntimeError, NotImplementedError, TypeError) as exc:
+    except BrokenProcessPool:
+        raise
+    except Exception as exc:
         logger.warning("pixel work %s failed: %s", getattr(function, "__name__", function), exc)
         raise not_acceptable(
             f"the pixel data cannot be converted as asked ({exc}); "

@@ -43,8 +43,16 @@ async def frames(request: web.Request) -> web.StreamResponse:
     record = find_instance(request)
     numbers = frame_numbers(request)
     check_frames(record, numbers)
+    header = await catalog(request).header_of(record)
+    return await answer_frames(request, record, header, numbers)
+
+
+async def answer_frames(
+    request: web.Request, record: InstanceRecord, header: Header, numbers: list[int]
+) -> web.StreamResponse:
+    """Frames ``numbers`` in the representation the Accept header picks (PS3.18 8.7.3):
+    one part each, or a single part for a single frame."""
     the_catalog = catalog(request)
-    header = await the_catalog.header_of(record)
     stored = record.transfer_syntax
     offer = choose(request, frame_offers(stored, header, single=len(numbers) == 1))
     target = stored if offer.transfer_syntax == AS_STORED else offer.transfer_syntax

@@ -292,15 +292,54 @@ async def stream_multipart(
     parts: Iterable[tuple[str, AsyncIterator[bytes]]],
     headers: dict[str, str] | None = None,
 ) -> web.StreamResponse:
-    """Answer with ``(Content-Type, chunks)`` parts as one multipart/related response."""
+    """Answer with ``(Content-Type, chunks)`` parts as one multipart/related response.
+
+    The first chunk of the first part is produced before the answer starts, so that a part
+    that cannot be produced at all (the only one, usually) is answered with its own error
+    status; each later part's first chunk before its head is written. A part that fails
+    once the answer has started cannot change the status any more: the connection is closed
+    without the close delimiter (RFC 2046 5.1.1) or the last chunk of the chunked encoding
+    (RFC 9112 7.1), which tells the client the body is not whole, rather than an error
+    message written into the body.
+    """
     writer = MultipartWriter(part_type)
+    iterator = iter(parts)
+    first = await _started(next(iterator, None))  # failing here: the handler's own answer
     response = web.StreamResponse(headers={**(headers or {}), "Content-Type": writer.content_type})
     await response.prepare(request)
-    for content_type, chunks in parts:
-        await writer.write_part(response, content_type, chunks)
+    part = first
+    try:
+        while part is not None:
+            await writer.write_part(response, *part)
+            part = await _started(next(iterator, None))
+    except (ConnectionError, asyncio.CancelledError):
+        raise
+    except Exception as exc:
+        logger.warning("%s: a part failed, connection closed: %s", request.path, exc)
+        if request.transport is not None:
+            request.transport.close()
+        return response
     await writer.finish(response)
     await response.write_eof()
     return response
+
+
+async def _started(
+    part: tuple[str, AsyncIterator[bytes]] | None,
+) -> tuple[str, AsyncIterator[bytes]] | None:
+    """The part with its first chunk produced already: a part that fails to start fails
+    before its head is written."""
+    if part is None:
+        return None
+    content_type, chunks = part
+    return content_type, _prepend(await anext(chunks, None), chunks)
+
+
+async def _prepend(chunk: bytes | None, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    if chunk is not None:
+        yield chunk
+    async for chunk in chunks:
+        yield chunk
 
 
 @dataclass(frozen=True)

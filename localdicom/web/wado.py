@@ -15,23 +15,27 @@ from pathlib import Path
 from aiohttp import web
 
 from localdicom.catalog import Catalog, InstanceRecord
-from localdicom.dicom.header import ByteRange, bulk_by_parsing
+from localdicom.dicom.frames import to_little_endian, value_unit
+from localdicom.dicom.header import ByteRange, Header, bulk_by_parsing
 from localdicom.dicom.pixels import transcode
 from localdicom.dicom.syntaxes import OCTET_STREAM, instance_targets
-from localdicom.dicom.uids import EXPLICIT_VR_LITTLE_ENDIAN
+from localdicom.dicom.uids import (
+    EXPLICIT_VR_BIG_ENDIAN,
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    NATIVE_TRANSFER_SYNTAXES,
+)
 from localdicom.web.context import (
     catalog,
     find_instance,
     find_series,
     find_study,
     pixel_work,
-    workers,
 )
 from localdicom.web.errors import not_found
+from localdicom.web.frames import answer_frames
 from localdicom.web.multipart import FilePart, once, send_files, stream_multipart
 from localdicom.web.negotiation import AS_STORED, DICOM, DICOM_JSON, Offer, choose
 from localdicom.web.urls import service_root
-from localdicom.workers import Workers
 
 READ_CHUNK = 1 << 20
 METADATA_OFFERS = [Offer(DICOM_JSON, multipart=False), Offer("application/json", multipart=False)]
@@ -71,7 +75,7 @@ def _instance_offers(records: list[InstanceRecord]) -> list[Offer]:
 
 async def _retrieve(request: web.Request, records: list[InstanceRecord]) -> web.StreamResponse:
     offer = choose(request, _instance_offers(records))
-    the_catalog, the_workers = catalog(request), workers(request)
+    the_catalog = catalog(request)
     if not offer.multipart:
         return await _single_instance(request, records[0], offer)
     if all(_syntax_for(record, offer) == record.transfer_syntax for record in records):
@@ -84,19 +88,19 @@ async def _retrieve(request: web.Request, records: list[InstanceRecord]) -> web.
             for record in records
         ]
         return await send_files(request, DICOM, files)
-    parts = (_instance_part(the_catalog, the_workers, record, offer) for record in records)
+    parts = (_instance_part(request, the_catalog, record, offer) for record in records)
     return await stream_multipart(request, DICOM, parts)
 
 
 def _instance_part(
-    catalog: Catalog, workers: Workers, record: InstanceRecord, offer: Offer
+    request: web.Request, catalog: Catalog, record: InstanceRecord, offer: Offer
 ) -> tuple[str, AsyncIterator[bytes]]:
     syntax = _syntax_for(record, offer)
     content_type = f"{DICOM}; transfer-syntax={syntax}"
     path = catalog.path_of(record)
     if syntax == record.transfer_syntax:
         return content_type, _file_chunks(path)
-    return content_type, _transcoded(workers, path, syntax)
+    return content_type, _transcoded(request, path, syntax)
 
 
 def _syntax_for(record: InstanceRecord, offer: Offer) -> str:
@@ -123,8 +127,8 @@ async def _file_chunks(path: Path) -> AsyncIterator[bytes]:
             yield chunk
 
 
-async def _transcoded(workers: Workers, path: Path, syntax: str) -> AsyncIterator[bytes]:
-    yield await workers.run(transcode, path, syntax)
+async def _transcoded(request: web.Request, path: Path, syntax: str) -> AsyncIterator[bytes]:
+    yield await pixel_work(request, transcode, path, syntax)
 
 
 # metadata --------------------------------------------------------------------------------
@@ -169,14 +173,25 @@ async def _metadata(request: web.Request, records: list[InstanceRecord]) -> web.
 async def bulk_data(request: web.Request) -> web.StreamResponse:
     """The value of one element that metadata gave as a BulkDataURI (PS3.18 8.4.1.5):
     multipart/related octet-stream by default, plain octet-stream when asked, with Range
-    requests honoured on the plain form (RFC 9110 14)."""
+    requests honoured on the plain form (RFC 9110 14).
+
+    application/octet-stream is uncompressed bulk data (PS3.18 8.7.3.3.1), in little endian
+    unless the client asks for the bytes as stored (``transfer-syntax=*`` or the stored
+    syntax): a big endian instance's values are swapped by VR. Compressed pixel data is
+    answered as its frames are, one part per frame (PS3.18 8.7.3.3.2): decoded for
+    octet-stream, or in a compressed media type with its transfer syntax.
+    """
     record = find_instance(request)
     the_catalog = catalog(request)
     header = await the_catalog.header_of(record)
     path = request.match_info["path"]
     if path not in header.bulk:
         raise not_found(f"instance {record.sop} has no bulk data at {path!r}")
-    offer = choose(request, [Offer(OCTET_STREAM), Offer(OCTET_STREAM, multipart=False)])
+    stored = record.transfer_syntax
+    if path in PIXEL_DATA_PATHS and stored not in NATIVE_TRANSFER_SYNTAXES:
+        every_frame = list(range(1, header.frame_count() + 1))
+        return await answer_frames(request, record, header, every_frame)
+    offer = choose(request, _bulk_offers(stored))
     file, span = the_catalog.path_of(record), header.bulk[path]
     if span is None:
         data = await asyncio.to_thread(bulk_by_parsing, file, path)
@@ -184,17 +199,49 @@ async def bulk_data(request: web.Request) -> web.StreamResponse:
         read = _memory_reader(data)
     else:
         read = _file_reader(the_catalog, record)
+    content_type = OCTET_STREAM
+    if stored == EXPLICIT_VR_BIG_ENDIAN:
+        swapped = offer.transfer_syntax == EXPLICIT_VR_LITTLE_ENDIAN
+        content_type += f"; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN if swapped else stored}"
+        if swapped:
+            data = to_little_endian(await asyncio.to_thread(read, *span), _unit(header, path))
+            span, read = (0, len(data)), _memory_reader(data)
     if offer.multipart:
         data = await asyncio.to_thread(read, *span)
-        return await stream_multipart(request, OCTET_STREAM, [(OCTET_STREAM, once(data))])
-    return await _ranged(request, read, span)
+        return await stream_multipart(request, OCTET_STREAM, [(content_type, once(data))])
+    return await _ranged(request, read, span, content_type)
+
+
+#: BulkDataURI paths of the top-level pixel data elements.
+PIXEL_DATA_PATHS = frozenset({"7FE00010", "7FE00008", "7FE00009"})
+
+
+def _bulk_offers(stored: str) -> list[Offer]:
+    """Anything octet-stream for little endian instances (the bytes are the same in every
+    little endian syntax); for big endian ones little endian (the default), or as stored."""
+    if stored != EXPLICIT_VR_BIG_ENDIAN:
+        offers = [Offer(OCTET_STREAM)]
+    else:
+        syntaxes = (EXPLICIT_VR_LITTLE_ENDIAN, AS_STORED, EXPLICIT_VR_BIG_ENDIAN)
+        offers = [Offer(OCTET_STREAM, syntax) for syntax in syntaxes]
+    return offers + [offer.single_part() for offer in offers]
+
+
+def _unit(header: Header, path: str) -> int:
+    """Bytes per value whose order big endian reverses, from the element's VR (PS3.5 7.3)."""
+    element: dict = {"Value": [header.metadata]}
+    steps = path.split("/")
+    for key, index in zip(steps[::2], ["0", *steps[1::2]], strict=False):
+        element = element["Value"][int(index)][key]
+    bits = int(header.metadata.get("00280100", {}).get("Value", [16])[0])
+    return value_unit(element.get("vr", "OB"), bits if path in PIXEL_DATA_PATHS else None)
 
 
 async def _ranged(
-    request: web.Request, read: Callable[[int, int], bytes], span: ByteRange
+    request: web.Request, read: Callable[[int, int], bytes], span: ByteRange, content_type: str
 ) -> web.Response:
     offset, length = span
-    headers = {"Content-Type": OCTET_STREAM, "Accept-Ranges": "bytes"}
+    headers = {"Content-Type": content_type, "Accept-Ranges": "bytes"}
     wanted = byte_range(request.headers.get("Range", ""), length)
     if wanted is None:
         return web.Response(body=await asyncio.to_thread(read, offset, length), headers=headers)
