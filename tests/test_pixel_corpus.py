@@ -29,16 +29,16 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.pixels import pixel_array
 
-from tests.conftest import LiveServer, free_port
-from tests.live_http import Reply, request, stow_file
-from tests.test_pydicom_data_roundtrip import (
+from tests.helpers import free_port
+from tests.helpers.corpus import (
     CORPUS,
     EXPLICIT_VR_BIG_ENDIAN,
     EXPLICIT_VR_LITTLE_ENDIAN,
     encapsulated_frames,
     frame_count,
-    parameters,
 )
+from tests.helpers.http import parameters
+from tests.helpers.live import LiveServer, Reply, request, stow_file
 
 UNCOMPRESSED = 'multipart/related; type="application/octet-stream"'
 AS_STORED = UNCOMPRESSED + "; transfer-syntax=*"

@@ -25,6 +25,7 @@ from tests.helpers.corpus import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     LITTLE_ENDIAN_NATIVE,
     assert_same_frame,
+    encapsulated_frames,
     expected_frames,
     frame_count,
     pixel_data_tag,
