@@ -87,4 +87,7 @@ def _application_entity(ae_title: str, callers: list[str] | bool) -> AE:
 
 
 def _handlers(node: Node) -> list:
-    return [(evt.EVT_C_STORE, store.handle_store, [node])]
+    return [
+        (evt.EVT_C_STORE, store.handle_store, [node]),
+        (evt.EVT_CONN_CLOSE, store.discard_partial),
+    ]
