@@ -879,7 +879,8 @@ def table_row(name: str, unit: str, figures: list[list[Figure]]) -> str:
         )
     else:
         shown = [f"{v:.1f}" for v in values]
-        ratio = f"{values[1] / values[0] if unit == RATE else values[0] / values[1]:.2f}"
+        better, worse = (values[1], values[0]) if unit == RATE else (values[0], values[1])
+        ratio = f"{better / worse:.2f}" if worse else "n/a"  # e.g. no CPU tick in a tiny run
     return f"| {name} | {unit} | {shown[0]} | {shown[1]} | {ratio} | {errors[0]}/{errors[1]} |"
 
 

@@ -33,6 +33,7 @@ import logging
 import os
 import shutil
 import socket
+import statistics
 import subprocess
 import tempfile
 import time
@@ -44,6 +45,7 @@ from pathlib import Path
 
 from pydicom.dataset import Dataset
 from pynetdicom import AE
+from pynetdicom.association import Association
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
 from benchmarks.compare import (
@@ -247,7 +249,7 @@ def query(level: str, **keys: str) -> Dataset:
     return ds
 
 
-def find_once(assoc, identifier: Dataset) -> tuple[int, list[Dataset]]:
+def find_once(assoc: Association, identifier: Dataset) -> tuple[int, list[Dataset]]:
     """One C-FIND: its final status and the matches (pending responses' identifiers)."""
     matches, final = [], None
     for status, found in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
@@ -262,7 +264,7 @@ def find_once(assoc, identifier: Dataset) -> tuple[int, list[Dataset]]:
     return final, matches
 
 
-def find_association(node: Node):
+def find_association(node: Node) -> Association:
     ae = AE(CALLING)
     ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
     assoc = ae.associate("127.0.0.1", node.port, ae_title=node.ae_title)
@@ -275,7 +277,7 @@ def find_association(node: Node):
     return assoc
 
 
-def reactor_resumed(assoc) -> None:
+def reactor_resumed(assoc: Association) -> None:
     """Wait until the association's own thread (its "reactor") has woken since the last
     C-FIND ended. pynetdicom pauses it during a C-FIND, but takes a pause flag left from the
     previous one for a new pause: the thread, still waking, then takes a response of the new
@@ -465,11 +467,18 @@ def report(
             if all(figures):
                 print(table_row(row, unit, figures))
             else:  # a server without the service: the other's figure alone, no ratio
-                cells = [
-                    table_row(row, unit, [f, f]).split("|")[3] if f else " n/a " for f in figures
-                ]
-                errors = [str(sum(x.errors for x in f)) if f else "-" for f in figures]
-                print(f"| {row} | {unit} |{cells[0]}|{cells[1]}| n/a | {'/'.join(errors)} |")
+                cells = [cell(each, unit) for each in figures]
+                errors = [str(sum(f.errors for f in each)) if each else "-" for each in figures]
+                print(f"| {row} | {unit} | {cells[0]} | {cells[1]} | n/a | {'/'.join(errors)} |")
+
+
+def cell(figures: list[Figure] | None, unit: str) -> str:
+    """One server's column, as table_row shows it; "n/a" where it lacks the service."""
+    if not figures:
+        return "n/a"
+    if any(figure.errors for figure in figures):
+        return "failed"
+    return f"{statistics.median(getattr(figure, UNITS[unit][0]) for figure in figures):.1f}"
 
 
 def main() -> None:

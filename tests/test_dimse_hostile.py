@@ -10,7 +10,7 @@ from __future__ import annotations
 import random
 import socket
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 
 import pytest
 from pydicom.dataset import Dataset
@@ -88,7 +88,7 @@ def test_bytes_that_are_not_dicom_get_an_abort_or_a_close(server: DicomServer, n
     assert_still_answers(server)
 
 
-def cut_after(server: DicomServer, pdus: int, how: str):
+def cut_after(server: DicomServer, pdus: int, how: str) -> Callable[[evt.Event], None]:
     """An EVT_PDU_SENT handler that ends the association once ``pdus`` P-DATA-TF PDUs are out
     and the server has written part of the dataset: by an A-ABORT then a close, or by just
     closing the connection (PS3.8 9.1.6, 9.1.7)."""
@@ -159,7 +159,9 @@ def test_more_associations_than_served_at_once_are_rejected_cleanly(server: Dico
     assert_still_answers(server)
 
 
-def stall_after(pdus: int, stalled: threading.Event, go_on: threading.Event):
+def stall_after(
+    pdus: int, stalled: threading.Event, go_on: threading.Event
+) -> Callable[[evt.Event], None]:
     """An EVT_PDU_SENT handler that stops sending after ``pdus`` P-DATA-TF PDUs until
     ``go_on``: a sender stalled in the middle of a dataset."""
     sent = []

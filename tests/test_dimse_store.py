@@ -125,7 +125,7 @@ def test_storescu_instance_is_served_as_sent_and_found_at_once(server: DicomServ
         server, original.StudyInstanceUID, original.SeriesInstanceUID, original.SOPInstanceUID
     )
     served = pydicom.dcmread(BytesIO(body))
-    # stored in the syntax it was sent in: the file's own, proposed alone (no conversion)
+    # stored in the syntax it was sent in: the file's own, proposed first (no conversion)
     assert f"transfer-syntax={syntax}" in content_type.replace('"', "")
     assert served.file_meta.TransferSyntaxUID == syntax
     assert served.file_meta.MediaStorageSOPInstanceUID == original.SOPInstanceUID
