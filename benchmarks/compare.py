@@ -846,14 +846,11 @@ def report(workload, ops, servers, results, peaks, crashes) -> None:
     """The table, the servers' peak memory and how often each had to be restarted."""
     names = [server.name for server in servers]
     print(f"\n{workload}\n")
-    print(
-        f"| operation | unit | {names[0]} | {names[1]} | ratio | errors ({names[0]}/{names[1]}) |"
-    )
-    print("| --- | --- | ---: | ---: | ---: | ---: |")
+    print(table_header(names))
     for op in ops:
         for unit in op.units:
             row = f"{op.name} {UNITS[unit][1]}".strip() if len(op.units) > 1 else op.name
-            print(_row(row, unit, [results[(op.name, server.root)] for server in servers]))
+            print(table_row(row, unit, [results[(op.name, server.root)] for server in servers]))
     for kind, name in (("Pss", "PSS, process tree"), ("Rss", "RSS, summed over the process tree")):
         mib = [peak[kind] / 1024 for peak in peaks]
         ratio = mib[0] / max(mib[1], 1)
@@ -861,7 +858,15 @@ def report(workload, ops, servers, results, peaks, crashes) -> None:
     print(f"| crashes (restarted) | | {crashes[names[0]]} | {crashes[names[1]]} | | |")
 
 
-def _row(name: str, unit: str, figures: list[list[Figure]]) -> str:
+def table_header(names: list[str]) -> str:
+    """The head of the table, the two servers named in the order of their columns."""
+    return (
+        f"| operation | unit | {names[0]} | {names[1]} | ratio | errors ({names[0]}/{names[1]}) |\n"
+        "| --- | --- | ---: | ---: | ---: | ---: |"
+    )
+
+
+def table_row(name: str, unit: str, figures: list[list[Figure]]) -> str:
     """One line of the table: medians over rounds; "failed" for a server that answered
     wrongly even once."""
     pick = UNITS[unit][0]
@@ -874,7 +879,8 @@ def _row(name: str, unit: str, figures: list[list[Figure]]) -> str:
         )
     else:
         shown = [f"{v:.1f}" for v in values]
-        ratio = f"{values[1] / values[0] if unit == RATE else values[0] / values[1]:.2f}"
+        better, worse = (values[1], values[0]) if unit == RATE else (values[0], values[1])
+        ratio = f"{better / worse:.2f}" if worse else "n/a"  # e.g. no CPU tick in a tiny run
     return f"| {name} | {unit} | {shown[0]} | {shown[1]} | {ratio} | {errors[0]}/{errors[1]} |"
 
 

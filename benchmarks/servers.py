@@ -56,15 +56,19 @@ class Server:
             self.process.wait(timeout=30)
 
     def cpu_seconds(self) -> float:
-        """CPU time (user and system) used so far by the process and its descendants alive
-        now (a forkserver's workers are its grandchildren), read from /proc."""
+        """CPU time (user and system) used so far by the process and its descendants (a
+        forkserver's workers are its grandchildren), read from /proc: those alive now, and
+        those that ended and were waited for (counted in their parent's), so that a process
+        ending between two readings (localdicom's survey of the archive at startup) does not
+        make the difference negative."""
         if not self.process:
             return 0.0
         ticks = 0
         for pid in process_tree(self.process.pid):
             with contextlib.suppress(OSError):  # the process has just exited
                 fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                ticks += int(fields[11]) + int(fields[12])  # utime, stime (proc(5))
+                # utime, stime, cutime, cstime (proc(5))
+                ticks += sum(int(value) for value in fields[11:15])
         return ticks / os.sysconf("SC_CLK_TCK")
 
     def memory_kib(self) -> int:
@@ -117,8 +121,9 @@ def localdicom(folder: Path, *extra: str) -> Server:
     return Server("localdicom", command, f"http://127.0.0.1:{port}", folder / "localdicom.log")
 
 
-def orthanc(folder: Path) -> Server:
-    """Orthanc with its DICOMweb and GDCM plugins (Debian packages), HTTP on loopback only."""
+def orthanc(folder: Path, **settings: object) -> Server:
+    """Orthanc with its DICOMweb and GDCM plugins (Debian packages), HTTP on loopback only;
+    ``settings`` are added to its configuration (e.g. its DICOM server's)."""
     port = free_port()
     folder.mkdir(parents=True, exist_ok=True)
     config = {
@@ -136,6 +141,7 @@ def orthanc(folder: Path) -> Server:
         ],
         "DicomWeb": {"Enable": True, "Root": "/dicom-web/"},
         "Gdcm": {"Enable": True},
+        **settings,
     }
     path = folder / "orthanc.json"
     path.write_text(json.dumps(config))

@@ -13,14 +13,16 @@ import subprocess
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
+from io import BytesIO
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
 from pydicom.data import get_testdata_file
-from pydicom.dataset import Dataset
-from pydicom.uid import ExplicitVRLittleEndian, generate_uid
+from pydicom.dataset import Dataset, FileMetaDataset
+from pydicom.filereader import read_dataset
+from pydicom.uid import ExplicitVRLittleEndian, JPEGBaseline8Bit, RLELossless, generate_uid
 from pynetdicom import AE, build_role, evt
 from pynetdicom.dsutils import split_dataset
 from pynetdicom.sop_class import (
@@ -269,22 +271,52 @@ def test_get_patient_level_sends_every_instance_of_the_patient(node: Node):
         assert data == dataset_bytes(node.files[sop]), sop
 
 
-def test_get_reports_the_instance_it_could_not_send(node: Node):
-    """Only Explicit VR Little Endian accepted: the compressed instances are decoded, the big
-    endian one (never rewritten) fails: Warning, and its UID in the failed list."""
-    status, final, received = get(
+def test_get_with_only_explicit_vr_rewrites_every_instance(node: Node):
+    """Only Explicit VR Little Endian accepted: the compressed instances are decoded and the
+    big endian one is rewritten in little endian (PS3.5 A.2); all five arrive."""
+    status, _, received = get(
         node, identifier("STUDY", StudyInstanceUID=MIXED_STUDY), explicit_only()
     )
     big_endian = keys_of(node.variants[BIG_ENDIAN], "IMAGE")["SOPInstanceUID"]
+    assert status.Status == SUCCESS
+    assert (status.NumberOfCompletedSuboperations, status.NumberOfFailedSuboperations) == (5, 0)
+    assert len(received) == 5
+    rewritten = read_dataset(BytesIO(received[big_endian]), False, True)
+    rewritten.file_meta = FileMetaDataset()
+    rewritten.file_meta.TransferSyntaxUID = ExplicitVRLittleEndian
+    original = pydicom.dcmread(node.variants[BIG_ENDIAN])
+    assert np.array_equal(rewritten.pixel_array, original.pixel_array)
+
+
+def jpeg_baseline_only() -> list[tuple[str, list[str]]]:
+    """A syntax nothing is rewritten in: lossy JPEG is never made from other data."""
+    return [(uid, [JPEGBaseline8Bit]) for uid in STORAGE]
+
+
+def test_get_reports_the_instances_it_could_not_send(node: Node):
+    """RLE accepted for Secondary Capture, only JPEG Baseline for CT and MR: the RLE instance
+    goes as stored, the others cannot go at all: a Warning with their UIDs in the failed
+    list (PS3.4 C.4.3.1.3.1)."""
+    contexts = [
+        (SecondaryCaptureImageStorage, [RLELossless]),
+        (CTImageStorage, [JPEGBaseline8Bit]),
+        (MRImageStorage, [JPEGBaseline8Bit]),
+    ]
+    status, final, received = get(node, identifier("STUDY", StudyInstanceUID=MIXED_STUDY), contexts)
+    sops = {name: keys_of(path, "IMAGE")["SOPInstanceUID"] for name, path in node.variants.items()}
+    unsendable = {sop for name, sop in sops.items() if name != "SC_rgb_rle.dcm"}
     assert status.Status == WARNING
-    assert (status.NumberOfCompletedSuboperations, status.NumberOfFailedSuboperations) == (4, 1)
-    assert final.FailedSOPInstanceUIDList == big_endian
-    assert big_endian not in received and len(received) == 4
+    assert (status.NumberOfCompletedSuboperations, status.NumberOfFailedSuboperations) == (
+        1,
+        len(unsendable),
+    )
+    assert set(final.FailedSOPInstanceUIDList) == unsendable
+    assert set(received) == {sops["SC_rgb_rle.dcm"]}
 
 
 def test_get_where_every_sub_operation_failed_is_a_failure(node: Node):
     keys = keys_of(node.variants[BIG_ENDIAN], "IMAGE")
-    status, final, received = get(node, as_identifier(keys), explicit_only())
+    status, final, received = get(node, as_identifier(keys), jpeg_baseline_only())
     assert status.Status == ALL_FAILED and status.NumberOfFailedSuboperations == 1
     assert final.FailedSOPInstanceUIDList == keys["SOPInstanceUID"] and not received
 

@@ -5,8 +5,10 @@ C-ECHO is pynetdicom's own answer (success) to the Verification service."""
 from __future__ import annotations
 
 import logging
+import socket
 
 from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
+from pynetdicom.events import Event
 from pynetdicom.presentation import AllStoragePresentationContexts
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
@@ -88,9 +90,20 @@ def _application_entity(ae_title: str, callers: list[str] | bool) -> AE:
 
 def _handlers(node: Node) -> list:
     return [
+        (evt.EVT_CONN_OPEN, _no_delay),
         (evt.EVT_REQUESTED, sending.prefer_requestor_syntaxes),
         (evt.EVT_C_STORE, store.handle_store, [node]),
         (evt.EVT_C_FIND, find.handle_find, [node]),
         (evt.EVT_C_GET, retrieve.handle_get, [node]),
         (evt.EVT_C_MOVE, retrieve.handle_move, [node]),
+        (evt.EVT_CONN_CLOSE, store.discard_partial),
     ]
+
+
+def _no_delay(event: Event) -> None:
+    """Send each PDU at once. With Nagle's algorithm (RFC 896) on, as pynetdicom leaves it,
+    the last small PDU of an answer (a C-FIND response, a C-STORE request's command) waits
+    for the peer's delayed acknowledgement, tens of milliseconds each."""
+    connection = event.assoc.dul.socket
+    if connection is not None and connection.socket is not None:
+        connection.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)

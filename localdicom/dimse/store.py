@@ -9,6 +9,7 @@ duplicate rule, flush and group commit as every other way in.
 from __future__ import annotations
 
 import logging
+from pathlib import Path
 
 from pydicom.dataset import Dataset
 from pynetdicom.events import Event
@@ -46,6 +47,19 @@ def handle_store(event: Event, node: Node) -> Dataset:
         "already present" if stored.already_present else "stored",
     )
     return status(SUCCESS)
+
+
+def discard_partial(event: Event) -> None:
+    """Remove what an association that ended in the middle of a C-STORE (aborted, or its
+    connection lost) left of the dataset: pynetdicom spools it to a temporary file it only
+    removes once the message is whole and handled, so each cut transfer would leave its
+    received megabytes behind. Runs on the connection's close, in the thread that wrote it."""
+    partial = getattr(event.assoc.dimse.message, "_data_set_file", None)
+    if partial is None:  # no message, or a whole one (already handed over, then removed)
+        return
+    partial.close()
+    Path(partial.name).unlink(missing_ok=True)
+    logger.info("C-STORE from %s cut short: the partial dataset was discarded", _caller(event))
 
 
 def failure_status(failure: StoreFailed) -> Dataset:

@@ -1,0 +1,164 @@
+"""A live server with its DICOM port open, and what DIMSE tests need to talk to it: pynetdicom
+associations that remember how they were answered, dcmtk's tools (by absolute path: pynetdicom
+installs console scripts of the same names), and the HTTP side's view of what was stored.
+
+The server runs with its own TMPDIR (``spool``): pynetdicom writes a C-STORE's dataset there
+as it arrives, so a test can see that a transfer is under way, and that nothing of it is left.
+"""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom import AE, evt
+from pynetdicom.association import Association
+from pynetdicom.sop_class import CTImageStorage, Verification
+
+from tests.helpers import ct_slice, free_port
+from tests.helpers.live import LiveServer, request
+
+AE_TITLE = "LOCALDICOM"
+#: Seconds any one exchange may take before the test fails rather than hangs.
+TIMEOUT = 120
+ANY_SYNTAX = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+DCMTK = Path("/usr/bin")
+
+
+@dataclass
+class DicomServer:
+    """``localdicom serve --dicom-port`` in a subprocess."""
+
+    live: LiveServer
+    dicom_port: int
+    spool: Path  # the server's TMPDIR
+
+    @property
+    def url(self) -> str:
+        return self.live.url
+
+    @property
+    def incoming(self) -> Path:
+        return self.live.archive / ".incoming"
+
+    def stop(self) -> None:
+        self.live.stop()
+
+
+def start_dicom_server(folder: Path, *extra: str) -> DicomServer:
+    spool = folder / "spool"
+    spool.mkdir(parents=True)
+    port = free_port()
+    live = LiveServer(
+        folder / "archive",
+        free_port(),
+        extra_args=("--dicom-port", str(port), *extra),
+        command_prefix=("env", f"TMPDIR={spool}"),
+    )
+    live.start()
+    return DicomServer(live, port, spool)
+
+
+@dataclass
+class Call:
+    """An association requested by a test, and the A-ASSOCIATE answer it got (PS3.8 9.3.3,
+    9.3.4): result, source and reason of a rejection."""
+
+    assoc: Association
+    answers: list = field(default_factory=list)
+
+    @property
+    def rejection(self) -> tuple[int, int, int] | None:
+        for primitive in self.answers:
+            if primitive.result not in (None, 0x00):
+                return primitive.result, primitive.result_source, primitive.diagnostic
+        return None
+
+
+def associate(
+    server: DicomServer,
+    calling: str = "TESTSCU",
+    handlers: list | None = None,
+    called: str = AE_TITLE,
+) -> Call:
+    """An association proposing Verification and CT Image Storage (explicit VR little endian,
+    the encoding of :func:`ct_slice`)."""
+    ae = AE(calling)
+    ae.acse_timeout = ae.dimse_timeout = ae.network_timeout = TIMEOUT
+    ae.add_requested_context(Verification)
+    ae.add_requested_context(CTImageStorage, ExplicitVRLittleEndian)
+    call = Call(None)  # type: ignore[arg-type]
+
+    def remember(event: evt.Event) -> None:
+        if type(event.primitive).__name__ == "A_ASSOCIATE":
+            call.answers.append(event.primitive)
+
+    handlers = [(evt.EVT_ACSE_RECV, remember), *(handlers or [])]
+    call.assoc = ae.associate(
+        "127.0.0.1", server.dicom_port, ae_title=called, evt_handlers=handlers
+    )
+    return call
+
+
+def c_store(server: DicomServer, dataset: Dataset, calling: str = "TESTSCU") -> Dataset:
+    """The C-STORE response status (PS3.4 B.2.3) of one instance sent on its own association."""
+    assoc = associate(server, calling).assoc
+    assert assoc.is_established, "association not accepted"
+    try:
+        return assoc.send_c_store(dataset)
+    finally:
+        assoc.release()
+
+
+def small_ct(series: str, index: int = 0, **options) -> Dataset:
+    return ct_slice(f"study-of-{series}", series, index, size=64, **options)
+
+
+def found(server: DicomServer, sop: str) -> list[dict]:
+    """What QIDO-RS finds under a SOP Instance UID (PS3.18 10.6)."""
+    reply = request(f"{server.url}/instances?SOPInstanceUID={sop}", accept="application/dicom+json")
+    assert reply.status in (200, 204), reply.text
+    return json.loads(reply.body) if reply.status == 200 else []
+
+
+def retrieve(server: DicomServer, study: str, series: str, sop: str) -> tuple[str, bytes]:
+    """An instance as stored (WADO-RS, transfer-syntax=*): its part's type and bytes."""
+    url = f"{server.url}/studies/{study}/series/{series}/instances/{sop}"
+    reply = request(url, accept=ANY_SYNTAX)
+    assert reply.status == 200, reply.text
+    (part,) = reply.parts()
+    return part
+
+
+def leftovers(server: DicomServer) -> list[Path]:
+    """Anything of a received instance not committed: in the archive's upload area, or
+    pynetdicom's spooled datasets."""
+    return sorted([*server.incoming.iterdir(), *server.spool.glob("*.dcm")])
+
+
+def wait_for(condition: Callable[[], object], what: str, timeout: float = TIMEOUT) -> None:
+    """Poll until ``condition()`` holds (an event another process causes, never a speed)."""
+    deadline = time.monotonic() + timeout
+    while not condition():
+        assert time.monotonic() < deadline, f"never happened: {what}"
+        time.sleep(0.02)
+
+
+def dcmtk(tool: str, *args: str) -> subprocess.CompletedProcess:
+    return subprocess.run(
+        [str(DCMTK / tool), *args], capture_output=True, text=True, timeout=TIMEOUT, check=False
+    )
+
+
+def assert_still_answers(server: DicomServer) -> None:
+    """The listener takes a new association (echoscu, PS3.4 A.4) and the HTTP side a QIDO."""
+    echo = dcmtk("echoscu", "-aec", AE_TITLE, "127.0.0.1", str(server.dicom_port))
+    assert echo.returncode == 0, echo.stdout + echo.stderr
+    reply = request(f"{server.url}/studies", accept="application/dicom+json")
+    assert reply.status in (200, 204), reply.text

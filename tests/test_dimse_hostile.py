@@ -1,0 +1,209 @@
+"""Callers that misbehave never stop the DICOM listener nor the HTTP side, and leave nothing
+behind: bytes that are not DICOM, a C-STORE cut in the middle, more associations than the
+server serves at once, a sender that stalls in the middle of a dataset.
+
+Every test ends by asking the server something new: echoscu on a new association, and a QIDO.
+"""
+
+from __future__ import annotations
+
+import random
+import socket
+import threading
+from collections.abc import Callable, Iterator
+
+import pytest
+from pydicom.dataset import Dataset
+from pynetdicom import evt
+from pynetdicom.pdu import P_DATA_TF
+
+from localdicom.dimse.server import MAX_ASSOCIATIONS
+from tests.helpers import ct_slice
+from tests.helpers.dimse import (
+    TIMEOUT,
+    Call,
+    DicomServer,
+    assert_still_answers,
+    associate,
+    found,
+    leftovers,
+    small_ct,
+    start_dicom_server,
+    wait_for,
+)
+from tests.helpers.live import request
+
+pytestmark = pytest.mark.external  # assert_still_answers runs dcmtk's echoscu
+
+A_ABORT = bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 0, 0])  # PS3.8 9.3.8, source: service user
+CALLERS = 50
+
+
+@pytest.fixture(scope="module")
+def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DicomServer]:
+    dicom = start_dicom_server(tmp_path_factory.mktemp("dimse-hostile"))
+    yield dicom
+    dicom.stop()
+
+
+def big_ct(series: str) -> Dataset:
+    """About 20 MB: twenty PDUs at the server's largest, 1 MiB."""
+    return ct_slice(f"study-of-{series}", series, 0, size=3200)
+
+
+def spooling(server: DicomServer, at_least: int = 1) -> bool:
+    """Whether the server is in the middle of receiving a dataset (``at_least`` bytes in)."""
+    return any(path.stat().st_size >= at_least for path in server.spool.glob("*.dcm"))
+
+
+def answer_to(data: bytes, server: DicomServer) -> bytes:
+    """Everything the server sends back to ``data`` on a fresh connection, until it closes."""
+    with socket.create_connection(("127.0.0.1", server.dicom_port), timeout=TIMEOUT) as sock:
+        sock.sendall(data)
+        sock.shutdown(socket.SHUT_WR)
+        received = b""
+        while chunk := sock.recv(65536):
+            received += chunk
+    return received
+
+
+#: Bytes that are not DICOM, and whether the server aborts (an unrecognized or invalid PDU:
+#: A-ABORT, PS3.8 9.2 table 9-10, AA-1) or just closes (the connection closed before a whole
+#: PDU arrived: Evt17, AA-4).
+GARBAGE = {
+    "http request": (b"GET / HTTP/1.1\r\nHost: localhost\r\n\r\n", True),
+    "random bytes": (b"\xff" + random.Random(7).randbytes(5000), True),
+    "association request of nonsense": (b"\x01\x00\x00\x00\x01\x00" + bytes(range(256)), True),
+    "truncated association request": (b"\x01\x00\x00\x00\x10\x00\x00\x01", False),
+}
+
+
+@pytest.mark.parametrize("name", GARBAGE)
+def test_bytes_that_are_not_dicom_get_an_abort_or_a_close(server: DicomServer, name: str):
+    data, aborts = GARBAGE[name]
+    answer = answer_to(data, server)
+    pdus = [answer[i : i + 10] for i in range(0, len(answer), 10)]
+    assert bool(pdus) == aborts, answer[:64]
+    assert all(pdu[:6] == A_ABORT[:6] and len(pdu) == 10 for pdu in pdus), answer[:64]
+    assert_still_answers(server)
+
+
+def cut_after(server: DicomServer, pdus: int, how: str) -> Callable[[evt.Event], None]:
+    """An EVT_PDU_SENT handler that ends the association once ``pdus`` P-DATA-TF PDUs are out
+    and the server has written part of the dataset: by an A-ABORT then a close, or by just
+    closing the connection (PS3.8 9.1.6, 9.1.7)."""
+    sent = []
+
+    def handler(event: evt.Event) -> None:
+        if not isinstance(event.pdu, P_DATA_TF):
+            return
+        sent.append(event.pdu)
+        if len(sent) == pdus:
+            wait_for(lambda: spooling(server, 1 << 20), "the server receiving the dataset")
+            sock = event.assoc.dul.socket.socket
+            if how == "A-ABORT":
+                sock.sendall(A_ABORT)
+            sock.shutdown(socket.SHUT_RDWR)
+
+    return handler
+
+
+@pytest.mark.parametrize("how", ["A-ABORT", "connection closed"])
+def test_c_store_cut_midway_stores_nothing_and_leaves_nothing(server: DicomServer, how: str):
+    dataset = big_ct(f"cut-{how}")
+    call = associate(server, handlers=[(evt.EVT_PDU_SENT, cut_after(server, 4, how))])
+    assert call.assoc.is_established
+    answer = call.assoc.send_c_store(dataset)
+    assert "Status" not in answer  # no response: the association ended first
+    wait_for(lambda: not leftovers(server), "the partial dataset discarded")
+    assert found(server, dataset.SOPInstanceUID) == []
+    assert_still_answers(server)
+
+
+def crowd_member(server: DicomServer, k: int, barrier: threading.Barrier, out: dict) -> None:
+    """Caller ``k``: associate, wait until all callers have their answer (so that every
+    accepted association is open at once), then C-ECHO (even k) or C-STORE (odd k)."""
+    call = associate(server, calling=f"CALLER{k:02d}")
+    barrier.wait()
+    out[k] = call
+    if call.assoc.is_established:
+        if k % 2:
+            out[k, "status"] = call.assoc.send_c_store(small_ct("crowd", k)).Status
+        else:
+            out[k, "status"] = call.assoc.send_c_echo().Status
+        call.assoc.release()
+
+
+def test_more_associations_than_served_at_once_are_rejected_cleanly(server: DicomServer):
+    barrier = threading.Barrier(CALLERS, timeout=TIMEOUT)
+    out: dict = {}
+    threads = [
+        threading.Thread(target=crowd_member, args=(server, k, barrier, out))
+        for k in range(CALLERS)
+    ]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(TIMEOUT)
+    assert not any(thread.is_alive() for thread in threads), "a caller hung"
+    calls: dict[int, Call] = {k: out[k] for k in range(CALLERS)}
+    accepted = [k for k in calls if (k, "status") in out]
+    rejected = [k for k, call in calls.items() if call.assoc.is_rejected]
+    assert sorted(accepted + rejected) == list(range(CALLERS))
+    assert len(accepted) <= MAX_ASSOCIATIONS < CALLERS
+    # rejected-transient, by the service provider: local limit exceeded (PS3.8 9.3.4)
+    assert {calls[k].rejection for k in rejected} == {(0x02, 0x03, 0x02)}
+    assert all(out[k, "status"] == 0x0000 for k in accepted)
+    for k in range(1, CALLERS, 2):
+        assert len(found(server, small_ct("crowd", k).SOPInstanceUID)) == (k in accepted)
+    assert_still_answers(server)
+
+
+def stall_after(
+    pdus: int, stalled: threading.Event, go_on: threading.Event
+) -> Callable[[evt.Event], None]:
+    """An EVT_PDU_SENT handler that stops sending after ``pdus`` P-DATA-TF PDUs until
+    ``go_on``: a sender stalled in the middle of a dataset."""
+    sent = []
+
+    def handler(event: evt.Event) -> None:
+        if isinstance(event.pdu, P_DATA_TF):
+            sent.append(event.pdu)
+            if len(sent) == pdus:
+                stalled.set()
+                go_on.wait(TIMEOUT)
+
+    return handler
+
+
+def test_qido_answers_while_a_c_store_is_stalled_mid_dataset(server: DicomServer):
+    known = small_ct("before-the-stall")
+    stored = associate(server)
+    assert stored.assoc.send_c_store(known).Status == 0x0000
+    stored.assoc.release()
+    dataset = big_ct("stalled")
+    stalled, go_on, result = threading.Event(), threading.Event(), {}
+    call = associate(server, handlers=[(evt.EVT_PDU_SENT, stall_after(3, stalled, go_on))])
+    sender = threading.Thread(
+        target=lambda: result.setdefault("status", call.assoc.send_c_store(dataset))
+    )
+    sender.start()
+    try:
+        assert stalled.wait(TIMEOUT)
+        wait_for(lambda: spooling(server, 1 << 20), "the server receiving the dataset")
+        for _ in range(5):
+            assert [m["00080018"]["Value"] for m in found(server, known.SOPInstanceUID)] == [
+                [known.SOPInstanceUID]
+            ]
+            reply = request(f"{server.url}/studies", accept="application/dicom+json")
+            assert reply.status == 200
+        # the QIDOs were answered while the C-STORE was still arriving
+        assert "status" not in result and spooling(server)
+    finally:
+        go_on.set()
+        sender.join(TIMEOUT)
+    assert result["status"].Status == 0x0000
+    call.assoc.release()
+    assert len(found(server, dataset.SOPInstanceUID)) == 1
+    assert leftovers(server) == []
+    assert_still_answers(server)
