@@ -20,6 +20,7 @@ from localdicom.dimse.server import DimseServer
 from localdicom.samples import store_samples
 from localdicom.settings import Settings
 from localdicom.web import (
+    bulkdata,
     delete,
     frames,
     home,
@@ -70,6 +71,9 @@ ROUTES = [
     ("GET", f"{INSTANCE}/thumbnail", rendered.instance_thumbnail),
     ("GET", f"{INSTANCE}/frames/{{frames}}/thumbnail", rendered.frame_thumbnail),
     ("GET", f"{INSTANCE}/bulk/{{path:.+}}", wado.bulk_data),
+    ("GET", f"{STUDY}/bulkdata", bulkdata.study_bulkdata),
+    ("GET", f"{SERIES}/bulkdata", bulkdata.series_bulkdata),
+    ("GET", f"{INSTANCE}/bulkdata", bulkdata.instance_bulkdata),
     ("DELETE", STUDY, delete.delete_study),
     ("DELETE", SERIES, delete.delete_series),
     ("DELETE", INSTANCE, delete.delete_instance),

@@ -269,12 +269,22 @@ async def test_unservable_accept_is_406_listing_representations(
     await stocked.assert_unchanged()
 
 
-async def test_stow_with_unservable_accept_is_406_and_stores_nothing(stocked: Stocked):
-    _, body = new_instance()
-    answer = await stow(
-        stocked.client, multipart(body), headers={"Accept": "application/dicom+xml"}
-    )
-    assert_error(answer, 406, "application/dicom+json")
+async def test_stow_with_unservable_accept_stores_and_answers_json_with_the_reason(
+    stocked: Stocked,
+):
+    """An Accept the STOW-RS answer cannot honour does not refuse the upload (issue 17 item
+    7): the instance is stored and the answer is JSON, with the reason in a Warning."""
+    sop, body = new_instance()
+    answer = await stow(stocked.client, multipart(body), headers={"Accept": "text/html"})
+    assert answer.status == 200, answer.text
+    assert answer.content_type == "application/dicom+json"
+    stored = answer.json()["00081199"]["Value"]
+    assert [item["00081155"]["Value"][0] for item in stored] == [sop]
+    warning = answer.headers["Warning"]
+    assert warning.startswith("299 ") and "text/html" in warning
+    assert "application/dicom+json" in warning
+    path = INSTANCE.format(**{**BLUE, "instance": sop})
+    assert (await request(stocked.client, "DELETE", path)).status == 204
     await stocked.assert_unchanged()
 
 

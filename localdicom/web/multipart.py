@@ -17,7 +17,7 @@ import contextlib
 import logging
 import os
 import re
-from collections.abc import AsyncIterator, Iterable
+from collections.abc import AsyncIterator, Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import BinaryIO, Protocol
@@ -30,6 +30,9 @@ logger = logging.getLogger(__name__)
 CHUNK = 256 * 1024
 MAX_HEADER_BYTES = 64 * 1024
 CRLF = b"\r\n"
+
+#: A part's Content-Type, or all of its header fields (Content-Type, Content-Location, ...).
+PartHead = str | Mapping[str, str]
 
 
 class MalformedMultipart(ValueError):
@@ -267,17 +270,19 @@ class MultipartWriter:
         self.boundary = new_boundary()
         self.content_type = f'multipart/related; type="{part_type}"; boundary={self.boundary}'
 
-    def head(self, content_type: str) -> bytes:
-        return f"--{self.boundary}\r\nContent-Type: {content_type}\r\n\r\n".encode("latin-1")
+    def head(self, part: PartHead) -> bytes:
+        fields = {"Content-Type": part} if isinstance(part, str) else part
+        lines = "".join(f"{name}: {value}\r\n" for name, value in fields.items())
+        return f"--{self.boundary}\r\n{lines}\r\n".encode("latin-1")
 
     @property
     def closing(self) -> bytes:
         return f"--{self.boundary}--\r\n".encode("latin-1")
 
     async def write_part(
-        self, response: web.StreamResponse, content_type: str, chunks: AsyncIterator[bytes]
+        self, response: web.StreamResponse, head: PartHead, chunks: AsyncIterator[bytes]
     ) -> None:
-        await response.write(self.head(content_type))
+        await response.write(self.head(head))
         async for chunk in chunks:
             await response.write(chunk)
         await response.write(CRLF)
@@ -289,10 +294,11 @@ class MultipartWriter:
 async def stream_multipart(
     request: web.Request,
     part_type: str,
-    parts: Iterable[tuple[str, AsyncIterator[bytes]]],
+    parts: Iterable[tuple[PartHead, AsyncIterator[bytes]]],
     headers: dict[str, str] | None = None,
 ) -> web.StreamResponse:
-    """Answer with ``(Content-Type, chunks)`` parts as one multipart/related response.
+    """Answer with ``(Content-Type or header fields, chunks)`` parts as one multipart/related
+    response.
 
     The first chunk of the first part is produced before the answer starts, so that a part
     that cannot be produced at all (the only one, usually) is answered with its own error
@@ -325,14 +331,14 @@ async def stream_multipart(
 
 
 async def _started(
-    part: tuple[str, AsyncIterator[bytes]] | None,
-) -> tuple[str, AsyncIterator[bytes]] | None:
+    part: tuple[PartHead, AsyncIterator[bytes]] | None,
+) -> tuple[PartHead, AsyncIterator[bytes]] | None:
     """The part with its first chunk produced already: a part that fails to start fails
     before its head is written."""
     if part is None:
         return None
-    content_type, chunks = part
-    return content_type, _prepend(await anext(chunks, None), chunks)
+    head, chunks = part
+    return head, _prepend(await anext(chunks, None), chunks)
 
 
 async def _prepend(chunk: bytes | None, chunks: AsyncIterator[bytes]) -> AsyncIterator[bytes]:

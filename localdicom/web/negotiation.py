@@ -7,6 +7,14 @@ https://github.com/OHIF/Viewers/tree/master/platform/core/src/utils), repeated p
 several comma-separated media ranges with q-values (RFC 9110 12.5.1).
 Choosing is strict: the first representation the server can produce, in the client's order of
 preference, or a 406 that lists what the server could have sent.
+
+The ``accept`` query parameter (PS3.18 8.3.3.1) names the media types in the URL, for a link
+a browser follows with its own Accept header: where it is given, it alone decides, and what it
+names that this resource does not have is a 406, as from the header. (PS3.18 8.7.8.1 would
+fall back to the Accept header, whose ``*/*`` a browser always sends: the link would then
+give the default representation instead of saying that the one it names is not there.) The
+``charset`` query parameter (8.3.3.2) must admit UTF-8, the character set of every text this
+server writes, or the request is a 400.
 """
 
 from __future__ import annotations
@@ -15,17 +23,23 @@ import functools
 import math
 import re
 from dataclasses import dataclass, field, replace
+from urllib.parse import unquote
 
 from aiohttp import web
 
 from localdicom.dicom.syntaxes import FRAME_MEDIA_TYPES, MEDIA_TYPE_ALIASES
 from localdicom.dicom.uids import EXPLICIT_VR_LITTLE_ENDIAN
-from localdicom.web.errors import not_acceptable
+from localdicom.web.errors import bad_request, not_acceptable
 
 MULTIPART_RELATED = "multipart/related"
 DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"
+DICOM_XML = "application/dicom+xml"
 AS_STORED = "*"
+#: Query parameters that choose the representation (PS3.18 8.3.3.1, 8.3.3.2), not the content.
+QUERY_PARAMETERS = frozenset({"accept", "charset"})
+#: Names of UTF-8: IANA's, in any case, and DICOM's Defined Term (PS3.3 C.12.1.1.2).
+UTF_8 = frozenset({"utf-8", "utf8", "iso_ir 192"})
 
 #: The transfer syntax a media range without a ``transfer-syntax`` parameter asks for
 #: (PS3.18 8.7.3.5.2 and Table 8.7.3-5).
@@ -123,20 +137,55 @@ class Offer:
 
 
 def choose(request: web.Request, offers: list[Offer]) -> Offer:
-    """The offer that best fits the request's Accept header, or raise 406.
+    """The offer that best fits the request's ``accept`` query parameter or else its Accept
+    header, or raise 406 (400 for a ``charset`` without UTF-8).
 
     ``offers`` are in the server's order of preference; the first is the answer to a missing
     Accept or ``*/*``. A range that names no transfer syntax asks for its media type's
     default (``DEFAULT_SYNTAX``).
     """
-    header = request.headers.get("Accept", "").strip()
-    best = _best_offer(header, tuple(offers))
+    _check_charset(request)
+    wanted = ", ".join(query_values(request, "accept"))
+    accept = wanted or request.headers.get("Accept", "").strip()
+    best = _best_offer(accept, tuple(offers))
     if best is None:
+        source = " (the accept query parameter)" if wanted else ""
         raise not_acceptable(
-            f"cannot produce {header!r} for this resource; it is available as: "
+            f"cannot produce {accept!r}{source} for this resource; it is available as: "
             + ", ".join(str(offer) for offer in offers)
         )
     return offers[best]
+
+
+def query_values(request: web.Request, name: str) -> list[str]:
+    """The non-empty values of a query parameter, percent-decoded from the raw query.
+
+    A ``+`` is a plus here, not a space as in HTML forms (RFC 3986 gives it no meaning), since
+    media types hold it (``application/dicom+xml``); one that stands next to a separator
+    rather than inside a word is a form's space (``multipart/related;+type=...``).
+    """
+    values = []
+    for pair in request.rel_url.raw_query_string.split("&"):
+        key, _, value = pair.partition("=")
+        if unquote(key) == name:
+            value = _FORM_SPACE.sub(" ", unquote(value)).strip()
+            if value:
+                values.append(value)
+    return values
+
+
+_FORM_SPACE = re.compile(r"(?<![A-Za-z0-9])\+|\+(?![A-Za-z0-9])")
+
+
+def _check_charset(request: web.Request) -> None:
+    """A ``charset`` query parameter must name UTF-8 among its character sets (8.3.3.2)."""
+    for value in query_values(request, "charset"):
+        names = {part.split(";")[0].strip().strip('"').lower() for part in value.split(",")}
+        if not names & UTF_8:
+            raise bad_request(
+                f"charset={value!r}: this server writes text in UTF-8 only; "
+                "give charset=utf-8 or leave the parameter out"
+            )
 
 
 @functools.lru_cache(maxsize=512)

@@ -22,13 +22,19 @@ from localdicom.dicom.qido import (
     parse_query,
     result_fields,
 )
+from localdicom.web import native
 from localdicom.web.context import catalog, find_series, find_study
-from localdicom.web.negotiation import DICOM_JSON, Offer, choose
+from localdicom.web.negotiation import DICOM_JSON, DICOM_XML, QUERY_PARAMETERS, Offer, choose
 from localdicom.web.urls import service_root
 
 #: Attributes this module gives every result.
 OWN = frozenset([RETRIEVE_URL, INSTANCE_AVAILABILITY])
-OFFERS = [Offer(DICOM_JSON, multipart=False), Offer("application/json", multipart=False)]
+#: JSON by default, or XML, one match per part (PS3.18 10.6.3.2).
+OFFERS = [
+    Offer(DICOM_JSON, multipart=False),
+    Offer("application/json", multipart=False),
+    Offer(DICOM_XML),
+]
 ONLINE = {"vr": "CS", "Value": ["ONLINE"]}
 
 
@@ -38,7 +44,8 @@ def search(level: str):
     async def handler(request: web.Request) -> web.Response:
         offer = choose(request, OFFERS)
         study, series = _scope(request)
-        query = parse_query(request.query.items(), level)
+        keys = ((k, v) for k, v in request.query.items() if k not in QUERY_PARAMETERS)
+        query = parse_query(keys, level)
         the_catalog = catalog(request)
         end = None if query.limit is None else query.offset + query.limit
         # one more than the page: whether there are more is all the Warning says
@@ -51,13 +58,16 @@ def search(level: str):
         if any(tag not in OWN and not the_catalog.holds(tag) for tag in fields):
             results = await the_catalog.complete(page, results)
         empty = _empty_elements(fields)
-        body = orjson.dumps([{tag: r.get(tag) or empty[tag] for tag in fields} for r in results])
-        headers = {"Content-Type": offer.media_type}
+        results = [{tag: r.get(tag) or empty[tag] for tag in fields} for r in results]
+        headers = {}
         if end is not None and end < len(matches):
             headers["Warning"] = (
                 '299 localdicom "There are additional results that can be requested"'
             )
-        return web.Response(body=body, headers=headers)
+        if offer.media_type == DICOM_XML:
+            return await native.search_results(request, results, headers)
+        headers["Content-Type"] = offer.media_type
+        return web.Response(body=orjson.dumps(results), headers=headers)
 
     return handler
 

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from localdicom.catalog import Catalog, FailureReason, Stored, StoreFailed, Upload
 from localdicom.dicom.header import instance_path
+from localdicom.web import native
 from localdicom.web.context import catalog, uid
 from localdicom.web.errors import bad_request, unsupported_media_type
 from localdicom.web.multipart import (
@@ -38,6 +39,7 @@ from localdicom.web.multipart import (
 from localdicom.web.negotiation import (
     DICOM,
     DICOM_JSON,
+    DICOM_XML,
     MULTIPART_RELATED,
     MediaRange,
     Offer,
@@ -50,7 +52,12 @@ logger = logging.getLogger(__name__)
 
 #: Part media types taken as a DICOM instance: curl --form without ";type=" sends the second.
 DICOM_PART_TYPES = ("", DICOM, "application/octet-stream")
-RESPONSE_OFFERS = [Offer(DICOM_JSON, multipart=False), Offer("application/json", multipart=False)]
+#: The Store Instances Response in JSON (the default) or XML (PS3.18 10.5.3).
+RESPONSE_OFFERS = [
+    Offer(DICOM_JSON, multipart=False),
+    Offer("application/json", multipart=False),
+    Offer(DICOM_XML, multipart=False),
+]
 
 Outcome = Stored | StoreFailed
 T = TypeVar("T")
@@ -77,7 +84,7 @@ LIMITS = web.AppKey("stow_limits", Limits)
 
 async def store(request: web.Request) -> web.StreamResponse:
     study = uid(request, "study")
-    response_offer = choose(request, RESPONSE_OFFERS)
+    response_offer, unmet = _response_offer(request)
     limits = request.app[LIMITS]
     _check_declared_length(request, limits)
     body = Body(
@@ -113,7 +120,21 @@ async def store(request: web.Request) -> web.StreamResponse:
         return await _closing(
             request, 400, "the body ended before it was complete; nothing was stored"
         )
-    return _response(request, outcomes, response_offer.media_type)
+    return _response(request, outcomes, response_offer.media_type, unmet)
+
+
+def _response_offer(request: web.Request) -> tuple[Offer, str | None]:
+    """The representation of the answer, and why it is not the one asked for, if it is not.
+
+    An Accept the server cannot honour does not refuse the upload: a client that asked for
+    another representation of the answer still wants its instances stored (a 406 once they
+    are stored would hide that they are; before, that nothing was). They are stored, and the
+    answer is JSON, with the reason in a Warning header (PS3.18 8.10.4)."""
+    try:
+        return choose(request, RESPONSE_OFFERS), None
+    except web.HTTPNotAcceptable as exc:
+        reason = (exc.text or "").strip()
+        return RESPONSE_OFFERS[0], f"{reason}; the answer is in {DICOM_JSON}"
 
 
 def _check_declared_length(request: web.Request, limits: Limits) -> None:
@@ -239,8 +260,11 @@ async def _commit(catalog: Catalog, item: Upload | StoreFailed) -> Outcome:
     return item if isinstance(item, StoreFailed) else await _outcome(catalog.commit(item))
 
 
-def _response(request: web.Request, outcomes: list[Outcome], media_type: str) -> web.Response:
-    """The Store Instances Response Module (PS3.18 10.5.3) and its status code."""
+def _response(
+    request: web.Request, outcomes: list[Outcome], media_type: str, unmet: str | None
+) -> web.Response:
+    """The Store Instances Response Module (PS3.18 10.5.3) and its status code; ``unmet``
+    says why the answer is not in the representation the client asked for."""
     root = service_root(request)
     stored = [o for o in outcomes if isinstance(o, Stored)]
     failed = [o for o in outcomes if isinstance(o, StoreFailed)]
@@ -255,7 +279,10 @@ def _response(request: web.Request, outcomes: list[Outcome], media_type: str) ->
     status = 200 if not failed else 409 if not stored else 202
     if status == 409 and all(f.reason == FailureReason.OUT_OF_RESOURCES for f in failed):
         status = 507  # Insufficient Storage: the server's failure, not the client's
-    headers = {"Warning": ", ".join(_warning(f) for f in failed)} if failed else {}
+    warnings = [_warning(str(f)) for f in failed] + ([_warning(unmet)] if unmet else [])
+    headers = {"Warning": ", ".join(warnings)} if warnings else {}
+    if media_type == DICOM_XML:
+        return native.store_response(body, status, headers)
     headers["Content-Type"] = media_type  # no charset parameter: JSON is UTF-8 (RFC 8259)
     return web.Response(body=orjson.dumps(body), status=status, headers=headers)
 
@@ -282,7 +309,8 @@ def _failed_item(failure: StoreFailed) -> dict[str, Any]:
     return item
 
 
-def _warning(failure: StoreFailed) -> str:
-    """A Warning header value (PS3.18 8.10.4) that tells a person why an instance failed."""
-    text = str(failure).replace('"', "'").encode("latin-1", "replace").decode("latin-1")
+def _warning(reason: str) -> str:
+    """A Warning header value (PS3.18 8.10.4) that tells a person why an instance failed, or
+    why the answer is not what was asked."""
+    text = reason.replace('"', "'").encode("latin-1", "replace").decode("latin-1")
     return f'299 localdicom "{text}"'

@@ -10,7 +10,12 @@ under every prefix and behind a proxy.
 
 from __future__ import annotations
 
+from urllib.parse import quote
+
 from aiohttp import web
+
+from localdicom.catalog import InstanceRecord
+from localdicom.dicom.header import instance_path
 
 
 def service_root(request: web.Request) -> str:
@@ -34,3 +39,10 @@ def public_origin(request: web.Request) -> str:
         or request.host
     )
     return f"{scheme}://{host}"
+
+
+def bulk_data_uri(root: str, record: InstanceRecord, path: str) -> str:
+    """The BulkDataURI that metadata gives the bulk value at ``path``, as the Content-Location
+    of the part that carries it (PS3.18 10.4.3.3.5); kept ASCII, as a header's URI must be."""
+    uri = f"{root}/{instance_path(record.study, record.series, record.sop)}/bulk/{path}"
+    return quote(uri, safe=":/?#[]@!$&'()*+,;=%")

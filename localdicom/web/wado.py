@@ -24,6 +24,7 @@ from localdicom.dicom.uids import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     NATIVE_TRANSFER_SYNTAXES,
 )
+from localdicom.web import bulkdata, native
 from localdicom.web.context import (
     catalog,
     find_instance,
@@ -34,11 +35,18 @@ from localdicom.web.context import (
 from localdicom.web.errors import not_found
 from localdicom.web.frames import answer_frames
 from localdicom.web.multipart import FilePart, once, send_files, stream_multipart
-from localdicom.web.negotiation import AS_STORED, DICOM, DICOM_JSON, Offer, choose
-from localdicom.web.urls import service_root
+from localdicom.web.negotiation import AS_STORED, DICOM, DICOM_JSON, DICOM_XML, Offer, choose
+from localdicom.web.urls import bulk_data_uri, service_root
 
 READ_CHUNK = 1 << 20
-METADATA_OFFERS = [Offer(DICOM_JSON, multipart=False), Offer("application/json", multipart=False)]
+#: JSON by default; XML one instance per part (PS3.18 Table 10.4.4-1), or a single part for
+#: the metadata of one instance (PS3.18 10.4.4).
+METADATA_OFFERS = [
+    Offer(DICOM_JSON, multipart=False),
+    Offer("application/json", multipart=False),
+    Offer(DICOM_XML),
+]
+INSTANCE_METADATA_OFFERS = [*METADATA_OFFERS, Offer(DICOM_XML, multipart=False)]
 
 
 # instances -------------------------------------------------------------------------------
@@ -60,7 +68,8 @@ async def retrieve_instance(request: web.Request) -> web.StreamResponse:
 
 def _instance_offers(records: list[InstanceRecord]) -> list[Offer]:
     """Explicit VR Little Endian first (the default, PS3.18 8.7.3.5.2), each instance as
-    stored, then every syntax all of them can be rewritten in."""
+    stored, then every syntax all of them can be rewritten in; last, their bulk data as
+    octet-stream (PS3.18 10.4.4), see :mod:`.bulkdata`."""
     common = None
     for syntax in {record.transfer_syntax for record in records}:
         targets = instance_targets(syntax)
@@ -70,11 +79,13 @@ def _instance_offers(records: list[InstanceRecord]) -> list[Offer]:
     offers = [Offer(DICOM, syntax) for syntax in dict.fromkeys(syntaxes)]
     if len(records) == 1:
         offers += [offer.single_part() for offer in offers]
-    return offers
+    return offers + bulkdata.bulk_offers(records)
 
 
 async def _retrieve(request: web.Request, records: list[InstanceRecord]) -> web.StreamResponse:
     offer = choose(request, _instance_offers(records))
+    if offer.media_type == OCTET_STREAM:
+        return await bulkdata.answer(request, records, offer)
     the_catalog = catalog(request)
     if not offer.multipart:
         return await _single_instance(request, records[0], offer)
@@ -145,18 +156,23 @@ async def series_metadata(request: web.Request) -> web.StreamResponse:
 
 
 async def instance_metadata(request: web.Request) -> web.StreamResponse:
-    return await _metadata(request, [find_instance(request)])
+    return await _metadata(request, [find_instance(request)], INSTANCE_METADATA_OFFERS)
 
 
-async def _metadata(request: web.Request, records: list[InstanceRecord]) -> web.StreamResponse:
-    """DICOM JSON of every instance (PS3.18 10.4.1.2). Viewers ask for a series' metadata
-    again and again (OHIF on every study open), so it carries an ETag (a repeat request with
-    If-None-Match is a 304, RFC 9110 13.1.2) and is gzipped when the client accepts it."""
-    offer = choose(request, METADATA_OFFERS)
+async def _metadata(
+    request: web.Request, records: list[InstanceRecord], offers: list[Offer] = METADATA_OFFERS
+) -> web.StreamResponse:
+    """DICOM JSON of every instance (PS3.18 10.4.1.2), or XML (see :mod:`.native`). Viewers
+    ask for a series' metadata again and again (OHIF on every study open), so it carries an
+    ETag (a repeat request with If-None-Match is a 304, RFC 9110 13.1.2) and is gzipped when
+    the client accepts it."""
+    offer = choose(request, offers)
+    if offer.media_type == DICOM_XML:
+        return await native.metadata(request, records, offer)
     root = service_root(request)
     the_catalog = catalog(request)
     etag = the_catalog.metadata_etag(records, root)
-    headers = {"ETag": etag, "Vary": "Accept-Encoding"}
+    headers = {"ETag": etag, "Vary": "Accept, Accept-Encoding"}
     if etag in request.headers.get("If-None-Match", ""):
         return web.Response(status=304, headers=headers)
     gzipped = "gzip" in request.headers.get("Accept-Encoding", "")
@@ -208,7 +224,10 @@ async def bulk_data(request: web.Request) -> web.StreamResponse:
             span, read = (0, len(data)), _memory_reader(data)
     if offer.multipart:
         data = await asyncio.to_thread(read, *span)
-        return await stream_multipart(request, OCTET_STREAM, [(content_type, once(data))])
+        # the part says which bulk data it is: the BulkDataURI (PS3.18 10.4.3.3.5)
+        location = bulk_data_uri(service_root(request), record, path)
+        head = {"Content-Type": content_type, "Content-Location": location}
+        return await stream_multipart(request, OCTET_STREAM, [(head, once(data))])
     return await _ranged(request, read, span, content_type)
 
 

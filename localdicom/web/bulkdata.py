@@ -1,0 +1,138 @@
+"""The bulk data of whole instances: the Study, Series and Instance Bulkdata resources
+(``.../bulkdata``, PS3.18 Table 10.3-2), and the study, series and instance resources asked as
+``multipart/related; type="application/octet-stream"``, which PS3.18 10.4.4 makes the same
+thing ("retained for historical reasons").
+
+The payload holds every bulk data element of every instance, one part each, in instance order
+and tag order: exactly the elements metadata gives as BulkDataURIs, each part's
+Content-Location that BulkDataURI (PS3.18 10.4.3.3.5), so a client matches the parts to the
+metadata it has. ``application/octet-stream`` is uncompressed little endian bulk data (PS3.18
+8.7.3.3.1): encapsulated Pixel Data is decoded, in the worker processes, to the uncompressed
+value (its frames one after the other); every other value is its bytes as stored.
+
+An instance stored in big endian is not offered this way: its values would have to be swapped
+value by value, which :mod:`localdicom.web.wado`'s bulk data resource does for one element.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
+
+from aiohttp import web
+
+from localdicom.catalog import Catalog, InstanceRecord
+from localdicom.dicom.header import Header, bulk_by_parsing
+from localdicom.dicom.pixels import encode_frames
+from localdicom.dicom.syntaxes import OCTET_STREAM, can_decode
+from localdicom.dicom.uids import (
+    EXPLICIT_VR_BIG_ENDIAN,
+    EXPLICIT_VR_LITTLE_ENDIAN,
+    NATIVE_TRANSFER_SYNTAXES,
+)
+from localdicom.web.context import catalog, find_instance, find_series, find_study, pixel_work
+from localdicom.web.errors import not_acceptable
+from localdicom.web.multipart import stream_multipart
+from localdicom.web.negotiation import AS_STORED, Offer, choose
+from localdicom.web.urls import bulk_data_uri, service_root
+
+#: The Pixel Data a compressed transfer syntax encapsulates (PS3.5 A.4): the top-level one.
+ENCAPSULATED = "7FE00010"
+PART_TYPE = f"{OCTET_STREAM}; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}"
+
+
+async def study_bulkdata(request: web.Request) -> web.StreamResponse:
+    study = find_study(request)
+    return await _bulkdata(request, catalog(request).instances_of(study.uid))
+
+
+async def series_bulkdata(request: web.Request) -> web.StreamResponse:
+    series = find_series(request)
+    return await _bulkdata(request, catalog(request).instances_of(series.study, series.uid))
+
+
+async def instance_bulkdata(request: web.Request) -> web.StreamResponse:
+    return await _bulkdata(request, [find_instance(request)])
+
+
+async def _bulkdata(request: web.Request, records: list[InstanceRecord]) -> web.StreamResponse:
+    offers = bulk_offers(records)
+    if not offers:
+        raise not_acceptable(_why_not(records))
+    return await answer(request, records, choose(request, offers))
+
+
+def bulk_offers(records: list[InstanceRecord]) -> list[Offer]:
+    """Uncompressed little endian (octet-stream's default transfer syntax, PS3.18 Table
+    8.7.3-5), also named as stored when that is what every instance holds; nothing when an
+    instance is big endian or its pixel data cannot be decoded here."""
+    syntaxes = {record.transfer_syntax for record in records}
+    if EXPLICIT_VR_BIG_ENDIAN in syntaxes or not all(map(can_decode, syntaxes)):
+        return []
+    offers = [Offer(OCTET_STREAM, EXPLICIT_VR_LITTLE_ENDIAN)]
+    if syntaxes <= NATIVE_TRANSFER_SYNTAXES:
+        offers.append(Offer(OCTET_STREAM, AS_STORED))
+    return offers
+
+
+def _why_not(records: list[InstanceRecord]) -> str:
+    syntaxes = {record.transfer_syntax for record in records}
+    if EXPLICIT_VR_BIG_ENDIAN in syntaxes:
+        reason = "an instance here is stored in big endian"
+    else:
+        reason = (
+            f"pixel data in {sorted(s for s in syntaxes if not can_decode(s))} cannot be decoded"
+        )
+    return (
+        f"the bulk data cannot be sent as {OCTET_STREAM} (uncompressed, little endian): "
+        f"{reason}; each element's BulkDataURI in the metadata gives it alone"
+    )
+
+
+async def answer(
+    request: web.Request, records: list[InstanceRecord], offer: Offer
+) -> web.StreamResponse:
+    """Every bulk data element of ``records`` as one multipart/related response (``offer``
+    is one of :func:`bulk_offers`: the bytes are the same for each)."""
+    the_catalog = catalog(request)
+    headers = await asyncio.to_thread(lambda: [the_catalog.read_header(r) for r in records])
+    parts = _parts(request, the_catalog, service_root(request), zip(records, headers, strict=True))
+    return await stream_multipart(request, OCTET_STREAM, parts)
+
+
+def _parts(
+    request: web.Request,
+    catalog: Catalog,
+    root: str,
+    instances: Iterable[tuple[InstanceRecord, Header]],
+) -> Iterator[tuple[Mapping[str, str], AsyncIterator[bytes]]]:
+    for record, header in instances:
+        for path, span in header.bulk.items():
+            location = bulk_data_uri(root, record, path)
+            headers = {"Content-Type": PART_TYPE, "Content-Location": location}
+            if path == ENCAPSULATED and record.transfer_syntax not in NATIVE_TRANSFER_SYNTAXES:
+                yield headers, _decoded(request, catalog, record, header.frame_count())
+            elif span is None:  # deflated: offsets in the file mean nothing
+                yield headers, _parsed(catalog, record, path)
+            else:
+                yield headers, _read(catalog, record, span)
+
+
+async def _read(
+    catalog: Catalog, record: InstanceRecord, span: tuple[int, int]
+) -> AsyncIterator[bytes]:
+    yield await asyncio.to_thread(catalog.read_ranges, record, [span])
+
+
+async def _parsed(catalog: Catalog, record: InstanceRecord, path: str) -> AsyncIterator[bytes]:
+    yield await asyncio.to_thread(bulk_by_parsing, catalog.path_of(record), path)
+
+
+async def _decoded(
+    request: web.Request, catalog: Catalog, record: InstanceRecord, frame_count: int
+) -> AsyncIterator[bytes]:
+    """The uncompressed value of encapsulated Pixel Data: every frame, decoded."""
+    numbers = list(range(1, frame_count + 1))
+    path = catalog.path_of(record)
+    for frame in await pixel_work(request, encode_frames, path, numbers, EXPLICIT_VR_LITTLE_ENDIAN):
+        yield frame
