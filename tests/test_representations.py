@@ -314,22 +314,35 @@ async def test_bulk_data_as_stored_only_where_it_is_uncompressed(stored):
     assert response.status == 406 and b"available as" in body
 
 
-async def test_big_endian_bulk_data_of_an_instance_is_406_with_the_reason(stored):
+async def test_big_endian_bulk_data_comes_in_little_endian(stored):
+    """octet-stream is little endian (PS3.18 8.7.3.3.1): a big endian instance's values are
+    swapped by VR, so its pixels are pydicom's pixel_array in little endian."""
     ds = read(BIG_ENDIAN)
-    response, body = await get(stored, f"{instance_path(ds)}/bulkdata", OCTET_PARTS)
-    assert response.status == 406 and b"big endian" in body
-    response, body = await get(stored, instance_path(ds), OCTET_PARTS)
-    assert response.status == 406 and b"available as" in body
+    for path in (f"{instance_path(ds)}/bulkdata", instance_path(ds)):
+        response, body = await get(stored, path, OCTET_PARTS)
+        assert response.status == 200, body
+        parts = split_multipart(response.headers["Content-Type"], body)
+        by_location = {fields["Content-Location"].rsplit("/", 1)[1]: data for fields, data in parts}
+        pixels = ds.pixel_array.astype(ds.pixel_array.dtype.newbyteorder("<"))
+        assert by_location == {"7FE00010": pixels.tobytes()}
+    response, body = await get(stored, instance_path(ds), OCTET_PARTS + "; transfer-syntax=*")
+    assert response.status == 406  # as stored would be big endian: not octet-stream
 
 
 async def test_a_bulk_data_uri_answer_names_itself(stored):
-    """PS3.18 10.4.3.3.5: bulk data in a multipart answer carries its Content-Location."""
+    """PS3.18 10.4.3.3.5: bulk data in a multipart answer carries its Content-Location, also
+    compressed Pixel Data, which comes one frame a part (each part the same element's)."""
     ds = read(CT)
     uri = (await metadata_of(stored, ds))["00431029"]["BulkDataURI"]
     response, body = await get(stored, "/" + uri.split("/", 3)[3], OCTET_PARTS)
     ((fields, data),) = split_multipart(response.headers["Content-Type"], body)
     assert fields["Content-Location"] == uri
     assert data == ds.private_block(0x0043, "GEMS_PARM_01")[0x29].value
+    ds = read(J2K)
+    uri = (await metadata_of(stored, ds))["7FE00010"]["BulkDataURI"]
+    response, body = await get(stored, "/" + uri.split("/", 3)[3], OCTET_PARTS)
+    parts = split_multipart(response.headers["Content-Type"], body)
+    assert [fields["Content-Location"] for fields, _ in parts] == [uri] * 10
 
 
 # the accept and charset query parameters --------------------------------------------------

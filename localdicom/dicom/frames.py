@@ -10,6 +10,7 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pydicom
@@ -54,6 +55,21 @@ def value_unit(vr: str, pixel_bits: int | None = None) -> int:
     if pixel_bits is not None:
         return swap_unit(pixel_bits, vr)
     return VALUE_SIZES.get(vr, 1)
+
+
+#: BulkDataURI paths of the top-level pixel data elements.
+PIXEL_DATA_PATHS = frozenset({"7FE00010", "7FE00008", "7FE00009"})
+
+
+def bulk_unit(metadata: dict[str, Any], path: str) -> int:
+    """:func:`value_unit` of the bulk value at ``path`` (a BulkDataURI path: tags and item
+    indexes, ``00540016/0/00181072``) of the dataset whose DICOM JSON is ``metadata``."""
+    element: dict[str, Any] = {"Value": [metadata]}
+    steps = path.split("/")
+    for key, index in zip(steps[::2], ["0", *steps[1::2]], strict=False):
+        element = element["Value"][int(index)][key]
+    bits = int(metadata.get("00280100", {}).get("Value", [16])[0])
+    return value_unit(element.get("vr", "OB"), bits if path in PIXEL_DATA_PATHS else None)
 
 
 def to_little_endian(data: bytes, unit: int) -> bytes:

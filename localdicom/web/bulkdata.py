@@ -8,10 +8,8 @@ and tag order: exactly the elements metadata gives as BulkDataURIs, each part's
 Content-Location that BulkDataURI (PS3.18 10.4.3.3.5), so a client matches the parts to the
 metadata it has. ``application/octet-stream`` is uncompressed little endian bulk data (PS3.18
 8.7.3.3.1): encapsulated Pixel Data is decoded, in the worker processes, to the uncompressed
-value (its frames one after the other); every other value is its bytes as stored.
-
-An instance stored in big endian is not offered this way: its values would have to be swapped
-value by value, which :mod:`localdicom.web.wado`'s bulk data resource does for one element.
+value (its frames one after the other); the values of an instance stored in big endian are
+swapped by VR, as its BulkDataURIs give them; every other value is its bytes as stored.
 """
 
 from __future__ import annotations
@@ -22,6 +20,7 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from aiohttp import web
 
 from localdicom.catalog import Catalog, InstanceRecord
+from localdicom.dicom.frames import bulk_unit, to_little_endian
 from localdicom.dicom.header import Header, bulk_by_parsing
 from localdicom.dicom.pixels import encode_frames
 from localdicom.dicom.syntaxes import OCTET_STREAM, can_decode
@@ -64,28 +63,23 @@ async def _bulkdata(request: web.Request, records: list[InstanceRecord]) -> web.
 
 def bulk_offers(records: list[InstanceRecord]) -> list[Offer]:
     """Uncompressed little endian (octet-stream's default transfer syntax, PS3.18 Table
-    8.7.3-5), also named as stored when that is what every instance holds; nothing when an
-    instance is big endian or its pixel data cannot be decoded here."""
+    8.7.3-5), also named as stored when every instance holds exactly that; nothing when the
+    pixel data of an instance cannot be decoded here."""
     syntaxes = {record.transfer_syntax for record in records}
-    if EXPLICIT_VR_BIG_ENDIAN in syntaxes or not all(map(can_decode, syntaxes)):
+    if not all(map(can_decode, syntaxes)):
         return []
     offers = [Offer(OCTET_STREAM, EXPLICIT_VR_LITTLE_ENDIAN)]
-    if syntaxes <= NATIVE_TRANSFER_SYNTAXES:
+    if syntaxes <= NATIVE_TRANSFER_SYNTAXES - {EXPLICIT_VR_BIG_ENDIAN}:
         offers.append(Offer(OCTET_STREAM, AS_STORED))
     return offers
 
 
 def _why_not(records: list[InstanceRecord]) -> str:
-    syntaxes = {record.transfer_syntax for record in records}
-    if EXPLICIT_VR_BIG_ENDIAN in syntaxes:
-        reason = "an instance here is stored in big endian"
-    else:
-        reason = (
-            f"pixel data in {sorted(s for s in syntaxes if not can_decode(s))} cannot be decoded"
-        )
+    undecodable = sorted({r.transfer_syntax for r in records if not can_decode(r.transfer_syntax)})
     return (
-        f"the bulk data cannot be sent as {OCTET_STREAM} (uncompressed, little endian): "
-        f"{reason}; each element's BulkDataURI in the metadata gives it alone"
+        f"the bulk data cannot be sent as {OCTET_STREAM} (uncompressed): pixel data in "
+        f"{', '.join(undecodable)} cannot be decoded here; each element's BulkDataURI in the "
+        "metadata gives it as stored, and the instances are available as application/dicom"
     )
 
 
@@ -115,13 +109,17 @@ def _parts(
             elif span is None:  # deflated: offsets in the file mean nothing
                 yield headers, _parsed(catalog, record, path)
             else:
-                yield headers, _read(catalog, record, span)
+                big_endian = record.transfer_syntax == EXPLICIT_VR_BIG_ENDIAN
+                unit = bulk_unit(header.metadata, path) if big_endian else 1
+                yield headers, _read(catalog, record, span, unit)
 
 
 async def _read(
-    catalog: Catalog, record: InstanceRecord, span: tuple[int, int]
+    catalog: Catalog, record: InstanceRecord, span: tuple[int, int], unit: int
 ) -> AsyncIterator[bytes]:
-    yield await asyncio.to_thread(catalog.read_ranges, record, [span])
+    """The value's bytes in little endian: swapped ``unit`` bytes at a time (PS3.5 7.3)."""
+    data = await asyncio.to_thread(catalog.read_ranges, record, [span])
+    yield to_little_endian(data, unit)
 
 
 async def _parsed(catalog: Catalog, record: InstanceRecord, path: str) -> AsyncIterator[bytes]:

@@ -48,10 +48,15 @@ async def frames(request: web.Request) -> web.StreamResponse:
 
 
 async def answer_frames(
-    request: web.Request, record: InstanceRecord, header: Header, numbers: list[int]
+    request: web.Request,
+    record: InstanceRecord,
+    header: Header,
+    numbers: list[int],
+    location: str | None = None,
 ) -> web.StreamResponse:
     """Frames ``numbers`` in the representation the Accept header picks (PS3.18 8.7.3):
-    one part each, or a single part for a single frame."""
+    one part each, or a single part for a single frame. ``location``: the BulkDataURI the
+    frames are the value of, each part's Content-Location (PS3.18 10.4.3.3.5)."""
     the_catalog = catalog(request)
     stored = record.transfer_syntax
     offer = choose(request, frame_offers(stored, header, single=len(numbers) == 1))
@@ -68,7 +73,8 @@ async def answer_frames(
     content_type = f"{offer.media_type}; transfer-syntax={target}"
     if not offer.multipart:
         return web.Response(body=data[0], headers={"Content-Type": content_type})
-    parts = ((content_type, once(frame)) for frame in data)
+    head = {"Content-Type": content_type, **({"Content-Location": location} if location else {})}
+    parts = ((head, once(frame)) for frame in data)
     return await stream_multipart(request, offer.media_type, parts)
 
 

@@ -15,8 +15,8 @@ from pathlib import Path
 from aiohttp import web
 
 from localdicom.catalog import Catalog, InstanceRecord
-from localdicom.dicom.frames import to_little_endian, value_unit
-from localdicom.dicom.header import ByteRange, Header, bulk_by_parsing
+from localdicom.dicom.frames import PIXEL_DATA_PATHS, bulk_unit, to_little_endian
+from localdicom.dicom.header import ByteRange, bulk_by_parsing
 from localdicom.dicom.pixels import transcode
 from localdicom.dicom.syntaxes import OCTET_STREAM, instance_targets
 from localdicom.dicom.uids import (
@@ -206,7 +206,8 @@ async def bulk_data(request: web.Request) -> web.StreamResponse:
     stored = record.transfer_syntax
     if path in PIXEL_DATA_PATHS and stored not in NATIVE_TRANSFER_SYNTAXES:
         every_frame = list(range(1, header.frame_count() + 1))
-        return await answer_frames(request, record, header, every_frame)
+        location = bulk_data_uri(service_root(request), record, path)
+        return await answer_frames(request, record, header, every_frame, location)
     offer = choose(request, _bulk_offers(stored))
     file, span = the_catalog.path_of(record), header.bulk[path]
     if span is None:
@@ -220,7 +221,8 @@ async def bulk_data(request: web.Request) -> web.StreamResponse:
         swapped = offer.transfer_syntax == EXPLICIT_VR_LITTLE_ENDIAN
         content_type += f"; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN if swapped else stored}"
         if swapped:
-            data = to_little_endian(await asyncio.to_thread(read, *span), _unit(header, path))
+            unit = bulk_unit(header.metadata, path)
+            data = to_little_endian(await asyncio.to_thread(read, *span), unit)
             span, read = (0, len(data)), _memory_reader(data)
     if offer.multipart:
         data = await asyncio.to_thread(read, *span)
@@ -229,10 +231,6 @@ async def bulk_data(request: web.Request) -> web.StreamResponse:
         head = {"Content-Type": content_type, "Content-Location": location}
         return await stream_multipart(request, OCTET_STREAM, [(head, once(data))])
     return await _ranged(request, read, span, content_type)
-
-
-#: BulkDataURI paths of the top-level pixel data elements.
-PIXEL_DATA_PATHS = frozenset({"7FE00010", "7FE00008", "7FE00009"})
 
 
 def _bulk_offers(stored: str) -> list[Offer]:
@@ -244,16 +242,6 @@ def _bulk_offers(stored: str) -> list[Offer]:
         syntaxes = (EXPLICIT_VR_LITTLE_ENDIAN, AS_STORED, EXPLICIT_VR_BIG_ENDIAN)
         offers = [Offer(OCTET_STREAM, syntax) for syntax in syntaxes]
     return offers + [offer.single_part() for offer in offers]
-
-
-def _unit(header: Header, path: str) -> int:
-    """Bytes per value whose order big endian reverses, from the element's VR (PS3.5 7.3)."""
-    element: dict = {"Value": [header.metadata]}
-    steps = path.split("/")
-    for key, index in zip(steps[::2], ["0", *steps[1::2]], strict=False):
-        element = element["Value"][int(index)][key]
-    bits = int(header.metadata.get("00280100", {}).get("Value", [16])[0])
-    return value_unit(element.get("vr", "OB"), bits if path in PIXEL_DATA_PATHS else None)
 
 
 async def _ranged(
