@@ -40,6 +40,9 @@ from tests.helpers.corpus import (
 from tests.helpers.http import parameters
 from tests.helpers.live import LiveServer, Reply, request, stow_file
 
+#: Every pixel resource of every file of the corpus: seconds of decoding, so not inner loop.
+pytestmark = pytest.mark.slow
+
 UNCOMPRESSED = 'multipart/related; type="application/octet-stream"'
 AS_STORED = UNCOMPRESSED + "; transfer-syntax=*"
 RLE_LOSSLESS = "1.2.840.10008.1.2.5"
