@@ -28,6 +28,7 @@ from pydicom.valuerep import PersonName
 
 from localdicom.dicom.dicomxml import NAME_COMPONENTS, NAMESPACE, native_xml
 from localdicom.dicom.header import NotDicom, describe
+from tests.helpers.corpus import corpus_files
 
 NS = {"d": NAMESPACE}
 
@@ -85,22 +86,7 @@ def assert_valid(document: bytes) -> None:
     assert schema().validate(tree), schema().error_log
 
 
-def corpus() -> list[Path]:
-    """pydicom's test files, pydicom-data's and the character set files; none downloaded."""
-    download = pydicom.data.download
-    saved = download._SIMULATE_NETWORK_OUTAGE
-    download._SIMULATE_NETWORK_OUTAGE = True
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            paths = pydicom.data.get_testdata_files("*.dcm")
-            paths += pydicom.data.get_charset_files("*.dcm")
-    finally:
-        download._SIMULATE_NETWORK_OUTAGE = saved
-    return sorted({Path(p) for p in paths}, key=lambda p: p.name)
-
-
-CORPUS = corpus()
+CORPUS = corpus_files(charsets=True)
 
 
 def metadata_of(path: Path) -> dict[str, Any]:

@@ -29,7 +29,6 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.pixels import pixel_array
 
-from tests.helpers import free_port
 from tests.helpers.corpus import (
     CORPUS,
     EXPLICIT_VR_BIG_ENDIAN,
@@ -38,7 +37,7 @@ from tests.helpers.corpus import (
     frame_count,
 )
 from tests.helpers.http import parameters
-from tests.helpers.live import LiveServer, Reply, request, stow_file
+from tests.helpers.live import LiveServer, Reply, request, serve_module, store_file
 
 #: Every pixel resource of every file of the corpus: seconds of decoding, so not inner loop.
 pytestmark = pytest.mark.slow
@@ -52,12 +51,7 @@ MAX_FRAMES = 8
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    """One server for the module; ``--overwrite`` as several corpus files share UIDs."""
-    archive = tmp_path_factory.mktemp("pixels") / "archive"
-    live = LiveServer(archive, free_port(), extra_args=("--overwrite",))
-    live.start()
-    yield live
-    live.stop()
+    yield from serve_module(tmp_path_factory, "pixels")
 
 
 # helpers ---------------------------------------------------------------------------------
@@ -70,16 +64,10 @@ def sample(name: str) -> Path:
     return Path(path)
 
 
-def store(server: LiveServer, path: Path) -> pydicom.Dataset:
-    reply = stow_file(server.url, path)
-    assert reply.status == 200, (reply.status, reply.headers.get("Warning"), reply.text)
-    return pydicom.dcmread(path)
-
-
 def store_bytes(server: LiveServer, ds: Dataset, folder: Path) -> None:
     path = folder / f"{ds.SOPInstanceUID}.dcm"
     ds.save_as(path, enforce_file_format=True)
-    store(server, path)
+    store_file(server, path)
 
 
 def url(server: LiveServer, ds: Dataset, tail: str = "") -> str:
@@ -172,7 +160,7 @@ def test_compressed_pixel_data_bulk_is_one_part_per_frame(server: LiveServer, pa
     """PS3.18 8.7.3.3.2: octet-stream (the default) is every frame decoded to Explicit VR
     Little Endian; ``transfer-syntax=*`` every frame as stored; never the encapsulated
     value with its item tags."""
-    ds = store(server, path)
+    ds = store_file(server, path)
     count = frame_count(ds)
     bulk = url(server, ds, "/bulk/7FE00010")
 
@@ -199,7 +187,7 @@ def test_compressed_pixel_data_bulk_is_one_part_per_frame(server: LiveServer, pa
 def test_rendered_frames_and_thumbnail_never_5xx(server: LiveServer, path: Path) -> None:
     """Whatever a stored file holds, rendering answers an image, or a 406 when no decoder
     can decode its pixel data (PS3.18 8.3.5); frames likewise (8.7.3)."""
-    ds = store(server, path)
+    ds = store_file(server, path)
     decodable = _needs_repair(ds) or expected_frames(path, 1) is not None
     for tail, accept in (
         ("/rendered", "image/jpeg"),
@@ -241,7 +229,7 @@ def test_big_endian_instance_transcoded_to_little_endian(server: LiveServer, pat
     """PS3.18 8.7.3.5.2: without a transfer syntax an instance comes in Explicit VR Little
     Endian; a big endian one is byte-swapped by VR (PS3.5 7.3), pixel data and OW values
     (LUT Data) included, and every value reads as it did."""
-    original = store(server, path)
+    original = store_file(server, path)
     reply = get(url(server, original), "application/dicom")
     assert parameters(reply.content_type)["transfer-syntax"] == EXPLICIT_VR_LITTLE_ENDIAN
     served = pydicom.dcmread(io.BytesIO(reply.body))
@@ -283,7 +271,7 @@ def test_big_endian_lut_data_bulk_comes_in_little_endian(server: LiveServer) -> 
     octet-stream without a transfer syntax is little endian; ``transfer-syntax=*`` the bytes
     as stored."""
     path = sample("gdcm-US-ALOKA-16_big.dcm")
-    original = store(server, path)
+    original = store_file(server, path)
     metadata = json.loads(get(url(server, original, "/metadata"), "application/dicom+json").body)
     keys = ("00281221", "00281222", "00281223")
     uris = [uri for key in keys for uri in bulk_uris(metadata[0], key)]
@@ -323,7 +311,7 @@ def test_jpeg_with_damaged_offset_table_item_transcoded(server: LiveServer) -> N
     (0000,0000)") and its dataset decodes: so does the server, as an instance, frames and
     rendered images."""
     path = sample("SC_rgb_jpeg.dcm")
-    original = store(server, path)
+    original = store_file(server, path)
     expected = original.pixel_array
     for accept in ("application/dicom", 'multipart/related; type="application/dicom"'):
         reply = get(url(server, original), accept)
@@ -340,7 +328,7 @@ def test_jpeg_with_damaged_offset_table_item_transcoded(server: LiveServer) -> N
 @pytest.mark.parametrize("media_type", ["image/jpeg", "image/png"])
 def test_deflated_instance_rendered(server: LiveServer, media_type: str) -> None:
     """image_dfl.dcm (Deflated Explicit VR Little Endian, PS3.5 A.5) renders."""
-    original = store(server, sample("image_dfl.dcm"))
+    original = store_file(server, sample("image_dfl.dcm"))
     image = image_of(get(url(server, original, "/rendered"), media_type))
     assert image.shape == original.pixel_array.shape
     if media_type == "image/png":  # 8-bit, no VOI: the stored values stretched to 0..255
@@ -353,7 +341,7 @@ def test_bad_is_value_rendered(server: LiveServer) -> None:
     """badVR.dcm's Number of Frames is "1A": not a number, so one frame (PS3.3 C.7.6.6, as
     the sidecar counts it); pydicom decodes it when told so."""
     path = sample("badVR.dcm")
-    original = store(server, path)
+    original = store_file(server, path)
     fixed = pydicom.dcmread(path)
     fixed.NumberOfFrames = 1
     expected = pixel_array(fixed, index=0)

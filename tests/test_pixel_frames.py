@@ -28,7 +28,6 @@ from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder, pixel_array
 
-from tests.helpers import free_port
 from tests.helpers.corpus import (
     CORPUS,
     EXPLICIT_VR_BIG_ENDIAN,
@@ -41,7 +40,7 @@ from tests.helpers.corpus import (
     pixel_data_tag,
 )
 from tests.helpers.http import parameters
-from tests.helpers.live import LiveServer, Reply, request, stow_file
+from tests.helpers.live import LiveServer, Reply, request, serve_module, store_file
 
 #: Frames asked for per corpus file: the first few are enough and keep big files quick.
 MAX_FRAMES = 3
@@ -62,11 +61,7 @@ LOSSLESS_MEDIA_TYPES = {
 
 @pytest.fixture(scope="module")
 def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
-    archive = tmp_path_factory.mktemp("frames") / "archive"
-    live = LiveServer(archive, free_port(), extra_args=("--overwrite",))
-    live.start()
-    yield live
-    live.stop()
+    yield from serve_module(tmp_path_factory, "frames")
 
 
 # helpers ---------------------------------------------------------------------------------
@@ -77,13 +72,6 @@ def sample_file(name: str) -> Path:
     if path is None:
         pytest.skip(f"{name} is not installed (pydicom-data)")
     return Path(path)
-
-
-def store(server: LiveServer, path: Path) -> pydicom.Dataset:
-    """STOW ``path`` (replacing any instance with its SOP Instance UID) and read it."""
-    reply = stow_file(server.url, path)
-    assert reply.status == 200, (reply.status, reply.headers.get("Warning"), reply.text)
-    return pydicom.dcmread(path)
 
 
 def frames_url(server: LiveServer, ds: pydicom.Dataset, frame_list: str) -> str:
@@ -184,7 +172,7 @@ def test_uncompressed_frames_equal_pydicom(server: LiveServer, path: Path) -> No
     1-bit data left packed, YBR_FULL_422 left subsampled), so they are compared with the raw
     stored frames as tests/test_pydicom_data_roundtrip.py does.
     """
-    ds = store(server, path)
+    ds = store_file(server, path)
     if pixel_data_tag(ds) is None:
         pytest.skip("no pixel data")
     count = min(frame_count(ds), MAX_FRAMES)
@@ -224,7 +212,7 @@ def test_the_corpus_has_files_no_decoder_decodes() -> None:
 
 @pytest.mark.parametrize("path", UNDECODABLE)
 def test_undecodable_frames_are_406_with_a_message(server: LiveServer, path: Path) -> None:
-    ds = store(server, path)
+    ds = store_file(server, path)
     refused = request(frames_url(server, ds, "1"), accept=UNCOMPRESSED)
     assert refused.status == 406, (refused.status, refused.text)
     assert "transfer-syntax=*" in refused.text, refused.text  # what it is available as
@@ -232,7 +220,7 @@ def test_undecodable_frames_are_406_with_a_message(server: LiveServer, path: Pat
 
 @pytest.mark.parametrize("path", UNDECODABLE)
 def test_undecodable_frames_are_served_as_stored(server: LiveServer, path: Path) -> None:
-    ds = store(server, path)
+    ds = store_file(server, path)
     count = min(frame_count(ds), MAX_FRAMES)
     frame_list = ",".join(str(n) for n in range(1, count + 1))
 
@@ -248,7 +236,7 @@ def test_undecodable_frames_are_served_as_stored(server: LiveServer, path: Path)
 @pytest.mark.parametrize("name", ["MR_small_jp2klossless.dcm", "emri_small_jpeg_2k_lossless.dcm"])
 def test_jpeg_2000_frames_decoded_to_uncompressed(server: LiveServer, name: str) -> None:
     path = sample_file(name)
-    ds = store(server, path)
+    ds = store_file(server, path)
     count = frame_count(ds)
     frame_list = ",".join(str(n) for n in range(1, count + 1))
 
@@ -266,7 +254,7 @@ def test_lossless_frame_encodings_decode_to_the_original(
     server: LiveServer, name: str, media_type: str
 ) -> None:
     path = sample_file(name)
-    ds = store(server, path)
+    ds = store_file(server, path)
     syntax = LOSSLESS_MEDIA_TYPES[media_type]
 
     parts = get_frames(server, ds, "1", f'multipart/related; type="{media_type}"').parts()
@@ -279,7 +267,7 @@ def test_lossless_frame_encodings_decode_to_the_original(
 @pytest.mark.parametrize("media_type", list(LOSSLESS_MEDIA_TYPES))
 def test_one_frame_as_a_single_part_image(server: LiveServer, media_type: str) -> None:
     path = sample_file("CT_small.dcm")
-    ds = store(server, path)
+    ds = store_file(server, path)
     syntax = LOSSLESS_MEDIA_TYPES[media_type]
 
     reply = get_frames(server, ds, "1", media_type)
@@ -290,7 +278,7 @@ def test_one_frame_as_a_single_part_image(server: LiveServer, media_type: str) -
 
 
 def test_several_frames_cannot_be_one_single_part_image(server: LiveServer) -> None:
-    ds = store(server, sample_file("emri_small.dcm"))
+    ds = store_file(server, sample_file("emri_small.dcm"))
     reply = request(frames_url(server, ds, "1,2"), accept="image/jls")
     assert reply.status == 406, (reply.status, reply.text)
     assert "multipart/related" in reply.text  # what is available instead
@@ -299,7 +287,7 @@ def test_several_frames_cannot_be_one_single_part_image(server: LiveServer) -> N
 @pytest.mark.parametrize("accept", ['multipart/related; type="image/jpeg"', "image/jpeg"])
 def test_baseline_jpeg_of_eight_bit_data(server: LiveServer, accept: str) -> None:
     path = sample_file("SC_rgb.dcm")
-    ds = store(server, path)
+    ds = store_file(server, path)
 
     reply = get_frames(server, ds, "1", accept)
 
@@ -318,7 +306,7 @@ def test_baseline_jpeg_of_eight_bit_data(server: LiveServer, accept: str) -> Non
 
 
 def test_baseline_jpeg_of_sixteen_bit_data_is_406(server: LiveServer) -> None:
-    ds = store(server, sample_file("CT_small.dcm"))
+    ds = store_file(server, sample_file("CT_small.dcm"))
     reply = request(frames_url(server, ds, "1"), accept='multipart/related; type="image/jpeg"')
     assert reply.status == 406, (reply.status, reply.text)
     assert "image/jp2" in reply.text  # the 406 lists what the frame is available as
@@ -334,7 +322,7 @@ def test_baseline_jpeg_of_sixteen_bit_data_is_406(server: LiveServer) -> None:
 )
 def test_frames_come_back_in_the_order_asked(server: LiveServer, name: str, accept: str) -> None:
     path = sample_file(name)
-    ds = store(server, path)
+    ds = store_file(server, path)
     one, two, three = (get_frames(server, ds, str(n), accept).parts()[0][1] for n in (1, 2, 3))
     assert len({one, two, three}) == 3, "the first three frames should differ"
 
@@ -346,7 +334,7 @@ def test_frames_come_back_in_the_order_asked(server: LiveServer, name: str, acce
 
 
 def test_frames_beyond_the_last_are_404(server: LiveServer) -> None:
-    ds = store(server, sample_file("emri_small_jpeg_2k_lossless.dcm"))
+    ds = store_file(server, sample_file("emri_small_jpeg_2k_lossless.dcm"))
     reply = request(frames_url(server, ds, "1,11"), accept=UNCOMPRESSED)
     assert reply.status == 404, (reply.status, reply.text)
     assert "11" in reply.text

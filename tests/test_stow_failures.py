@@ -17,24 +17,11 @@ import pytest
 from pydicom.errors import InvalidDicomError
 
 from localdicom.dicom.header import NotDicom, describe
+from tests.helpers.corpus import corpus_files
 
 CANNOT_UNDERSTAND = 0xC000
 FAILED_SOP_SEQUENCE, FAILURE_REASON = "00081198", "00081197"
 REFERENCED_CLASS, REFERENCED_INSTANCE = "00081150", "00081155"
-
-
-def corpus() -> list[Path]:
-    """pydicom's test files and pydicom-data's, without downloading anything."""
-    download = pydicom.data.download
-    saved = download._SIMULATE_NETWORK_OUTAGE
-    download._SIMULATE_NETWORK_OUTAGE = True
-    try:
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            paths = pydicom.data.get_testdata_files("*.dcm")
-    finally:
-        download._SIMULATE_NETWORK_OUTAGE = saved
-    return sorted((Path(p) for p in paths), key=lambda p: p.name)
 
 
 def refused_by_the_server(path: Path) -> bool:
@@ -46,7 +33,7 @@ def refused_by_the_server(path: Path) -> bool:
     return False
 
 
-REFUSED = [path for path in corpus() if refused_by_the_server(path)]
+REFUSED = [path for path in corpus_files() if refused_by_the_server(path)]
 
 
 def expected_identity(data: bytes) -> dict[str, str]:

@@ -29,7 +29,7 @@ from localdicom.dicom.uids import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     NATIVE_TRANSFER_SYNTAXES,
 )
-from localdicom.web.context import catalog, find_instance, find_series, find_study, pixel_work
+from localdicom.web.context import catalog, named_instances, pixel_work
 from localdicom.web.errors import not_acceptable
 from localdicom.web.multipart import stream_multipart
 from localdicom.web.negotiation import AS_STORED, Offer, choose
@@ -40,18 +40,9 @@ ENCAPSULATED = "7FE00010"
 PART_TYPE = f"{OCTET_STREAM}; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}"
 
 
-async def study_bulkdata(request: web.Request) -> web.StreamResponse:
-    study = find_study(request)
-    return await _bulkdata(request, catalog(request).instances_of(study.uid))
-
-
-async def series_bulkdata(request: web.Request) -> web.StreamResponse:
-    series = find_series(request)
-    return await _bulkdata(request, catalog(request).instances_of(series.study, series.uid))
-
-
-async def instance_bulkdata(request: web.Request) -> web.StreamResponse:
-    return await _bulkdata(request, [find_instance(request)])
+async def bulkdata(request: web.Request) -> web.StreamResponse:
+    """Of a study, series or instance."""
+    return await _bulkdata(request, named_instances(request))
 
 
 async def _bulkdata(request: web.Request, records: list[InstanceRecord]) -> web.StreamResponse:

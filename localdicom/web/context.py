@@ -82,3 +82,14 @@ def find_instance(request: web.Request) -> InstanceRecord:
     if record is None:
         raise not_found(f"instance {sop} of series {series}, study {study} is not in the archive")
     return record
+
+
+def named_instances(request: web.Request) -> list[InstanceRecord]:
+    """The instances of the study, series or instance the URL names (404 if it is not
+    stored): what a study-, series- and instance-level route of one resource acts on."""
+    if request.match_info.get("instance") is not None:
+        return [find_instance(request)]
+    if request.match_info.get("series") is not None:
+        series = find_series(request)
+        return catalog(request).instances_of(series.study, series.uid)
+    return catalog(request).instances_of(find_study(request).uid)

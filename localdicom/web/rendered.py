@@ -21,7 +21,14 @@ from localdicom.dicom.render import (
     RenderParams,
     parse_render_params,
 )
-from localdicom.web.context import catalog, find_instance, find_series, find_study, pixel_work
+from localdicom.web.context import (
+    catalog,
+    find_instance,
+    find_series,
+    find_study,
+    named_instances,
+    pixel_work,
+)
 from localdicom.web.errors import bad_request, not_found
 from localdicom.web.frames import check_frames, frame_numbers
 from localdicom.web.multipart import once, stream_multipart
@@ -36,15 +43,8 @@ OFFERS = [Offer(media_type, multipart=False) for media_type in RENDERED_MEDIA_TY
 # rendered --------------------------------------------------------------------------------
 
 
-async def study_rendered(request: web.Request) -> web.StreamResponse:
-    study = find_study(request)
-    return await _render_instances(request, catalog(request).index.instances_of(study.uid))
-
-
-async def series_rendered(request: web.Request) -> web.StreamResponse:
-    series = find_series(request)
-    records = catalog(request).index.instances_of(series.study, series.uid)
-    return await _render_instances(request, records)
+async def study_or_series_rendered(request: web.Request) -> web.StreamResponse:
+    return await _render_instances(request, named_instances(request))
 
 
 async def instance_rendered(request: web.Request) -> web.StreamResponse:

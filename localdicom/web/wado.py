@@ -28,8 +28,7 @@ from localdicom.web import bulkdata, native
 from localdicom.web.context import (
     catalog,
     find_instance,
-    find_series,
-    find_study,
+    named_instances,
     pixel_work,
 )
 from localdicom.web.errors import not_found
@@ -52,18 +51,9 @@ INSTANCE_METADATA_OFFERS = [*METADATA_OFFERS, Offer(DICOM_XML, multipart=False)]
 # instances -------------------------------------------------------------------------------
 
 
-async def retrieve_study(request: web.Request) -> web.StreamResponse:
-    study = find_study(request)
-    return await _retrieve(request, catalog(request).instances_of(study.uid))
-
-
-async def retrieve_series(request: web.Request) -> web.StreamResponse:
-    series = find_series(request)
-    return await _retrieve(request, catalog(request).instances_of(series.study, series.uid))
-
-
-async def retrieve_instance(request: web.Request) -> web.StreamResponse:
-    return await _retrieve(request, [find_instance(request)])
+async def retrieve(request: web.Request) -> web.StreamResponse:
+    """A study, series or instance (PS3.18 10.4.1.1.1)."""
+    return await _retrieve(request, named_instances(request))
 
 
 def _instance_offers(records: list[InstanceRecord]) -> list[Offer]:
@@ -145,18 +135,11 @@ async def _transcoded(request: web.Request, path: Path, syntax: str) -> AsyncIte
 # metadata --------------------------------------------------------------------------------
 
 
-async def study_metadata(request: web.Request) -> web.StreamResponse:
-    study = find_study(request)
-    return await _metadata(request, catalog(request).instances_of(study.uid))
-
-
-async def series_metadata(request: web.Request) -> web.StreamResponse:
-    series = find_series(request)
-    return await _metadata(request, catalog(request).instances_of(series.study, series.uid))
-
-
-async def instance_metadata(request: web.Request) -> web.StreamResponse:
-    return await _metadata(request, [find_instance(request)], INSTANCE_METADATA_OFFERS)
+async def metadata(request: web.Request) -> web.StreamResponse:
+    """Of a study, series or instance; an instance's may also be a single XML document."""
+    single = request.match_info.get("instance") is not None
+    offers = INSTANCE_METADATA_OFFERS if single else METADATA_OFFERS
+    return await _metadata(request, named_instances(request), offers)
 
 
 async def _metadata(

@@ -42,8 +42,9 @@ PIXEL_DATA_BITS = {0x7FE00010: None, 0x7FE00008: 32, 0x7FE00009: 64}
 # the corpus ------------------------------------------------------------------------------
 
 
-def corpus_files() -> list[Path]:
-    """The test corpus, sorted by name; nothing is downloaded.
+def corpus_files(*, charsets: bool = False) -> list[Path]:
+    """The test corpus (with pydicom's character set files if ``charsets``), sorted by name;
+    nothing is downloaded.
 
     pydicom would also try to fetch the pydicom-data files from GitHub into its cache (15 s of
     time-outs without a network); the pydicom-data package already holds them.
@@ -55,9 +56,11 @@ def corpus_files() -> list[Path]:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore")
             paths = pydicom.data.get_testdata_files("*.dcm")
+            if charsets:
+                paths += pydicom.data.get_charset_files("*.dcm")
     finally:
         download._SIMULATE_NETWORK_OUTAGE = saved
-    return sorted((Path(p) for p in paths), key=lambda p: p.name)
+    return sorted({Path(p) for p in paths}, key=lambda p: p.name)
 
 
 @dataclass(frozen=True)

@@ -11,10 +11,14 @@ import sys
 import time
 import urllib.error
 import urllib.request
+from collections.abc import Iterator
 from dataclasses import dataclass
 from email.message import Message
 from pathlib import Path
 
+import pydicom
+
+from tests.helpers import free_port
 from tests.helpers.http import split_multipart
 
 TIMEOUT = 120
@@ -113,3 +117,20 @@ def stow_file(base_url: str, path: Path) -> Reply:
         data=path.read_bytes(),
         headers={"Content-Type": "application/dicom", "Accept": "application/dicom+json"},
     )
+
+
+def serve_module(tmp_path_factory, name: str) -> Iterator[LiveServer]:
+    """One server for a test module, with ``--overwrite``: several files of pydicom's corpus
+    share UIDs, and each test stores the one it reads."""
+    archive = tmp_path_factory.mktemp(name) / "archive"
+    live = LiveServer(archive, free_port(), extra_args=("--overwrite",))
+    live.start()
+    yield live
+    live.stop()
+
+
+def store_file(server: LiveServer, path: Path) -> pydicom.Dataset:
+    """STOW ``path`` (replacing any instance with its SOP Instance UID) and read it."""
+    reply = stow_file(server.url, path)
+    assert reply.status == 200, (reply.status, reply.headers.get("Warning"), reply.text)
+    return pydicom.dcmread(path)
