@@ -22,12 +22,11 @@ from pynetdicom import AE
 from pynetdicom.dsutils import split_dataset
 from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelMove
 
-from tests.helpers import SAMPLES, STUDY_UID, Server, free_port
+from tests.helpers import SAMPLES, STUDY_UID, Server, free_port, orthanc
 from tests.helpers.live import LiveServer, request, stow_file
 
 pytestmark = pytest.mark.external
-ORTHANC = shutil.which("Orthanc") or "/usr/sbin/Orthanc"
-if not Path(ORTHANC).exists():
+if shutil.which("Orthanc") is None:
     pytest.skip("Orthanc is not installed", allow_module_level=True)
 
 #: pydicom's test files sent from Orthanc, as one study of their own, and moved to it.
@@ -44,35 +43,23 @@ class Peers:
     dicom_port: int
     orthanc: Server
 
-
-def orthanc(folder: Path, dicom_port: int, localdicom_port: int) -> Server:
-    """Orthanc on loopback with its DICOM server on, knowing localdicom as a modality."""
-    http_port = free_port()
-    config = {
-        "Name": "peer",
-        "StorageDirectory": str(folder / "storage"),
-        "IndexDirectory": str(folder / "storage"),
-        "HttpPort": http_port,
-        "RemoteAccessAllowed": False,
-        "AuthenticationEnabled": False,
-        "DicomServerEnabled": True,
-        "DicomAet": "ORTHANC",
-        "DicomPort": dicom_port,
-        "DicomModalities": {"localdicom": ["LOCALDICOM", "127.0.0.1", localdicom_port]},
-        "Plugins": [],
-    }
-    path = folder / "orthanc.json"
-    path.write_text(json.dumps(config))
-    return Server(
-        "Orthanc", [ORTHANC, str(path)], f"http://127.0.0.1:{http_port}", folder / "orthanc.log"
-    )
+    @property
+    def orthanc_rest(self) -> str:
+        """Orthanc's own REST API, beside its DICOMweb root."""
+        return self.orthanc.root.removesuffix("/dicom-web")
 
 
 @pytest.fixture(scope="module")
 def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
     folder = tmp_path_factory.mktemp("orthanc")
     dicom_port, orthanc_dicom_port = free_port(), free_port()
-    peer = orthanc(folder, orthanc_dicom_port, dicom_port)
+    peer = orthanc(  # its DICOM server on, knowing localdicom as a modality
+        folder,
+        DicomServerEnabled=True,
+        DicomAet="ORTHANC",
+        DicomPort=orthanc_dicom_port,
+        DicomModalities={"localdicom": ["LOCALDICOM", "127.0.0.1", dicom_port]},
+    )
     localdicom = LiveServer(
         folder / "archive",
         free_port(),
@@ -83,7 +70,7 @@ def peers(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Peers]:
             f"ORTHANC=127.0.0.1:{orthanc_dicom_port}",
         ),
     )
-    peer.start(ready_path="/system")
+    peer.start()
     try:
         localdicom.start()
         yield Peers(localdicom, dicom_port, peer)
@@ -123,11 +110,11 @@ def test_orthanc_stores_a_study_into_localdicom(peers: Peers, tmp_path: Path):
     orthanc_study = None
     for name in FROM_ORTHANC:
         data = in_a_study_of_its_own(name, ORTHANC_STUDY)
-        reply = request(f"{peers.orthanc.root}/instances", method="POST", data=data)
+        reply = request(f"{peers.orthanc_rest}/instances", method="POST", data=data)
         assert reply.status == 200, reply.text
         orthanc_study = json.loads(reply.body)["ParentStudy"]
         originals[pydicom.dcmread(pydicom.filebase.DicomBytesIO(data)).SOPInstanceUID] = data
-    url = f"{peers.orthanc.root}/modalities/localdicom/store"
+    url = f"{peers.orthanc_rest}/modalities/localdicom/store"
     reply = request(url, method="POST", data=orthanc_study.encode())
     assert reply.status == 200, reply.text
 
@@ -172,8 +159,8 @@ def test_localdicom_moves_a_study_to_orthanc(peers: Peers, tmp_path: Path):
     assert status.Status == 0x0000 and status.NumberOfCompletedSuboperations == len(originals)
 
     in_orthanc = {}
-    for orthanc_id in json.loads(request(f"{peers.orthanc.root}/instances").body):
-        data = request(f"{peers.orthanc.root}/instances/{orthanc_id}/file").body
+    for orthanc_id in json.loads(request(f"{peers.orthanc_rest}/instances").body):
+        data = request(f"{peers.orthanc_rest}/instances/{orthanc_id}/file").body
         in_orthanc[pydicom.dcmread(pydicom.filebase.DicomBytesIO(data)).SOPInstanceUID] = data
     assert set(originals) <= set(in_orthanc)
     for sop, data in originals.items():

@@ -25,7 +25,7 @@ from typing import Any
 from aiohttp.test_utils import TestClient, TestServer
 
 from benchmarks.dataset import ct_slice, uid, write_series
-from benchmarks.servers import Server, free_port, process_tree
+from benchmarks.servers import Server, free_port, orthanc, process_tree
 from localdicom.app import Settings, make_app
 
 __all__ = [
@@ -42,6 +42,7 @@ __all__ = [
     "app_settings",
     "ct_slice",
     "free_port",
+    "orthanc",
     "process_tree",
     "uid",
     "write_series",
