@@ -46,6 +46,7 @@ from tests.helpers import (
     free_port,
     write_series,
 )
+from tests.helpers.dimse import identifier
 from tests.helpers.http import multipart
 from tests.helpers.live import LiveServer, request
 
@@ -344,15 +345,6 @@ def pynetdicom_find(
         return list(assoc.send_c_find(identifier, model))
     finally:
         assoc.release()
-
-
-def identifier(level: str | None, **keys) -> Dataset:
-    ds = Dataset()
-    if level is not None:
-        ds.QueryRetrieveLevel = level
-    for keyword, value in keys.items():
-        setattr(ds, keyword, value)
-    return ds
 
 
 def test_c_cancel_stops_the_answer_with_a_cancel_status(stocked) -> None:

@@ -19,17 +19,9 @@ from localdicom.dimse.query import (
     response,
     translate,
 )
+from tests.helpers.dimse import identifier
 
 OWN_KEYWORDS = {"SpecificCharacterSet", "QueryRetrieveLevel", "RetrieveAETitle"}
-
-
-def identifier(level: str | None, **keys) -> Dataset:
-    ds = Dataset()
-    if level is not None:
-        ds.QueryRetrieveLevel = level
-    for keyword, value in keys.items():
-        setattr(ds, keyword, value)
-    return ds
 
 
 def keywords(answer: Dataset) -> set[str]:

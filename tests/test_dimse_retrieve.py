@@ -41,6 +41,7 @@ from tests.helpers import (
     STUDY_UID,
     free_port,
 )
+from tests.helpers.dimse import identifier
 from tests.helpers.live import LiveServer, stow_file
 
 pytestmark = pytest.mark.external
@@ -235,10 +236,6 @@ def get(
         assoc.release()
     status, final = responses[-1]
     return status, final, received
-
-
-def identifier(level: str, **keys: object) -> Dataset:
-    return as_identifier({"QueryRetrieveLevel": level, **keys})
 
 
 def as_identifier(keys: dict[str, object]) -> Dataset:

@@ -38,6 +38,7 @@ from localdicom.dimse.sending import (
     send_files_as_stored,
     sendable_syntaxes,
 )
+from tests.helpers.dimse import identifier
 
 STUDY, SERIES, SOP, SOP2 = "1.2.3", "1.2.3.4", "1.2.3.4.5", "1.2.3.4.6"
 
@@ -160,14 +161,6 @@ def test_a_move_proposes_at_most_128_contexts_fallbacks_first():
 
 
 # the keys of a retrieve (PS3.4 C.4.2.2, C.4.3.2, C.6.1, C.6.2) ----------------------------
-
-
-def identifier(level: str, **keys: object) -> Dataset:
-    ds = Dataset()
-    ds.QueryRetrieveLevel = level
-    for keyword, value in keys.items():
-        setattr(ds, keyword, value)
-    return ds
 
 
 def test_keys_at_each_level():

@@ -162,3 +162,14 @@ def assert_still_answers(server: DicomServer) -> None:
     assert echo.returncode == 0, echo.stdout + echo.stderr
     reply = request(f"{server.url}/studies", accept="application/dicom+json")
     assert reply.status in (200, 204), reply.text
+
+
+def identifier(level: str | None, **keys: object) -> Dataset:
+    """A C-FIND, C-GET or C-MOVE Identifier: the Query/Retrieve Level (none if None) and
+    ``keys`` by keyword."""
+    ds = Dataset()
+    if level is not None:
+        ds.QueryRetrieveLevel = level
+    for keyword, value in keys.items():
+        setattr(ds, keyword, value)
+    return ds
