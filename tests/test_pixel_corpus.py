@@ -25,7 +25,6 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.pixels import pixel_array
 
@@ -35,6 +34,7 @@ from tests.helpers.corpus import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     encapsulated_frames,
     frame_count,
+    pydicom_file,
 )
 from tests.helpers.http import parameters
 from tests.helpers.live import LiveServer, Reply, request, serve_module, store_file
@@ -55,13 +55,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 
 # helpers ---------------------------------------------------------------------------------
-
-
-def sample(name: str) -> Path:
-    path = get_testdata_file(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed (pydicom-data)")
-    return Path(path)
 
 
 def store_bytes(server: LiveServer, ds: Dataset, folder: Path) -> None:
@@ -270,7 +263,7 @@ def test_big_endian_lut_data_bulk_comes_in_little_endian(server: LiveServer) -> 
     """gdcm-US-ALOKA-16_big.dcm's Segmented Palette Color LUT Data (OW, PS3.3 C.7.9.2):
     octet-stream without a transfer syntax is little endian; ``transfer-syntax=*`` the bytes
     as stored."""
-    path = sample("gdcm-US-ALOKA-16_big.dcm")
+    path = pydicom_file("gdcm-US-ALOKA-16_big.dcm")
     original = store_file(server, path)
     metadata = json.loads(get(url(server, original, "/metadata"), "application/dicom+json").body)
     keys = ("00281221", "00281222", "00281223")
@@ -310,7 +303,7 @@ def test_jpeg_with_damaged_offset_table_item_transcoded(server: LiveServer) -> N
     """SC_rgb_jpeg.dcm: pydicom reads its encapsulation leniently ("Found unexpected tag
     (0000,0000)") and its dataset decodes: so does the server, as an instance, frames and
     rendered images."""
-    path = sample("SC_rgb_jpeg.dcm")
+    path = pydicom_file("SC_rgb_jpeg.dcm")
     original = store_file(server, path)
     expected = original.pixel_array
     for accept in ("application/dicom", 'multipart/related; type="application/dicom"'):
@@ -328,7 +321,7 @@ def test_jpeg_with_damaged_offset_table_item_transcoded(server: LiveServer) -> N
 @pytest.mark.parametrize("media_type", ["image/jpeg", "image/png"])
 def test_deflated_instance_rendered(server: LiveServer, media_type: str) -> None:
     """image_dfl.dcm (Deflated Explicit VR Little Endian, PS3.5 A.5) renders."""
-    original = store_file(server, sample("image_dfl.dcm"))
+    original = store_file(server, pydicom_file("image_dfl.dcm"))
     image = image_of(get(url(server, original, "/rendered"), media_type))
     assert image.shape == original.pixel_array.shape
     if media_type == "image/png":  # 8-bit, no VOI: the stored values stretched to 0..255
@@ -340,7 +333,7 @@ def test_deflated_instance_rendered(server: LiveServer, media_type: str) -> None
 def test_bad_is_value_rendered(server: LiveServer) -> None:
     """badVR.dcm's Number of Frames is "1A": not a number, so one frame (PS3.3 C.7.6.6, as
     the sidecar counts it); pydicom decodes it when told so."""
-    path = sample("badVR.dcm")
+    path = pydicom_file("badVR.dcm")
     original = store_file(server, path)
     fixed = pydicom.dcmread(path)
     fixed.NumberOfFrames = 1
@@ -361,7 +354,7 @@ SLOPE, INTERCEPT = 2.0, -100.0
 def enhanced_without_pixel_representation() -> Dataset:
     """emri_small.dcm (10 frames, 16 bits) as an enhanced multi-frame instance without Pixel
     Representation: rescale shared by all frames, a window per frame (PS3.3 C.7.6.16)."""
-    ds = pydicom.dcmread(sample("emri_small.dcm"))
+    ds = pydicom.dcmread(pydicom_file("emri_small.dcm"))
     del ds.PixelRepresentation
     for keyword in ("WindowCenter", "WindowWidth", "RescaleSlope", "RescaleIntercept"):
         ds.pop(keyword, None)
@@ -399,7 +392,7 @@ def test_multi_frame_without_pixel_representation_rendered(
     frame with the shared rescale and its own window; rendered, frame rendered, thumbnail."""
     ds = enhanced_without_pixel_representation()
     store_bytes(server, ds, tmp_path)
-    stored = pydicom.dcmread(sample("emri_small.dcm")).pixel_array  # unsigned, as assumed
+    stored = pydicom.dcmread(pydicom_file("emri_small.dcm")).pixel_array  # unsigned, as assumed
     for number in (1, 4, 10):
         png = image_of(get(url(server, ds, f"/frames/{number}/rendered"), "image/png"))
         expected = windowed(stored[number - 1], *WINDOWS[number - 1])
@@ -421,7 +414,7 @@ def new_series() -> Dataset:
 
 def in_one_series(name: str, like: Dataset, number: int) -> Dataset:
     """The file ``name`` with a new SOP Instance UID, in the study and series of ``like``."""
-    ds = pydicom.dcmread(sample(name))
+    ds = pydicom.dcmread(pydicom_file(name))
     ds.StudyInstanceUID, ds.SeriesInstanceUID = like.StudyInstanceUID, like.SeriesInstanceUID
     ds.SOPInstanceUID = ds.file_meta.MediaStorageSOPInstanceUID = pydicom.uid.generate_uid()
     ds.InstanceNumber = number

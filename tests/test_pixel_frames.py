@@ -24,7 +24,6 @@ import numpy as np
 import pydicom
 import pytest
 from PIL import Image
-from pydicom.data import get_testdata_file
 from pydicom.encaps import encapsulate
 from pydicom.pixels import get_decoder, pixel_array
 
@@ -38,6 +37,7 @@ from tests.helpers.corpus import (
     expected_frames,
     frame_count,
     pixel_data_tag,
+    pydicom_file,
 )
 from tests.helpers.http import parameters
 from tests.helpers.live import LiveServer, Reply, request, serve_module, store_file
@@ -65,13 +65,6 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[LiveServer]:
 
 
 # helpers ---------------------------------------------------------------------------------
-
-
-def sample_file(name: str) -> Path:
-    path = get_testdata_file(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed (pydicom-data)")
-    return Path(path)
 
 
 def frames_url(server: LiveServer, ds: pydicom.Dataset, frame_list: str) -> str:
@@ -235,7 +228,7 @@ def test_undecodable_frames_are_served_as_stored(server: LiveServer, path: Path)
 
 @pytest.mark.parametrize("name", ["MR_small_jp2klossless.dcm", "emri_small_jpeg_2k_lossless.dcm"])
 def test_jpeg_2000_frames_decoded_to_uncompressed(server: LiveServer, name: str) -> None:
-    path = sample_file(name)
+    path = pydicom_file(name)
     ds = store_file(server, path)
     count = frame_count(ds)
     frame_list = ",".join(str(n) for n in range(1, count + 1))
@@ -253,7 +246,7 @@ def test_jpeg_2000_frames_decoded_to_uncompressed(server: LiveServer, name: str)
 def test_lossless_frame_encodings_decode_to_the_original(
     server: LiveServer, name: str, media_type: str
 ) -> None:
-    path = sample_file(name)
+    path = pydicom_file(name)
     ds = store_file(server, path)
     syntax = LOSSLESS_MEDIA_TYPES[media_type]
 
@@ -266,7 +259,7 @@ def test_lossless_frame_encodings_decode_to_the_original(
 
 @pytest.mark.parametrize("media_type", list(LOSSLESS_MEDIA_TYPES))
 def test_one_frame_as_a_single_part_image(server: LiveServer, media_type: str) -> None:
-    path = sample_file("CT_small.dcm")
+    path = pydicom_file("CT_small.dcm")
     ds = store_file(server, path)
     syntax = LOSSLESS_MEDIA_TYPES[media_type]
 
@@ -278,7 +271,7 @@ def test_one_frame_as_a_single_part_image(server: LiveServer, media_type: str) -
 
 
 def test_several_frames_cannot_be_one_single_part_image(server: LiveServer) -> None:
-    ds = store_file(server, sample_file("emri_small.dcm"))
+    ds = store_file(server, pydicom_file("emri_small.dcm"))
     reply = request(frames_url(server, ds, "1,2"), accept="image/jls")
     assert reply.status == 406, (reply.status, reply.text)
     assert "multipart/related" in reply.text  # what is available instead
@@ -286,7 +279,7 @@ def test_several_frames_cannot_be_one_single_part_image(server: LiveServer) -> N
 
 @pytest.mark.parametrize("accept", ['multipart/related; type="image/jpeg"', "image/jpeg"])
 def test_baseline_jpeg_of_eight_bit_data(server: LiveServer, accept: str) -> None:
-    path = sample_file("SC_rgb.dcm")
+    path = pydicom_file("SC_rgb.dcm")
     ds = store_file(server, path)
 
     reply = get_frames(server, ds, "1", accept)
@@ -306,7 +299,7 @@ def test_baseline_jpeg_of_eight_bit_data(server: LiveServer, accept: str) -> Non
 
 
 def test_baseline_jpeg_of_sixteen_bit_data_is_406(server: LiveServer) -> None:
-    ds = store_file(server, sample_file("CT_small.dcm"))
+    ds = store_file(server, pydicom_file("CT_small.dcm"))
     reply = request(frames_url(server, ds, "1"), accept='multipart/related; type="image/jpeg"')
     assert reply.status == 406, (reply.status, reply.text)
     assert "image/jp2" in reply.text  # the 406 lists what the frame is available as
@@ -321,7 +314,7 @@ def test_baseline_jpeg_of_sixteen_bit_data_is_406(server: LiveServer) -> None:
     ],
 )
 def test_frames_come_back_in_the_order_asked(server: LiveServer, name: str, accept: str) -> None:
-    path = sample_file(name)
+    path = pydicom_file(name)
     ds = store_file(server, path)
     one, two, three = (get_frames(server, ds, str(n), accept).parts()[0][1] for n in (1, 2, 3))
     assert len({one, two, three}) == 3, "the first three frames should differ"
@@ -334,7 +327,7 @@ def test_frames_come_back_in_the_order_asked(server: LiveServer, name: str, acce
 
 
 def test_frames_beyond_the_last_are_404(server: LiveServer) -> None:
-    ds = store_file(server, sample_file("emri_small_jpeg_2k_lossless.dcm"))
+    ds = store_file(server, pydicom_file("emri_small_jpeg_2k_lossless.dcm"))
     reply = request(frames_url(server, ds, "1,11"), accept=UNCOMPRESSED)
     assert reply.status == 404, (reply.status, reply.text)
     assert "11" in reply.text

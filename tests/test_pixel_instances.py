@@ -10,12 +10,10 @@ is compared with pydicom's decode of it, which is what the server starts from).
 from __future__ import annotations
 
 import io
-from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
-from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 
 from tests.helpers.corpus import (
@@ -23,6 +21,7 @@ from tests.helpers.corpus import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     IMPLICIT_VR_LITTLE_ENDIAN,
     Instance,
+    pydicom_file,
     store,
 )
 from tests.helpers.http import multipart_parts, parameters
@@ -55,13 +54,6 @@ ENCODING_ATTRIBUTES = {
     "LossyImageCompressionRatio",
     "LossyImageCompressionMethod",
 }
-
-
-def sample_file(name: str) -> Path:
-    path = get_testdata_file(name)
-    if path is None:
-        pytest.skip(f"{name} is not installed (pydicom-data)")
-    return Path(path)
 
 
 def read_part10(data: bytes) -> Dataset:
@@ -105,7 +97,7 @@ def assert_other_attributes_unchanged(served: Dataset, original: Dataset) -> Non
 async def test_instance_transcoded_to_each_syntax(
     client, name: str, target: str, form: str
 ) -> None:
-    instance = await store(client, sample_file(name))
+    instance = await store(client, pydicom_file(name))
     original = instance.dataset
     accept = f"application/dicom; transfer-syntax={target}"
     if form == "multipart":
@@ -130,7 +122,7 @@ async def test_instance_transcoded_to_each_syntax(
 async def test_default_syntax_of_a_jpeg_2000_instance_is_explicit_little_endian(
     client, accept: str | None
 ) -> None:
-    instance = await store(client, sample_file("MR_small_jp2klossless.dcm"))
+    instance = await store(client, pydicom_file("MR_small_jp2klossless.dcm"))
     headers = {} if accept is None else {"Accept": accept}
     response = await client.get(instance.path, headers=headers)
     assert response.status == 200, await response.text()
@@ -144,7 +136,7 @@ async def test_default_syntax_of_a_jpeg_2000_instance_is_explicit_little_endian(
 
 
 async def test_jpeg_2000_instance_as_stored_is_the_stored_file(client) -> None:
-    path = sample_file("MR_small_jp2klossless.dcm")
+    path = pydicom_file("MR_small_jp2klossless.dcm")
     instance = await store(client, path)
     content_type, data = await fetch(client, instance, "application/dicom; transfer-syntax=*")
     assert parameters(content_type)["transfer-syntax"] == JPEG_2000_LOSSLESS
@@ -153,8 +145,8 @@ async def test_jpeg_2000_instance_as_stored_is_the_stored_file(client) -> None:
 
 async def test_series_of_mixed_syntaxes_transcoded_together(client) -> None:
     """A series whose instances are stored in different syntaxes, all asked for in one."""
-    uncompressed = await store(client, sample_file("emri_small.dcm"))
-    compressed_path = sample_file("emri_small_jpeg_2k_lossless.dcm")
+    uncompressed = await store(client, pydicom_file("emri_small.dcm"))
+    compressed_path = pydicom_file("emri_small_jpeg_2k_lossless.dcm")
     compressed = pydicom.dcmread(compressed_path)
     other_sop = uncompressed.sop[:-1] + ("8" if uncompressed.sop.endswith("9") else "9")
     compressed.SOPInstanceUID = compressed.file_meta.MediaStorageSOPInstanceUID = other_sop
@@ -179,7 +171,7 @@ async def test_series_of_mixed_syntaxes_transcoded_together(client) -> None:
 
 
 async def test_unknown_target_syntax_is_406_listing_what_is_available(client) -> None:
-    instance = await store(client, sample_file("CT_small.dcm"))
+    instance = await store(client, pydicom_file("CT_small.dcm"))
     accept = "application/dicom; transfer-syntax=1.2.840.10008.1.2.4.100"  # MPEG2
     response = await client.get(instance.path, headers={"Accept": accept})
     assert response.status == 406
@@ -190,7 +182,7 @@ async def test_unknown_target_syntax_is_406_listing_what_is_available(client) ->
 async def test_big_endian_instance_asked_for_explicit_little_endian(client) -> None:
     """Explicit VR Big Endian (retired, PS3.5 A.3) is transcoded, byte-swapped by VR;
     tests/test_pixel_corpus.py runs every big endian file of the corpus."""
-    path = sample_file("MR_small_bigendian.dcm")
+    path = pydicom_file("MR_small_bigendian.dcm")
     instance = await store(client, path)
     accept = f"application/dicom; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}"
     response = await client.get(instance.path, headers={"Accept": accept})

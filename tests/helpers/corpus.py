@@ -17,6 +17,7 @@ import pydicom
 import pydicom.data
 import pydicom.data.download
 import pytest
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.encaps import generate_frames
 from pydicom.errors import InvalidDicomError
@@ -210,3 +211,11 @@ def assert_same_frame(number: int, served: bytes, expected: bytes | np.ndarray) 
         return
     assert len(served) == len(expected), f"frame {number}: {len(served)} bytes, not {len(expected)}"
     assert served == expected, f"frame {number}: same length, different bytes"
+
+
+def pydicom_file(name: str) -> Path:
+    """One file of pydicom's test corpus; the test is skipped where pydicom-data lacks it."""
+    path = get_testdata_file(name)
+    if path is None:
+        pytest.skip(f"{name} is not installed (pydicom-data)")
+    return Path(path)
