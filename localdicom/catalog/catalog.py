@@ -177,21 +177,18 @@ class Catalog:
         """Search results (what memory holds of each record, as DICOM JSON) with the
         attributes memory does not hold read from the sidecar of an instance of each record
         (a match's witness, or else its first); memory's values win. The instances are
-        chosen here, on the loop, and read in a thread; one deleted meanwhile leaves its
-        result as it was."""
+        chosen here, on the loop, and read in a thread; one deleted meanwhile (or whose
+        sidecar cannot be read) leaves its result as it was."""
         chosen = [_representative(record) for record in records]
         return await asyncio.to_thread(self._completed, chosen, results)
 
     def _completed(
         self, chosen: list[InstanceRecord], results: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
-        completed = []
-        for record, known in zip(chosen, results, strict=True):
-            try:
-                completed.append({**self.read_header(record).metadata, **known})
-            except FileNotFoundError:
-                completed.append(known)
-        return completed
+        return [
+            {**(self._sidecar_metadata(record) or {}), **known}
+            for record, known in zip(chosen, results, strict=True)
+        ]
 
     def read_ranges(self, record: InstanceRecord, ranges: list[ByteRange]) -> bytes:
         """Byte ranges of the stored file, concatenated: a frame or a bulk value (blocking)."""
