@@ -22,7 +22,7 @@ from pynetdicom.sop_class import (
 
 from localdicom.catalog import Catalog, InstanceRecord, Record, SeriesRecord, StudyRecord
 from localdicom.dicom.qido import STUDY_INSTANCES, STUDY_SERIES
-from localdicom.dimse.node import Node
+from localdicom.dimse.node import Node, caller
 from localdicom.dimse.query import (
     CANCEL,
     PATIENT_ID,
@@ -57,20 +57,20 @@ Reply = tuple[int | Dataset, Dataset | None]
 
 def handle_find(event: Event, node: Node) -> Iterator[Reply]:
     """Yield a pending response per match, or a failure; pynetdicom sends the final success."""
-    caller = _caller(event)
+    who = caller(event)
     try:
         find = translate(_identifier(event), MODEL_OF[event.request.AffectedSOPClassUID])
     except Refused as refusal:
-        logger.warning("C-FIND from %s refused (0x%04X): %s", caller, refusal.status, refusal)
+        logger.warning("C-FIND from %s refused (0x%04X): %s", who, refusal.status, refusal)
         yield refusal.response(), None
         return
     if find.unmatched:
-        logger.info("C-FIND from %s: returned, not matched: %s", caller, ", ".join(find.unmatched))
+        logger.info("C-FIND from %s: returned, not matched: %s", who, ", ".join(find.unmatched))
     matches = node.bridge.run(_matches(node.catalog, find))
-    logger.info("C-FIND from %s at %s level: %d matches", caller, find.level, len(matches))
+    logger.info("C-FIND from %s at %s level: %d matches", who, find.level, len(matches))
     for sent, answer in enumerate(_answered(node, find, matches)):
         if event.is_cancelled:  # C-CANCEL-FIND-RQ (PS3.7 9.3.2.3)
-            logger.info("C-FIND from %s cancelled after %d of %d", caller, sent, len(matches))
+            logger.info("C-FIND from %s cancelled after %d of %d", who, sent, len(matches))
             yield CANCEL, None
             return
         yield PENDING, response(find, answer, node.ae_title)
@@ -127,8 +127,3 @@ def _present(catalog: Catalog, record: Record) -> bool:
         return catalog.series(record.study, record.uid) is record
     assert isinstance(record, InstanceRecord)
     return catalog.instance(record.study, record.series, record.sop) is record
-
-
-def _caller(event: Event) -> str:
-    requestor = event.assoc.requestor
-    return f"{requestor.ae_title}@{requestor.address}"

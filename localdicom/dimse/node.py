@@ -13,6 +13,8 @@ from collections.abc import Coroutine
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
+from pynetdicom.events import Event
+
 from localdicom.catalog import Catalog
 from localdicom.settings import DicomPeer
 from localdicom.workers import Workers
@@ -39,3 +41,9 @@ class Node:
     bridge: Bridge
     ae_title: str
     peers: dict[str, DicomPeer]
+
+
+def caller(event: Event) -> str:
+    """Who sent an event's request, for the log: AE title and address."""
+    requestor = event.assoc.requestor
+    return f"{requestor.ae_title}@{requestor.address}"

@@ -30,7 +30,7 @@ from pynetdicom.sop_class import Verification
 
 from localdicom.dicom.pixels import transcode
 from localdicom.dicom.syntaxes import instance_targets
-from localdicom.dimse.node import Node
+from localdicom.dimse.node import Node, caller
 from localdicom.dimse.selection import IdentifierError, Match, retrieve_keys, select
 from localdicom.dimse.sending import (
     Outgoing,
@@ -57,7 +57,7 @@ def handle_get(event: Event, node: Node) -> Iterator[Any]:
         yield from _refused(event, error)
         return
     matches = node.bridge.run(select(node.catalog, keys))
-    logger.info("C-GET from %s: %d instances", _caller(event), len(matches))
+    logger.info("C-GET from %s: %d instances", caller(event), len(matches))
     send_files_as_stored(event.assoc)
     yield len(matches)
     yield from _sub_operations(event, node, matches, event.assoc)
@@ -68,7 +68,7 @@ def handle_move(event: Event, node: Node) -> Iterator[Any]:
     of sub-operations, then each instance to send there."""
     peer = node.peers.get((event.move_destination or "").strip())
     if peer is None:
-        logger.warning("C-MOVE from %s to unknown %r", _caller(event), event.move_destination)
+        logger.warning("C-MOVE from %s to unknown %r", caller(event), event.move_destination)
         yield None, None
         return
     try:
@@ -81,7 +81,7 @@ def handle_move(event: Event, node: Node) -> Iterator[Any]:
     matches = node.bridge.run(select(node.catalog, keys))
     logger.info(
         "C-MOVE from %s to %s@%s:%d: %d instances",
-        *(_caller(event), peer.ae_title, peer.host, peer.port, len(matches)),
+        *(caller(event), peer.ae_title, peer.host, peer.port, len(matches)),
     )
     destination: list[Association] = []
     # the handler runs in associate()'s thread before it returns: in time for every send
@@ -99,7 +99,7 @@ def _destination_ready(event: Event, destination: list[Association]) -> None:
 def _refused(event: Event, error: IdentifierError) -> Iterator[Any]:
     """A900 with the reason. pynetdicom answers a failure only in place of a sub-operation,
     so one is announced (and counted failed in the response)."""
-    logger.warning("retrieve from %s refused: %s", _caller(event), error)
+    logger.warning("retrieve from %s refused: %s", caller(event), error)
     answer = status(IDENTIFIER_DOES_NOT_MATCH)
     answer.ErrorComment = str(error)[:ERROR_COMMENT_LENGTH]
     yield 1
@@ -113,7 +113,7 @@ def _sub_operations(
     accepted = sendable_syntaxes(assoc.accepted_contexts)
     for match in matches:
         if event.is_cancelled:
-            logger.info("retrieve from %s cancelled", _caller(event))
+            logger.info("retrieve from %s cancelled", caller(event))
             yield CANCELLED, None
             return
         yield PENDING, _outgoing(node, match, accepted.get(match.sop_class, []))
@@ -133,8 +133,3 @@ def _outgoing(node: Node, match: Match, accepted: list[str]) -> Dataset:
     except Exception as exc:  # a file gone (deleted meanwhile), pixel data that won't decode
         return Outgoing(match, None, f"transcoding to {syntax} failed: {exc}")
     return pydicom.dcmread(BytesIO(data))
-
-
-def _caller(event: Event) -> str:
-    requestor = event.assoc.requestor
-    return f"{requestor.ae_title}@{requestor.address}"

@@ -15,7 +15,7 @@ from pydicom.dataset import Dataset
 from pynetdicom.events import Event
 
 from localdicom.catalog import FailureReason, StoreFailed
-from localdicom.dimse.node import Node
+from localdicom.dimse.node import Node, caller
 
 logger = logging.getLogger(__name__)
 
@@ -38,11 +38,11 @@ def handle_store(event: Event, node: Node) -> Dataset:
         staged = node.catalog.stage_copy(event.dataset_path)
         stored = node.bridge.run(node.catalog.store_staged(staged))
     except StoreFailed as failure:
-        logger.warning("C-STORE from %s refused: %s", _caller(event), failure)
+        logger.warning("C-STORE from %s refused: %s", caller(event), failure)
         return failure_status(failure)
     logger.info(
         "C-STORE from %s: %s %s",
-        _caller(event),
+        caller(event),
         stored.header.sop_uid,
         "already present" if stored.already_present else "stored",
     )
@@ -59,7 +59,7 @@ def discard_partial(event: Event) -> None:
         return
     partial.close()
     Path(partial.name).unlink(missing_ok=True)
-    logger.info("C-STORE from %s cut short: the partial dataset was discarded", _caller(event))
+    logger.info("C-STORE from %s cut short: the partial dataset was discarded", caller(event))
 
 
 def failure_status(failure: StoreFailed) -> Dataset:
@@ -73,8 +73,3 @@ def status(value: int) -> Dataset:
     answer = Dataset()
     answer.Status = value
     return answer
-
-
-def _caller(event: Event) -> str:
-    requestor = event.assoc.requestor
-    return f"{requestor.ae_title}@{requestor.address}"
