@@ -11,7 +11,6 @@ import shlex
 import signal
 import sys
 import threading
-import time
 from collections.abc import Sequence
 from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
@@ -24,6 +23,7 @@ from aiohttp.abc import AbstractAccessLogger
 from localdicom import __version__
 from localdicom.app import DIMSE, make_app
 from localdicom.archive import Layout, announce_server, sidecar, withdraw_server
+from localdicom.console import EXIT_CODES, Bar
 from localdicom.importer import (
     ArchiveBusy,
     CannotImport,
@@ -39,13 +39,6 @@ from localdicom.settings import Settings, options
 from localdicom.web.security import browser_link, is_loopback_address
 from localdicom.web.viewer import check_dist
 from localdicom.workers import exit_with
-
-EXIT_CODES = """\b
-Exit codes:
-  0    done, nothing failed
-  1    conflicts or errors (each is listed), or the archive is busy
-  2    the command line is wrong (unknown option, missing argument, path not found)
-  130  interrupted (Ctrl-C); run the same command again to finish"""
 
 
 class RequestLog(AbstractAccessLogger):
@@ -244,50 +237,6 @@ def _survey_apart(archive: Path) -> Found:
 
 
 # import --------------------------------------------------------------------------------------
-
-
-class Bar:
-    """A click progress bar on stderr with files/s and MB/s; the total may grow (zips).
-
-    Drawn on a terminal only: in a log, the summary at the end says it all.
-    """
-
-    def __init__(self, label: str) -> None:
-        self.label = label
-        self.bar: Any = None
-        self.files = 0
-        self.size = 0
-        self.started = time.perf_counter()
-
-    def __enter__(self) -> Bar:
-        return self
-
-    def __exit__(self, *exc_info: object) -> None:
-        if self.bar is not None:
-            self.bar.__exit__(None, None, None)
-
-    def add_total(self, files: int) -> None:
-        if not sys.stderr.isatty():
-            return
-        if self.bar is None:
-            self.bar = click.progressbar(
-                length=max(files, 1),
-                label=self.label,
-                file=sys.stderr,
-                show_pos=True,
-                item_show_func=lambda rate: rate,
-            )
-            self.bar.__enter__()
-        else:
-            self.bar.length += files
-
-    def advance(self, files: int, size: int) -> None:
-        self.files += files
-        self.size += size
-        if self.bar is not None and files:
-            seconds = max(time.perf_counter() - self.started, 1e-6)
-            rate = f"{self.files / seconds:.0f} files/s {self.size / 1e6 / seconds:.1f} MB/s"
-            self.bar.update(files, rate)
 
 
 @main.command("import", epilog=EXIT_CODES)
