@@ -15,8 +15,10 @@ from localdicom.archive import Archive, Layout, Upload, prepare_upload
 from localdicom.archive import snapshot as snapshot_file
 from localdicom.archive.layout import SNAPSHOT
 from localdicom.catalog import Catalog, OpenReport
+from localdicom.importer import run_import
 from localdicom.index import SCHEMA, Index
 from tests.helpers import SAMPLES
+from tests.helpers.corpus import pydicom_file
 
 SAMPLE_FILES = sorted(SAMPLES.glob("*.dcm"))  # one study, two series
 
@@ -105,3 +107,17 @@ async def test_the_snapshot_is_unmapped_once_read(stored) -> None:
     assert catalog.index.instances
     assert SNAPSHOT not in Path("/proc/self/maps").read_text()
     assert snapshot_file.read(Layout(root), SCHEMA), "the snapshot was there to be mapped"
+
+
+async def test_a_direct_import_leaves_the_snapshot_the_sidecars_build(stored) -> None:
+    """The first start after an import reads no sidecar, into an archive already served
+    (its snapshot current) and into a new one; the result is what the sidecars say."""
+    root, _ = stored
+    more = [pydicom_file("CT_small.dcm"), pydicom_file("MR_small.dcm")]
+    for archive, sources in ((root, more), (root.parent / "new", [*SAMPLE_FILES, *more])):
+        assert run_import(sources, archive).exit_code == 0
+        catalog, report = await opened(archive)
+        assert report.scan.from_snapshot == len(SAMPLE_FILES) + len(more)
+        (archive / SNAPSHOT).unlink()
+        from_sidecars, _ = await opened(archive)
+        assert contents(catalog.index) == contents(from_sidecars.index)

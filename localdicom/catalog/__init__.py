@@ -15,6 +15,7 @@ from localdicom.catalog.ingest import (
     conflict_message,
     decide,
 )
+from localdicom.catalog.opening import SnapshotKeeper
 from localdicom.catalog.searching import Match
 from localdicom.index import InstanceRecord, Record, SeriesRecord, StudyRecord
 
@@ -27,6 +28,7 @@ __all__ = [
     "OpenReport",
     "Record",
     "SeriesRecord",
+    "SnapshotKeeper",
     "StoreFailed",
     "Stored",
     "StudyRecord",

@@ -9,7 +9,7 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from localdicom.archive import Archive, ScanReport, scan, snapshot
+from localdicom.archive import Archive, ScanReport, StoredInstance, scan, snapshot
 from localdicom.index import Index
 
 logger = logging.getLogger(__name__)
@@ -80,3 +80,21 @@ def save(archive: Archive, index: Index, skipped: Skipped) -> None:
         snapshot.write(archive, index.schema, entries, archive.fsync)
     except OSError as exc:
         logger.warning("the index snapshot could not be written: %s", exc)
+
+
+class SnapshotKeeper:
+    """The index of an archive that something other than the server writes to (a direct
+    ``localdicom import``), kept in step with what it stores, so that the snapshot it leaves
+    is current: the next start then restores every series from it instead of reading the
+    sidecars of everything imported (minutes for a million instances)."""
+
+    def __init__(self, archive: Archive) -> None:
+        self.archive = archive
+        self.index = Index()
+        self.skipped = rebuild(archive, self.index, ScanReport())
+
+    def stored(self, instance: StoredInstance) -> None:
+        self.index.add(instance)
+
+    def save(self) -> None:
+        save(self.archive, self.index, self.skipped)

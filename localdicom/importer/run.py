@@ -25,7 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
-from localdicom.archive import Archive, archive_lock, running_server, scan
+from localdicom.archive import Archive, archive_lock, running_server
 from localdicom.importer.examine import (
     Examined,
     Kind,
@@ -97,8 +97,9 @@ def _sink(archive: Archive, server: str | None, options: ImportOptions) -> Itera
     else through the server."""
     if server is None:
         with archive_lock(archive.root):
-            scan.clean_incoming(archive)  # nothing else writes here: any file is a leftover
-            yield DirectSink(archive, options.transfer, options.overwrite)
+            sink = DirectSink(archive, options.transfer, options.overwrite)
+            yield sink
+            sink.snapshot.save()
         return
     _check_answers(archive, server)
     threads = max(4, options.workers or os.cpu_count() or 1)

@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Protocol
 
 from localdicom.archive import Archive, Upload, sidecar
-from localdicom.catalog import Decision, conflict_message, decide
+from localdicom.catalog import Decision, SnapshotKeeper, conflict_message, decide
 from localdicom.dicom.header import NotDicom
 from localdicom.importer.examine import Examined, Transfer, why
 from localdicom.importer.report import ImportReport, count
@@ -37,6 +37,7 @@ class DirectSink:
 
     def __init__(self, archive: Archive, transfer: Transfer, overwrite: bool) -> None:
         self.archive = archive
+        self.snapshot = SnapshotKeeper(archive)  # which also clears leftovers of the upload area
         self.transfer = transfer
         self.overwrite = overwrite
         self.staging = archive.incoming.resolve()
@@ -106,6 +107,7 @@ class DirectSink:
             self.archive.remove_thumbnails(header.sop_uid)
         self.present[header.sop_uid] = target
         self.digests[header.sop_uid] = result.digest
+        self.snapshot.stored(result)
 
     def _incoming(self, item: Examined, report: ImportReport) -> Path:
         """The file to rename into place: the staged copy, the source itself (--move), or
