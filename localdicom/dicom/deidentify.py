@@ -319,7 +319,7 @@ class _Walk:
 
     def _private(self, ds: Dataset, element: DataElement, safe: dict[int, set[int]]) -> None:
         tag = element.tag
-        if tag.element < 0x1000:  # a Private Creator: kept while its block has elements
+        if 0x10 <= tag.element <= 0xFF:  # a Private Creator: kept while its block has elements
             return
         if (tag.element & 0xFF) in safe.get(tag.group << 8 | tag.element >> 8, set()):
             if element.VR == "SQ":
