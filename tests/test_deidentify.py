@@ -32,6 +32,7 @@ from localdicom.deid import (
 )
 from localdicom.dicom.confidentiality import Actions, basic_profile
 from tests.helpers.corpus import pydicom_file
+from tests.helpers.deid import liver_study
 
 KEY = DeidKey(b"k" * 32)
 ALL_OPTIONS = list(DeidOption)
@@ -196,23 +197,6 @@ def test_part10_meta_follows_the_new_sop_instance_uid_and_pixels_stay() -> None:
 
 
 # UIDs and the study ------------------------------------------------------------------------
-
-
-def liver_study() -> list[Dataset]:
-    """pydicom-data's liver SEG and three CT slices (CT_small.dcm's content) carrying the
-    UIDs it references: the same study, series, frame of reference and patient."""
-    seg = read("liver_1frame.dcm")
-    referenced = seg.ReferencedSeriesSequence[0]
-    slices = []
-    for item in referenced.ReferencedInstanceSequence:
-        ct = read("CT_small.dcm")
-        ct.SOPInstanceUID = ct.file_meta.MediaStorageSOPInstanceUID = item.ReferencedSOPInstanceUID
-        ct.SeriesInstanceUID = referenced.SeriesInstanceUID
-        ct.StudyInstanceUID, ct.FrameOfReferenceUID = seg.StudyInstanceUID, seg.FrameOfReferenceUID
-        ct.PatientID, ct.PatientName = seg.PatientID, seg.PatientName
-        ct.StudyDate = seg.StudyDate
-        slices.append(ct)
-    return [seg, *slices]
 
 
 def test_seg_still_references_its_source_series_after_deidentification() -> None:
