@@ -81,9 +81,12 @@ def test_e1_1_action_d_on_a_sequence_cleans_its_items() -> None:
     assert table_code("ContentSequence") == "D"
     result = deid(original)
     assert "ContentSequence" in result
-    before = {str(e.value) for e in elements(original) if e.keyword in ("Date", "DateTime")}
-    after = {str(e.value) for e in elements(result) if e.keyword in ("Date", "DateTime")}
-    assert before and after and not before & after
+    for keywords in (("Date", "DateTime"), ("TextValue",)):
+        before = {str(e.value) for e in elements(original) if e.keyword in keywords}
+        after = {str(e.value) for e in elements(result) if e.keyword in keywords}
+        assert before and after and not before & after, keywords
+    codes = [e.value for e in elements(original) if e.keyword == "CodeValue"]
+    assert codes == [e.value for e in elements(result) if e.keyword == "CodeValue"]
 
 
 def test_e1_1_action_z_leaves_the_attribute_empty() -> None:

@@ -75,6 +75,9 @@ _NUMBERS = {"FL", "FD", "SL", "SS", "UL", "US", "SV", "UV"}
 _KIND_SUFFIXES = ("ClassUID", "SyntaxUID", "SchemeUID", "CreatorUID", "ResourceUID", "ContextUID")
 _DICOM_ROOT = "1.2.840.10008."
 PRIVATE_CHARACTERISTICS = 0x00080300
+#: Text Value of an SR TEXT content item: the free text of the Content Sequence, whose D
+#: (Table E.1-1) asks for dummy content; the table does not list it by itself.
+TEXT_VALUE = 0x0040A160
 #: Pixel Data, Float and Double Float Pixel Data: shared, never copied or changed.
 _PIXEL_TAGS = (0x7FE00010, 0x7FE00008, 0x7FE00009)
 #: Overlay groups (60xx): their data (60xx,3000) is X, the rest describes it (PS3.3 C.9.2).
@@ -291,6 +294,8 @@ class _Walk:
 
     def _standard(self, ds: Dataset, element: DataElement) -> None:
         action = self.actions.get(int(element.tag))
+        if action is None and element.tag == TEXT_VALUE:
+            action = "D"
         if action is None:
             action = "U" if self._is_instance_uid(element) else "K"
             if action == "K" and self.shifting and element.VR in ("DA", "DT"):
