@@ -121,6 +121,7 @@ def test_reject_burned_in_refuses_the_ultrasound(tmp_path: Path) -> None:
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "  stored           4" in result.output and "  refused          1" in result.output
+    assert ": 6 files," in result.output  # the zip, its 3 members, the SEG, the refused US
     assert "refused: " + str(tmp_path / "source" / "US0001") in result.output
     assert {pydicom.dcmread(p).Modality for p in stored(archive)} == {"CT", "SEG"}
 
@@ -132,10 +133,12 @@ def test_reject_burned_in_refuses_the_ultrasound(tmp_path: Path) -> None:
         (["--deid-key", "k.json"], "need --deidentify"),
         (["--deidentify", "--deid-key", "k.json", "--move"], "--move does not apply"),
         (["--deidentify", "--deid-key", "k.json", "--deid-option", "x"], "'x' is not one of"),
+        (["--deidentify", "--deid-key", "ARCHIVE/k.json"], "is inside the archive"),
     ],
 )
 def test_wrong_deidentify_options_are_refused(tmp_path: Path, args, message) -> None:
     source = pydicom_file("CT_small.dcm")
+    args = [arg.replace("ARCHIVE", str(tmp_path)) for arg in args]
     result = CliRunner().invoke(main, ["import", str(source), "--archive", str(tmp_path), *args])
     assert result.exit_code in (1, 2) and message in result.output, result.output
     assert stored(tmp_path) == []

@@ -83,7 +83,7 @@ def run_import(
     """
     options = options or ImportOptions()
     progress = progress or NoProgress()
-    deidentifier = _deidentifier(options)
+    deidentifier = _deidentifier(options, archive_root)
     archive = Archive(archive_root, fsync=options.fsync)
     archive.prepare()
     started = time.perf_counter()
@@ -107,10 +107,15 @@ def run_import(
     return report
 
 
-def _deidentifier(options: ImportOptions) -> Deidentifier | None:
+def _deidentifier(options: ImportOptions, archive_root: Path) -> Deidentifier | None:
     deid = options.deidentify
     if deid is None:
         return None
+    if deid.key.resolve().is_relative_to(archive_root.resolve()):
+        raise CannotImport(
+            f"--deid-key {deid.key} is inside the archive: keep the key outside what is shared "
+            "(whoever has it can undo the pseudonyms)"
+        )
     if options.transfer is not Transfer.COPY:
         raise CannotImport(
             f"--deidentify stores new files made from the sources: --{options.transfer.value} "
