@@ -5,8 +5,10 @@ on. It must live outside the archive and anything shared: whoever holds it can u
 pseudonyms.
 
 JSON, created when absent with a fresh 256-bit secret; readable and writable by its owner
-only (0600); every write is atomic (a new file renamed over the old one), and merges with
-what another run may have written meanwhile.
+only (0600); every write is atomic (a new file renamed over the old one) and re-reads the file
+first, adding to what another run wrote before. Two runs writing at the very same moment may
+each miss the other's new entries: nothing is lost but that record, since every pseudonym and
+shift derives from the secret and is recorded again the next time that patient is met.
 """
 
 from __future__ import annotations
