@@ -27,6 +27,7 @@ from localdicom.console import EXIT_CODES, Bar
 from localdicom.importer import (
     ArchiveBusy,
     CannotImport,
+    Deidentify,
     Found,
     ImportOptions,
     Transfer,
@@ -255,6 +256,10 @@ def import_(
     overwrite: bool,
     workers: int | None,
     fsync: bool,
+    deidentify: bool,
+    deid_key: Path | None,
+    deid_options: tuple[str, ...],
+    reject_burned_in: bool,
     verbose: bool,
 ) -> int:
     """Import DICOM files from each SOURCE into ARCHIVE.
@@ -276,8 +281,10 @@ def import_(
       localdicom import /media/cdrom --archive ./archive
       localdicom import pacs-export.zip IM0001 IM0002 --archive ./archive -v
       localdicom import ~/scans --archive ./archive --link
+      localdicom import ~/scans --archive ./shared --deidentify --deid-key ~/private/key.json
     """
-    options = ImportOptions(Transfer(transfer), overwrite, workers, fsync)
+    deid = _deidentify(deidentify, deid_key, deid_options, reject_burned_in)
+    options = ImportOptions(Transfer(transfer), overwrite, workers, fsync, deid)
     try:
         with Bar("Importing") as bar:
             report = run_import(sources, archive, options, bar)
@@ -286,6 +293,22 @@ def import_(
     for line in report.lines(verbose=verbose):
         click.echo(line)
     return report.exit_code
+
+
+def _deidentify(
+    chosen: bool, key: Path | None, names: tuple[str, ...], reject_burned_in: bool
+) -> Deidentify | None:
+    if not chosen:
+        if key or names or reject_burned_in:
+            raise click.UsageError(
+                "--deid-key, --deid-option and --reject-burned-in need --deidentify"
+            )
+        return None
+    if key is None:
+        raise click.UsageError(
+            "--deidentify needs --deid-key FILE (created when absent; keep it outside the archive)"
+        )
+    return Deidentify(key, names, reject_burned_in)
 
 
 # reindex -------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from typing import Any, ClassVar, NamedTuple, TypeVar
 import click
 from pydicom.datadict import dictionary_VR, tag_for_keyword
 
+from localdicom.dicom.confidentiality import DeidOption
 from localdicom.dicom.qido import UNMATCHABLE_VRS
 
 F = TypeVar("F", bound=Callable[..., Any])
@@ -357,6 +358,57 @@ OPTIONS: tuple[Option, ...] = (
             "import": "Flush each instance to disk as it is stored, like the server. By "
             "default the import flushes once, at the end, which is much faster; an "
             "interrupted import is safe either way."
+        },
+    ),
+    # import: --deidentify (README "De-identify")
+    Option(
+        "deidentify",
+        ("--deidentify",),
+        bool,
+        False,
+        is_flag=True,
+        help={
+            "import": "Store de-identified copies (PS3.15 Annex E Basic Profile): new UIDs, "
+            "pseudonyms, identifying attributes removed; needs --deid-key."
+        },
+    ),
+    Option(
+        "deid_key",
+        ("--deid-key",),
+        Path | None,
+        None,
+        type=click.Path(dir_okay=False, path_type=Path),
+        metavar="FILE",
+        help={
+            "import": "The secret and the pseudonym map (created when absent; keep it "
+            "outside the archive and private): the same key gives the same UIDs and "
+            "pseudonyms in every run."
+        },
+    ),
+    Option(
+        "deid_options",
+        ("--deid-option",),
+        tuple[str, ...],
+        None,
+        type=click.Choice([option.value for option in DeidOption]),
+        multiple=True,
+        metavar="NAME",
+        help={
+            "import": "An Annex E option to apply (repeatable): "
+            + ", ".join(option.value for option in DeidOption)
+            + "."
+        },
+    ),
+    Option(
+        "reject_burned_in",
+        ("--reject-burned-in",),
+        bool,
+        False,
+        is_flag=True,
+        help={
+            "import": "With --deidentify, do not store instances whose pixels may show "
+            "identifying text (Burned In Annotation YES, ultrasound, secondary capture...); "
+            "by default they are stored and listed as needing review."
         },
     ),
     Option(

@@ -11,12 +11,13 @@ import, :mod:`.sinks` commits (directly, or through the running server by STOW-R
 from localdicom.archive import ArchiveBusy
 from localdicom.importer.examine import Transfer
 from localdicom.importer.report import ImportReport, NoProgress, Progress
-from localdicom.importer.run import CannotImport, ImportOptions, run_import
+from localdicom.importer.run import CannotImport, Deidentify, ImportOptions, run_import
 from localdicom.importer.sources import Found, survey
 
 __all__ = [
     "ArchiveBusy",
     "CannotImport",
+    "Deidentify",
     "Found",
     "ImportOptions",
     "ImportReport",

@@ -23,6 +23,7 @@ from pydicom.errors import InvalidDicomError
 
 from localdicom.archive import Layout
 from localdicom.archive.files import file_digest
+from localdicom.deid import Deidentifier, DeidentifyError, Pseudonym, deidentify_part10
 from localdicom.dicom.header import Header, NotDicom, describe
 from localdicom.importer.sources import HEAD, Source, is_part10
 
@@ -47,6 +48,8 @@ class Kind(StrEnum):
     ERROR = "error"
     ZIP = "zip"
     DICOMDIR = "DICOMDIR"
+    #: Not stored: --reject-burned-in and its pixels may show identifying text.
+    REFUSED = "refused"
 
 
 @dataclass(frozen=True)
@@ -61,6 +64,9 @@ class Plan:
     stow: bool
     #: st_dev of the archive: a move or hard link is only possible on the same file system.
     device: int
+    #: --deidentify: what is staged is the de-identified instance, never the source.
+    deidentifier: Deidentifier | None = None
+    reject_burned_in: bool = False
 
 
 @dataclass
@@ -81,6 +87,10 @@ class Examined:
     copied_across: bool = False
     members: list[Source] = field(default_factory=list)
     references: list[tuple[str, ...]] = field(default_factory=list)
+    #: --deidentify: the patient's pseudonym (for the key file's map), and why the pixels
+    #: need a look before the instance is shared ("" when no reason is known).
+    patient: Pseudonym | None = None
+    review: str = ""
 
     def discard(self) -> None:
         """Remove the staged copy, if one was made."""
@@ -123,6 +133,8 @@ def _examine_file(source: Source, plan: Plan) -> Examined:
         found = _classify(source, fp, stat.st_size)
         if isinstance(found, Examined):
             return found
+        if plan.deidentifier is not None:
+            return _deidentified(source, fp, plan)
         same_device = stat.st_dev == plan.device
         if plan.stow or (plan.transfer is not Transfer.COPY and same_device):
             return _instance(source, found, file_digest(fp), stat.st_size, in_place=True)
@@ -157,7 +169,41 @@ def _examine_member(source: Source, plan: Plan) -> Examined:
     if isinstance(found, Examined):
         staged.unlink(missing_ok=True)
         return found
+    if plan.deidentifier is not None:
+        try:
+            with staged.open("rb") as fp:
+                return _deidentified(source, fp, plan)
+        finally:
+            staged.unlink(missing_ok=True)
     return _instance(source, found, digest, size, staged=staged)
+
+
+def _deidentified(source: Source, fp: BinaryIO, plan: Plan) -> Examined:
+    """--deidentify: stage the de-identified instance (PS3.15 Annex E) and describe that
+    one; the source is only read."""
+    assert plan.deidentifier is not None
+    fp.seek(0)
+    staged = _staging_file(plan)
+    try:
+        with staged.open("wb") as out:
+            outcome = deidentify_part10(fp, out, plan.deidentifier)
+        if outcome.review and plan.reject_burned_in:
+            staged.unlink()
+            return Examined(source, Kind.REFUSED, outcome.review, patient=outcome.patient)
+        with staged.open("rb") as copy:
+            header = describe(copy)
+            copy.seek(0)
+            digest = file_digest(copy)
+    except (DeidentifyError, NotDicom) as exc:
+        staged.unlink(missing_ok=True)
+        return Examined(source, Kind.ERROR, str(exc))
+    except BaseException:
+        staged.unlink(missing_ok=True)
+        raise
+    size = staged.stat().st_size
+    result = _instance(source, header, digest, size, staged=staged, patient=outcome.patient)
+    result.review = outcome.review
+    return result
 
 
 @functools.lru_cache(maxsize=8)

@@ -34,7 +34,7 @@ class ImportReport:
     """What an import did, in the numbers the summary prints.
 
     Every file examined is counted exactly once: ``files`` = stored + duplicates +
-    conflicts + not DICOM + errors + DICOMDIRs + zips.
+    conflicts + not DICOM + errors + DICOMDIRs + zips + refused.
     """
 
     archive: Path
@@ -46,6 +46,10 @@ class ImportReport:
     errors: list[tuple[str, str]] = field(default_factory=list)
     dicomdirs: int = 0
     zips: int = 0
+    #: --deidentify: instances whose pixels may show identifying text, stored (review) or
+    #: not (refused, --reject-burned-in).
+    review: list[tuple[str, str]] = field(default_factory=list)
+    refused: list[tuple[str, str]] = field(default_factory=list)
     size: int = 0
     seconds: float = 0.0
     interrupted: bool = False
@@ -61,6 +65,7 @@ class ImportReport:
             + len(self.errors)
             + self.dicomdirs
             + self.zips
+            + len(self.refused)
         )
 
     @property
@@ -88,10 +93,19 @@ class ImportReport:
             ("DICOMDIR read", self.dicomdirs),
             ("zip files opened", self.zips),
         ]
+        if self.review or self.refused:
+            rows += [("need review", len(self.review)), ("refused", len(self.refused))]
         width = max(len(str(count)) for _, count in rows)
         lines += [f"  {name:<17}{count:>{width}}" for name, count in rows]
         lines += _listed("conflict", self.conflicts, verbose)
         lines += _listed("error", self.errors, verbose)
+        lines += _listed("needs review", self.review, verbose)
+        lines += _listed("refused", self.refused, verbose)
+        if self.review:
+            lines.append(
+                "De-identified, but their pixels may show names or IDs: look at them before "
+                "sharing (or import with --reject-burned-in)."
+            )
         if verbose:
             lines += [f"not DICOM: {path}: {reason}" for path, reason in self.not_dicom]
         elif self.not_dicom:

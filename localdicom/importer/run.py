@@ -26,6 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localdicom.archive import Archive, archive_lock, running_server
+from localdicom.deid import Deidentifier, KeyFileError, Pseudonym, load_key, record_patients
 from localdicom.importer.examine import (
     Examined,
     Kind,
@@ -49,12 +50,23 @@ class CannotImport(Exception):
 
 
 @dataclass(frozen=True)
+class Deidentify:
+    """--deidentify: the key file (created when absent), the option names, and whether an
+    instance whose pixels may show identifying text is refused rather than listed."""
+
+    key: Path
+    options: tuple[str, ...] = ()
+    reject_burned_in: bool = False
+
+
+@dataclass(frozen=True)
 class ImportOptions:
     transfer: Transfer = Transfer.COPY
     overwrite: bool = False
     workers: int | None = None
     #: Flush each instance to disk as the server does; otherwise one sync at the end.
     fsync: bool = False
+    deidentify: Deidentify | None = None
 
 
 def run_import(
@@ -71,6 +83,7 @@ def run_import(
     """
     options = options or ImportOptions()
     progress = progress or NoProgress()
+    deidentifier = _deidentifier(options, archive_root)
     archive = Archive(archive_root, fsync=options.fsync)
     archive.prepare()
     started = time.perf_counter()
@@ -78,8 +91,11 @@ def run_import(
     with contextlib.ExitStack() as stack:
         sink = stack.enter_context(_sink(archive, server, options))
         report = ImportReport(archive_root, server=server)
-        run = _Run(archive, sink, report, options, progress)
-        run.execute(collect(paths, archive_root))
+        run = _Run(archive, sink, report, options, progress, deidentifier)
+        try:
+            run.execute(collect(paths, archive_root))
+        finally:
+            _record_patients(options, run.patients, report)
         if server is None and not options.fsync and report.stored:
             os.sync()  # one flush for the whole import instead of one per file
     report.seconds = time.perf_counter() - started
@@ -89,6 +105,39 @@ def run_import(
             "import again, so that it sees every instance."
         )
     return report
+
+
+def _deidentifier(options: ImportOptions, archive_root: Path) -> Deidentifier | None:
+    deid = options.deidentify
+    if deid is None:
+        return None
+    if deid.key.resolve().is_relative_to(archive_root.resolve()):
+        raise CannotImport(
+            f"--deid-key {deid.key} is inside the archive: keep the key outside what is shared "
+            "(whoever has it can undo the pseudonyms)"
+        )
+    if options.transfer is not Transfer.COPY:
+        raise CannotImport(
+            f"--deidentify stores new files made from the sources: --{options.transfer.value} "
+            "does not apply"
+        )
+    try:
+        return Deidentifier(load_key(deid.key), deid.options)
+    except KeyFileError as exc:
+        raise CannotImport(str(exc)) from None
+
+
+def _record_patients(
+    options: ImportOptions, patients: dict[str, Pseudonym], report: ImportReport
+) -> None:
+    """Add the patients met to the key file's map (the pseudonyms are derived from its
+    secret, so a map that could not be written loses nothing but the record)."""
+    if options.deidentify is None or not patients:
+        return
+    try:
+        record_patients(options.deidentify.key, patients.values())
+    except KeyFileError as exc:
+        report.notes.append(f"the pseudonym map was not updated: {exc}")
 
 
 @contextlib.contextmanager
@@ -133,6 +182,7 @@ class _Run:
         report: ImportReport,
         options: ImportOptions,
         progress: Progress,
+        deidentifier: Deidentifier | None = None,
     ) -> None:
         self.archive = archive
         self.sink = sink
@@ -146,12 +196,16 @@ class _Run:
         #: The sources of each batch being examined, to name them if their worker dies.
         self.batches: dict[Future, list[Source]] = {}
         self.stopping = False
+        #: --deidentify: the patients met, by pseudonym, for the key file's map.
+        self.patients: dict[str, Pseudonym] = {}
         self.plan = Plan(
             archive=archive.root.resolve(),
             staging=sink.staging,
             transfer=options.transfer,
             stow=sink.stow,
             device=archive.root.stat().st_dev,
+            deidentifier=deidentifier,
+            reject_burned_in=bool(options.deidentify and options.deidentify.reject_burned_in),
         )
 
     def execute(self, collected: Collected) -> None:
@@ -240,6 +294,13 @@ class _Run:
 
     def _take(self, item: Examined) -> None:
         report = self.report
+        if item.patient is not None:
+            self.patients.setdefault(
+                item.patient.patient_id or item.patient.pseudonym, item.patient
+            )
+        if item.review and item.header is not None:
+            where = f"stored as series {item.header.series_uid}: {item.review}"
+            report.review.append((str(item.source), where))
         if item.kind is Kind.INSTANCE:
             stow = self.sink.store(item, report)
             if stow is not None:
@@ -253,6 +314,8 @@ class _Run:
             self._follow(item)
         elif item.kind is Kind.NOT_DICOM:
             report.not_dicom.append((str(item.source), item.reason))
+        elif item.kind is Kind.REFUSED:
+            report.refused.append((str(item.source), f"--reject-burned-in: {item.reason}"))
         else:
             report.errors.append((str(item.source), item.reason))
         self._done(item)
