@@ -41,7 +41,8 @@ CHUNK = 1 << 20
 LOOKAHEAD = 4
 AS_STORED = "*"
 
-Convert = Callable[[Path, str], Awaitable[bytes]]
+#: Converts a member to a transfer syntax: its Part 10 bytes.
+Convert = Callable[["Member", str], Awaitable[bytes]]
 
 
 @dataclass(frozen=True)
@@ -76,11 +77,13 @@ class PackageReport:
 class Sink(Protocol):
     """Where a package goes: each member whole, by name, then the end."""
 
-    async def add_file(self, name: str, path: Path) -> int: ...
+    async def add_file(self, name: str, fp: BinaryIO) -> int: ...
 
     async def add_bytes(self, name: str, data: bytes) -> None: ...
 
     async def finish(self) -> None: ...
+
+    def discard(self) -> None: ...
 
 
 def member_names(members: list[Member], dicomdir: bool) -> list[tuple[str, ...]]:
@@ -112,9 +115,10 @@ async def package(
     """Write ``members`` to ``sink``, as stored or converted to ``syntax`` (by ``convert``,
     a few ahead of the one being written), then the DICOMDIR if asked.
 
-    A member that cannot be converted (or recorded in the DICOMDIR) raises, or with
-    ``keep_going`` is left out and listed. Cancelled (a client gone, Ctrl-C), the
-    conversions still running are cancelled too.
+    A member that cannot be read or converted raises what failed, or with ``keep_going``
+    is left out and listed; one the DICOMDIR cannot record (PS3.3 F.5) is written all the
+    same, with a note. Cancelled (a client gone, Ctrl-C), the conversions still running
+    are cancelled too.
     """
     started = time.perf_counter()
     report = PackageReport()
@@ -127,9 +131,9 @@ async def package(
             try:
                 conversion = ahead.pop(place, None)
                 size = await _write(member, name, sink, conversion, directory, report, syntax)
-            except (NotRecorded, _Unconvertible) as exc:
+            except _MemberFailed as exc:
                 if not keep_going:
-                    raise
+                    raise exc.__cause__ or exc from None
                 report.failed.append((member.sop, str(exc)))
                 continue
             if progress is not None:
@@ -137,6 +141,9 @@ async def package(
         if directory is not None:
             await sink.add_bytes("DICOMDIR", await asyncio.to_thread(directory.encode))
         await sink.finish()
+    except BaseException:
+        sink.discard()
+        raise
     finally:
         for task in ahead.values():
             task.cancel()
@@ -147,8 +154,8 @@ async def package(
     return report
 
 
-class _Unconvertible(ValueError):
-    """A member cannot be converted to the transfer syntax asked."""
+class _MemberFailed(Exception):
+    """A member cannot be read, or converted to the transfer syntax asked."""
 
 
 def _target(member: Member, syntax: str) -> str:
@@ -166,7 +173,7 @@ def _look_ahead(
         member = members[later]
         target = _target(member, syntax)
         if later not in ahead and target != member.syntax:
-            ahead[later] = asyncio.ensure_future(convert(member.path, target))
+            ahead[later] = asyncio.ensure_future(convert(member, target))
 
 
 async def _write(
@@ -178,21 +185,29 @@ async def _write(
     report: PackageReport,
     syntax: str,
 ) -> int:
-    """One member into the sink, and into the DICOMDIR (recorded first: a member the
-    DICOMDIR cannot take is not written either)."""
-    target = member.syntax
+    """One member into the sink, and into the DICOMDIR."""
     data = None
     if conversion is not None:
         try:
             data = await conversion
         except Exception as exc:
-            raise _Unconvertible(str(exc)) from exc
-        target = _target(member, syntax)
+            raise _MemberFailed(f"cannot be converted to {syntax}: {exc}") from exc
     if directory is not None:
-        directory.add(name, await asyncio.to_thread(member.metadata), target)
+        try:
+            metadata = await asyncio.to_thread(member.metadata)
+            directory.add(name, metadata, _target(member, syntax))
+        except (NotRecorded, OSError, ValueError) as exc:
+            report.notes.append(f"{member.sop} is not in the DICOMDIR: {exc}")
     path = "/".join(name)
     if data is None:
-        size = await sink.add_file(path, member.path)
+        try:
+            fp = await asyncio.to_thread(member.path.open, "rb")
+        except OSError as exc:
+            raise _MemberFailed(f"cannot be read: {exc}") from exc
+        try:
+            size = await sink.add_file(path, fp)
+        finally:
+            fp.close()
     else:
         await sink.add_bytes(path, data)
         size = len(data)
@@ -243,17 +258,13 @@ class ZipSink:
         self._send = send
         self._zip = zipfile.ZipFile(file or self._buffer, "w", zipfile.ZIP_STORED)  # type: ignore[arg-type]
 
-    async def add_file(self, name: str, path: Path) -> int:
-        fp = await asyncio.to_thread(path.open, "rb")
-        try:
-            size = os.fstat(fp.fileno()).st_size
-            entry = self._zip.open(_info(name, size), "w")
-            while await asyncio.to_thread(_copy_chunk, fp, entry):
-                await self._drain()
-            entry.close()
+    async def add_file(self, name: str, fp: BinaryIO) -> int:
+        size = os.fstat(fp.fileno()).st_size
+        entry = self._zip.open(_info(name, size), "w")
+        while await asyncio.to_thread(_copy_chunk, fp, entry):
             await self._drain()
-        finally:
-            fp.close()
+        entry.close()
+        await self._drain()
         return size
 
     async def add_bytes(self, name: str, data: bytes) -> None:
@@ -268,6 +279,11 @@ class ZipSink:
     async def finish(self) -> None:
         self._zip.close()  # the central directory
         await self._drain()
+
+    def discard(self) -> None:
+        """Leave the zip unfinished: a central directory written now would describe what
+        was not written (and zipfile would try, when collected)."""
+        self._zip.fp = None
 
     async def _drain(self) -> None:
         if self._buffer is not None and self._send is not None:
@@ -298,22 +314,28 @@ def _copy_chunk(fp: BinaryIO, entry: BinaryIO) -> bool:
 
 
 class FolderSink:
-    """Files below ``root``, each copied whole (copy_file_range or sendfile where the
-    kernel offers them)."""
+    """Files below ``root``."""
 
     def __init__(self, root: Path) -> None:
         self.root = root
 
-    async def add_file(self, name: str, path: Path) -> int:
-        target = self._target(name)
-        await asyncio.to_thread(shutil.copyfile, path, target)
-        return target.stat().st_size
+    async def add_file(self, name: str, fp: BinaryIO) -> int:
+        return await asyncio.to_thread(self._copy, self._target(name), fp)
+
+    @staticmethod
+    def _copy(target: Path, fp: BinaryIO) -> int:
+        with target.open("wb") as out:
+            shutil.copyfileobj(fp, out, CHUNK)
+            return out.tell()
 
     async def add_bytes(self, name: str, data: bytes) -> None:
         await asyncio.to_thread(self._target(name).write_bytes, data)
 
     async def finish(self) -> None:
         pass
+
+    def discard(self) -> None:
+        pass  # the export removes the folder it wrote into
 
     def _target(self, name: str) -> Path:
         target = self.root.joinpath(*name.split("/"))

@@ -23,6 +23,7 @@ content (PS3.3 F.5); it is private, and pydicom is pinned below 4.
 
 from __future__ import annotations
 
+import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
@@ -145,7 +146,9 @@ def instance_dataset(metadata: dict[str, Any]) -> Dataset:
         and not tag.startswith("7FE0")
         and (element.get("vr") != "SQ" or keyword_for_tag(int(tag, 16)) in RECORDED_SEQUENCES)
     }
-    return Dataset.from_json(kept)
+    with warnings.catch_warnings():  # a stored value pydicom finds odd: kept as it is
+        warnings.simplefilter("ignore", UserWarning)
+        return Dataset.from_json(kept)
 
 
 def _filled(ds: Dataset, keyword: str) -> bool:
