@@ -70,7 +70,10 @@ async def answer(
             syntax=offer.transfer_syntax or AS_STORED,
             dicomdir=dicomdir,
         )
-    except (ConnectionError, asyncio.CancelledError):
+    except ConnectionError:
+        logger.info("%s: the client went away mid-zip", request.path)
+        return response
+    except asyncio.CancelledError:
         raise
     except Exception as exc:
         if not response.prepared:
