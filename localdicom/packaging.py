@@ -192,12 +192,6 @@ async def _write(
             data = await conversion
         except Exception as exc:
             raise _MemberFailed(f"cannot be converted to {syntax}: {exc}") from exc
-    if directory is not None:
-        try:
-            metadata = await asyncio.to_thread(member.metadata)
-            directory.add(name, metadata, _target(member, syntax))
-        except (NotRecorded, OSError, ValueError) as exc:
-            report.notes.append(f"{member.sop} is not in the DICOMDIR: {exc}")
     path = "/".join(name)
     if data is None:
         try:
@@ -214,6 +208,12 @@ async def _write(
         report.converted += 1
     report.written += 1
     report.size += size
+    if directory is not None:  # only what was written is listed
+        try:
+            metadata = await asyncio.to_thread(member.metadata)
+            directory.add(name, metadata, _target(member, syntax))
+        except (NotRecorded, OSError, ValueError) as exc:
+            report.notes.append(f"{member.sop} is not in the DICOMDIR: {exc}")
     return size
 
 
