@@ -5,9 +5,10 @@ a DICOMDIR when asked. The one way the web download (``Accept: application/zip``
 The zip is written by Python's own ``zipfile`` (no dependency to add; stream-zip, MIT, and
 zipstream-ng, LGPL, do the same), entry by entry, as files are read: into a buffer the web
 drains to the client after each chunk, so nothing is held whole, or into the export's file.
-Entries are stored, not deflated: pixel data, most of an instance, is either compressed
-already or noisy (deflate took 40-50 ms a 512x512 CT slice and saved about a third; it
-would cap a download at 10-15 MB/s a CPU). ``zipfile`` writes ZIP64 records where sizes or
+Entries are stored, not deflated: zlib at level 1 made uncompressed CT slices 36-51 %
+smaller (pydicom's CT_small, a 512x512 slice of benchmarks.dataset) but ran at 28-44 MB/s
+on one CPU of the (loaded) development machine, which would cap every download there, and
+compressed pixel data gains nothing. ``zipfile`` writes ZIP64 records where sizes or
 offsets need them (an archive over 4 GB, an entry over 4 GB); written to a stream it cannot
 seek back in, each entry's CRC and sizes follow its data in a data descriptor (APPNOTE
 4.3.9), which every unzip tool reads.
