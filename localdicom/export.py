@@ -118,6 +118,7 @@ def _member(dcm: Path, stored: StoredInstance) -> Member:
     header = stored.header
     return Member(
         path=dcm,
+        size=stored.size,
         study=header.study_uid,
         series=header.series_uid,
         sop=header.sop_uid,

@@ -38,8 +38,10 @@ from localdicom.dicom.dicomdir import DicomDir, NotRecorded, file_id
 logger = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
-#: Conversions run ahead of the one being written, at most (each holds an instance).
+#: Conversions run ahead of the one being written: at most this many, of instances of at
+#: most this many bytes in all (each answer is held whole until written), but always one.
 LOOKAHEAD = 4
+LOOKAHEAD_BYTES = 256 * 1024 * 1024
 AS_STORED = "*"
 
 #: Converts a member to a transfer syntax: its Part 10 bytes.
@@ -52,6 +54,7 @@ class Member:
     ``metadata`` reads its DICOM JSON (from the sidecar: blocking), for the DICOMDIR."""
 
     path: Path
+    size: int
     study: str
     series: str
     sop: str
@@ -170,10 +173,16 @@ def _look_ahead(
     convert: Convert,
     ahead: dict[int, asyncio.Task[bytes]],
 ) -> None:
+    budget = LOOKAHEAD_BYTES
     for later in range(place, min(place + LOOKAHEAD + 1, len(members))):
         member = members[later]
         target = _target(member, syntax)
-        if later not in ahead and target != member.syntax:
+        if target == member.syntax:
+            continue
+        budget -= member.size
+        if later > place and budget < 0:
+            return
+        if later not in ahead:
             ahead[later] = asyncio.ensure_future(convert(member, target))
 
 

@@ -185,8 +185,8 @@ async def test_zip64_past_4_gib_in_a_stream(tmp_path):
             out.write(data)
 
     members = [
-        packaging.Member(big, "1.2", "1.2.3", "9", EXPLICIT_VR_LITTLE_ENDIAN, dict),
-        packaging.Member(small, "1.2", "1.2.3", "8", EXPLICIT_VR_LITTLE_ENDIAN, dict),
+        packaging.Member(big, 0, "1.2", "1.2.3", "9", EXPLICIT_VR_LITTLE_ENDIAN, dict),
+        packaging.Member(small, 0, "1.2", "1.2.3", "8", EXPLICIT_VR_LITTLE_ENDIAN, dict),
     ]
     await packaging.package(members, packaging.ZipSink(send=send), _no_conversion)
     out.truncate()
@@ -235,6 +235,21 @@ def test_export_to_a_zip_with_a_dicomdir_is_a_file_set_dcmtk_reads(archive, tmp_
     )
     assert dump.stdout.count("ReferencedFileID") == len(originals())
     assert "MediaStorageDirectoryStorage" in dump.stdout
+    # dcmtk's own DICOMDIR writer, asked to add every file to ours, finds each recorded
+    # already (it read our records and their offsets): not one record more
+    subprocess.run(
+        ["/usr/bin/dcmmkdir", "+U", "+I", "-q", "-Nxc", "+D", "DICOMDIR", "+r", "DICOM"],
+        cwd=tmp_path / "cd",
+        check=True,
+    )
+    again = subprocess.run(
+        ["/usr/bin/dcmdump", "-q", str(tmp_path / "cd" / "DICOMDIR")],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
+    for record_type in ("PATIENT", "STUDY", "SERIES", "IMAGE", "RT DOSE"):
+        assert again.count(f"[{record_type}]") == dump.stdout.count(f"[{record_type}]") > 0
 
 
 def test_export_converts_to_the_transfer_syntax_asked(archive, tmp_path):
@@ -256,6 +271,11 @@ def test_export_with_a_dicomdir_in_a_folder(archive, tmp_path):
     assert code == 0, output
     file_set = assert_file_set(dest, by_sop([pydicom_file("rtdose.dcm")]))
     assert [instance.DirectoryRecordType for instance in file_set] == ["RT DOSE"]
+    # Type 1 in the record (PS3.3 F.5), empty in the file: invented as its place
+    assert pydicom.dcmread(pydicom_file("rtdose.dcm")).InstanceNumber is None
+    records = pydicom.dcmread(dest / "DICOMDIR").DirectoryRecordSequence
+    (leaf,) = [record for record in records if record.DirectoryRecordType == "RT DOSE"]
+    assert leaf.InstanceNumber == 1
 
 
 def _series_of(name: str) -> str:

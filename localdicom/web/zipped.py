@@ -46,7 +46,11 @@ async def answer(
     dicomdir = _flag(request, "dicomdir")
     the_catalog = catalog_of(request)
     members = [_member(the_catalog, record) for record in records]
-    name = records[0].series if request.match_info.get("series") else records[0].study
+    name = next(
+        request.match_info[level]
+        for level in ("instance", "series", "study")
+        if request.match_info.get(level)
+    )
     response = web.StreamResponse(
         headers={
             "Content-Type": ZIP,
@@ -89,6 +93,7 @@ async def answer(
 def _member(catalog: Catalog, record: InstanceRecord) -> Member:
     return Member(
         path=catalog.path_of(record),
+        size=record.size,
         study=record.study,
         series=record.series,
         sop=record.sop,
