@@ -19,6 +19,7 @@ import numpy as np
 import pydicom
 import pytest
 from click.testing import CliRunner
+from pydicom.encaps import encapsulate
 from pydicom.fileset import FileSet
 
 from localdicom import packaging
@@ -328,3 +329,24 @@ def test_an_interrupted_export_leaves_nothing(archive, tmp_path, monkeypatch, as
     code, output = export(archive, tmp_path / "out", "--all", *flags)
     assert code == 130 and "Interrupted" in output
     assert written and list(tmp_path.iterdir()) == []
+
+
+def test_an_instance_that_cannot_be_converted_is_listed_and_the_rest_exported(tmp_path):
+    """Its pixel data is not JPEG 2000 at all: the converter refuses it, the export goes on
+    without it, names it, and exits 1."""
+    broken = pydicom.dcmread(pydicom_file("JPEG2000.dcm"))
+    broken.SOPInstanceUID = broken.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5.6.7"
+    broken.PixelData = encapsulate([b"\x00" * 64])
+    broken.save_as(tmp_path / "broken.dcm", enforce_file_format=True)
+    archive = tmp_path / "archive"
+    sources = [str(tmp_path / "broken.dcm"), str(pydicom_file("MR_small.dcm"))]
+    imported = CliRunner().invoke(main, ["import", *sources, "--archive", str(archive)])
+    assert imported.exit_code == 0, imported.output
+    dest = tmp_path / "out.zip"
+    code, output = export(
+        archive, dest, "--all", "--zip", "--transfer-syntax", EXPLICIT_VR_LITTLE_ENDIAN
+    )
+    assert code == 1 and "error: 1.2.3.4.5.6.7: cannot be converted" in output, output
+    with zipfile.ZipFile(dest) as zipped:
+        (name,) = zipped.namelist()
+    assert name.endswith(f"{pydicom.dcmread(pydicom_file('MR_small.dcm')).SOPInstanceUID}.dcm")
