@@ -14,7 +14,6 @@ written anywhere but to it.
 
 from __future__ import annotations
 
-import asyncio
 import logging
 
 from aiohttp import web
@@ -24,7 +23,7 @@ from localdicom.dicom.pixels import transcode
 from localdicom.packaging import Member, ZipSink, package
 from localdicom.web.context import catalog as catalog_of
 from localdicom.web.context import pixel_work
-from localdicom.web.errors import bad_request
+from localdicom.web.errors import bad_request, not_found
 from localdicom.web.negotiation import AS_STORED, ZIP, Offer, query_values
 
 logger = logging.getLogger(__name__)
@@ -74,19 +73,27 @@ async def answer(
             syntax=offer.transfer_syntax or AS_STORED,
             dicomdir=dicomdir,
         )
-    except ConnectionError:
+    except Exception as exc:
+        return _stopped(request, response, exc)
+    await response.write_eof()
+    return response
+
+
+def _stopped(
+    request: web.Request, response: web.StreamResponse, exc: Exception
+) -> web.StreamResponse:
+    """A zip that could not be finished: before its first byte, the error's own status;
+    after it, the connection closed (a client gone needs nothing more)."""
+    if isinstance(exc, ConnectionError):
         logger.info("%s: the client went away mid-zip", request.path)
         return response
-    except asyncio.CancelledError:
-        raise
-    except Exception as exc:
-        if not response.prepared:
-            raise
-        logger.warning("%s: the zip stopped, connection closed: %s", request.path, exc)
-        if request.transport is not None:
-            request.transport.close()
-        return response
-    await response.write_eof()
+    if not response.prepared:
+        if isinstance(exc, FileNotFoundError):  # deleted since the index named it
+            raise not_found("an instance was deleted while the zip was starting; ask again")
+        raise exc
+    logger.warning("%s: the zip stopped, connection closed: %s", request.path, exc)
+    if request.transport is not None:
+        request.transport.close()
     return response
 
 
