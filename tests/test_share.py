@@ -350,3 +350,15 @@ def test_an_instance_that_cannot_be_converted_is_listed_and_the_rest_exported(tm
     with zipfile.ZipFile(dest) as zipped:
         (name,) = zipped.namelist()
     assert name.endswith(f"{pydicom.dcmread(pydicom_file('MR_small.dcm')).SOPInstanceUID}.dcm")
+
+
+async def test_a_file_gone_before_the_zip_starts_is_a_404_not_a_500(tmp_path):
+    """Removed behind the server's back (by hand, or a DELETE racing the download)."""
+    archive = tmp_path / "archive"
+    source = str(pydicom_file("MR_small.dcm"))
+    assert CliRunner().invoke(main, ["import", source, "--archive", str(archive)]).exit_code == 0
+    ds = pydicom.dcmread(source)
+    async with app_client(archive) as client:
+        (archive / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm").unlink()
+        response = await client.get(f"/studies/{ds.StudyInstanceUID}", headers={"Accept": ZIP})
+        assert response.status == 404 and "deleted" in await response.text()
