@@ -43,11 +43,12 @@ class ExportReport:
         return 1 if self.package.failed else 0
 
     def lines(self) -> list[str]:
+        if self.interrupted:
+            return [f"Interrupted: nothing was written to {self.dest}; run the command again."]
         done = self.package
         seconds = max(done.seconds, 1e-9)
-        verb = "Interrupted; nothing written to" if self.interrupted else "Exported to"
         lines = [
-            f"{verb} {self.dest} in {done.seconds:.2f} s: {done.written} instances, "
+            f"Exported to {self.dest} in {done.seconds:.2f} s: {done.written} instances, "
             f"{done.size / 1e6:.1f} MB, {done.written / seconds:.0f} files/s, "
             f"{done.size / 1e6 / seconds:.1f} MB/s"
         ]
