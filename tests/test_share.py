@@ -94,6 +94,14 @@ def test_dicomdir_offsets_point_at_their_records_and_pydicom_reads_the_hierarchy
         ]
 
 
+def test_an_empty_dicomdir_is_still_a_dicomdir():
+    """Every instance left out (none could be converted): a file set with no records."""
+    ds = pydicom.dcmread(io.BytesIO(DicomDir().encode()))
+    assert ds.file_meta.MediaStorageSOPClassUID == "1.2.840.10008.1.3.10"
+    assert ds.DirectoryRecordSequence == []
+    assert ds.OffsetOfTheFirstDirectoryRecordOfTheRootDirectoryEntity == 0
+
+
 # the web download -----------------------------------------------------------------------------
 
 

@@ -27,6 +27,7 @@ import warnings
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from io import BytesIO
+from itertools import accumulate
 from typing import Any
 
 from pydicom import dcmwrite
@@ -108,9 +109,11 @@ class DicomDir:
         the first byte of the file (PS3.3 Table F.3-3)."""
         records = list(_depth_first(list(self._patients.values())))
         sizes = [len(_encoded_item(node.record)) for node in records]
+        # the records follow the sequence's header, the last thing before them
+        first = len(_encoded_file(self._directory([])))
+        starts = accumulate(sizes, initial=first)  # one more than there are records
+        offsets = {id(node): start for node, start in zip(records, starts, strict=False)}
         ds = self._directory([node.record for node in records])
-        first = len(_encoded_file(ds)) - sum(sizes)
-        offsets = {id(node): first + sum(sizes[:place]) for place, node in enumerate(records)}
         _link(list(self._patients.values()), offsets)
         roots = list(self._patients.values())
         if roots:
