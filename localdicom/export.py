@@ -101,6 +101,10 @@ def export(
             report.package = _run(members, dest, as_zip, dicomdir, transfer_syntax, workers, bar)
         except KeyboardInterrupt:
             report.interrupted = True
+        except OSError as exc:  # the destination cannot be written: a full disk, say
+            raise click.ClickException(
+                f"cannot write {dest} ({exc.strerror or exc}); nothing was written"
+            ) from None
     for line in report.lines():
         click.echo(line)
     return report.exit_code

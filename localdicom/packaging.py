@@ -23,7 +23,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import logging
 import os
 import shutil
 import time
@@ -34,8 +33,6 @@ from pathlib import Path
 from typing import Any, BinaryIO, Protocol
 
 from localdicom.dicom.dicomdir import DicomDir, NotRecorded, file_id
-
-logger = logging.getLogger(__name__)
 
 CHUNK = 1 << 20
 #: Conversions run ahead of the one being written: at most this many, of instances of at

@@ -9,7 +9,9 @@ decoding of the originals; DICOMDIRs are read back with pydicom's ``FileSet`` an
 
 from __future__ import annotations
 
+import errno
 import io
+import os
 import shutil
 import subprocess
 import zipfile
@@ -370,3 +372,15 @@ async def test_a_file_gone_before_the_zip_starts_is_a_404_not_a_500(tmp_path):
         (archive / ds.StudyInstanceUID / ds.SeriesInstanceUID / f"{ds.SOPInstanceUID}.dcm").unlink()
         response = await client.get(f"/studies/{ds.StudyInstanceUID}", headers={"Accept": ZIP})
         assert response.status == 404 and "deleted" in await response.text()
+
+
+def test_a_destination_that_cannot_be_written_is_one_line_and_leaves_nothing(
+    archive, tmp_path, monkeypatch
+):
+    async def full(self, name, fp):
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(packaging.FolderSink, "add_file", full)
+    code, output = export(archive, tmp_path / "out", "--all")
+    assert code == 1 and "No space left on device" in output and "Traceback" not in output
+    assert list(tmp_path.iterdir()) == []
