@@ -131,6 +131,20 @@ async def test_a_study_zip_holds_its_stored_files_byte_for_byte(archive):
                 assert series == pydicom.dcmread(io.BytesIO(data)).SeriesInstanceUID
 
 
+@pytest.mark.external
+async def test_unzip_tests_a_streamed_zip_clean(archive, tmp_path):
+    """Info-ZIP's unzip reads the data descriptors a streamed zip has (APPNOTE 4.3.9) and
+    checks every entry's CRC."""
+    async with app_client(archive) as client:
+        response = await client.get(f"/studies/{STUDY_UID}?dicomdir=true", headers={"Accept": ZIP})
+        (tmp_path / "study.zip").write_bytes(await response.read())
+    tested = subprocess.run(
+        ["unzip", "-t", str(tmp_path / "study.zip")], capture_output=True, text=True
+    )
+    assert tested.returncode == 0, tested.stdout + tested.stderr
+    assert "No errors detected" in tested.stdout and tested.stdout.count("OK") == 4
+
+
 async def test_the_zip_is_never_the_default(archive):
     async with app_client(archive) as client:
         response = await client.get(f"/studies/{STUDY_UID}", headers={"Accept": "*/*"})

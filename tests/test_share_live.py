@@ -14,12 +14,15 @@ import subprocess
 import sys
 import threading
 import time
+import zipfile
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 from pydicom.tag import Tag
 
 from benchmarks.dataset import ct_slice
+from localdicom.cli import main
 from tests.helpers import SAMPLES, STUDY_UID, free_port, process_tree
 from tests.helpers.corpus import pydicom_file
 from tests.helpers.live import LiveServer, request, stow_file
@@ -59,6 +62,14 @@ def test_a_client_that_hangs_up_mid_zip_leaves_nothing_behind(live_server):
     assert archive_files(live_server.archive) == before
     log = live_server.log.read_text()
     assert "Traceback" not in log and " 500 " not in log
+    # export reads the same archive beside the server, and writes nothing into it
+    dest = live_server.archive.parent / "export.zip"
+    exported = CliRunner().invoke(
+        main, ["export", str(live_server.archive), str(dest), "--all", "--zip"]
+    )
+    assert exported.exit_code == 0, exported.output
+    assert len(zipfile.ZipFile(dest).namelist()) == 4
+    assert archive_files(live_server.archive) == before
 
 
 # 5 GiB ------------------------------------------------------------------------------------
