@@ -17,6 +17,7 @@ import subprocess
 import zipfile
 from pathlib import Path
 
+import aiohttp
 import numpy as np
 import pydicom
 import pytest
@@ -398,3 +399,26 @@ def test_a_destination_that_cannot_be_written_is_one_line_and_leaves_nothing(
     code, output = export(archive, tmp_path / "out", "--all")
     assert code == 1 and "No space left on device" in output and "Traceback" not in output
     assert list(tmp_path.iterdir()) == []
+
+
+async def test_a_conversion_failing_mid_zip_closes_the_connection(tmp_path):
+    """The answer has started: the status cannot change, so the client gets a zip cut short
+    (no central directory), never one that looks whole."""
+    good = pydicom.dcmread(pydicom_file("JPEG2000.dcm"))
+    broken = pydicom.dcmread(pydicom_file("JPEG2000.dcm"))
+    broken.SOPInstanceUID = broken.file_meta.MediaStorageSOPInstanceUID = "1.2.3.4.5.6.8"
+    broken.InstanceNumber = int(good.InstanceNumber or 0) + 1
+    broken.PixelData = encapsulate([b"\x00" * 64])
+    async with app_client(tmp_path / "archive") as client:
+        for ds in (good, broken):
+            body = io.BytesIO()
+            ds.save_as(body, enforce_file_format=True)
+            stored = await client.post(
+                "/studies", data=body.getvalue(), headers={"Content-Type": "application/dicom"}
+            )
+            assert stored.status == 200
+        accept = f"{ZIP}; transfer-syntax={EXPLICIT_VR_LITTLE_ENDIAN}"
+        response = await client.get(f"/studies/{good.StudyInstanceUID}", headers={"Accept": accept})
+        assert response.status == 200
+        with pytest.raises(aiohttp.ClientPayloadError):
+            await response.read()
