@@ -20,7 +20,7 @@ from pathlib import Path
 
 import click
 
-from localdicom.archive import StoredInstance
+from localdicom.archive import StoredInstance, sidecar
 from localdicom.console import EXIT_CODES, Bar
 from localdicom.dicom.pixels import transcode
 from localdicom.dicom.syntaxes import INSTANCE_TARGETS, can_encode, instance_targets
@@ -120,6 +120,8 @@ def _check_syntax(syntax: str | None) -> None:
 
 
 def _member(dcm: Path, stored: StoredInstance) -> Member:
+    """What the export keeps of an instance until it is written: not its metadata, read
+    again from the sidecar for the DICOMDIR (a large selection would hold every one)."""
     header = stored.header
     return Member(
         path=dcm,
@@ -128,7 +130,7 @@ def _member(dcm: Path, stored: StoredInstance) -> Member:
         series=header.series_uid,
         sop=header.sop_uid,
         syntax=header.transfer_syntax,
-        metadata=lambda: header.metadata,
+        metadata=lambda: sidecar.read(dcm).header.metadata,
     )
 
 
