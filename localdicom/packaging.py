@@ -11,7 +11,8 @@ on one CPU of the (loaded) development machine, which would cap every download t
 compressed pixel data gains nothing. ``zipfile`` writes ZIP64 records where sizes or
 offsets need them (an archive over 4 GB, an entry over 4 GB); written to a stream it cannot
 seek back in, each entry's CRC and sizes follow its data in a data descriptor (APPNOTE
-4.3.9), which every unzip tool reads.
+4.3.9), which Info-ZIP's unzip and zipfile read (Java's streaming ZipInputStream does not,
+for stored entries).
 
 Names in the archive: ``STUDY/SERIES/SOP.dcm`` by UID, the archive's own layout (unique, and
 ``localdicom import`` takes it back as it is); with a DICOMDIR the layout of PS3.11's
