@@ -24,6 +24,7 @@ from localdicom import __version__
 from localdicom.app import DIMSE, make_app
 from localdicom.archive import Layout, announce_server, sidecar, withdraw_server
 from localdicom.console import EXIT_CODES, Bar
+from localdicom.export import export
 from localdicom.importer import (
     ArchiveBusy,
     CannotImport,
@@ -371,3 +372,6 @@ def ls(archive: Path, series: bool) -> int:
             f"run: localdicom reindex {archive}"
         )
     return 0
+
+
+main.add_command(export)

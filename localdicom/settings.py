@@ -346,6 +346,8 @@ OPTIONS: tuple[Option, ...] = (
             "[default: one per CPU]",
             "import": "Processes that read, parse and copy files  [default: one per CPU]",
             "reindex": "Processes that parse the .dcm files  [default: one per CPU]",
+            "export": "Processes that convert instances for --transfer-syntax  "
+            "[default: one per CPU]",
         },
     ),
     Option(
@@ -540,6 +542,38 @@ OPTIONS: tuple[Option, ...] = (
         False,
         is_flag=True,
         help={"ls": "Add a row for each series under its study."},
+    ),
+    # export
+    Option(
+        "as_zip",
+        ("--zip",),
+        bool,
+        False,
+        is_flag=True,
+        help={"export": "Write DEST as one zip file (ZIP64 beyond 4 GB) instead of a folder."},
+    ),
+    Option(
+        "dicomdir",
+        ("--dicomdir",),
+        bool,
+        False,
+        is_flag=True,
+        help={
+            "export": "Lay the files out for a CD viewer (DICOM/ST000001/SE000001/IM000001, "
+            "PS3.11) with a DICOMDIR at the top, instead of STUDY/SERIES/SOP.dcm by UID."
+        },
+    ),
+    Option(
+        "transfer_syntax",
+        ("--transfer-syntax",),
+        str | None,
+        None,
+        metavar="UID",
+        help={
+            "export": "Convert every instance to this transfer syntax, e.g. "
+            "1.2.840.10008.1.2.1 (Explicit VR Little Endian); by default they are "
+            "copied as stored."
+        },
     ),
 )
 

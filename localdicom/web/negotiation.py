@@ -35,6 +35,9 @@ MULTIPART_RELATED = "multipart/related"
 DICOM = "application/dicom"
 DICOM_JSON = "application/dicom+json"
 DICOM_XML = "application/dicom+xml"
+#: A zip of Part 10 files (PS3.18 8.6.1.3): the instances as stored unless a transfer
+#: syntax is named.
+ZIP = "application/zip"
 AS_STORED = "*"
 #: Query parameters that choose the representation (PS3.18 8.3.3.1, 8.3.3.2), not the content.
 QUERY_PARAMETERS = frozenset({"accept", "charset"})
@@ -45,6 +48,7 @@ UTF_8 = frozenset({"utf-8", "utf8", "iso_ir 192"})
 #: (PS3.18 8.7.3.5.2 and Table 8.7.3-5).
 DEFAULT_SYNTAX = {
     DICOM: EXPLICIT_VR_LITTLE_ENDIAN,
+    ZIP: AS_STORED,
     **{media_type: syntaxes[0] for media_type, syntaxes in FRAME_MEDIA_TYPES.items()},
 }
 

@@ -24,7 +24,7 @@ from localdicom.dicom.uids import (
     EXPLICIT_VR_LITTLE_ENDIAN,
     NATIVE_TRANSFER_SYNTAXES,
 )
-from localdicom.web import bulkdata, native
+from localdicom.web import bulkdata, native, zipped
 from localdicom.web.context import (
     catalog,
     find_instance,
@@ -34,7 +34,15 @@ from localdicom.web.context import (
 from localdicom.web.errors import not_found
 from localdicom.web.frames import answer_frames
 from localdicom.web.multipart import FilePart, once, send_files, stream_multipart
-from localdicom.web.negotiation import AS_STORED, DICOM, DICOM_JSON, DICOM_XML, Offer, choose
+from localdicom.web.negotiation import (
+    AS_STORED,
+    DICOM,
+    DICOM_JSON,
+    DICOM_XML,
+    ZIP,
+    Offer,
+    choose,
+)
 from localdicom.web.urls import bulk_data_uri, service_root
 
 READ_CHUNK = 1 << 20
@@ -59,7 +67,8 @@ async def retrieve(request: web.Request) -> web.StreamResponse:
 def _instance_offers(records: list[InstanceRecord]) -> list[Offer]:
     """Explicit VR Little Endian first (the default, PS3.18 8.7.3.5.2), each instance as
     stored, then every syntax all of them can be rewritten in; last, their bulk data as
-    octet-stream (PS3.18 10.4.4), see :mod:`.bulkdata`."""
+    octet-stream (PS3.18 10.4.4), see :mod:`.bulkdata`; and a zip of the same (never the
+    default), see :mod:`.zipped`."""
     common = None
     for syntax in {record.transfer_syntax for record in records}:
         targets = instance_targets(syntax)
@@ -69,13 +78,15 @@ def _instance_offers(records: list[InstanceRecord]) -> list[Offer]:
     offers = [Offer(DICOM, syntax) for syntax in dict.fromkeys(syntaxes)]
     if len(records) == 1:
         offers += [offer.single_part() for offer in offers]
-    return offers + bulkdata.bulk_offers(records)
+    return offers + bulkdata.bulk_offers(records) + zipped.zip_offers(common)
 
 
 async def _retrieve(request: web.Request, records: list[InstanceRecord]) -> web.StreamResponse:
     offer = choose(request, _instance_offers(records))
     if offer.media_type == OCTET_STREAM:
         return await bulkdata.answer(request, records, offer)
+    if offer.media_type == ZIP:
+        return await zipped.answer(request, records, offer)
     the_catalog = catalog(request)
     if not offer.multipart:
         return await _single_instance(request, records[0], offer)
