@@ -284,7 +284,7 @@ def import_(
       localdicom import ~/scans --archive ./archive --link
       localdicom import ~/scans --archive ./shared --deidentify --deid-key ~/private/key.json
     """
-    deid = _deidentify(deidentify, deid_key, deid_options, reject_burned_in)
+    deid = Deidentify.chosen(deidentify, deid_key, deid_options, reject_burned_in)
     options = ImportOptions(Transfer(transfer), overwrite, workers, fsync, deid)
     try:
         with Bar("Importing") as bar:
@@ -294,22 +294,6 @@ def import_(
     for line in report.lines(verbose=verbose):
         click.echo(line)
     return report.exit_code
-
-
-def _deidentify(
-    chosen: bool, key: Path | None, names: tuple[str, ...], reject_burned_in: bool
-) -> Deidentify | None:
-    if not chosen:
-        if key or names or reject_burned_in:
-            raise click.UsageError(
-                "--deid-key, --deid-option and --reject-burned-in need --deidentify"
-            )
-        return None
-    if key is None:
-        raise click.UsageError(
-            "--deidentify needs --deid-key FILE (created when absent; keep it outside the archive)"
-        )
-    return Deidentify(key, names, reject_burned_in)
 
 
 # reindex -------------------------------------------------------------------------------------

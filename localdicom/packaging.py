@@ -113,6 +113,7 @@ async def package(
     dicomdir: bool = False,
     keep_going: bool = False,
     progress: Progress | None = None,
+    rewrite: bool = False,
 ) -> PackageReport:
     """Write ``members`` to ``sink``, as stored or converted to ``syntax`` (by ``convert``,
     a few ahead of the one being written), then the DICOMDIR if asked.
@@ -120,7 +121,8 @@ async def package(
     A member that cannot be read or converted raises what failed, or with ``keep_going``
     is left out and listed; one the DICOMDIR cannot record (PS3.3 F.5) is written all the
     same, with a note. Cancelled (a client gone, Ctrl-C), the conversions still running
-    are cancelled too.
+    are cancelled too. With ``rewrite`` every member goes through ``convert``, even to the
+    syntax it is stored in (de-identification makes a new file of each).
     """
     started = time.perf_counter()
     report = PackageReport()
@@ -129,7 +131,7 @@ async def package(
     ahead: dict[int, asyncio.Task[bytes]] = {}
     try:
         for place, (member, name) in enumerate(zip(members, names, strict=True)):
-            _look_ahead(members, place, syntax, convert, ahead)
+            _look_ahead(members, place, syntax, convert, ahead, rewrite)
             try:
                 conversion = ahead.pop(place, None)
                 size = await _write(member, name, sink, conversion, directory, report, syntax)
@@ -170,12 +172,13 @@ def _look_ahead(
     syntax: str,
     convert: Convert,
     ahead: dict[int, asyncio.Task[bytes]],
+    rewrite: bool,
 ) -> None:
     budget = LOOKAHEAD_BYTES
     for later in range(place, min(place + LOOKAHEAD + 1, len(members))):
         member = members[later]
         target = _target(member, syntax)
-        if target == member.syntax:
+        if target == member.syntax and not rewrite:
             continue
         budget -= member.size
         if later > place and budget < 0:
@@ -199,7 +202,8 @@ async def _write(
         try:
             data = await conversion
         except Exception as exc:
-            raise _MemberFailed(f"cannot be converted to {syntax}: {exc}") from exc
+            into = "" if syntax == AS_STORED else f" to {syntax}"
+            raise _MemberFailed(f"cannot be converted{into}: {exc}") from exc
     path = "/".join(name)
     if data is None:
         try:

@@ -371,7 +371,10 @@ OPTIONS: tuple[Option, ...] = (
         is_flag=True,
         help={
             "import": "Store de-identified copies (PS3.15 Annex E Basic Profile): new UIDs, "
-            "pseudonyms, identifying attributes removed; needs --deid-key."
+            "pseudonyms, identifying attributes removed; needs --deid-key.",
+            "export": "Write de-identified copies (PS3.15 Annex E Basic Profile): new UIDs "
+            "(in the file names and the DICOMDIR too), pseudonyms, identifying attributes "
+            "removed; needs --deid-key. The archive is not changed.",
         },
     ),
     Option(
@@ -384,7 +387,10 @@ OPTIONS: tuple[Option, ...] = (
         help={
             "import": "The secret and the pseudonym map (created when absent; keep it "
             "outside the archive and private): the same key gives the same UIDs and "
-            "pseudonyms in every run."
+            "pseudonyms in every run.",
+            "export": "The secret and the pseudonym map (created when absent; keep it "
+            "outside the archive and DEST, and private): the same key gives the same UIDs "
+            "and pseudonyms in every run, as for import --deidentify.",
         },
     ),
     Option(
@@ -395,11 +401,12 @@ OPTIONS: tuple[Option, ...] = (
         type=click.Choice([option.value for option in DeidOption]),
         multiple=True,
         metavar="NAME",
-        help={
-            "import": "An Annex E option to apply (repeatable): "
+        help=dict.fromkeys(
+            ("import", "export"),
+            "An Annex E option to apply (repeatable): "
             + ", ".join(option.value for option in DeidOption)
-            + "."
-        },
+            + ".",
+        ),
     ),
     Option(
         "reject_burned_in",
@@ -410,7 +417,10 @@ OPTIONS: tuple[Option, ...] = (
         help={
             "import": "With --deidentify, do not store instances whose pixels may show "
             "identifying text (Burned In Annotation YES, ultrasound, secondary capture...); "
-            "by default they are stored and listed as needing review."
+            "by default they are stored and listed as needing review.",
+            "export": "With --deidentify, leave out instances whose pixels may show "
+            "identifying text (Burned In Annotation YES, ultrasound, secondary capture...); "
+            "by default they are exported and listed as needing review.",
         },
     ),
     Option(

@@ -12,8 +12,12 @@ A :class:`Deidentifier` is picklable and pure (it writes nothing but ``target``)
 processes can each hold one; the pseudonyms and UIDs derive from the key's secret, so workers
 agree without sharing state. ``Deidentifier.deidentify(dataset)`` does the same on a pydicom
 Dataset (a copy is returned; the pixel data is shared, never changed).
+
+:class:`Deidentify` is the command line's choice (``--deidentify``, ``--deid-key``,
+``--deid-option``, ``--reject-burned-in``), checked the same way for every command.
 """
 
+from localdicom.deid.choice import Deidentify
 from localdicom.deid.keyfile import KeyFileError, load_key, record_patients
 from localdicom.dicom.confidentiality import DeidOption
 from localdicom.dicom.deidentify import (
@@ -30,6 +34,7 @@ __all__ = [
     "DeidKey",
     "DeidOption",
     "Deidentifier",
+    "Deidentify",
     "DeidentifyError",
     "KeyFileError",
     "Outcome",

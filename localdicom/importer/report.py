@@ -99,13 +99,7 @@ class ImportReport:
         lines += [f"  {name:<17}{count:>{width}}" for name, count in rows]
         lines += _listed("conflict", self.conflicts, verbose)
         lines += _listed("error", self.errors, verbose)
-        lines += _listed("needs review", self.review, verbose)
-        lines += _listed("refused", self.refused, verbose)
-        if self.review:
-            lines.append(
-                "De-identified, but their pixels may show names or IDs: look at them before "
-                "sharing (or import with --reject-burned-in)."
-            )
+        lines += review_lines("import", self.review, self.refused, verbose)
         if verbose:
             lines += [f"not DICOM: {path}: {reason}" for path, reason in self.not_dicom]
         elif self.not_dicom:
@@ -114,6 +108,20 @@ class ImportReport:
         if self.interrupted:
             lines.append("Run the same command again to import the rest.")
         return lines
+
+
+def review_lines(
+    command: str, review: list[tuple[str, str]], refused: list[tuple[str, str]], verbose: bool
+) -> list[str]:
+    """--deidentify: the instances whose pixels may show identifying text, kept (review) or
+    left out (refused, --reject-burned-in); ``import`` and ``export`` say it alike."""
+    lines = _listed("needs review", review, verbose) + _listed("refused", refused, verbose)
+    if review:
+        lines.append(
+            "De-identified, but their pixels may show names or IDs: look at them before "
+            f"sharing (or {command} with --reject-burned-in)."
+        )
+    return lines
 
 
 def _listed(what: str, items: list[tuple[str, str]], verbose: bool) -> list[str]:

@@ -26,7 +26,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localdicom.archive import Archive, archive_lock, running_server
-from localdicom.deid import Deidentifier, KeyFileError, Pseudonym, load_key, record_patients
+from localdicom.deid import Deidentifier, Deidentify, KeyFileError, Pseudonym
 from localdicom.importer.examine import (
     Examined,
     Kind,
@@ -47,16 +47,6 @@ BATCH_FILES = 8
 
 class CannotImport(Exception):
     """The import cannot start; the message says why and what to do."""
-
-
-@dataclass(frozen=True)
-class Deidentify:
-    """--deidentify: the key file (created when absent), the option names, and whether an
-    instance whose pixels may show identifying text is refused rather than listed."""
-
-    key: Path
-    options: tuple[str, ...] = ()
-    reject_burned_in: bool = False
 
 
 @dataclass(frozen=True)
@@ -111,18 +101,13 @@ def _deidentifier(options: ImportOptions, archive_root: Path) -> Deidentifier | 
     deid = options.deidentify
     if deid is None:
         return None
-    if deid.key.resolve().is_relative_to(archive_root.resolve()):
-        raise CannotImport(
-            f"--deid-key {deid.key} is inside the archive: keep the key outside what is shared "
-            "(whoever has it can undo the pseudonyms)"
-        )
     if options.transfer is not Transfer.COPY:
         raise CannotImport(
             f"--deidentify stores new files made from the sources: --{options.transfer.value} "
             "does not apply"
         )
     try:
-        return Deidentifier(load_key(deid.key), deid.options)
+        return deid.open([("the archive", archive_root)])
     except KeyFileError as exc:
         raise CannotImport(str(exc)) from None
 
@@ -132,12 +117,8 @@ def _record_patients(
 ) -> None:
     """Add the patients met to the key file's map (the pseudonyms are derived from its
     secret, so a map that could not be written loses nothing but the record)."""
-    if options.deidentify is None or not patients:
-        return
-    try:
-        record_patients(options.deidentify.key, patients.values())
-    except KeyFileError as exc:
-        report.notes.append(f"the pseudonym map was not updated: {exc}")
+    if options.deidentify is not None and (note := options.deidentify.record(patients.values())):
+        report.notes.append(note)
 
 
 @contextlib.contextmanager
