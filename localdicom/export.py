@@ -40,7 +40,7 @@ from localdicom.dicom.pixels import transcode
 from localdicom.dicom.syntaxes import INSTANCE_TARGETS, can_encode, instance_targets
 from localdicom.importer.report import review_lines
 from localdicom.packaging import AS_STORED, FolderSink, Member, PackageReport, ZipSink, package
-from localdicom.selection import local_instances, selection_from, selection_options
+from localdicom.selection import Selection, local_instances, selection_from, selection_options
 from localdicom.settings import options
 from localdicom.workers import Workers
 
@@ -153,7 +153,7 @@ def _check_syntax(syntax: str | None) -> None:
         )
 
 
-def _members(archive: Path, selection: Any, deid: Deidentifying | None) -> list[Member]:
+def _members(archive: Path, selection: Selection, deid: Deidentifying | None) -> list[Member]:
     members = []
     for dcm, stored in local_instances(archive, selection):
         member = _member(dcm, stored) if deid is None else deid.member(dcm, stored)
