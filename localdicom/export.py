@@ -60,7 +60,9 @@ class ExportReport:
 
     def lines(self) -> list[str]:
         if self.interrupted:
-            return [f"Interrupted: nothing was written to {self.dest}; run the command again."]
+            notes = self.deid.notes if self.deid else []
+            again = "run the command again"
+            return [f"Interrupted: nothing was written to {self.dest}; {again}.", *notes]
         done = self.package
         seconds = max(done.seconds, 1e-9)
         lines = [
