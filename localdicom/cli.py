@@ -33,9 +33,10 @@ from localdicom.importer import (
     run_import,
     survey,
 )
-from localdicom.listing import format_table, list_studies, listing_rows
+from localdicom.listing import format_table, human_size, list_studies, listing_rows
 from localdicom.reindex import reindex
 from localdicom.settings import Settings, options
+from localdicom.trashbin import trash
 from localdicom.web.security import browser_link, is_loopback_address
 from localdicom.web.viewer import check_dist
 from localdicom.workers import exit_with
@@ -256,6 +257,7 @@ def import_(
     workers: int | None,
     fsync: bool,
     verbose: bool,
+    trash: bool,
 ) -> int:
     """Import DICOM files from each SOURCE into ARCHIVE.
 
@@ -277,7 +279,7 @@ def import_(
       localdicom import pacs-export.zip IM0001 IM0002 --archive ./archive -v
       localdicom import ~/scans --archive ./archive --link
     """
-    options = ImportOptions(Transfer(transfer), overwrite, workers, fsync)
+    options = ImportOptions(Transfer(transfer), overwrite, workers, fsync, keep_replaced=trash)
     try:
         with Bar("Importing") as bar:
             report = run_import(sources, archive, options, bar)
@@ -347,4 +349,12 @@ def ls(archive: Path, series: bool) -> int:
             f"{listing.unlisted} instances have no readable sidecar and are not listed; "
             f"run: localdicom reindex {archive}"
         )
+    if listing.trashed:
+        click.echo(
+            f"{listing.trashed} instances in the trash ({human_size(listing.trashed_size)}): "
+            f"localdicom trash ls {archive}"
+        )
     return 0
+
+
+main.add_command(trash)

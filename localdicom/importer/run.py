@@ -55,6 +55,8 @@ class ImportOptions:
     workers: int | None = None
     #: Flush each instance to disk as the server does; otherwise one sync at the end.
     fsync: bool = False
+    #: With ``overwrite``, move each replaced instance to the trash rather than delete it.
+    keep_replaced: bool = True
 
 
 def run_import(
@@ -98,7 +100,9 @@ def _sink(archive: Archive, server: str | None, options: ImportOptions) -> Itera
     if server is None:
         with archive_lock(archive.root):
             scan.clean_incoming(archive)  # nothing else writes here: any file is a leftover
-            yield DirectSink(archive, options.transfer, options.overwrite)
+            archive.trash.recover()  # and no removal is in progress
+            keep = options.keep_replaced
+            yield DirectSink(archive, options.transfer, options.overwrite, keep_replaced=keep)
         return
     _check_answers(archive, server)
     threads = max(4, options.workers or os.cpu_count() or 1)

@@ -11,7 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
-from localdicom.archive import Archive, Upload, sidecar
+from localdicom.archive import Archive, Upload, Why, sidecar
 from localdicom.catalog import Decision, conflict_message, decide
 from localdicom.dicom.header import NotDicom
 from localdicom.importer.examine import Examined, Transfer, why
@@ -35,10 +35,13 @@ class DirectSink:
 
     stow = False
 
-    def __init__(self, archive: Archive, transfer: Transfer, overwrite: bool) -> None:
+    def __init__(
+        self, archive: Archive, transfer: Transfer, overwrite: bool, *, keep_replaced: bool = True
+    ) -> None:
         self.archive = archive
         self.transfer = transfer
         self.overwrite = overwrite
+        self.keep_replaced = keep_replaced
         self.staging = archive.incoming.resolve()
         #: SOP Instance UID -> its .dcm; what is stored now, kept up to date as we store.
         self.present = {path.stem: path for path in archive.instance_files()}
@@ -90,13 +93,18 @@ class DirectSink:
         header = item.header
         assert header is not None
         incoming = self._incoming(item, report)
+        kept = self._keep(existing, header.sop_uid)
         try:
             (result,) = self.archive.commit_uploads([Upload(incoming, header, item.digest)])
         finally:
             if incoming != item.source.path:
                 incoming.unlink(missing_ok=True)
         if isinstance(result, OSError):
+            if kept is not None:
+                self.archive.trash.drop(kept)
             raise result
+        if kept is not None:
+            self.archive.trash.seal(kept)
         item.staged = None
         target = self.archive.instance_file(header.study_uid, header.series_uid, header.sop_uid)
         if existing is not None and existing != target:  # replaced by one of another series
@@ -106,6 +114,14 @@ class DirectSink:
             self.archive.remove_thumbnails(header.sop_uid)
         self.present[header.sop_uid] = target
         self.digests[header.sop_uid] = result.digest
+
+    def _keep(self, existing: Path | None, sop: str) -> Path | None:
+        """The instance about to be replaced, linked into a pending trash entry."""
+        if existing is None or not self.keep_replaced:
+            return None
+        study, series = existing.parent.parent.name, existing.parent.name
+        why = Why("overwrite", "localdicom import --overwrite")
+        return self.archive.trash.keep(study, series, sop, why)
 
     def _incoming(self, item: Examined, report: ImportReport) -> Path:
         """The file to rename into place: the staged copy, the source itself (--move), or
