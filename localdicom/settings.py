@@ -559,6 +559,17 @@ OPTIONS: tuple[Option, ...] = (
         help={"trash restore": "Restore this instance (by SOP Instance UID)."},
     ),
     Option(
+        "entry",
+        ("--entry",),
+        str | None,
+        None,
+        metavar="NAME",
+        help={
+            "trash restore": "Restore what one removal put in the trash (its ENTRY in "
+            "'localdicom trash ls'): an older version an --overwrite replaced, say."
+        },
+    ),
+    Option(
         "older_than",
         ("--older-than",),
         float | None,

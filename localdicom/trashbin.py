@@ -33,15 +33,17 @@ logger = logging.getLogger("localdicom")
 @dataclass(frozen=True)
 class Selection:
     """Which trashed instances to restore: every one, or those of a study, series or
-    instance (by UID)."""
+    instance (by UID), or of one trash entry."""
 
     study: str | None = None
     series: str | None = None
     instance: str | None = None
+    entry: str | None = None
 
     def __contains__(self, trashed: Trashed) -> bool:
         return (
-            self.study in (None, trashed.study)
+            self.entry in (None, trashed.entry)
+            and self.study in (None, trashed.study)
             and self.series in (None, trashed.series)
             and self.instance in (None, trashed.sop)
         )
@@ -234,13 +236,15 @@ def restore_(
     study: str | None,
     series_uid: str | None,
     instance: str | None,
+    entry: str | None,
 ) -> int:
     """Put trashed instances back into ARCHIVE, byte for byte.
 
     When a server runs on ARCHIVE they are stored through it (STOW-RS), so it serves them at
     once. An instance whose SOP Instance UID is stored again (a newer copy sent after an
     --overwrite, say) is a conflict: listed and left in the trash; delete the stored one and
-    restore again to bring the older one back.
+    restore the older one's --entry to bring it back. When the trash holds several copies of
+    one instance, the one removed last is restored and the others are conflicts.
 
     \b
     Examples:
@@ -254,13 +258,14 @@ def restore_(
             ("--study", study),
             ("--series", series_uid),
             ("--instance", instance),
+            ("--entry", entry),
         )
         if given
     ]
     if len(chosen) != 1:
-        raise click.UsageError("give one of --all, --study, --series or --instance")
+        raise click.UsageError("give one of --all, --study, --series, --instance or --entry")
     try:
-        report = restore(archive, Selection(study, series_uid, instance))
+        report = restore(archive, Selection(study, series_uid, instance, entry))
     except ArchiveBusy as exc:
         raise click.ClickException(str(exc)) from None
     for line in report.lines():
