@@ -71,7 +71,8 @@ async def stock(client) -> None:
 
 
 def manifests(archive: Path) -> list[dict]:
-    return [json.loads(path.read_bytes()) for path in sorted(archive.glob(".trash/*/manifest.json"))]
+    found = sorted(archive.glob(".trash/*/manifest.json"))
+    return [json.loads(path.read_bytes()) for path in found]
 
 
 @pytest.mark.parametrize("level", LEVELS)
