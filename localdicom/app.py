@@ -146,6 +146,7 @@ async def _open_catalog(app: web.Application) -> AsyncIterator[None]:
         added = sum(not outcome.already_present for outcome in outcomes)
         logger.info("samples: %d stored, %d already present", added, len(outcomes) - added)
     app[CATALOG] = catalog
+    await _purge_trash_once(catalog, settings.trash_days)
     purging = asyncio.create_task(_purge_trash(catalog, settings.trash_days))
     yield
     purging.cancel()
@@ -153,13 +154,17 @@ async def _open_catalog(app: web.Application) -> AsyncIterator[None]:
 
 
 async def _purge_trash(catalog: Catalog, days: int) -> None:
-    """Purge trash entries older than ``days``, now and every hour."""
+    """Purge trash entries older than ``days`` every hour (and once at start)."""
     while True:
-        try:
-            await catalog.empty_trash(days * 86400)
-        except OSError as exc:
-            logger.warning("trash: purging old entries failed: %s", exc)
         await asyncio.sleep(TRASH_PURGE_SECONDS)
+        await _purge_trash_once(catalog, days)
+
+
+async def _purge_trash_once(catalog: Catalog, days: int) -> None:
+    try:
+        await catalog.empty_trash(days * 86400)
+    except OSError as exc:
+        logger.warning("trash: purging old entries failed: %s", exc)
 
 
 async def _start_dimse(app: web.Application) -> AsyncIterator[None]:

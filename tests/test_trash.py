@@ -6,6 +6,7 @@ DICOM files), never with what the server answered before."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import time
@@ -15,6 +16,7 @@ import pytest
 from click.testing import CliRunner
 
 from localdicom.archive import Archive, Why
+from localdicom.archive import trash as trash_module
 from localdicom.cli import main
 from localdicom.dicom.rejection import REJECTION_REASONS
 from localdicom.importer import ImportOptions, run_import
@@ -277,3 +279,48 @@ def test_restore_needs_one_selection(archive_dir: Path) -> None:
         result = CliRunner().invoke(main, ["trash", "restore", str(archive_dir), *arguments])
         assert result.exit_code == 2
         assert "give one of --all, --study, --series, --instance or --entry" in result.output
+
+
+# a full disk ----------------------------------------------------------------------------------
+
+
+def no_space(*args, **kwargs):
+    raise OSError(errno.ENOSPC, "No space left on device")
+
+
+async def test_a_delete_on_a_full_disk_removes_nothing(archive_dir: Path, monkeypatch) -> None:
+    async with app_client(archive_dir) as client:
+        await stock(client)
+        monkeypatch.setattr(trash_module, "write_new", no_space)  # the manifest
+        answer = await request(client, "DELETE", f"/studies/{STUDY_UID}")
+        assert answer.status == 507
+        assert answer.text.splitlines() == [
+            "nothing was removed: the archive cannot be written (No space left on device)"
+        ]
+        assert await listed(client) == set(ORIGINALS)
+    assert not any((archive_dir / ".trash").iterdir())
+    for sop, original in ORIGINALS.items():
+        assert stored_file(archive_dir, sop).read_bytes() == original
+
+
+async def test_a_move_that_fails_half_way_puts_back_what_it_moved(
+    archive_dir: Path, monkeypatch
+) -> None:
+    """The .dcm is in the entry, its sidecar cannot follow: the .dcm goes back."""
+    rename = os.rename
+
+    def fail_on_sidecars(source, target) -> None:
+        if str(source).endswith(".json") and ".pending" in str(target):
+            raise OSError(errno.EIO, "Input/output error")
+        rename(source, target)
+
+    async with app_client(archive_dir) as client:
+        await stock(client)
+        monkeypatch.setattr(trash_module.os, "rename", fail_on_sidecars)
+        answer = await request(client, "DELETE", LEVELS["instance"][0])
+        monkeypatch.undo()
+        assert answer.status == 507
+        assert await listed(client) == set(ORIGINALS)
+    assert not any((archive_dir / ".trash").iterdir())
+    assert stored_file(archive_dir, SOP_BLUE_CIRCLE).read_bytes() == ORIGINALS[SOP_BLUE_CIRCLE]
+    assert stored_file(archive_dir, SOP_BLUE_CIRCLE).with_suffix(".json").is_file()

@@ -171,14 +171,22 @@ class Trash:
             "code": why.code,
             "instances": [{"study": s, "series": se, "sop": sop} for s, se, sop in instances],
         }
-        write_new(pending / MANIFEST, orjson.dumps(manifest, option=orjson.OPT_INDENT_2), False)
+        document = orjson.dumps(manifest, option=orjson.OPT_INDENT_2)
+        try:
+            write_new(pending / MANIFEST, document, self.fsync)
+        except BaseException:
+            pending.rmdir()
+            raise
         return pending
 
     def _seal(self, pending: Path, touched: list[Path]) -> str:
-        """Rename the entry to its final name, flushing its files and the folders they left
-        first, so that a power cut cannot finish the rename without them."""
+        """Rename the entry to its final name, flushing first the folders that entries were
+        renamed into (the entry's own, down to the series) and out of (``touched``), so
+        that a power cut cannot keep the final rename and lose the moves before it."""
         if self.fsync:
-            for folder in [*(p for p in pending.rglob("*") if p.is_dir()), pending, *touched]:
+            inside = [p for p in pending.glob("*") if p.is_dir()]
+            inside += [p for p in pending.glob("*/*") if p.is_dir()]
+            for folder in dict.fromkeys([*inside, pending, *touched]):
                 if folder.is_dir():
                     fsync_path(folder)
         final = pending.with_name(pending.name.removesuffix(PENDING))

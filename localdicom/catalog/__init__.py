@@ -7,7 +7,7 @@ reach the index or the archive.
 """
 
 from localdicom.archive import Upload, Why
-from localdicom.catalog.catalog import Catalog, OpenReport
+from localdicom.catalog.catalog import Catalog, OpenReport, RemovalFailed
 from localdicom.catalog.ingest import (
     Decision,
     FailureReason,
@@ -27,6 +27,7 @@ __all__ = [
     "Match",
     "OpenReport",
     "Record",
+    "RemovalFailed",
     "SeriesRecord",
     "StoreFailed",
     "Stored",

@@ -45,6 +45,11 @@ DELETED = Why("delete")
 METADATA_CACHE_BYTES = 64 * 1024 * 1024
 
 
+class RemovalFailed(Exception):
+    """A delete could not move its instances to the trash (a full disk): nothing was
+    removed."""
+
+
 @dataclass(frozen=True)
 class OpenReport:
     scan: ScanReport
@@ -484,14 +489,17 @@ class Catalog:
         self, records: list[InstanceRecord], why: Why, move: Callable[[], str]
     ) -> None:
         """Run ``move`` (records already out of the index) and log it; if it fails, what it
-        put back in place is indexed again, and the error goes up."""
+        put back in place is indexed again and :class:`RemovalFailed` raised."""
         try:
             entry = await asyncio.to_thread(move)
-        except OSError:
+        except OSError as exc:
             back = await asyncio.to_thread(self._still_stored, records)
             for stored in back:
                 self.index.add(stored)
-            raise
+            logger.warning("trash: moving %d instances failed: %s", len(records), exc)
+            raise RemovalFailed(
+                f"nothing was removed: the archive cannot be written ({exc.strerror or exc})"
+            ) from exc
         code = f" {why.code['value']}^{why.code['designator']}" if why.code else ""
         logger.info(
             "trash: %d instances moved to .trash/%s (%s%s%s)",

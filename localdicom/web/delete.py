@@ -8,29 +8,28 @@ from __future__ import annotations
 
 from aiohttp import web
 
-from localdicom.catalog import Why
+from localdicom.catalog import RemovalFailed, Why
 from localdicom.dicom.rejection import UnknownRejection, rejection_code
 from localdicom.web.context import catalog, named_instances, uid
 from localdicom.web.errors import bad_request, not_found
 
 
 async def delete_study(request: web.Request) -> web.Response:
-    study = uid(request, "study")
-    if not await catalog(request).delete_study(study, _why(request, "delete")):
-        raise not_found(f"study {study} is not in the archive")
+    if not await _remove(request, _why(request, "delete")):
+        raise not_found(f"study {uid(request, 'study')} is not in the archive")
     return web.Response(status=204)
 
 
 async def delete_series(request: web.Request) -> web.Response:
-    study, series = uid(request, "study"), uid(request, "series")
-    if not await catalog(request).delete_series(study, series, _why(request, "delete")):
+    if not await _remove(request, _why(request, "delete")):
+        study, series = uid(request, "study"), uid(request, "series")
         raise not_found(f"series {series} of study {study} is not in the archive")
     return web.Response(status=204)
 
 
 async def delete_instance(request: web.Request) -> web.Response:
-    study, series, sop = uid(request, "study"), uid(request, "series"), uid(request, "instance")
-    if not await catalog(request).delete_instance(study, series, sop, _why(request, "delete")):
+    if not await _remove(request, _why(request, "delete")):
+        study, series, sop = (uid(request, name) for name in ("study", "series", "instance"))
         raise not_found(f"instance {sop} of series {series}, study {study} is not in the archive")
     return web.Response(status=204)
 
@@ -43,22 +42,27 @@ async def reject(request: web.Request) -> web.Response:
         code = rejection_code(request.match_info["code"])
     except UnknownRejection as exc:
         raise bad_request(str(exc)) from None
-    why = _why(request, "reject", code)
     count = len(named_instances(request))  # 404 when absent
+    if not await _remove(request, _why(request, "reject", code)):  # deleted meanwhile
+        raise not_found(f"{request.path.split('/reject/')[0]} is not in the archive")
+    return web.json_response({"rejected": count, "code": f"{code['value']}^{code['designator']}"})
+
+
+async def _remove(request: web.Request, why: Why) -> bool:
+    """Remove what the URL names; False if it is not stored. 507 (Insufficient Storage, the
+    server's failure, as for STOW-RS) when it could not be moved to the trash."""
     study, series = uid(request, "study"), request.match_info.get("series")
     instance = request.match_info.get("instance")
     door = catalog(request)
-    if instance is not None:
-        done = await door.delete_instance(
-            study, uid(request, "series"), uid(request, "instance"), why
-        )
-    elif series is not None:
-        done = await door.delete_series(study, uid(request, "series"), why)
-    else:
-        done = await door.delete_study(study, why)
-    if not done:  # deleted by another request meanwhile
-        raise not_found(f"{request.path.split('/reject/')[0]} is not in the archive")
-    return web.json_response({"rejected": count, "code": f"{code['value']}^{code['designator']}"})
+    try:
+        if instance is not None:
+            sop = uid(request, "instance")
+            return await door.delete_instance(study, uid(request, "series"), sop, why)
+        if series is not None:
+            return await door.delete_series(study, uid(request, "series"), why)
+        return await door.delete_study(study, why)
+    except RemovalFailed as exc:
+        raise web.HTTPInsufficientStorage(text=f"{exc}\n", content_type="text/plain") from None
 
 
 def _why(request: web.Request, reason: str, code: dict[str, str] | None = None) -> Why:
