@@ -39,8 +39,9 @@ logger = logging.getLogger(__name__)
 
 Commit = tuple[Upload, "asyncio.Future[Stored]"]
 Placing = tuple[Upload, "asyncio.Future[Stored]", "InstanceRecord | None"]
-#: Why a DELETE removed instances, unless the caller says otherwise.
+#: Why a DELETE removed instances, unless the caller says otherwise; why --overwrite did.
 DELETED = Why("delete")
+REPLACED = Why("overwrite", "a different instance stored with its SOP Instance UID")
 #: Series metadata kept in memory, gzipped and not, at most.
 METADATA_CACHE_BYTES = 64 * 1024 * 1024
 
@@ -406,19 +407,16 @@ class Catalog:
         for received, stored, existing in placing:
             pending = None
             if existing is not None and self.keep_removed:
-                why = Why("overwrite", f"replaced by a new copy sent for {existing.sop}")
                 place = (existing.study, existing.series, existing.sop)
+                keep = functools.partial(self.archive.trash.keep, *place, REPLACED)
                 try:
-                    pending = (existing.sop, await asyncio.to_thread(self._keep, place, why))
+                    pending = (existing.sop, await asyncio.to_thread(keep))
                 except OSError as exc:
                     _settle(stored, _out_of_resources(exc, received.header))
                     continue
             chosen.append((received, stored, existing))
             kept.append(pending)
         return chosen, kept
-
-    def _keep(self, place: tuple[str, str, str], why: Why) -> Path:
-        return self.archive.trash.keep(*place, why)
 
     def _seal_replaced(self, kept: list[tuple[str, Path] | None], results: list) -> None:
         """Finish the trash entry of each replaced instance, or drop it if the new one was
