@@ -12,14 +12,16 @@ import os
 import time
 from pathlib import Path
 
+import click
 import pytest
 from click.testing import CliRunner
 
 from localdicom.archive import Archive, Why
 from localdicom.archive import trash as trash_module
 from localdicom.cli import main
-from localdicom.dicom.rejection import REJECTION_REASONS
+from localdicom.dicom.rejection import REJECTION_REASONS, UnknownRejection, rejection_code
 from localdicom.importer import ImportOptions, run_import
+from localdicom.settings import Duration
 from localdicom.trashbin import Selection, restore
 from tests.helpers import (
     SAMPLES,
@@ -324,3 +326,40 @@ async def test_a_move_that_fails_half_way_puts_back_what_it_moved(
     assert not any((archive_dir / ".trash").iterdir())
     assert stored_file(archive_dir, SOP_BLUE_CIRCLE).read_bytes() == ORIGINALS[SOP_BLUE_CIRCLE]
     assert stored_file(archive_dir, SOP_BLUE_CIRCLE).with_suffix(".json").is_file()
+
+
+async def test_import_overwrite_no_trash_replaces_for_good(archive_dir: Path, tmp_path) -> None:
+    newer = tmp_path / "newer.dcm"
+    newer.write_bytes(derived("blue-circle.dcm", SeriesDescription="second version"))
+    run_import([SAMPLES / "blue-circle.dcm"], archive_dir)
+    run_import([newer], archive_dir, ImportOptions(overwrite=True, keep_replaced=False))
+    assert list(Archive(archive_dir).trash.entries()) == []
+    assert stored_file(archive_dir, SOP_BLUE_CIRCLE).read_bytes() == newer.read_bytes()
+
+
+# the codes and ages the commands and routes take --------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("text", "seconds"), [("30d", 30 * 86400), ("12h", 43200), ("90m", 5400), ("2", 172800)]
+)
+def test_ages(text: str, seconds: float) -> None:
+    assert Duration().convert(text, None, None) == seconds
+
+
+@pytest.mark.parametrize("text", ["", "d", "soon", "-1d"])
+def test_what_is_not_an_age(text: str) -> None:
+    with pytest.raises(click.BadParameter):
+        Duration().convert(text, None, None)
+
+
+def test_rejection_codes_are_those_of_cid_7011() -> None:
+    """PS3.16 CID 7011: what a rejection Key Object Selection's title may be."""
+    assert rejection_code(" 113001 ^ DCM") == {
+        "value": "113001",
+        "designator": "DCM",
+        "meaning": "Rejected for Quality Reasons",
+    }
+    for text in ("113001^99DCM4CHEE", "REVOKE_REJECTION^99DCM4CHEE", "113001^", "113001"):
+        with pytest.raises(UnknownRejection):
+            rejection_code(text)
