@@ -211,6 +211,7 @@ def trash() -> None:
       localdicom trash restore ./archive --study 1.2.840.113619.2.55.3
       localdicom trash empty ./archive --older-than 30d
     """
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
 
 
 @trash.command("ls", epilog=EXIT_CODES)

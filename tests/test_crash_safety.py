@@ -341,7 +341,7 @@ def test_sigkill_during_deletes_loses_nothing(live_server: LiveServer):
         deletions.acknowledged = set()
         served, trashed = check_archive_and_trash(live_server, deletions)
         assert served == set(deletions.sop_bytes()) and not trashed
-    put_back = live_server.log.read_text().count("when the server stopped: put back")
+    put_back = live_server.log.read_text().count("was cut short: put back in place")
     print(
         f"\n{DELETE_KILLS} kills during deletes: {acknowledged} deletes acknowledged, "
         f"{put_back} instances of cut-short removals put back at start, none lost"

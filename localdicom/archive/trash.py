@@ -241,10 +241,10 @@ class Trash:
         if not any(folder.rglob(f"*{INSTANCE_SUFFIX}")):
             shutil.rmtree(folder, ignore_errors=True)
 
-    def empty(self, older_than: float | None = None, now: float | None = None) -> list[Entry]:
+    def empty(self, older_than: float | None = None) -> list[Entry]:
         """Delete the entries removed more than ``older_than`` seconds ago (all when None);
         the ones deleted. Pending entries belong to a removal in progress: left alone."""
-        limit = (now or time.time()) - (older_than or 0)
+        limit = time.time() - (older_than or 0)
         purged = []
         for entry in list(self.entries()):
             if older_than is None or entry.removed_at <= limit:
@@ -290,7 +290,7 @@ class Trash:
         target.parent.mkdir(parents=True, exist_ok=True)
         _rename_if_there(sidecar_of(dcm), sidecar_of(target))
         os.rename(dcm, target)
-        logger.warning("trash: %s was being removed when the server stopped: put back", sop)
+        logger.warning("trash: the removal of %s was cut short: put back in place", sop)
         return 1
 
 
