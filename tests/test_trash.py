@@ -363,3 +363,17 @@ def test_rejection_codes_are_those_of_cid_7011() -> None:
     for text in ("113001^99DCM4CHEE", "REVOKE_REJECTION^99DCM4CHEE", "113001^", "113001"):
         with pytest.raises(UnknownRejection):
             rejection_code(text)
+
+
+async def test_deleting_what_was_removed_by_hand_leaves_no_empty_entry(archive_dir: Path) -> None:
+    async with app_client(archive_dir) as client:
+        await stock(client)
+        series = archive_dir / STUDY_UID / SERIES_SQUARE_TRIANGLE
+        for path in series.iterdir():
+            path.unlink()
+        series.rmdir()
+        stored_file(archive_dir, SOP_BLUE_CIRCLE).unlink()
+        assert (await request(client, "DELETE", LEVELS["series"][0])).status == 204
+        assert (await request(client, "DELETE", LEVELS["instance"][0])).status == 204
+        assert await listed(client) == set()
+    assert not any((archive_dir / ".trash").iterdir())

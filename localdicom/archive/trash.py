@@ -118,6 +118,8 @@ class Trash:
             (study, dcm.parent.name, dcm.stem)
             for dcm in sorted(folder.glob(pattern + INSTANCE_SUFFIX))
         ]
+        if not folder.is_dir():  # deleted by hand: nothing to keep
+            return ""
         pending = self._begin(instances, why)
         with self._undone_on_error(pending):
             target = pending.joinpath(*inside)
@@ -182,7 +184,11 @@ class Trash:
     def _seal(self, pending: Path, touched: list[Path]) -> str:
         """Rename the entry to its final name, flushing first the folders that entries were
         renamed into (the entry's own, down to the series) and out of (``touched``), so
-        that a power cut cannot keep the final rename and lose the moves before it."""
+        that a power cut cannot keep the final rename and lose the moves before it. An entry
+        that got no instance (its files were deleted by hand) is dropped: its name is ""."""
+        if not any(pending.glob(f"*/*/*{INSTANCE_SUFFIX}")):
+            shutil.rmtree(pending, ignore_errors=True)
+            return ""
         if self.fsync:
             inside = [p for p in pending.glob("*") if p.is_dir()]
             inside += [p for p in pending.glob("*/*") if p.is_dir()]

@@ -500,9 +500,9 @@ class Catalog:
             ) from exc
         code = f" {why.code['value']}^{why.code['designator']}" if why.code else ""
         logger.info(
-            "trash: %d instances moved to .trash/%s (%s%s%s)",
+            "trash: %d instances moved to %s (%s%s%s)",
             len(records),
-            entry,
+            f".trash/{entry}" if entry else "nowhere: their files were gone",
             why.reason,
             code,
             f" by {why.by}" if why.by else "",
