@@ -15,6 +15,8 @@ restart every instance is whole either in the archive or in the trash (never bot
 lost, no removal left half done), and ``localdicom trash restore --all`` brings all back.
 That server runs with ``--fsync``: the flushes before each entry's sealing rename widen the
 window in which a kill leaves a removal half done (a few per run, put back at the restart).
+A third sends new versions of the same instances to a server with ``--overwrite``: every
+version it acknowledged is afterwards stored or in the trash.
 
 Every fifth round the server is also killed while it starts up (while it rescans the series
 changed by the previous round and writes its index snapshot).
@@ -352,3 +354,114 @@ def test_sigkill_during_deletes_loses_nothing(live_server: LiveServer):
         f"{put_back} instances of cut-short removals put back at start, none lost"
     )
     assert acknowledged > DELETE_KILLS  # the rounds did delete
+
+
+# --overwrite, with the trash -------------------------------------------------------------------
+
+OVERWRITE_KILLS = 6
+OVERWRITTEN = 12  # instances, each sent again and again in new versions
+
+
+def version_bytes(index: int, version: int) -> tuple[str, bytes]:
+    ds = ct_slice("overwrite-study", "overwrite-series", index, size=64)
+    ds.ImageComments = f"version {version}"
+    buffer = io.BytesIO()
+    ds.save_as(buffer, enforce_file_format=True)
+    return str(ds.SOPInstanceUID), buffer.getvalue()
+
+
+@dataclass
+class Versions:
+    """Every version sent of each instance, and those the server acknowledged."""
+
+    sent: dict[str, set[bytes]] = field(default_factory=dict)
+    acknowledged: dict[str, set[bytes]] = field(default_factory=dict)
+    unexpected: list[str] = field(default_factory=list)
+    lock: threading.Lock = field(default_factory=threading.Lock)
+    numbers: itertools.count = field(default_factory=itertools.count)
+
+
+def overwrite_until_the_server_dies(url: str, versions: Versions, seed: int) -> None:
+    rng = random.Random(seed)
+    with requests.Session() as session:
+        while True:
+            sop, data = version_bytes(rng.randrange(OVERWRITTEN), next(versions.numbers))
+            with versions.lock:
+                versions.sent.setdefault(sop, set()).add(data)
+            try:
+                response = session.post(
+                    f"{url}/studies",
+                    data=data,
+                    headers={"Content-Type": "application/dicom"},
+                    timeout=30,
+                )
+            except requests.ConnectionError:
+                return
+            with versions.lock:
+                if response.status_code == 200:
+                    versions.acknowledged.setdefault(sop, set()).add(data)
+                else:
+                    versions.unexpected.append(f"{response.status_code} {response.text[:200]}")
+
+
+def check_versions(server: LiveServer, versions: Versions) -> int:
+    """One version of each instance is stored, whole; every version acknowledged is stored
+    or in the trash; nothing is left half moved. How many versions the trash holds."""
+    archive = server.archive
+    assert not list(archive.glob(".trash/*.pending")), "a replacement was left half done"
+    assert temporary_files(archive) == []
+    on_disk = {path.stem: path for path in archive.glob("*/*/*.dcm")}
+    assert set(on_disk) == listed(server) == set(versions.sent)
+    trashed = list(archive.glob(".trash/*/*/*/*.dcm"))
+    kept: dict[str, set[bytes]] = {}
+    for path in [*on_disk.values(), *trashed]:
+        data = path.read_bytes()
+        assert data in versions.sent[path.stem], f"{path} is not a version that was sent"
+        kept.setdefault(path.stem, set()).add(data)
+    for sop, acknowledged in versions.acknowledged.items():
+        assert acknowledged <= kept[sop], f"an acknowledged version of {sop} was lost"
+    return len(trashed)
+
+
+def test_sigkill_during_overwrites_keeps_every_version(live_server: LiveServer):
+    """With ``--overwrite``, clients send new versions of the same instances until the server
+    is SIGKILLed: after each restart every version it acknowledged is stored or in the
+    trash, and what is stored is one whole version."""
+    rng = random.Random(6174)
+    live_server.stop()
+    live_server.extra_args = ("--overwrite", "--fsync")
+    live_server.start()
+    versions = Versions()
+    for index in range(OVERWRITTEN):  # the first versions, acknowledged before any kill
+        sop, data = version_bytes(index, next(versions.numbers))
+        response = requests.post(
+            f"{live_server.url}/studies", data=data, headers={"Content-Type": "application/dicom"}
+        )
+        assert response.status_code == 200
+        versions.sent[sop] = {data}
+        versions.acknowledged[sop] = {data}
+    for kills in range(1, OVERWRITE_KILLS + 1):
+        clients = [
+            threading.Thread(
+                target=overwrite_until_the_server_dies,
+                args=(live_server.url, versions, rng.random()),
+            )
+            for _ in range(CLIENTS)
+        ]
+        for client in clients:
+            client.start()
+        time.sleep(rng.uniform(0.05, 0.5))
+        kill(live_server)
+        for client in clients:
+            client.join(timeout=60)
+        assert not versions.unexpected, versions.unexpected[:5]
+        if kills % 3 == 0:
+            kill_while_starting(live_server, rng)
+        live_server.start()
+        trashed = check_versions(live_server, versions)
+    acknowledged = sum(len(each) for each in versions.acknowledged.values())
+    print(
+        f"\n{OVERWRITE_KILLS} kills during overwrites: {acknowledged} versions acknowledged, "
+        f"{trashed} kept in the trash, none lost"
+    )
+    assert acknowledged > OVERWRITTEN + OVERWRITE_KILLS  # the rounds did replace
