@@ -90,7 +90,7 @@ class Trash:
 
     def __init__(self, layout: Layout, fsync: bool) -> None:
         self.layout = layout
-        self.root = layout.root / ".trash"
+        self.root = layout.trash_dir
         self.fsync = fsync
 
     # putting in --------------------------------------------------------------------------
@@ -114,12 +114,12 @@ class Trash:
             folder, pattern, inside = self.layout.study_dir(study), "*/*", (study,)
         else:
             folder, pattern, inside = self.layout.series_dir(study, series), "*", (study, series)
+        if not folder.is_dir():  # deleted by hand: nothing to keep
+            return ""
         instances = [
             (study, dcm.parent.name, dcm.stem)
             for dcm in sorted(folder.glob(pattern + INSTANCE_SUFFIX))
         ]
-        if not folder.is_dir():  # deleted by hand: nothing to keep
-            return ""
         pending = self._begin(instances, why)
         with self._undone_on_error(pending):
             target = pending.joinpath(*inside)
