@@ -92,8 +92,8 @@ class DirectSink:
     def _commit(self, item: Examined, existing: Path | None, report: ImportReport) -> None:
         header = item.header
         assert header is not None
-        incoming = self._incoming(item, report)
         kept = self._keep(existing, header.sop_uid)
+        incoming = self._incoming(item, report)
         try:
             (result,) = self.archive.commit_uploads([Upload(incoming, header, item.digest)])
         finally:
