@@ -90,3 +90,34 @@ def test_curl_delete_then_trash_restore_through_the_server(
     again = localdicom("trash", "restore", str(live_server.archive), "--instance", SOP_BLUE_CIRCLE)
     assert again.returncode == 1
     assert f"conflict {SOP_BLUE_CIRCLE}" in again.stdout
+
+
+def test_overwrite_then_restore_through_a_server_that_overwrites(
+    live_server: LiveServer, tmp_path
+) -> None:
+    """A server started with --overwrite would replace on STOW: restore asks first, and
+    a stored newer copy is a listed conflict that is left alone."""
+    live_server.stop()
+    live_server.extra_args = ("--overwrite",)
+    live_server.start()
+    original = SAMPLES / "blue-circle.dcm"
+    newer = tmp_path / "newer.dcm"
+    ds = pydicom.dcmread(original)
+    ds.SeriesDescription = "second version"
+    ds.save_as(newer)
+    assert stow_file(live_server.url, original).status == 200
+    assert stow_file(live_server.url, newer).status == 200  # the original goes to the trash
+    instance = f"{live_server.url}/studies/{STUDY_UID}/series/{SERIES_CIRCLE}/instances/"
+    instance += SOP_BLUE_CIRCLE
+    got = tmp_path / "got.dcm"
+    accept = "Accept: application/dicom; transfer-syntax=*"
+    conflict = localdicom("trash", "restore", str(live_server.archive), "--all")
+    assert conflict.returncode == 1 and f"conflict {SOP_BLUE_CIRCLE}" in conflict.stdout
+    assert curl("-H", accept, "-o", str(got), instance) == "200"
+    assert got.read_bytes() == newer.read_bytes()
+    (entry,) = [path.name for path in (live_server.archive / ".trash").iterdir()]
+    assert curl("-X", "DELETE", instance) == "204"  # the newer one to the trash as well
+    done = localdicom("trash", "restore", str(live_server.archive), "--entry", entry)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert curl("-H", accept, "-o", str(got), instance) == "200"
+    assert got.read_bytes() == original.read_bytes()
