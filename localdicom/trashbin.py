@@ -10,9 +10,12 @@ conflict: listed, and left in the trash (nothing stored is ever replaced by a re
 
 from __future__ import annotations
 
+import functools
+import http.client
 import logging
 import time
 from collections.abc import Callable, Iterable
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -28,6 +31,8 @@ from localdicom.listing import format_table, human_size
 from localdicom.settings import options
 
 logger = logging.getLogger("localdicom")
+#: Instances sent to a running server at once by a restore (as many as import sends).
+STOW_THREADS = 4
 
 
 @dataclass(frozen=True)
@@ -91,10 +96,18 @@ def restore(root: Path, selection: Selection, fsync: bool = True) -> RestoreRepo
     server = running_server(archive)
     if server is not None:
         report = _restore_through(archive, server, selected(root, selection))
+        archive.trash.tidy(report.restored)
     else:
         with archive_lock(root):
             archive.trash.recover()
             report = _restore_here(archive, selected(root, selection))
+            folders = [archive.root]
+            for each in report.restored:
+                folders += [
+                    archive.study_dir(each.study),
+                    archive.series_dir(each.study, each.series),
+                ]
+            archive.trash.tidy(report.restored + report.present, folders)
     for trashed in report.restored:
         logger.info("trash: restored %s from .trash/%s", trashed.sop, trashed.entry)
     return report
@@ -119,30 +132,49 @@ def _restore_here(archive: Archive, chosen: Iterable[Trashed]) -> RestoreReport:
     return report
 
 
-def _restore_through(archive: Archive, server: str, chosen: Iterable[Trashed]) -> RestoreReport:
-    """STOW-RS each instance to the server, unless it stores one with that SOP Instance UID
-    already (a server started with --overwrite would replace it); the trashed copy goes
-    once the server has it."""
+def _restore_through(archive: Archive, server: str, chosen: list[Trashed]) -> RestoreReport:
+    """STOW-RS each instance to the server, several at once, unless it stores one with that
+    SOP Instance UID already (a server started with --overwrite would replace it); the
+    trashed copy goes once the server has it. Copies of one instance are sent one round
+    after the other, so that the first restored makes the others conflicts."""
     report = RestoreReport(server=server)
     client = StowClient(server)
-    for trashed in chosen:
-        try:
-            if client.is_stored(trashed.sop):
-                report.conflicts.append((trashed, "the server stores an instance with this UID"))
-                continue
-            with trashed.path.open("rb") as body:
-                status, warning, answer = client.store(body, trashed.size)
-            decision, why = stow_outcome(status, warning, answer, present=False)
-            if decision is Decision.CONFLICT:
-                report.conflicts.append((trashed, why))
-            elif decision is None:
-                report.errors.append((trashed, why))
-            else:
-                archive.trash.forget(trashed)
-                report.restored.append(trashed)
-        except OSError as exc:
-            report.errors.append((trashed, f"cannot be restored: {exc}"))
+    with ThreadPoolExecutor(STOW_THREADS) as pool:
+        while chosen:
+            firsts, chosen = _first_copies(chosen)
+            sent = pool.map(functools.partial(_send, client), firsts)
+            for trashed, (decision, why) in zip(firsts, sent, strict=True):
+                if decision is Decision.STORE:
+                    archive.trash.forget(trashed)
+                    report.restored.append(trashed)
+                elif decision is Decision.CONFLICT:
+                    report.conflicts.append((trashed, why))
+                else:
+                    report.errors.append((trashed, why))
     return report
+
+
+def _first_copies(chosen: list[Trashed]) -> tuple[list[Trashed], list[Trashed]]:
+    """The first copy of each instance, and the other copies, each in their order."""
+    firsts: list[Trashed] = []
+    later: list[Trashed] = []
+    seen: set[str] = set()
+    for each in chosen:
+        (later if each.sop in seen else firsts).append(each)
+        seen.add(each.sop)
+    return firsts, later
+
+
+def _send(client: StowClient, trashed: Trashed) -> tuple[Decision | None, str]:
+    """What became of one trashed instance sent to the server; no decision: an error."""
+    try:
+        if client.is_stored(trashed.sop):
+            return Decision.CONFLICT, "the server stores an instance with this UID"
+        with trashed.path.open("rb") as body:
+            status, warning, answer = client.store(body, trashed.size)
+    except (OSError, http.client.HTTPException) as exc:
+        return None, f"cannot be restored: {exc}"
+    return stow_outcome(status, warning, answer, present=False)
 
 
 def _digest(dcm: Path) -> str | None:

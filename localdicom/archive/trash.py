@@ -31,7 +31,7 @@ import os
 import shutil
 import time
 import uuid
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
@@ -224,28 +224,31 @@ class Trash:
         return sorted(p for p in self.root.iterdir() if p.name.endswith(PENDING))
 
     def forget(self, trashed: Trashed) -> None:
-        """Remove one instance from the trash (restored elsewhere, e.g. through a server)."""
+        """Remove one instance from the trash (restored elsewhere, e.g. through a server);
+        :meth:`tidy` its entry afterwards."""
         trashed.path.unlink(missing_ok=True)
         sidecar_of(trashed.path).unlink(missing_ok=True)
-        self._tidy(trashed)
 
     def put_back(self, trashed: Trashed) -> Path:
         """Rename a trashed instance (and its sidecar) back into its place in the archive;
-        the caller made sure that no instance with its SOP Instance UID is stored."""
+        the caller made sure that no instance with its SOP Instance UID is stored, and
+        :meth:`tidy` s afterwards."""
         target = self.layout.instance_file(trashed.study, trashed.series, trashed.sop)
         target.parent.mkdir(parents=True, exist_ok=True)
         if sidecar_of(trashed.path).exists():
             os.rename(sidecar_of(trashed.path), sidecar_of(target))
         os.rename(trashed.path, target)
-        self._flush(target.parent)
-        self._tidy(trashed)
         return target
 
-    def _tidy(self, trashed: Trashed) -> None:
-        """Remove an entry that holds no instance any more."""
-        folder = self.root / trashed.entry
-        if not any(folder.rglob(f"*{INSTANCE_SUFFIX}")):
-            shutil.rmtree(folder, ignore_errors=True)
+    def tidy(self, restored: list[Trashed], folders: Iterable[Path] = ()) -> None:
+        """After a restore: flush the archive ``folders`` instances went back to, then
+        remove the entries left without an instance."""
+        for folder in dict.fromkeys(folders):
+            self._flush(folder)
+        for entry in dict.fromkeys(each.entry for each in restored):
+            folder = self.root / entry
+            if not any(folder.glob(f"*/*/*{INSTANCE_SUFFIX}")):
+                shutil.rmtree(folder, ignore_errors=True)
 
     def empty(self, older_than: float | None = None) -> list[Entry]:
         """Delete the entries removed more than ``older_than`` seconds ago (all when None);
