@@ -377,3 +377,21 @@ async def test_deleting_what_was_removed_by_hand_leaves_no_empty_entry(archive_d
         assert (await request(client, "DELETE", LEVELS["instance"][0])).status == 204
         assert await listed(client) == set()
     assert not any((archive_dir / ".trash").iterdir())
+
+
+async def test_an_overwrite_that_cannot_keep_the_old_copy_replaces_nothing(
+    archive_dir: Path, monkeypatch
+) -> None:
+    """No room for the trash entry: the store fails as out of resources (A700, PS3.4 B.2.3),
+    and the stored instance stays as it was."""
+    newer = derived("blue-circle.dcm", SeriesDescription="second version")
+    async with app_client(archive_dir, overwrite=True) as client:
+        await stock(client)
+        monkeypatch.setattr(trash_module, "write_new", no_space)
+        answer = await stow(client, multipart(newer))
+        monkeypatch.undo()
+        assert answer.status == 507
+        assert answer.json()["00081198"]["Value"][0]["00081197"]["Value"] == [0xA700]
+        assert await listed(client) == set(ORIGINALS)
+    assert not any((archive_dir / ".trash").iterdir())
+    assert stored_file(archive_dir, SOP_BLUE_CIRCLE).read_bytes() == ORIGINALS[SOP_BLUE_CIRCLE]
