@@ -22,7 +22,15 @@ from pathlib import Path
 
 import click
 
-from localdicom.archive import Archive, ArchiveBusy, Trashed, archive_lock, running_server, sidecar
+from localdicom.archive import (
+    Archive,
+    ArchiveBusy,
+    Trash,
+    Trashed,
+    archive_lock,
+    running_server,
+    sidecar,
+)
 from localdicom.archive.trash import Entry
 from localdicom.catalog import Decision
 from localdicom.console import EXIT_CODES
@@ -142,7 +150,7 @@ def _restore_through(archive: Archive, server: str, chosen: list[Trashed]) -> Re
     with ThreadPoolExecutor(STOW_THREADS) as pool:
         while chosen:
             firsts, chosen = _first_copies(chosen)
-            sent = pool.map(functools.partial(_send, client), firsts)
+            sent = pool.map(functools.partial(_send, client, archive.trash), firsts)
             for trashed, (decision, why) in zip(firsts, sent, strict=True):
                 if decision is Decision.STORE:
                     archive.trash.forget(trashed)
@@ -165,12 +173,12 @@ def _first_copies(chosen: list[Trashed]) -> tuple[list[Trashed], list[Trashed]]:
     return firsts, later
 
 
-def _send(client: StowClient, trashed: Trashed) -> tuple[Decision | None, str]:
+def _send(client: StowClient, trash: Trash, trashed: Trashed) -> tuple[Decision | None, str]:
     """What became of one trashed instance sent to the server; no decision: an error."""
     try:
         if client.is_stored(trashed.sop):
             return Decision.CONFLICT, "the server stores an instance with this UID"
-        with trashed.path.open("rb") as body:
+        with trash.open(trashed) as body:
             status, warning, answer = client.store(body, trashed.size)
     except (OSError, http.client.HTTPException) as exc:
         return None, f"cannot be restored: {exc}"

@@ -35,7 +35,7 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, BinaryIO
 
 import orjson
 
@@ -222,6 +222,10 @@ class Trash:
         if not self.root.is_dir():
             return []
         return sorted(p for p in self.root.iterdir() if p.name.endswith(PENDING))
+
+    def open(self, trashed: Trashed) -> BinaryIO:
+        """A trashed instance's bytes, to send them back through a server."""
+        return trashed.path.open("rb")
 
     def forget(self, trashed: Trashed) -> None:
         """Remove one instance from the trash (restored elsewhere, e.g. through a server);
