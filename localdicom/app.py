@@ -40,6 +40,7 @@ from localdicom.workers import Workers
 logger = logging.getLogger("localdicom")
 
 MAX_REQUEST_LINE = 256 * 1024
+TRASH_PURGE_SECONDS = 3600
 PREFIXES = ("", "/{prefix:v1|v2|dicom-web}")
 UID = r"[^/]+"
 STUDY = f"/studies/{{study:{UID}}}"
@@ -77,6 +78,9 @@ ROUTES = [
     ("DELETE", STUDY, delete.delete_study),
     ("DELETE", SERIES, delete.delete_series),
     ("DELETE", INSTANCE, delete.delete_instance),
+    ("POST", f"{STUDY}/reject/{{code}}", delete.reject),
+    ("POST", f"{SERIES}/reject/{{code}}", delete.reject),
+    ("POST", f"{INSTANCE}/reject/{{code}}", delete.reject),
     ("GET", "/wado", wado_uri.wado),
 ]
 
@@ -117,6 +121,7 @@ async def _open_catalog(app: web.Application) -> AsyncIterator[None]:
         Archive(settings.archive, fsync=settings.fsync),
         overwrite=settings.overwrite,
         index_attributes=settings.index_attributes,
+        keep_removed=settings.trash,
         prepare=lambda path: workers.run_or_thread(prepare_upload, path, settings.fsync),
     )
     report = await catalog.open()
@@ -141,8 +146,25 @@ async def _open_catalog(app: web.Application) -> AsyncIterator[None]:
         added = sum(not outcome.already_present for outcome in outcomes)
         logger.info("samples: %d stored, %d already present", added, len(outcomes) - added)
     app[CATALOG] = catalog
+    await _purge_trash_once(catalog, settings.trash_days)
+    purging = asyncio.create_task(_purge_trash(catalog, settings.trash_days))
     yield
+    purging.cancel()
     await asyncio.to_thread(catalog.save_snapshot)
+
+
+async def _purge_trash(catalog: Catalog, days: int) -> None:
+    """Purge trash entries older than ``days`` every hour (and once at start)."""
+    while True:
+        await asyncio.sleep(TRASH_PURGE_SECONDS)
+        await _purge_trash_once(catalog, days)
+
+
+async def _purge_trash_once(catalog: Catalog, days: int) -> None:
+    try:
+        await catalog.empty_trash(days * 86400)
+    except OSError as exc:
+        logger.warning("trash: purging old entries failed: %s", exc)
 
 
 async def _start_dimse(app: web.Application) -> AsyncIterator[None]:

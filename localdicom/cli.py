@@ -35,9 +35,10 @@ from localdicom.importer import (
     run_import,
     survey,
 )
-from localdicom.listing import format_table, list_studies, listing_rows
+from localdicom.listing import format_table, human_size, list_studies, listing_rows
 from localdicom.reindex import reindex
 from localdicom.settings import Settings, options
+from localdicom.trashbin import trash
 from localdicom.web.security import browser_link, is_loopback_address
 from localdicom.web.viewer import check_dist
 from localdicom.workers import exit_with
@@ -262,6 +263,7 @@ def import_(
     deid_options: tuple[str, ...],
     reject_burned_in: bool,
     verbose: bool,
+    trash: bool,
 ) -> int:
     """Import DICOM files from each SOURCE into ARCHIVE.
 
@@ -285,7 +287,9 @@ def import_(
       localdicom import ~/scans --archive ./shared --deidentify --deid-key ~/private/key.json
     """
     deid = Deidentify.chosen(deidentify, deid_key, deid_options, reject_burned_in)
-    options = ImportOptions(Transfer(transfer), overwrite, workers, fsync, deid)
+    options = ImportOptions(
+        Transfer(transfer), overwrite, workers, fsync, deid, keep_replaced=trash
+    )
     try:
         with Bar("Importing") as bar:
             report = run_import(sources, archive, options, bar)
@@ -355,7 +359,13 @@ def ls(archive: Path, series: bool) -> int:
             f"{listing.unlisted} instances have no readable sidecar and are not listed; "
             f"run: localdicom reindex {archive}"
         )
+    if listing.trashed:
+        click.echo(
+            f"{listing.trashed} instances in the trash ({human_size(listing.trashed_size)}): "
+            f"localdicom trash ls {archive}"
+        )
     return 0
 
 
 main.add_command(export)
+main.add_command(trash)

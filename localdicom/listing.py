@@ -7,7 +7,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from localdicom.archive import Layout, StoredInstance, sidecar
+from localdicom.archive import Layout, StoredInstance, Trash, sidecar
 
 
 @dataclass
@@ -48,6 +48,9 @@ class Listing:
     studies: list[StudySummary]
     #: .dcm files whose sidecar is missing or unreadable: not listed.
     unlisted: int = 0
+    #: Instances in the trash (``localdicom trash ls``), and their size.
+    trashed: int = 0
+    trashed_size: int = 0
 
 
 def list_studies(root: Path) -> Listing:
@@ -63,7 +66,8 @@ def list_studies(root: Path) -> Listing:
             continue
         _add_instance(studies, stored, length)
     ordered = sorted(studies.values(), key=lambda s: (s.date, s.patient, s.uid))
-    return Listing(ordered, unlisted)
+    trashed = [each for entry in Trash(Layout(root), False).entries() for each in entry.instances]
+    return Listing(ordered, unlisted, len(trashed), sum(each.size for each in trashed))
 
 
 def _add_instance(studies: dict[str, StudySummary], stored: StoredInstance, extra: int) -> None:

@@ -52,6 +52,28 @@ class ByteSize(click.ParamType):
         return size
 
 
+class Duration(click.ParamType):
+    """An age in seconds: 30d, 12h, 90m, 45s, 2w (a bare number is days)."""
+
+    name = "age"
+    _UNITS: ClassVar[dict[str, int]] = {"s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> float:
+        if isinstance(value, float):
+            return value
+        text = str(value).strip().lower()
+        unit = text[-1:] if text[-1:] in self._UNITS else "d"
+        try:
+            amount = float(text.removesuffix(unit) if text[-1:] == unit else text)
+        except ValueError:
+            self.fail(f"{value!r} is not an age (e.g. 30d, 12h, 90m)", param, ctx)
+        if amount < 0:
+            self.fail(f"{value!r} is negative", param, ctx)
+        return amount * self._UNITS[unit]
+
+
 class AETitle(click.ParamType):
     """An Application Entity title: 1 to 16 characters of the default character repertoire,
     no backslash, not only spaces (PS3.5 6.2, VR AE)."""
@@ -542,6 +564,85 @@ OPTIONS: tuple[Option, ...] = (
         help={
             "serve": "Seconds a client may send nothing in the middle of an upload; then the "
             "upload is dropped (408) and its partial data deleted."
+        },
+    ),
+    # what DELETE and --overwrite keep (localdicom/archive/trash.py)
+    Option(
+        "trash",
+        ("--trash/--no-trash",),
+        bool,
+        True,
+        show_default=True,
+        help={
+            "serve": "Move what DELETE, the reject route and --overwrite remove to "
+            "ARCHIVE/.trash/, from where 'localdicom trash restore' brings it back. "
+            "--no-trash deletes for good.",
+            "import": "With --overwrite, move each replaced instance to ARCHIVE/.trash/ "
+            "(--no-trash deletes it for good).",
+        },
+    ),
+    Option(
+        "trash_days",
+        ("--trash-days",),
+        int,
+        30,
+        type=click.IntRange(min=1),
+        show_default=True,
+        help={"serve": "Purge trash entries older than this many days, at start and every hour."},
+    ),
+    Option(
+        "restore_all",
+        ("--all",),
+        bool,
+        False,
+        is_flag=True,
+        help={"trash restore": "Restore everything in the trash."},
+    ),
+    Option(
+        "study",
+        ("--study",),
+        str | None,
+        None,
+        metavar="UID",
+        help={"trash restore": "Restore the trashed instances of this study."},
+    ),
+    Option(
+        "series_uid",
+        ("--series",),
+        str | None,
+        None,
+        metavar="UID",
+        help={"trash restore": "Restore the trashed instances of this series."},
+    ),
+    Option(
+        "instance",
+        ("--instance",),
+        str | None,
+        None,
+        metavar="UID",
+        help={"trash restore": "Restore this instance (by SOP Instance UID)."},
+    ),
+    Option(
+        "entry",
+        ("--entry",),
+        str | None,
+        None,
+        metavar="NAME",
+        help={
+            "trash restore": "Restore what one removal put in the trash (its ENTRY in "
+            "'localdicom trash ls'): an older version an --overwrite replaced, say."
+        },
+    ),
+    Option(
+        "older_than",
+        ("--older-than",),
+        float | None,
+        None,
+        type=Duration(),
+        metavar="AGE",
+        help={
+            "trash empty": "Only entries removed longer ago than AGE (30d, 12h, 90m; a bare "
+            "number is days)  [default: every entry]"
         },
     ),
     # ls

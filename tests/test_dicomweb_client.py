@@ -59,7 +59,10 @@ def values(results: list[dict[str, Any]], tag: str) -> list[Any]:
 
 
 def archived_files(archive: Path) -> list[Path]:
-    return sorted(p for p in archive.rglob("*") if p.suffix in (".dcm", ".json"))
+    """The instances and sidecars stored: not those DELETE moved to the trash (README, "Undo
+    a delete")."""
+    stored = (p for p in archive.rglob("*") if ".trash" not in p.relative_to(archive).parts)
+    return sorted(p for p in stored if p.suffix in (".dcm", ".json"))
 
 
 def assert_same_instance(retrieved: Dataset, original: Dataset) -> None:

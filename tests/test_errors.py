@@ -25,6 +25,7 @@ import pytest_asyncio
 from aiohttp import ClientPayloadError, MultipartReader
 from pydicom.uid import generate_uid
 
+from localdicom.trashbin import empty
 from tests.helpers import (
     SERIES_CIRCLE,
     SERIES_SQUARE_TRIANGLE,
@@ -285,6 +286,7 @@ async def test_stow_with_unservable_accept_stores_and_answers_json_with_the_reas
     assert "application/dicom+json" in warning
     path = INSTANCE.format(**{**BLUE, "instance": sop})
     assert (await request(stocked.client, "DELETE", path)).status == 204
+    assert [len(entry.instances) for entry in empty(stocked.archive, None)] == [1]  # the trash
     await stocked.assert_unchanged()
 
 

@@ -26,17 +26,31 @@ def _flags(command: click.Command) -> dict[str, click.Option]:
     }
 
 
+def _commands(group: click.Group = main, prefix: str = "") -> dict[str, click.Command]:
+    """Every command by the name the table uses: "serve", and "trash restore" for the
+    subcommands of a group."""
+    found: dict[str, click.Command] = {}
+    for name, command in group.commands.items():
+        found[prefix + name] = command
+        if isinstance(command, click.Group):
+            found |= _commands(command, f"{prefix}{name} ")
+    return found
+
+
+COMMANDS = _commands()
+
+
 def _declared(option: Option) -> set[str]:
     return {flag for declaration in option.flags for flag in declaration.split("/")}
 
 
-@pytest.mark.parametrize("name", sorted(main.commands))
+@pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_readme_names_every_long_flag(name: str) -> None:
     readme = README.read_text(encoding="utf-8")
     # A whole flag: --fsync in "--fsync/--no-fsync" counts, --series in "--series-x" would not.
     missing = [
         flag
-        for flag in _flags(main.commands[name])
+        for flag in _flags(COMMANDS[name])
         if flag.startswith("--") and not re.search(rf"(?<![\w-]){re.escape(flag)}(?![\w-])", readme)
     ]
     assert not missing, f"README.md does not mention {missing} of 'localdicom {name}'"
@@ -48,8 +62,8 @@ def test_readme_names_every_long_flag(name: str) -> None:
 def test_every_table_option_is_offered_by_its_commands(option: Option) -> None:
     assert option.commands, f"{option.flags} belongs to no command"
     for name in option.commands:
-        assert name in main.commands, f"{option.flags} names an unknown command {name!r}"
-        offered = _flags(main.commands[name])
+        assert name in COMMANDS, f"{option.flags} names an unknown command {name!r}"
+        offered = _flags(COMMANDS[name])
         declared = _declared(option)
         assert declared <= offered.keys(), f"'localdicom {name}' lacks {declared - offered.keys()}"
         assert {offered[flag].name for flag in declared} == {option.name}
@@ -59,7 +73,7 @@ def test_every_table_option_is_offered_by_its_commands(option: Option) -> None:
 SELECTION = _flags(selection_options(click.command()(lambda **_: None))).keys()
 
 
-@pytest.mark.parametrize("name", sorted(main.commands))
+@pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_every_option_of_a_command_is_in_the_table(name: str) -> None:
     in_table = {flag for option in OPTIONS if name in option.commands for flag in _declared(option)}
-    assert _flags(main.commands[name]).keys() - (SELECTION - in_table) == in_table
+    assert _flags(COMMANDS[name]).keys() - (SELECTION - in_table) == in_table

@@ -34,8 +34,8 @@ from tests.helpers.stocked import (
 #: A route pattern's variable segments: ``{name}`` or ``{name:regex}``.
 SEGMENT = re.compile(r"\{(\w+)(?::([^{}]*))?\}")
 #: What each segment that is not under test holds: the blue circle, its first frame, its
-#: Pixel Data.
-VALID = {**BLUE, "frames": "1", "path": "7FE00010"}
+#: Pixel Data, a rejection reason (PS3.16 CID 7011).
+VALID = {**BLUE, "frames": "1", "path": "7FE00010", "code": "113001^DCM"}
 MALFORMED = "1.2.abc"
 
 #: Route segments whose unknown UID is not a lookup. STOW-RS to /studies/{study} stores into

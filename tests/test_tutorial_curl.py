@@ -266,7 +266,10 @@ def instance_url(base: str, sop: str) -> str:
 
 
 def archived_files(archive: Path) -> list[Path]:
-    return sorted(p for p in archive.rglob("*") if p.suffix in (".dcm", ".json"))
+    """The instances and sidecars stored: not those DELETE moved to the trash (README, "Undo
+    a delete")."""
+    stored = (p for p in archive.rglob("*") if ".trash" not in p.relative_to(archive).parts)
+    return sorted(p for p in stored if p.suffix in (".dcm", ".json"))
 
 
 def value(element: dict[str, Any] | None) -> list[Any] | None:

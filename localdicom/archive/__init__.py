@@ -2,7 +2,8 @@
 
 :mod:`.layout` names every path, :mod:`.sidecar` owns the sidecar format, :mod:`.snapshot`
 the index snapshot, :mod:`.scan` the startup read, :mod:`.upload` instances on their way in,
-:mod:`.archive` the writes, and :mod:`.lock` who may write.
+:mod:`.archive` the writes, :mod:`.trash` what was removed, and :mod:`.lock` who may
+write.
 """
 
 from localdicom.archive.archive import Archive
@@ -16,6 +17,7 @@ from localdicom.archive.lock import (
 )
 from localdicom.archive.scan import ScanReport
 from localdicom.archive.sidecar import StoredInstance
+from localdicom.archive.trash import Trash, Trashed, Why
 from localdicom.archive.upload import StagingFile, Upload, prepare_upload
 
 __all__ = [
@@ -25,7 +27,10 @@ __all__ = [
     "ScanReport",
     "StagingFile",
     "StoredInstance",
+    "Trash",
+    "Trashed",
     "Upload",
+    "Why",
     "announce_server",
     "archive_lock",
     "prepare_upload",

@@ -15,6 +15,7 @@ from pathlib import Path
 from localdicom.archive import sidecar
 from localdicom.archive.files import fsync_path, write_atomically, write_temporary
 from localdicom.archive.layout import Layout, sidecar_of
+from localdicom.archive.trash import Trash, Why
 from localdicom.archive.upload import StagingFile, Upload
 from localdicom.dicom.header import ByteRange
 
@@ -25,6 +26,7 @@ class Archive(Layout):
     def __init__(self, root: Path, *, fsync: bool = True) -> None:
         super().__init__(root)
         self.fsync = fsync
+        self.trash = Trash(self, fsync)
 
     def prepare(self) -> None:
         """Create the archive folder and its upload area if they do not exist yet."""
@@ -143,6 +145,20 @@ class Archive(Layout):
         self._remove_empty(folder.parent)
         for sop in sops:
             self.remove_thumbnails(sop)
+
+    def trash_instances(self, instances: list[tuple[str, str, str]], why: Why) -> str:
+        """Move instances (study, series, sop) to the trash instead of deleting them."""
+        entry = self.trash.move_instances(instances, why)
+        for _, _, sop in instances:
+            self.remove_thumbnails(sop)
+        return entry
+
+    def trash_tree(self, study: str, series: str | None, sops: list[str], why: Why) -> str:
+        """Move a study or series folder whole to the trash (after it left the index)."""
+        entry = self.trash.move_folder(study, series, why)
+        for sop in sops:
+            self.remove_thumbnails(sop)
+        return entry
 
     def _remove_empty(self, folder: Path) -> None:
         while folder != self.root and folder.is_relative_to(self.root):

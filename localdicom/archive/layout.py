@@ -6,6 +6,7 @@
     ARCHIVE/<StudyInstanceUID>/<SeriesInstanceUID>/<SOPInstanceUID>.json   its sidecar
     ARCHIVE/.incoming/                    uploads and copies waiting to be committed
     ARCHIVE/.cache/thumbnails/            rendered thumbnails
+    ARCHIVE/.trash/                       what DELETE and --overwrite removed (:mod:`.trash`)
     ARCHIVE/.index-snapshot               the index as saved at the last start or stop
     ARCHIVE/.localdicom-server            the server running on the archive, if any
     ARCHIVE/.import.lock                  held by an import or reindex writing directly
@@ -44,6 +45,7 @@ class Layout:
         self._root_name = str(root)
         self.incoming = root / ".incoming"
         self.thumbnails = root / ".cache" / "thumbnails"
+        self.trash_dir = root / ".trash"
         self.snapshot = root / SNAPSHOT
         self.server_file = root / SERVER_FILE
         self.lock_file = root / ".import.lock"

@@ -1,12 +1,13 @@
 """THE door to the archive: everything that finds, reads, stores or deletes an instance goes
 through a :class:`Catalog`, and every way in shares :mod:`.ingest`'s duplicate rule.
 
-The index's record types, and :class:`Upload` (an instance received and not yet committed),
-are given out from here so that callers never reach the index or the archive.
+The index's record types, :class:`Upload` (an instance received and not yet committed) and
+:class:`Why` (why instances go to the trash) are given out from here so that callers never
+reach the index or the archive.
 """
 
-from localdicom.archive import Upload
-from localdicom.catalog.catalog import Catalog, OpenReport
+from localdicom.archive import Upload, Why
+from localdicom.catalog.catalog import Catalog, OpenReport, RemovalFailed
 from localdicom.catalog.ingest import (
     Decision,
     FailureReason,
@@ -27,12 +28,14 @@ __all__ = [
     "Match",
     "OpenReport",
     "Record",
+    "RemovalFailed",
     "SeriesRecord",
     "SnapshotKeeper",
     "StoreFailed",
     "Stored",
     "StudyRecord",
     "Upload",
+    "Why",
     "conflict_message",
     "decide",
 ]

@@ -9,6 +9,7 @@ from queries before its files go.
 from __future__ import annotations
 
 import asyncio
+import functools
 import gc
 import logging
 import time
@@ -18,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from localdicom.archive import Archive, ScanReport, Upload, prepare_upload, sidecar
+from localdicom.archive import Archive, ScanReport, Upload, Why, prepare_upload, sidecar
 from localdicom.archive.upload import remove as remove_upload
 from localdicom.catalog import metadata, opening, searching
 from localdicom.catalog.ingest import (
@@ -37,8 +38,17 @@ from localdicom.index import Index, InstanceRecord, Record, SeriesRecord, StudyR
 logger = logging.getLogger(__name__)
 
 Commit = tuple[Upload, "asyncio.Future[Stored]"]
+Placing = tuple[Upload, "asyncio.Future[Stored]", "InstanceRecord | None"]
+#: Why a DELETE removed instances, unless the caller says otherwise; why --overwrite did.
+DELETED = Why("delete")
+REPLACED = Why("overwrite", "a different instance stored with its SOP Instance UID")
 #: Series metadata kept in memory, gzipped and not, at most.
 METADATA_CACHE_BYTES = 64 * 1024 * 1024
+
+
+class RemovalFailed(Exception):
+    """A delete could not move its instances to the trash (a full disk): nothing was
+    removed."""
 
 
 @dataclass(frozen=True)
@@ -57,16 +67,19 @@ class Catalog:
         prepare: Callable[[Path], Awaitable[Upload]],
         overwrite: bool = False,
         index_attributes: tuple[str, ...] = (),
+        keep_removed: bool = True,
     ) -> None:
         """``prepare`` runs :func:`prepare_upload` on an upload with the archive's fsync
         setting somewhere else than this process: in the worker processes when the server
         runs (parsing holds the GIL for milliseconds); see :meth:`_prepare`.
         ``index_attributes`` (tags) are kept in memory per instance besides the built-in
-        ones, so that searches on them need no sidecar."""
+        ones, so that searches on them need no sidecar. ``keep_removed``: deleted and
+        replaced instances go to the archive's trash (False: they are gone for good)."""
         self.archive = archive
         self._prepare_elsewhere = prepare
         self.index = Index(index_attributes)
         self.overwrite = overwrite
+        self.keep_removed = keep_removed
         self._commit_lock = asyncio.Lock()
         #: Uploads waiting for :meth:`commit`, each with the future of its outcome.
         self._to_commit: list[Commit] = []
@@ -358,7 +371,7 @@ class Catalog:
         return batch
 
     async def _commit_batch(self, batch: list[Commit]) -> None:
-        placing: list[tuple[Upload, asyncio.Future[Stored], InstanceRecord | None]] = []
+        placing: list[Placing] = []
         for received, stored in batch:
             existing = self.index.instances.get(received.header.sop_uid)
             decision = decide(
@@ -368,10 +381,12 @@ class Catalog:
                 placing.append((received, stored, existing))
             else:
                 _settle(stored, _unwritten(decision, received.header))
+        placing, kept = await self._keep_replaced(placing)
         if not placing:
             return
         uploads = [received for received, _, _ in placing]
         results = await asyncio.to_thread(self.archive.commit_uploads, uploads)
+        await asyncio.to_thread(self._seal_replaced, kept, results)
         for (received, stored, existing), result in zip(placing, results, strict=True):
             if isinstance(result, OSError):
                 _settle(stored, _out_of_resources(result, received.header))
@@ -380,6 +395,41 @@ class Catalog:
                 await self._drop_replaced(existing, received.header)
             self.index.add(result)
             _settle(stored, Stored(received.header, already_present=False))
+
+    async def _keep_replaced(
+        self, placing: list[Placing]
+    ) -> tuple[list[Placing], list[tuple[str, Path] | None]]:
+        """Link each instance about to be replaced into a pending trash entry (unless
+        ``keep_removed`` is off); one that cannot be kept is not replaced (A700). The
+        uploads to place, and beside each its pending entry, if any."""
+        chosen: list[Placing] = []
+        kept: list[tuple[str, Path] | None] = []
+        for received, stored, existing in placing:
+            pending = None
+            if existing is not None and self.keep_removed:
+                place = (existing.study, existing.series, existing.sop)
+                keep = functools.partial(self.archive.trash.keep, *place, REPLACED)
+                try:
+                    pending = (existing.sop, await asyncio.to_thread(keep))
+                except OSError as exc:
+                    _settle(stored, _out_of_resources(exc, received.header))
+                    continue
+            chosen.append((received, stored, existing))
+            kept.append(pending)
+        return chosen, kept
+
+    def _seal_replaced(self, kept: list[tuple[str, Path] | None], results: list) -> None:
+        """Finish the trash entry of each replaced instance, or drop it if the new one was
+        not placed (blocking)."""
+        for pending, result in zip(kept, results, strict=True):
+            if pending is None:
+                continue
+            sop, entry = pending
+            if isinstance(result, OSError):
+                self.archive.trash.drop(entry)
+            else:
+                name = self.archive.trash.seal(entry)
+                logger.info("trash: the replaced copy of %s is kept in .trash/%s", sop, name)
 
     async def _drop_replaced(self, existing: InstanceRecord, header: Header) -> None:
         self.index.remove_instance(existing.sop)
@@ -390,33 +440,82 @@ class Catalog:
 
     # deleting --------------------------------------------------------------------------------
 
-    async def delete_instance(self, study: str, series: str, sop: str) -> bool:
+    async def delete_instance(self, study: str, series: str, sop: str, why: Why = DELETED) -> bool:
+        """Remove an instance: to the trash (``why`` recorded there), or for good."""
         async with self._commit_lock:
             record = self.index.instance_in(study, series, sop)
             if record is None:
                 return False
-            await self._forget([record])
+            if not self.keep_removed:
+                await self._forget([record])
+                return True
+            self.index.remove_instance(sop)
+            move = functools.partial(self.archive.trash_instances, [(study, series, sop)], why)
+            await self._trash([record], why, move)
             return True
 
-    async def delete_series(self, study: str, series: str) -> bool:
+    async def delete_series(self, study: str, series: str, why: Why = DELETED) -> bool:
         async with self._commit_lock:
             if self.index.series_in(study, series) is None:
                 return False
             removed = self.index.remove_series(series)
-            await self._remove_tree(self.archive.series_dir(study, series), removed)
+            await self._remove_tree(study, series, removed, why)
             return True
 
-    async def delete_study(self, study: str) -> bool:
+    async def delete_study(self, study: str, why: Why = DELETED) -> bool:
         async with self._commit_lock:
             removed = self.index.remove_study(study)
             if not removed:
                 return False
-            await self._remove_tree(self.archive.study_dir(study), removed)
+            await self._remove_tree(study, None, removed, why)
             return True
 
-    async def _remove_tree(self, folder: Path, records: list[InstanceRecord]) -> None:
+    async def _remove_tree(
+        self, study: str, series: str | None, records: list[InstanceRecord], why: Why
+    ) -> None:
         sops = [record.sop for record in records]
+        if self.keep_removed:
+            move = functools.partial(self.archive.trash_tree, study, series, sops, why)
+            await self._trash(records, why, move)
+            return
+        folder = self.archive.study_dir(study)
+        if series is not None:
+            folder = self.archive.series_dir(study, series)
         await asyncio.to_thread(self.archive.remove_tree, folder, sops)
+
+    async def _trash(
+        self, records: list[InstanceRecord], why: Why, move: Callable[[], str]
+    ) -> None:
+        """Run ``move`` (records already out of the index) and log it; if it fails, what it
+        put back in place is indexed again and :class:`RemovalFailed` raised."""
+        try:
+            entry = await asyncio.to_thread(move)
+        except OSError as exc:
+            back = await asyncio.to_thread(self._still_stored, records)
+            for stored in back:
+                self.index.add(stored)
+            logger.warning("trash: moving %d instances failed: %s", len(records), exc)
+            raise RemovalFailed(
+                f"nothing was removed: the archive cannot be written ({exc.strerror or exc})"
+            ) from exc
+        code = f" {why.code['value']}^{why.code['designator']}" if why.code else ""
+        logger.info(
+            "trash: %d instances moved to %s (%s%s%s)",
+            len(records),
+            f".trash/{entry}" if entry else "nowhere: their files were gone",
+            why.reason,
+            code,
+            f" by {why.by}" if why.by else "",
+        )
+
+    def _still_stored(self, records: list[InstanceRecord]) -> list[sidecar.StoredInstance]:
+        back = []
+        for record in records:
+            try:
+                back.append(sidecar.read(self.path_of(record)))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return back
 
     async def _forget(self, records: list[InstanceRecord]) -> None:
         for record in records:
@@ -424,6 +523,13 @@ class Catalog:
             await asyncio.to_thread(
                 self.archive.remove_instance, record.study, record.series, record.sop
             )
+
+    async def empty_trash(self, older_than: float) -> int:
+        """Purge the trash entries older than ``older_than`` seconds; how many went."""
+        purged = await asyncio.to_thread(self.archive.trash.empty, older_than)
+        for entry in purged:
+            logger.info("trash: purged .trash/%s (%d instances)", entry.name, len(entry.instances))
+        return len(purged)
 
 
 def _unwritten(decision: Decision, header: Header) -> Stored | StoreFailed:

@@ -22,6 +22,7 @@ Skipped = dict[str, list[list[str]]]
 def rebuild(archive: Archive, index: Index, report: ScanReport) -> Skipped:
     """Fill ``index`` from ``archive``; the snapshot is written again if anything changed."""
     archive.prepare()
+    archive.trash.recover()  # before the scan: a removal cut short is put back or finished
     report.removed_leftovers += scan.clean_incoming(archive)
     report.removed_leftovers += scan.clean_temporary(archive)
     entries = snapshot.read(archive, index.schema)

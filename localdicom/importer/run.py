@@ -57,6 +57,8 @@ class ImportOptions:
     #: Flush each instance to disk as the server does; otherwise one sync at the end.
     fsync: bool = False
     deidentify: Deidentify | None = None
+    #: With ``overwrite``, move each replaced instance to the trash rather than delete it.
+    keep_replaced: bool = True
 
 
 def run_import(
@@ -127,7 +129,8 @@ def _sink(archive: Archive, server: str | None, options: ImportOptions) -> Itera
     else through the server."""
     if server is None:
         with archive_lock(archive.root):
-            sink = DirectSink(archive, options.transfer, options.overwrite)
+            keep = options.keep_replaced
+            sink = DirectSink(archive, options.transfer, options.overwrite, keep_replaced=keep)
             yield sink
             sink.snapshot.save()
         return

@@ -11,7 +11,7 @@ from concurrent.futures import Future, ThreadPoolExecutor
 from pathlib import Path
 from typing import Protocol
 
-from localdicom.archive import Archive, Upload, sidecar
+from localdicom.archive import Archive, Upload, Why, sidecar
 from localdicom.catalog import Decision, SnapshotKeeper, conflict_message, decide
 from localdicom.dicom.header import NotDicom
 from localdicom.importer.examine import Examined, Transfer, why
@@ -35,11 +35,15 @@ class DirectSink:
 
     stow = False
 
-    def __init__(self, archive: Archive, transfer: Transfer, overwrite: bool) -> None:
+    def __init__(
+        self, archive: Archive, transfer: Transfer, overwrite: bool, *, keep_replaced: bool = True
+    ) -> None:
         self.archive = archive
-        self.snapshot = SnapshotKeeper(archive)  # which also clears leftovers of the upload area
+        #: Also clears leftovers of the upload area and settles a removal cut short.
+        self.snapshot = SnapshotKeeper(archive)
         self.transfer = transfer
         self.overwrite = overwrite
+        self.keep_replaced = keep_replaced
         self.staging = archive.incoming.resolve()
         #: SOP Instance UID -> its .dcm; what is stored now, kept up to date as we store.
         self.present = {path.stem: path for path in archive.instance_files()}
@@ -90,6 +94,7 @@ class DirectSink:
     def _commit(self, item: Examined, existing: Path | None, report: ImportReport) -> None:
         header = item.header
         assert header is not None
+        kept = self._keep(existing, header.sop_uid)
         incoming = self._incoming(item, report)
         try:
             (result,) = self.archive.commit_uploads([Upload(incoming, header, item.digest)])
@@ -97,7 +102,11 @@ class DirectSink:
             if incoming != item.source.path:
                 incoming.unlink(missing_ok=True)
         if isinstance(result, OSError):
+            if kept is not None:
+                self.archive.trash.drop(kept)
             raise result
+        if kept is not None:
+            self.archive.trash.seal(kept)
         item.staged = None
         target = self.archive.instance_file(header.study_uid, header.series_uid, header.sop_uid)
         if existing is not None and existing != target:  # replaced by one of another series
@@ -108,6 +117,14 @@ class DirectSink:
         self.present[header.sop_uid] = target
         self.digests[header.sop_uid] = result.digest
         self.snapshot.stored(result)
+
+    def _keep(self, existing: Path | None, sop: str) -> Path | None:
+        """The instance about to be replaced, linked into a pending trash entry."""
+        if existing is None or not self.keep_replaced:
+            return None
+        study, series = existing.parent.parent.name, existing.parent.name
+        why = Why("overwrite", "localdicom import --overwrite")
+        return self.archive.trash.keep(study, series, sop, why)
 
     def _incoming(self, item: Examined, report: ImportReport) -> Path:
         """The file to rename into place: the staged copy, the source itself (--move), or

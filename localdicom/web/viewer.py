@@ -33,13 +33,14 @@ def ohif_config(root: str, router_basename: str = "/viewer") -> str:
 
     ``root`` is a JavaScript expression for the service root (e.g. ``window.location.origin``
     for same-origin, or a quoted URL). The flags match what the server implements: includefield,
-    wildcards and fuzzy matching in QIDO, series-relative BulkDataURIs, single-part bulk data.
+    wildcards and fuzzy matching in QIDO, series-relative BulkDataURIs, single-part bulk data,
+    and the reject route OHIF's "Delete" of a report or segmentation calls.
     """
     configuration = {
         "friendlyName": "localdicom",
         "name": "localdicom",
         "qidoSupportsIncludeField": True,
-        "supportsReject": False,
+        "supportsReject": True,  # dcm4chee's reject route: to the trash (web/delete.py)
         "dicomUploadEnabled": True,
         "imageRendering": "wadors",
         "thumbnailRendering": "wadors",
