@@ -19,8 +19,8 @@ pylibjpeg-libjpeg (GPL-3.0, the ``gpl-codecs`` extra) is left out even where it 
 installed: the executable stays as free of copyleft as the default install.
 
 The multiprocessing helpers (the forkserver, the resource tracker, spawned processes) are the
-executable started again with Python's arguments; :data:`ENTRY` calls
-``multiprocessing.freeze_support()`` first, which PyInstaller's runtime hook turns into
+executable started again with Python's arguments; its main program (localdicom/frozen.py)
+calls ``multiprocessing.freeze_support()`` first, which PyInstaller's runtime hook turns into
 running the helper instead of the command line.
 """
 
@@ -32,16 +32,8 @@ import sys
 import tempfile
 from pathlib import Path
 
-#: The executable's main script.
-ENTRY = """\
-import multiprocessing
-
-multiprocessing.freeze_support()  # a forkserver, resource tracker or spawned worker: run it
-
-from localdicom.cli import main
-
-main()
-"""
+#: The executable's main script (localdicom/frozen.py says what it does first).
+ENTRY = "from localdicom.frozen import main\n\nmain()\n"
 
 PACKAGE = Path(__file__).resolve().parent
 NAME = "localdicom"
@@ -60,9 +52,12 @@ METADATA = [
 ]
 #: Imported by name only (entry points, pydicom's plugin table).
 HIDDEN = ["openjpeg", "rle", "jpeg_ls", "gdcm"]
-#: GPL-3.0 (pylibjpeg-libjpeg), and what a development environment has that the server never
+#: GPL-3.0 (pylibjpeg-libjpeg); then what optional imports of the dependencies would bring
+#: from a development environment (Tk, cryptography, pydantic: 20 MiB) and the server never
 #: imports.
-EXCLUDED = ["libjpeg", "_libjpeg", "tkinter", "pytest", "hypothesis", "playwright", "IPython"]
+EXCLUDED = ["libjpeg", "_libjpeg"]
+EXCLUDED += ["tkinter", "_tkinter", "PIL.ImageTk", "PIL.ImageQt", "cryptography", "pydantic"]
+EXCLUDED += ["pydantic_core", "yaml", "pytest", "hypothesis", "playwright", "IPython"]
 
 
 def pyinstaller_arguments(out: Path, work: Path) -> list[str]:

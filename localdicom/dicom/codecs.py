@@ -50,7 +50,8 @@ def decoders() -> list[tuple[str, str, list[str]]]:
         except NotImplementedError:  # no decoder at all in this pydicom
             plugins = []
         named = [
-            f"pylibjpeg ({'+'.join(behind[uid])})" if plugin == "pylibjpeg" and uid in behind
+            f"pylibjpeg ({'+'.join(behind[uid])})"
+            if plugin == "pylibjpeg" and uid in behind
             else plugin
             for plugin in plugins
         ]
