@@ -58,6 +58,8 @@ HIDDEN = ["openjpeg", "rle", "jpeg_ls", "gdcm"]
 EXCLUDED = ["libjpeg", "_libjpeg"]
 EXCLUDED += ["tkinter", "_tkinter", "PIL.ImageTk", "PIL.ImageQt", "cryptography", "pydantic"]
 EXCLUDED += ["pydantic_core", "yaml", "pytest", "hypothesis", "playwright", "IPython"]
+#: Pillow's AVIF plugin (5 MB of libavif): localdicom writes JPEG and PNG only.
+EXCLUDED += ["PIL.AvifImagePlugin", "PIL._avif"]
 
 
 def pyinstaller_arguments(out: Path, work: Path) -> list[str]:
