@@ -213,11 +213,16 @@ def test_frozen_version_has_the_default_codecs_and_no_gpl_one(
 
 @pytest.mark.slow
 @pytest.mark.external
-def test_frozen_serves_the_samples_and_the_home_page(executable: Path, tmp_path: Path) -> None:
+def test_frozen_serves_the_samples_rendered_and_the_home_page(
+    executable: Path, tmp_path: Path
+) -> None:
     started = frozen_server(executable, tmp_path / "archive", "--samples")
     started.start()
     try:
-        assert_serves(started, [Instance.of(path) for path in SAMPLES.glob("*.dcm")])
+        samples = [Instance.of(path) for path in SAMPLES.glob("*.dcm")]
+        assert_serves(started, samples)
+        rendered = request(f"{started.url}{samples[0].url_path}/rendered", accept="image/jpeg")
+        assert (rendered.status, rendered.body[:2]) == (200, b"\xff\xd8")  # Pillow in a worker
         home = request(f"{started.url}/", accept="text/html")
         assert (home.status, home.content_type.split(";")[0]) == (200, "text/html")
         for path in (REPOSITORY / "localdicom" / "static").iterdir():
