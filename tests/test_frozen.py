@@ -121,6 +121,14 @@ def live(pids: set[int]) -> set[int]:
     return running
 
 
+def command_line(pid: int) -> bytes:
+    """The command line of ``pid``; empty if it has ended (the survey's process does)."""
+    try:
+        return Path(f"/proc/{pid}/cmdline").read_bytes()
+    except OSError:
+        return b""
+
+
 def wait_until_gone(pids: set[int]) -> set[int]:
     """Those of ``pids`` still running after up to 20 s."""
     deadline = time.monotonic() + 20
@@ -272,7 +280,7 @@ def _decode_in_a_worker(server: LiveServer) -> set[int]:
     assert served == native_frames_little_endian(ds, 1)[0]
     assert server.process is not None
     processes = set(process_tree(server.process.pid))
-    commands = [Path(f"/proc/{pid}/cmdline").read_bytes() for pid in processes]
+    commands = [command_line(pid) for pid in processes]
     assert sum(b"multiprocessing.forkserver" in command for command in commands) >= 2
     return processes
 
