@@ -221,12 +221,17 @@ def test_frozen_version_has_the_default_codecs_and_no_gpl_one(
 
 @pytest.mark.slow
 @pytest.mark.external
-def test_frozen_serves_the_samples_rendered_and_the_home_page(
+def test_frozen_serves_the_samples_rendered_the_home_page_and_dicom(
     executable: Path, tmp_path: Path
 ) -> None:
-    started = frozen_server(executable, tmp_path / "archive", "--samples")
+    dicom_port = free_port()
+    started = frozen_server(
+        executable, tmp_path / "archive", "--samples", "--dicom-port", str(dicom_port)
+    )
     started.start()
     try:
+        echo = ["/usr/bin/echoscu", "-aec", "LOCALDICOM", "127.0.0.1", str(dicom_port)]
+        assert subprocess.run(echo, capture_output=True, timeout=60).returncode == 0  # pynetdicom
         samples = [Instance.of(path) for path in SAMPLES.glob("*.dcm")]
         assert_serves(started, samples)
         rendered = request(f"{started.url}{samples[0].url_path}/rendered", accept="image/jpeg")
