@@ -155,9 +155,9 @@ def report(size: int, frozen: dict, pip: dict) -> None:
             "<= 3 s",
         ),
         (
-            "CPU seconds to first answer (median of all)",
-            f"{statistics.median(frozen['cpu']):.2f} s",
-            f"{statistics.median(pip['cpu']):.2f} s",
+            "CPU seconds to first answer, first; later (median)",
+            f"{frozen['cpu'][0]:.2f} s; {statistics.median(frozen['cpu'][1:]):.2f} s",
+            f"{pip['cpu'][0]:.2f} s; {statistics.median(pip['cpu'][1:]):.2f} s",
             "",
         ),
         *(
