@@ -12,8 +12,9 @@ What the analysis of imports cannot see is named here:
   decoders pydicom imports by name (``pydicom.pixels.decoders.*``, PyInstaller's pydicom hook);
 - the modules the worker processes' forkserver imports by name (``workers.PRELOAD``): every
   module of localdicom is collected;
-- the home page (localdicom/static) and the tutorial's samples, placed where
-  ``web/home.py`` and ``samples.py`` look for them beside their own modules.
+- the package's data files (the home page in localdicom/static) and the tutorial's samples
+  (outside the package in a checkout), placed where ``web/home.py`` and ``samples.py`` look
+  for them, beside their own modules.
 
 pylibjpeg-libjpeg (GPL-3.0, the ``gpl-codecs`` extra) is left out even where it is
 installed: the executable stays as free of copyleft as the default install.
@@ -79,7 +80,7 @@ def pyinstaller_arguments(out: Path, work: Path) -> list[str]:
         "--log-level=WARN",
         f"--paths={PACKAGE.parent}",  # this localdicom, not another one installed
         "--collect-submodules=localdicom",
-        f"--add-data={PACKAGE / 'static'}{os.pathsep}localdicom/static",
+        "--collect-data=localdicom",  # the home page, and any data file a module reads
     ]
     arguments += [f"--add-data={path}{os.pathsep}localdicom/sample_dcms" for path in sample_files()]
     arguments += [f"--copy-metadata={name}" for name in METADATA]
