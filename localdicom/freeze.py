@@ -3,8 +3,8 @@
 PyInstaller's one-file mode (``pip install '.[binary]'``): the file holds a Python
 interpreter, localdicom, its dependencies and their shared libraries, and unpacks them into
 a temporary folder at each launch. It was chosen over Nuitka's onefile mode, which compiles
-every module to C (tens of minutes on two cores) for a file of about the same size and start
-time, and PyOxidizer, no longer maintained (README, "One file to run").
+every module to C (a build that did not finish in half an hour on the 2-core machine, against
+PyInstaller's minute), and PyOxidizer, no longer maintained (README, "One file to run").
 
 What the analysis of imports cannot see is named here:
 
