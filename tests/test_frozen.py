@@ -27,16 +27,15 @@ from pathlib import Path
 
 import pydicom
 import pytest
-from click.testing import CliRunner
 
 import tests.test_tutorial_curl as tutorial
 from localdicom import __version__
-from localdicom.cli import main
-from localdicom.dicom.codecs import COMPRESSED
 from tests.helpers import REPOSITORY, SAMPLES, free_port, process_tree
 from tests.helpers.corpus import native_frames_little_endian, pydicom_file
 from tests.helpers.live import LiveServer, request
 from tests.helpers.served import Instance, assert_serves
+
+pytestmark = [pytest.mark.slow, pytest.mark.external]
 
 CACHE = Path.home() / ".cache" / "localdicom-test" / "frozen"
 EXPLICIT_VR_LITTLE_ENDIAN = "1.2.840.10008.1.2.1"
@@ -187,20 +186,6 @@ def imported(executable: Path, tmp_path_factory: pytest.TempPathFactory) -> tupl
 # the tests -----------------------------------------------------------------------------------
 
 
-def test_version_names_each_compressed_syntax_and_its_decoders() -> None:
-    """The same report whether pip-installed (here) or frozen (below)."""
-    result = CliRunner().invoke(main, ["--version"])
-
-    assert result.exit_code == 0
-    lines = result.output.splitlines()
-    assert lines[0] == f"localdicom {__version__}"
-    assert f"pydicom {pydicom.__version__}" in lines[1]
-    for uid in COMPRESSED:
-        assert any(line.split()[0] == str(uid) for line in lines[3:]), uid
-
-
-@pytest.mark.slow
-@pytest.mark.external
 def test_frozen_version_has_the_default_codecs_and_no_gpl_one(
     executable: Path, tmp_path: Path
 ) -> None:
@@ -220,8 +205,6 @@ def test_frozen_version_has_the_default_codecs_and_no_gpl_one(
     assert unpacked(tmp_path) == []
 
 
-@pytest.mark.slow
-@pytest.mark.external
 def test_frozen_serves_the_samples_rendered_the_home_page_and_dicom(
     executable: Path, tmp_path: Path
 ) -> None:
@@ -246,8 +229,6 @@ def test_frozen_serves_the_samples_rendered_the_home_page_and_dicom(
         started.stop()
 
 
-@pytest.mark.slow
-@pytest.mark.external
 def test_frozen_import_ls_and_reindex_as_pip_installed(
     executable: Path, imported: tuple[Path, list], tmp_path: Path
 ) -> None:
@@ -294,8 +275,6 @@ def _decode_in_a_worker(server: LiveServer) -> set[int]:
     return processes
 
 
-@pytest.mark.slow
-@pytest.mark.external
 @pytest.mark.parametrize("stop", ["SIGTERM", "SIGKILL of the launcher", "SIGKILL of the server"])
 def test_frozen_decodes_in_a_worker_and_leaves_no_process(
     executable: Path, imported: tuple[Path, list], tmp_path: Path, stop: str
