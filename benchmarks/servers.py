@@ -79,9 +79,9 @@ class Server:
 
     def memory(self) -> dict[str, int]:
         """KiB of "Rss", "Pss" and "Pss_Anon" (heap and stacks, no file pages) summed over the
-        process tree, read from /proc: no
-        subprocess, whose fork from a large benchmark process would steal CPU from the
-        servers. A sum of RSS counts shared pages once per process sharing them."""
+        process tree, read from /proc: no subprocess, whose fork from a large benchmark
+        process would steal CPU from the servers. A sum of RSS counts shared pages once per
+        process sharing them."""
         total = {"Rss": 0, "Pss": 0, "Pss_Anon": 0}
         if not self.process:
             return total
