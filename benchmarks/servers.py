@@ -78,10 +78,11 @@ class Server:
         return self.memory()["Pss"]
 
     def memory(self) -> dict[str, int]:
-        """KiB of "Rss" and "Pss" summed over the process tree, read from /proc: no
-        subprocess, whose fork from a large benchmark process would steal CPU from the
-        servers. A sum of RSS counts shared pages once per process sharing them."""
-        total = {"Rss": 0, "Pss": 0}
+        """KiB of "Rss", "Pss" and "Pss_Anon" (heap and stacks, no file pages) summed over the
+        process tree, read from /proc: no subprocess, whose fork from a large benchmark
+        process would steal CPU from the servers. A sum of RSS counts shared pages once per
+        process sharing them."""
+        total = {"Rss": 0, "Pss": 0, "Pss_Anon": 0}
         if not self.process:
             return total
         for pid in process_tree(self.process.pid):

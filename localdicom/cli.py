@@ -86,8 +86,26 @@ class OneLineErrors(click.Group):
         sys.exit(code if isinstance(code, int) else 0)
 
 
+def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
+    """The version, then the libraries and what they decode (localdicom/dicom/codecs.py)."""
+    if not value or ctx.resilient_parsing:
+        return
+    from localdicom.dicom.codecs import report
+
+    frozen = " (one-file executable)" if getattr(sys, "frozen", False) else ""
+    click.echo("\n".join([f"localdicom {__version__}{frozen}", *report()]))
+    ctx.exit()
+
+
 @click.group(cls=OneLineErrors, epilog=EXIT_CODES)
-@click.version_option(__version__, prog_name="localdicom")
+@click.option(
+    "--version",
+    is_flag=True,
+    expose_value=False,
+    is_eager=True,
+    callback=_print_version,
+    help="Show the version and the codecs available, and exit.",
+)
 def main() -> None:
     """A folder on your laptop as a standard DICOMweb server.
 

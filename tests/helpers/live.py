@@ -34,18 +34,22 @@ class LiveServer:
     extra_args: tuple[str, ...] = ()
     #: Run the server through this command (e.g. one that drops privileges).
     command_prefix: tuple[str, ...] = ()
+    #: The localdicom command: this Python's, or another (the one-file executable).
+    program: tuple[str, ...] = (sys.executable, "-m", "localdicom")
+    #: The server's environment; None: this process's.
+    env: dict[str, str] | None = None
 
     @property
     def url(self) -> str:
         return f"http://127.0.0.1:{self.port}"
 
     def start(self) -> None:
-        command = [*self.command_prefix, sys.executable, "-m", "localdicom", "serve"]
+        command = [*self.command_prefix, *self.program, "serve"]
         command.append(str(self.archive))
         command += ["--port", str(self.port), "--no-fsync", *self.extra_args]
         self.log = self.archive.parent / f"server-{self.port}.log"
         self.process = subprocess.Popen(
-            command, stdout=self.log.open("ab"), stderr=subprocess.STDOUT
+            command, stdout=self.log.open("ab"), stderr=subprocess.STDOUT, env=self.env
         )
         deadline = time.monotonic() + 30
         while time.monotonic() < deadline:
