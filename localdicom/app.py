@@ -21,6 +21,7 @@ from localdicom.samples import store_samples
 from localdicom.settings import Settings
 from localdicom.web import (
     bulkdata,
+    changefeed,
     delete,
     frames,
     home,
@@ -78,6 +79,8 @@ ROUTES = [
     ("DELETE", SERIES, delete.delete_series),
     ("DELETE", INSTANCE, delete.delete_instance),
     ("GET", "/wado", wado_uri.wado),
+    ("GET", "/changefeed", changefeed.feed),
+    ("GET", "/changefeed/latest", changefeed.latest),
 ]
 
 

@@ -2,10 +2,12 @@
 
 :mod:`.layout` names every path, :mod:`.sidecar` owns the sidecar format, :mod:`.snapshot`
 the index snapshot, :mod:`.scan` the startup read, :mod:`.upload` instances on their way in,
-:mod:`.archive` the writes, and :mod:`.lock` who may write.
+:mod:`.archive` the writes, :mod:`.changefeed` the log of them, and :mod:`.lock` who
+may write.
 """
 
 from localdicom.archive.archive import Archive
+from localdicom.archive.changefeed import Change, ChangeFeed, FeedEntry, WindowGone
 from localdicom.archive.layout import Layout
 from localdicom.archive.lock import (
     ArchiveBusy,
@@ -21,11 +23,15 @@ from localdicom.archive.upload import StagingFile, Upload, prepare_upload
 __all__ = [
     "Archive",
     "ArchiveBusy",
+    "Change",
+    "ChangeFeed",
+    "FeedEntry",
     "Layout",
     "ScanReport",
     "StagingFile",
     "StoredInstance",
     "Upload",
+    "WindowGone",
     "announce_server",
     "archive_lock",
     "prepare_upload",

@@ -10,13 +10,15 @@ from __future__ import annotations
 
 import os
 import shutil
+from collections.abc import Collection
 from pathlib import Path
 
 from localdicom.archive import sidecar
+from localdicom.archive.changefeed import Change, ChangeFeed
 from localdicom.archive.files import fsync_path, write_atomically, write_temporary
 from localdicom.archive.layout import Layout, sidecar_of
 from localdicom.archive.upload import StagingFile, Upload
-from localdicom.dicom.header import ByteRange
+from localdicom.dicom.header import ByteRange, Header
 
 
 class Archive(Layout):
@@ -25,6 +27,7 @@ class Archive(Layout):
     def __init__(self, root: Path, *, fsync: bool = True) -> None:
         super().__init__(root)
         self.fsync = fsync
+        self.changes = ChangeFeed(self.changefeed)
 
     def prepare(self) -> None:
         """Create the archive folder and its upload area if they do not exist yet."""
@@ -61,13 +64,21 @@ class Archive(Layout):
 
     # placing -------------------------------------------------------------------------------
 
-    def commit_uploads(self, uploads: list[Upload]) -> list[sidecar.StoredInstance | OSError]:
-        """Place several prepared uploads, then flush each folder they went to once: a
-        group commit, one flush of each folder for a batch instead of one per instance. Each
-        upload gets its instance, or the error that kept it out (all of them if the flush
-        failed: then none is known to be durable)."""
+    def commit_uploads(
+        self, uploads: list[Upload], replacing: Collection[str] = ()
+    ) -> list[sidecar.StoredInstance | OSError]:
+        """Place several prepared uploads, record them in the change feed (an update for
+        the SOP Instance UIDs in ``replacing``, else a create), then flush each folder they
+        went to once: a group commit, one flush of the feed and of each folder for a batch
+        instead of one per instance. Each upload gets its instance, or the error that kept
+        it out (all of them if a flush failed: then none is known to be durable).
+
+        The feed is flushed before the folders: a crash between the two leaves an entry
+        whose instance is gone (a reader's retrieve finds nothing), never an instance
+        stored without its entry (a follower of the feed would miss it for good)."""
         results: list[sidecar.StoredInstance | OSError] = []
         folders: list[Path] = []
+        changes: list[Change] = []
         for upload in uploads:
             try:
                 stored, touched = self._place(upload)
@@ -76,7 +87,10 @@ class Archive(Layout):
                 continue
             results.append(stored)
             folders += touched
+            action = "update" if upload.header.sop_uid in replacing else "create"
+            changes.append(_change(action, upload.header))
         try:
+            self.changes.append(changes, self.fsync)
             self._flush_folders(folders)
         except OSError as exc:
             return [exc for _ in results]
@@ -167,3 +181,7 @@ class Archive(Layout):
         """Drop the cached thumbnails of an instance that was deleted or replaced."""
         for path in self.thumbnails_of(sop):
             path.unlink(missing_ok=True)
+
+
+def _change(action: str, header: Header) -> Change:
+    return Change(action, header.study_uid, header.series_uid, header.sop_uid, header.sop_class_uid)

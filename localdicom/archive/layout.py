@@ -7,6 +7,7 @@
     ARCHIVE/.incoming/                    uploads and copies waiting to be committed
     ARCHIVE/.cache/thumbnails/            rendered thumbnails
     ARCHIVE/.index-snapshot               the index as saved at the last start or stop
+    ARCHIVE/.changefeed/                  the change feed (:mod:`.changefeed`)
     ARCHIVE/.localdicom-server            the server running on the archive, if any
     ARCHIVE/.import.lock                  held by an import or reindex writing directly
 
@@ -45,6 +46,7 @@ class Layout:
         self.incoming = root / ".incoming"
         self.thumbnails = root / ".cache" / "thumbnails"
         self.snapshot = root / SNAPSHOT
+        self.changefeed = root / ".changefeed"
         self.server_file = root / SERVER_FILE
         self.lock_file = root / ".import.lock"
         #: Staging names: a random prefix drawn once, then a counter (no syscall per upload).

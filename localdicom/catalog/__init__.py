@@ -5,7 +5,7 @@ The index's record types, and :class:`Upload` (an instance received and not yet 
 are given out from here so that callers never reach the index or the archive.
 """
 
-from localdicom.archive import Upload
+from localdicom.archive import FeedEntry, Upload, WindowGone
 from localdicom.catalog.catalog import Catalog, OpenReport
 from localdicom.catalog.ingest import (
     Decision,
@@ -22,6 +22,7 @@ __all__ = [
     "Catalog",
     "Decision",
     "FailureReason",
+    "FeedEntry",
     "InstanceRecord",
     "Match",
     "OpenReport",
@@ -31,6 +32,7 @@ __all__ = [
     "Stored",
     "StudyRecord",
     "Upload",
+    "WindowGone",
     "conflict_message",
     "decide",
 ]

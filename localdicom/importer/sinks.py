@@ -91,7 +91,9 @@ class DirectSink:
         assert header is not None
         incoming = self._incoming(item, report)
         try:
-            (result,) = self.archive.commit_uploads([Upload(incoming, header, item.digest)])
+            replacing = () if existing is None else (header.sop_uid,)  # an update in the feed
+            upload = Upload(incoming, header, item.digest)
+            (result,) = self.archive.commit_uploads([upload], replacing)
         finally:
             if incoming != item.source.path:
                 incoming.unlink(missing_ok=True)
