@@ -94,6 +94,7 @@ class StableStudies:
             del self.pending[study]
             if self.catalog.study(study) is None:
                 continue  # deleted meanwhile
+            logger.info("study %s is stable: running --on-stable-study", study)
             task = asyncio.create_task(self._run_command(study))
             self._running.add(task)
             task.add_done_callback(self._running.discard)
