@@ -155,6 +155,11 @@ async def test_stow_delete_and_overwrite_each_appear_once_in_order(archive_dir: 
         assert (await stow(client, changed)).status == 200
         replacement = instance_bytes("feed-study", "feed-series", 0, patient="OTHER^NAME")
         assert (await stow(client, replacement)).status == 200
+        refused = await client.post(  # a request that stores nothing records nothing
+            "/studies", data=b"not dicom", headers={"Content-Type": "application/dicom"}
+        )
+        assert refused.status == 409
+        assert (await client.delete(url)).status == 404  # deleted already
 
         entries = await feed(client, "?includemetadata=false")
 
