@@ -64,14 +64,18 @@ class StableStudies:
         latest = await self.catalog.latest_change()
         sequence = 0 if latest is None else latest[0].sequence
         tick = min(1.0, self.command.stable_seconds / 4)
+        unread = False  # only this server writes the feed while it runs: it says when
         while True:
             with contextlib.suppress(TimeoutError):
                 await asyncio.wait_for(self.catalog.feed_changed.wait(), tick)
-            self.catalog.feed_changed.clear()
-            try:
-                sequence = await self._read_after(sequence, loop.time())
-            except OSError as exc:  # the feed unreadable for a moment: try again next tick
-                logger.warning("--on-stable-study cannot read the change feed: %s", exc)
+                self.catalog.feed_changed.clear()
+                unread = True
+            if unread:
+                try:
+                    sequence = await self._read_after(sequence, loop.time())
+                    unread = False
+                except OSError as exc:  # unreadable for a moment: again at the next tick
+                    logger.warning("--on-stable-study cannot read the change feed: %s", exc)
             self._start_stable(loop.time())
 
     async def _read_after(self, sequence: int, now: float) -> int:
