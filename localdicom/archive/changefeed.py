@@ -143,13 +143,14 @@ class ChangeFeed:
             for change in changes:
                 sequence += 1
                 if path is None or sequence - _first(path) >= self.segment_entries:
-                    path = self.folder / f"{sequence:020d}{SUFFIX}"
-                entry = FeedEntry(sequence, moment, *dataclasses.astuple(change))
+                    path = _segment(self.folder, sequence)
+                entry = FeedEntry(sequence, moment, *_fields(change))
                 lines.setdefault(path, []).append(_line(entry))
                 entries.append(entry)
             self._write(lines, fsync, new_segment=path != tail.path)
             self._tail = _Tail(path, path.stat().st_size, sequence, moment)
-            self._drop_old()
+            if path != tail.path:
+                self._drop_old()
         return entries
 
     @contextlib.contextmanager
@@ -165,16 +166,20 @@ class ChangeFeed:
 
     def _current_tail(self) -> _Tail:
         """The last segment, sequence and timestamp: remembered from this process's last
-        append unless the segment changed since (another process appended)."""
+        append unless another process appended since (the segment grew, or the next one,
+        named by the next sequence, was begun)."""
+        known = self._tail
+        if known is not None and known.path is not None:
+            with contextlib.suppress(OSError):
+                grown = known.path.stat().st_size != known.size
+                if not grown and not _segment(self.folder, known.sequence + 1).exists():
+                    return known
         segments = self.segments()
         if not segments:
             dropped = self.dropped()
             return _Tail(None, 0, dropped.last, dropped.last_time)
         path = segments[-1]
-        size = path.stat().st_size
-        if self._tail is not None and self._tail.path == path and self._tail.size == size:
-            return self._tail
-        data, size = _cut_partial_line(path, size)
+        data, size = _cut_partial_line(path)
         last = _parse(data.rsplit(b"\n", 2)[-2]) if data else None
         if last is None:
             return _Tail(path, size, _first(path) - 1, self.dropped().last_time)
@@ -334,9 +339,18 @@ def _first(path: Path) -> int:
     return int(path.stem)
 
 
+def _segment(folder: Path, first: int) -> Path:
+    return folder / f"{first:020d}{SUFFIX}"
+
+
+def _fields(change: Change) -> tuple[str, str, str, str, str]:
+    return change.action, change.study, change.series, change.sop, change.sop_class
+
+
 def _line(entry: FeedEntry) -> bytes:
-    fields = dataclasses.astuple(entry)[:-1]  # the state is worked out when read
-    return "\t".join(map(str, fields)).encode() + b"\n"
+    """The entry's line; its state is worked out when read, never stored."""
+    fields = (str(entry.sequence), entry.timestamp, entry.action, entry.study, entry.series)
+    return "\t".join((*fields, entry.sop, entry.sop_class)).encode() + b"\n"
 
 
 def _parse(line: bytes) -> FeedEntry | None:
@@ -373,10 +387,11 @@ def _first_entry(path: Path) -> FeedEntry | None:
     return _parse(line.rstrip(b"\n")) if line.endswith(b"\n") else None
 
 
-def _cut_partial_line(path: Path, size: int) -> tuple[bytes, int]:
+def _cut_partial_line(path: Path) -> tuple[bytes, int]:
     """The last few lines of a segment and its size, after cutting off a partial last line
     that a crash mid-append left (the caller holds the lock)."""
     with path.open("rb+") as fp:
+        size = fp.seek(0, os.SEEK_END)
         fp.seek(max(size - 4096, 0))
         data = fp.read()
         if data and not data.endswith(b"\n"):
