@@ -120,6 +120,7 @@ class ChangeFeed:
         self._tail: _Tail | None = None
         #: Closed segment -> sorted 64-bit hashes of its SOP Instance UIDs.
         self._hashes: dict[Path, np.ndarray] = {}
+        self._unflushed: set[Path] = set()
 
     @classmethod
     def of(cls, archive: Path) -> ChangeFeed:
@@ -131,7 +132,8 @@ class ChangeFeed:
 
     def append(self, changes: Iterable[Change], fsync: bool) -> list[FeedEntry]:
         """Record ``changes`` in order, numbered after the last recorded one; flushed once
-        if ``fsync`` (the caller's group commit, not one flush per change)."""
+        if ``fsync`` (the caller's group commit, not one flush per change), else left for
+        :meth:`flush`."""
         changes = list(changes)
         if not changes:
             return []
@@ -189,11 +191,20 @@ class ChangeFeed:
         for path, chunk in lines.items():
             with path.open("ab") as fp:
                 fp.write(b"".join(chunk))
-                if fsync:
-                    fp.flush()
-                    os.fsync(fp.fileno())
-        if fsync and new_segment:
-            fsync_path(self.folder)
+        touched = [*lines, *([self.folder] if new_segment else [])]
+        if fsync:
+            for path in touched:
+                fsync_path(path)
+        else:
+            self._unflushed.update(touched)
+
+    def flush(self) -> None:
+        """Make what this process appended without ``fsync`` durable: one flush of each
+        file written to (and of the folder, for a segment begun)."""
+        with self._mutex:
+            touched, self._unflushed = self._unflushed, set()
+        for path in touched:
+            fsync_path(path)
 
     def _drop_old(self) -> None:
         """Retention: the oldest segments beyond :attr:`segments_kept`, whole."""
