@@ -27,6 +27,7 @@ Instance UIDs are kept in memory as 64-bit hashes to skip segments that cannot h
 
 from __future__ import annotations
 
+import bisect
 import contextlib
 import dataclasses
 import fcntl
@@ -241,9 +242,10 @@ class ChangeFeed:
     def latest(self) -> FeedEntry | None:
         """The last change recorded, with its state (always current or deleted)."""
         for path in reversed(self.segments()):
-            entries = _read(path)
-            if entries:
-                return _own_state(entries[-1])
+            with contextlib.suppress(FileNotFoundError):
+                last = _last_entry(path)
+                if last is not None:
+                    return _own_state(last)
         return None
 
     def after(self, sequence: int, limit: int) -> list[FeedEntry]:
@@ -264,20 +266,22 @@ class ChangeFeed:
         is not known."""
         if start <= EPOCH and end >= END:  # no window: the offset is the sequence
             return self.after(offset, limit)
-        skip = offset - self._dropped_in(start, end)
-        found: list[FeedEntry] = []
-        for path in self._segments_at(start):
-            for entry in _read(path):
-                if entry.timestamp >= end:
-                    return self._with_states(found)
-                if entry.timestamp >= start:
-                    if skip > 0:
-                        skip -= 1
-                    else:
-                        found.append(entry)
-                        if len(found) >= limit:
-                            return self._with_states(found)
-        return self._with_states(found)
+        skip = max(offset - self._dropped_in(start, end), 0)
+        # timestamps never decrease with the sequence: the window is a run of sequences
+        page = self.after(self._first_at(start) - 1 + skip, limit)
+        return [entry for entry in page if entry.timestamp < end]
+
+    def _first_at(self, moment: str) -> int:
+        """The sequence of the first change kept at ``moment`` or later (one past the last
+        change if there is none), found by bisection."""
+        after_last = self.dropped().last + 1
+        for path in self._segments_at(moment):
+            lines = _lines(path)
+            index = bisect.bisect_left(lines, moment.encode(), key=_timestamp_of)
+            if index < len(lines):
+                return _first(path) + index
+            after_last = _first(path) + len(lines)
+        return after_last
 
     def _dropped_in(self, start: str, end: str) -> int:
         dropped = self.dropped()
@@ -314,14 +318,16 @@ class ChangeFeed:
             return entries
         last = entries[-1].sequence
         latest = {entry.sop: entry for entry in entries}
-        probe = np.array([hash(sop.encode()) for sop in latest], dtype=np.int64)
+        wanted = {sop.encode() for sop in latest}
+        probe = np.array([hash(sop) for sop in wanted], dtype=np.int64)
         segments = self._segments_from(last + 1)
         for index, path in enumerate(segments):
             closed = index < len(segments) - 1
-            if closed and not np.isin(probe, self._sop_hashes(path)).any():
+            if closed and not _any_in(probe, self._sop_hashes(path)):
                 continue
-            for entry in _read(path, max(last + 1 - _first(path), 0)):
-                if entry.sop in latest:
+            for line in _lines(path)[max(last + 1 - _first(path), 0) :]:
+                entry = _parse(line) if _sop_of(line) in wanted else None  # parse few
+                if entry is not None:
                     latest[entry.sop] = entry
         return [_state_after(entry, latest[entry.sop]) for entry in entries]
 
@@ -329,9 +335,27 @@ class ChangeFeed:
         hashes = self._hashes.get(path)
         if hashes is None:
             lines = _lines(path)
-            values = [hash(line.split(b"\t", 6)[5]) for line in lines if line.count(b"\t") == 6]
+            values = [hash(_sop_of(line)) for line in lines]
             hashes = self._hashes[path] = np.array(sorted(values), dtype=np.int64)
         return hashes
+
+
+def _any_in(probe: np.ndarray, hashes: np.ndarray) -> bool:
+    """Whether any of ``probe`` is in the sorted ``hashes``."""
+    if not len(hashes):
+        return False
+    at = np.searchsorted(hashes, probe).clip(max=len(hashes) - 1)
+    return bool((hashes[at] == probe).any())
+
+
+def _sop_of(line: bytes) -> bytes:
+    """The SOP Instance UID of a line, the next to last field, without parsing the rest."""
+    fields = line.rsplit(b"\t", 2)
+    return fields[1] if len(fields) == 3 else b""
+
+
+def _timestamp_of(line: bytes) -> bytes:
+    return line.split(b"\t", 2)[1] if line.count(b"\t") >= 2 else b""
 
 
 def _state_after(entry: FeedEntry, last: FeedEntry) -> FeedEntry:
@@ -387,6 +411,15 @@ def _read(path: Path, start: int = 0, count: int | None = None) -> list[FeedEntr
     if count is not None:
         lines = lines[:count]
     return [entry for entry in map(_parse, lines) if entry is not None]
+
+
+def _last_entry(path: Path) -> FeedEntry | None:
+    """The last whole line of a segment, read from its end."""
+    with path.open("rb") as fp:
+        size = fp.seek(0, os.SEEK_END)
+        fp.seek(max(size - 4096, 0))
+        lines = fp.read().split(b"\n")[:-1]  # a partial last line is left out
+    return _parse(lines[-1]) if lines else None
 
 
 def _first_entry(path: Path) -> FeedEntry | None:
