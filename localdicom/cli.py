@@ -130,13 +130,21 @@ def serve(
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if import_found:
         _found_outside_layout(archive, True, settings.workers)
-    if on_stable_study is not None:
-        try:
-            shlex.split(on_stable_study)
-        except ValueError as exc:
-            raise click.BadParameter(str(exc), param_hint="--on-stable-study") from None
-    stable = (on_stable_study, stable_seconds) if on_stable_study else None
+    stable = _stable_command(on_stable_study, stable_seconds)
     asyncio.run(_serve(settings, survey=None if import_found else archive, stable=stable))
+
+
+def _stable_command(command: str | None, seconds: float) -> tuple[str, float] | None:
+    """--on-stable-study and --stable-seconds, once CMD is known to split into words."""
+    if command is None:
+        return None
+    try:
+        words = shlex.split(command)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--on-stable-study") from None
+    if not words:
+        raise click.BadParameter("the command is empty", param_hint="--on-stable-study")
+    return command, seconds
 
 
 def _check_dicom_exposure(settings: Settings, insecure: bool) -> None:
