@@ -14,7 +14,9 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
+from localdicom.cli import main
 from tests.helpers import ct_slice, free_port, uid
 from tests.helpers.dimse import wait_for
 from tests.helpers.live import LiveServer, request
@@ -124,3 +126,14 @@ def test_a_failing_command_is_logged_and_the_server_keeps_serving(
         assert reply.status == 200 and json.loads(reply.body)["Sequence"] == 2
     finally:
         server.stop()
+
+
+@pytest.mark.parametrize("command", ["'unclosed quote", ""])
+def test_a_command_that_does_not_split_into_words_is_a_usage_error(
+    tmp_path: Path, command: str
+) -> None:
+    archive = tmp_path / "archive"
+    result = CliRunner().invoke(main, ["serve", str(archive), "--on-stable-study", command])
+    assert result.exit_code == 2
+    assert "--on-stable-study" in result.output and len(result.output.splitlines()) == 1
+    assert not archive.exists()  # refused before anything started
