@@ -69,7 +69,7 @@ class Archive(Layout):
     def commit_uploads(
         self, uploads: list[Upload], replacing: Collection[str] = ()
     ) -> list[sidecar.StoredInstance | OSError]:
-        """Place several prepared uploads, record them in the change feed (an update for
+        """Place several prepared uploads, each recorded in the change feed (an update for
         the SOP Instance UIDs in ``replacing``, else a create), then flush each folder they
         went to once: a group commit, one flush of the feed and of each folder for a batch
         instead of one per instance. Each upload gets its instance, or the error that kept
@@ -82,33 +82,31 @@ class Archive(Layout):
         any upload of the batch is acknowledged."""
         results: list[sidecar.StoredInstance | OSError] = []
         folders: list[Path] = []
-        changes: list[Change] = []
         for upload in uploads:
+            action = "update" if upload.header.sop_uid in replacing else "create"
             try:
-                stored, touched = self._place(upload)
+                stored, touched = self._place(upload, action)
             except OSError as exc:
                 results.append(exc)
                 continue
             results.append(stored)
             folders += touched
-            action = "update" if upload.header.sop_uid in replacing else "create"
-            changes.append(_change(action, upload.header))
         try:
-            self.changes.append(changes, fsync=False)
             self._flush(folders)
         except OSError as exc:
             return [exc for _ in results]
         return results
 
-    def _place(self, upload: Upload) -> tuple[sidecar.StoredInstance, list[Path]]:
-        """Move an upload into place with its sidecar, replacing any old copy; a sidecar not
-        written yet (:attr:`Upload.sidecar` None) is written here. Returns the folders whose
-        entries changed.
+    def _place(self, upload: Upload, action: str) -> tuple[sidecar.StoredInstance, list[Path]]:
+        """Move an upload into place with its sidecar, replacing any old copy, and record
+        the ``action`` in the change feed; a sidecar not written yet (:attr:`Upload.sidecar`
+        None) is written here. Returns the folders whose entries changed.
 
-        Everything that needs space (folders, the sidecar) is written before anything is
-        replaced, so an OSError (a full disk) leaves the archive as it was; only the two
-        renames follow. A crash between them leaves a .dcm whose sidecar is missing or
-        stale, which the next start regenerates."""
+        Everything that needs space (folders, the sidecar, the feed's line) is written
+        before anything is replaced, so an OSError (a full disk) leaves the archive as it
+        was: no instance is stored that the feed does not record. Only the two renames
+        follow. A crash between them leaves a .dcm whose sidecar is missing or stale, which
+        the next start regenerates."""
         header = upload.header
         target = self.instance_file(header.study_uid, header.series_uid, header.sop_uid)
         created = self._make_folders(target.parent)
@@ -120,6 +118,7 @@ class Archive(Layout):
             document = sidecar.document(header, upload.digest, stat.st_size, stat.st_mtime_ns)
             written = write_temporary(sidecar_of(target), document, self.fsync)
         try:
+            self.changes.append([_change(action, header)], fsync=False)
             os.replace(upload.path, target)
             os.replace(written, sidecar_of(target))
         except BaseException:  # renamed, it is gone: no unlink that fails on every commit
