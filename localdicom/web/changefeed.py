@@ -71,7 +71,7 @@ async def latest(request: web.Request) -> web.Response:
     return web.Response(body=orjson.dumps(_entry(*found, root)), content_type=JSON)
 
 
-def _entry(entry: FeedEntry, metadata: dict[str, Any] | None, root: str | None) -> dict:
+def _entry(entry: FeedEntry, metadata: dict[str, Any] | None, root: str | None) -> dict[str, Any]:
     shown: dict[str, Any] = {
         "Sequence": entry.sequence,
         "StudyInstanceUid": entry.study,
