@@ -286,6 +286,20 @@ def test_direct_import_is_recorded_and_read_by_the_python_reader(tmp_path: Path)
     assert {(entry.action, entry.state, entry.sop_class) for entry in entries} == {
         ("create", "current", class_uid)
     }
+    changed = tmp_path / "changed"
+    changed.mkdir()
+    (changed / "IM1").write_bytes(instance_bytes("import", "import-series", 1, patient="NEW^P"))
+    assert run_import([changed], archive, ImportOptions(workers=1)).stored == 0  # a conflict
+    report = run_import([changed], archive, ImportOptions(overwrite=True, workers=1))
+    assert report.stored == 1
+    entries = ChangeFeed.of(archive).after(0, 100)
+    replaced = [e.state for e in entries if e.sop == uid("import-series/1")]
+    assert (entries[-1].sequence, entries[-1].action, entries[-1].sop) == (
+        4,
+        "update",
+        uid("import-series/1"),
+    )
+    assert replaced == ["replaced", "current"]
 
 
 def test_store_delete_overwrite_and_import_in_order_across_a_restart(tmp_path: Path) -> None:
