@@ -293,13 +293,13 @@ def test_direct_import_is_recorded_and_read_by_the_python_reader(tmp_path: Path)
     report = run_import([changed], archive, ImportOptions(overwrite=True, workers=1))
     assert report.stored == 1
     entries = ChangeFeed.of(archive).after(0, 100)
-    replaced = [e.state for e in entries if e.sop == uid("import-series/1")]
+    states = [e.state for e in entries if e.sop == uid("import-series/1")]
     assert (entries[-1].sequence, entries[-1].action, entries[-1].sop) == (
         4,
         "update",
         uid("import-series/1"),
     )
-    assert replaced == ["replaced", "current"]
+    assert states == ["replaced", "current"]
 
 
 def test_store_delete_overwrite_and_import_in_order_across_a_restart(tmp_path: Path) -> None:
