@@ -105,8 +105,9 @@ class Archive(Layout):
         Everything that needs space (folders, the sidecar, the feed's line) is written
         before anything is replaced, so an OSError (a full disk) leaves the archive as it
         was: no instance is stored that the feed does not record. Only the two renames
-        follow. A crash between them leaves a .dcm whose sidecar is missing or stale, which
-        the next start regenerates."""
+        follow (one that fails leaves a change in the feed whose instance is not there, the
+        lesser harm for a follower than an instance it never hears of). A crash between them
+        leaves a .dcm whose sidecar is missing or stale, which the next start regenerates."""
         header = upload.header
         target = self.instance_file(header.study_uid, header.series_uid, header.sop_uid)
         created = self._make_folders(target.parent)
