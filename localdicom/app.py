@@ -21,6 +21,7 @@ from localdicom.samples import store_samples
 from localdicom.settings import Settings
 from localdicom.web import (
     bulkdata,
+    changefeed,
     delete,
     frames,
     home,
@@ -82,6 +83,8 @@ ROUTES = [
     ("POST", f"{SERIES}/reject/{{code}}", delete.reject),
     ("POST", f"{INSTANCE}/reject/{{code}}", delete.reject),
     ("GET", "/wado", wado_uri.wado),
+    ("GET", "/changefeed", changefeed.feed),
+    ("GET", "/changefeed/latest", changefeed.latest),
 ]
 
 

@@ -21,7 +21,7 @@ from aiohttp import web
 from aiohttp.abc import AbstractAccessLogger
 
 from localdicom import __version__
-from localdicom.app import DIMSE, make_app
+from localdicom.app import CATALOG, DIMSE, make_app
 from localdicom.archive import Layout, announce_server, sidecar, withdraw_server
 from localdicom.console import EXIT_CODES, Bar
 from localdicom.export import export
@@ -38,6 +38,7 @@ from localdicom.importer import (
 from localdicom.listing import format_table, human_size, list_studies, listing_rows
 from localdicom.reindex import reindex
 from localdicom.settings import Settings, options
+from localdicom.stable import StableCommand, watching
 from localdicom.trashbin import trash
 from localdicom.web.security import browser_link, is_loopback_address
 from localdicom.web.viewer import check_dist
@@ -120,7 +121,14 @@ def main() -> None:
 @main.command()
 @click.argument("archive", type=click.Path(file_okay=False, path_type=Path))
 @options("serve")
-def serve(archive: Path, import_found: bool, insecure: bool, **chosen: Any) -> None:
+def serve(
+    archive: Path,
+    import_found: bool,
+    insecure: bool,
+    on_stable_study: str | None,
+    stable_seconds: float,
+    **chosen: Any,
+) -> None:
     """Serve ARCHIVE (created if absent) over DICOMweb, and over DICOM with --dicom-port.
 
     \b
@@ -129,6 +137,7 @@ def serve(archive: Path, import_found: bool, insecure: bool, **chosen: Any) -> N
       curl http://127.0.0.1:8042/v1/studies
       localdicom serve ~/folder-with-dicom-files --import-found
       localdicom serve ./archive --dicom-port 11112 --dicom-peer ORTHANC=127.0.0.1:4242
+      localdicom serve ./archive --on-stable-study './segment.sh' --stable-seconds 30
     """
     settings = Settings(archive=archive.resolve(), **chosen)
     _check_exposure(settings.host, settings.token, insecure)
@@ -142,7 +151,21 @@ def serve(archive: Path, import_found: bool, insecure: bool, **chosen: Any) -> N
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if import_found:
         _found_outside_layout(archive, True, settings.workers)
-    asyncio.run(_serve(settings, survey=None if import_found else archive))
+    stable = _stable_command(on_stable_study, stable_seconds)
+    asyncio.run(_serve(settings, survey=None if import_found else archive, stable=stable))
+
+
+def _stable_command(command: str | None, seconds: float) -> tuple[str, float] | None:
+    """--on-stable-study and --stable-seconds, once CMD is known to split into words."""
+    if command is None:
+        return None
+    try:
+        words = shlex.split(command)
+    except ValueError as exc:
+        raise click.BadParameter(str(exc), param_hint="--on-stable-study") from None
+    if not words:
+        raise click.BadParameter("the command is empty", param_hint="--on-stable-study")
+    return command, seconds
 
 
 def _check_dicom_exposure(settings: Settings, insecure: bool) -> None:
@@ -169,9 +192,12 @@ def _check_exposure(host: str, token: str | None, insecure: bool) -> None:
     )
 
 
-async def _serve(settings: Settings, survey: Path | None) -> None:
+async def _serve(
+    settings: Settings, survey: Path | None, stable: tuple[str, float] | None = None
+) -> None:
     """Run until SIGINT or SIGTERM, announcing the server in the archive meanwhile so that
-    ``localdicom import`` stores through it rather than behind its back. Once serving, say
+    ``localdicom import`` stores through it rather than behind its back, and running the
+    ``stable`` (--on-stable-study, --stable-seconds) command meanwhile. Once serving, say
     what the ``survey`` folder holds outside the layout: walking a large archive takes
     seconds, which neither the first answer nor the index rebuild should wait for."""
     runner = web.AppRunner(make_app(settings), access_log_class=RequestLog)
@@ -198,8 +224,10 @@ async def _serve(settings: Settings, survey: Path | None) -> None:
     loop = asyncio.get_running_loop()
     for signal_number in (signal.SIGINT, signal.SIGTERM):
         loop.add_signal_handler(signal_number, stopping.set)
+    command = stable and StableCommand(*stable, settings.archive, url, settings.token)
     try:
-        await stopping.wait()
+        async with watching(runner.app[CATALOG], command):
+            await stopping.wait()
     finally:
         withdraw_server(layout, url)
         await runner.cleanup()

@@ -271,6 +271,31 @@ OPTIONS: tuple[Option, ...] = (
             "may connect."
         },
     ),
+    # serve: what runs when a study has arrived
+    Option(
+        "on_stable_study",
+        ("--on-stable-study",),
+        str | None,
+        None,
+        metavar="CMD",
+        in_settings=False,
+        help={
+            "serve": "Run CMD (split as a shell would, run without one) for each study that "
+            "received no instance for --stable-seconds, with LOCALDICOM_STUDY_UID, "
+            "LOCALDICOM_ARCHIVE and LOCALDICOM_URL in its environment; again whenever the "
+            "study receives more. Failures are logged."
+        },
+    ),
+    Option(
+        "stable_seconds",
+        ("--stable-seconds",),
+        float,
+        60.0,
+        type=click.FloatRange(min=0, min_open=True),
+        show_default=True,
+        in_settings=False,
+        help={"serve": "Seconds without a new instance after which a study counts as complete."},
+    ),
     # import: into which archive, and how
     Option(
         "archive",

@@ -311,7 +311,7 @@ async def test_full_disk_is_507_a700_and_writes_nothing(
     assert (await stow(stocked.client, data, content_type)).status == 200
 
 
-async def test_full_disk_for_every_part_is_507_and_for_some_parts_202(
+async def test_full_disk_for_every_part_is_507_and_for_the_change_feed_too(
     stocked: Stocked, monkeypatch
 ):
     first, second, third = (new_instance()[1] for _ in range(3))
@@ -326,18 +326,20 @@ async def test_full_disk_for_every_part_is_507_and_for_some_parts_202(
     assert answer.status == 409, answer.text
     assert failure_reasons(answer) == [0xC000, 0xA700]
     await stocked.assert_unchanged()
-    # room for the first instance and its sidecar, then for the second but not its sidecar
+    # room for the second instance and its sidecar, then for the third but not its sidecar:
+    # the disk is then full, and the second cannot be recorded in the change feed either,
+    # so it is not stored (no instance the feed does not list)
     disk.free = None
     assert (await stow(stocked.client, multipart(first))).status == 200
+    await stocked.take_snapshot()
     sidecar = next(stocked.archive.rglob("*.json"), None)
     assert sidecar is not None
     disk.free = len(second) + len(third) + sidecar.stat().st_size * 3 // 2
     answer = await stow(stocked.client, multipart(second, third))
-    assert answer.status == 202, answer.text
-    assert failure_reasons(answer) == [0xA700]
-    assert len(answer.json()["00081199"]["Value"]) == 1
+    assert answer.status == 507, answer.text
+    assert failure_reasons(answer) == [0xA700, 0xA700]
     assert temporary_files(stocked.archive) == []
-    assert list((stocked.archive / ".incoming").iterdir()) == []
+    await stocked.assert_unchanged()
 
 
 async def test_full_disk_during_overwrite_keeps_the_stored_instance(

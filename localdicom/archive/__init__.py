@@ -2,11 +2,12 @@
 
 :mod:`.layout` names every path, :mod:`.sidecar` owns the sidecar format, :mod:`.snapshot`
 the index snapshot, :mod:`.scan` the startup read, :mod:`.upload` instances on their way in,
-:mod:`.archive` the writes, :mod:`.trash` what was removed, and :mod:`.lock` who may
-write.
+:mod:`.archive` the writes, :mod:`.trash` what was removed, :mod:`.changefeed` the log of
+the changes, and :mod:`.lock` who may write.
 """
 
 from localdicom.archive.archive import Archive
+from localdicom.archive.changefeed import Change, ChangeFeed, FeedEntry, WindowGone
 from localdicom.archive.layout import Layout
 from localdicom.archive.lock import (
     ArchiveBusy,
@@ -23,6 +24,9 @@ from localdicom.archive.upload import StagingFile, Upload, prepare_upload
 __all__ = [
     "Archive",
     "ArchiveBusy",
+    "Change",
+    "ChangeFeed",
+    "FeedEntry",
     "Layout",
     "ScanReport",
     "StagingFile",
@@ -31,6 +35,7 @@ __all__ = [
     "Trashed",
     "Upload",
     "Why",
+    "WindowGone",
     "announce_server",
     "archive_lock",
     "prepare_upload",

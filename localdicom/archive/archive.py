@@ -8,16 +8,20 @@ blocking: callers run it in a worker thread.
 
 from __future__ import annotations
 
+import functools
 import os
 import shutil
+from collections.abc import Collection
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from localdicom.archive import sidecar
+from localdicom.archive.changefeed import Change, ChangeFeed
 from localdicom.archive.files import fsync_path, write_atomically, write_temporary
 from localdicom.archive.layout import Layout, sidecar_of
 from localdicom.archive.trash import Trash, Why
 from localdicom.archive.upload import StagingFile, Upload
-from localdicom.dicom.header import ByteRange
+from localdicom.dicom.header import ByteRange, Header
 
 
 class Archive(Layout):
@@ -27,6 +31,7 @@ class Archive(Layout):
         super().__init__(root)
         self.fsync = fsync
         self.trash = Trash(self, fsync)
+        self.changes = ChangeFeed(self.changefeed)
 
     def prepare(self) -> None:
         """Create the archive folder and its upload area if they do not exist yet."""
@@ -63,36 +68,48 @@ class Archive(Layout):
 
     # placing -------------------------------------------------------------------------------
 
-    def commit_uploads(self, uploads: list[Upload]) -> list[sidecar.StoredInstance | OSError]:
-        """Place several prepared uploads, then flush each folder they went to once: a
-        group commit, one flush of each folder for a batch instead of one per instance. Each
-        upload gets its instance, or the error that kept it out (all of them if the flush
-        failed: then none is known to be durable)."""
+    def commit_uploads(
+        self, uploads: list[Upload], replacing: Collection[str] = ()
+    ) -> list[sidecar.StoredInstance | OSError]:
+        """Place several prepared uploads, each recorded in the change feed (an update for
+        the SOP Instance UIDs in ``replacing``, else a create), then flush each folder they
+        went to once: a group commit, one flush of the feed and of each folder for a batch
+        instead of one per instance. Each upload gets its instance, or the error that kept
+        it out (all of them if a flush failed: then none is known to be durable).
+
+        The feed is flushed beside the folders, in another thread, so that the file
+        system can make both durable in one journal commit: flushed after them, it cut the
+        rate of uploads sent one at a time by about 45 % (in-process A/B, 120 512x512 CT
+        slices, 3 rounds); beside them it cost nothing measurable. Both are flushed before
+        any upload of the batch is acknowledged."""
         results: list[sidecar.StoredInstance | OSError] = []
         folders: list[Path] = []
         for upload in uploads:
+            action = "update" if upload.header.sop_uid in replacing else "create"
             try:
-                stored, touched = self._place(upload)
+                stored, touched = self._place(upload, action)
             except OSError as exc:
                 results.append(exc)
                 continue
             results.append(stored)
             folders += touched
         try:
-            self._flush_folders(folders)
+            self._flush(folders)
         except OSError as exc:
             return [exc for _ in results]
         return results
 
-    def _place(self, upload: Upload) -> tuple[sidecar.StoredInstance, list[Path]]:
-        """Move an upload into place with its sidecar, replacing any old copy; a sidecar not
-        written yet (:attr:`Upload.sidecar` None) is written here. Returns the folders whose
-        entries changed.
+    def _place(self, upload: Upload, action: str) -> tuple[sidecar.StoredInstance, list[Path]]:
+        """Move an upload into place with its sidecar, replacing any old copy, and record
+        the ``action`` in the change feed; a sidecar not written yet (:attr:`Upload.sidecar`
+        None) is written here. Returns the folders whose entries changed.
 
-        Everything that needs space (folders, the sidecar) is written before anything is
-        replaced, so an OSError (a full disk) leaves the archive as it was; only the two
-        renames follow. A crash between them leaves a .dcm whose sidecar is missing or
-        stale, which the next start regenerates."""
+        Everything that needs space (folders, the sidecar, the feed's line) is written
+        before anything is replaced, so an OSError (a full disk) leaves the archive as it
+        was: no instance is stored that the feed does not record. Only the two renames
+        follow (one that fails leaves a change in the feed whose instance is not there, the
+        lesser harm for a follower than an instance it never hears of). A crash between them
+        leaves a .dcm whose sidecar is missing or stale, which the next start regenerates."""
         header = upload.header
         target = self.instance_file(header.study_uid, header.series_uid, header.sop_uid)
         created = self._make_folders(target.parent)
@@ -104,6 +121,7 @@ class Archive(Layout):
             document = sidecar.document(header, upload.digest, stat.st_size, stat.st_mtime_ns)
             written = write_temporary(sidecar_of(target), document, self.fsync)
         try:
+            self.changes.append([_change(action, header)], fsync=False)
             os.replace(upload.path, target)
             os.replace(written, sidecar_of(target))
         except BaseException:  # renamed, it is gone: no unlink that fails on every commit
@@ -112,12 +130,17 @@ class Archive(Layout):
         folders = [target.parent, *(each.parent for each in created)]
         return sidecar.StoredInstance(header, stat.st_size, upload.digest), folders
 
-    def _flush_folders(self, folders: list[Path]) -> None:
-        """Make renames into ``folders``, and the entries of new folders, durable (each
-        folder flushed once)."""
-        if self.fsync:
+    def _flush(self, folders: list[Path]) -> None:
+        """Make renames into ``folders``, the entries of new folders (each folder flushed
+        once) and the change feed durable."""
+        if not self.fsync:
+            return
+        feed = _feed_flusher().submit(self.changes.flush)
+        try:
             for folder in dict.fromkeys(folders):
                 fsync_path(folder)
+        finally:
+            feed.result()
 
     def _make_folders(self, folder: Path) -> list[Path]:
         """Create ``folder`` and missing parents inside the archive; the ones created."""
@@ -183,3 +206,13 @@ class Archive(Layout):
         """Drop the cached thumbnails of an instance that was deleted or replaced."""
         for path in self.thumbnails_of(sop):
             path.unlink(missing_ok=True)
+
+
+def _change(action: str, header: Header) -> Change:
+    return Change(action, header.study_uid, header.series_uid, header.sop_uid, header.sop_class_uid)
+
+
+@functools.cache
+def _feed_flusher() -> ThreadPoolExecutor:
+    """The thread that flushes the change feed beside a commit's folders."""
+    return ThreadPoolExecutor(1, thread_name_prefix="feed-flush")

@@ -8,6 +8,7 @@
     ARCHIVE/.cache/thumbnails/            rendered thumbnails
     ARCHIVE/.trash/                       what DELETE and --overwrite removed (:mod:`.trash`)
     ARCHIVE/.index-snapshot               the index as saved at the last start or stop
+    ARCHIVE/.changefeed/                  the change feed (:mod:`.changefeed`)
     ARCHIVE/.localdicom-server            the server running on the archive, if any
     ARCHIVE/.import.lock                  held by an import or reindex writing directly
 
@@ -47,6 +48,7 @@ class Layout:
         self.thumbnails = root / ".cache" / "thumbnails"
         self.trash_dir = root / ".trash"
         self.snapshot = root / SNAPSHOT
+        self.changefeed = root / ".changefeed"
         self.server_file = root / SERVER_FILE
         self.lock_file = root / ".import.lock"
         #: Staging names: a random prefix drawn once, then a counter (no syscall per upload).

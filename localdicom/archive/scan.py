@@ -67,11 +67,11 @@ def clean_incoming(layout: Layout) -> int:
 
 
 def clean_temporary(layout: Layout) -> int:
-    """Delete temporary files of interrupted atomic writes in the archive folder and the
-    thumbnail cache (series folders are cleaned by :func:`scan_series`)."""
+    """Delete temporary files of interrupted atomic writes in the archive folder, the
+    thumbnail cache and the change feed (series folders are cleaned by :func:`scan_series`)."""
     leftovers = [
         path
-        for folder in (layout.root, layout.thumbnails)
+        for folder in (layout.root, layout.thumbnails, layout.changefeed)
         if folder.is_dir()
         for path in folder.glob(TEMPORARY_GLOB)
     ]

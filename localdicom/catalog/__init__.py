@@ -6,7 +6,7 @@ The index's record types, :class:`Upload` (an instance received and not yet comm
 reach the index or the archive.
 """
 
-from localdicom.archive import Upload, Why
+from localdicom.archive import FeedEntry, Upload, Why, WindowGone
 from localdicom.catalog.catalog import Catalog, OpenReport, RemovalFailed
 from localdicom.catalog.ingest import (
     Decision,
@@ -24,6 +24,7 @@ __all__ = [
     "Catalog",
     "Decision",
     "FailureReason",
+    "FeedEntry",
     "InstanceRecord",
     "Match",
     "OpenReport",
@@ -36,6 +37,7 @@ __all__ = [
     "StudyRecord",
     "Upload",
     "Why",
+    "WindowGone",
     "conflict_message",
     "decide",
 ]

@@ -16,10 +16,21 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable
 from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass
+from datetime import datetime
 from pathlib import Path
 from typing import Any
 
-from localdicom.archive import Archive, ScanReport, Upload, Why, prepare_upload, sidecar
+from localdicom.archive import (
+    Archive,
+    Change,
+    FeedEntry,
+    ScanReport,
+    Upload,
+    Why,
+    changefeed,
+    prepare_upload,
+    sidecar,
+)
 from localdicom.archive.upload import remove as remove_upload
 from localdicom.catalog import metadata, opening, searching
 from localdicom.catalog.ingest import (
@@ -42,6 +53,7 @@ Placing = tuple[Upload, "asyncio.Future[Stored]", "InstanceRecord | None"]
 #: Why a DELETE removed instances, unless the caller says otherwise; why --overwrite did.
 DELETED = Why("delete")
 REPLACED = Why("overwrite", "a different instance stored with its SOP Instance UID")
+SOP_CLASS_UID = "00080016"
 #: Series metadata kept in memory, gzipped and not, at most.
 METADATA_CACHE_BYTES = 64 * 1024 * 1024
 
@@ -88,6 +100,8 @@ class Catalog:
         self._uploads: set[Path] = set()
         self._skipped: opening.Skipped = {}
         self._metadata = metadata.ResponseCache(METADATA_CACHE_BYTES)
+        #: Set whenever the change feed may have grown (:mod:`localdicom.stable` waits on it).
+        self.feed_changed = asyncio.Event()
 
     async def open(self) -> OpenReport:
         """Rebuild the index from the archive (creating it if absent). Nothing is served
@@ -385,8 +399,10 @@ class Catalog:
         if not placing:
             return
         uploads = [received for received, _, _ in placing]
-        results = await asyncio.to_thread(self.archive.commit_uploads, uploads)
+        replacing = {received.header.sop_uid for received, _, old in placing if old is not None}
+        results = await asyncio.to_thread(self.archive.commit_uploads, uploads, replacing)
         await asyncio.to_thread(self._seal_replaced, kept, results)
+        self.feed_changed.set()
         for (received, stored, existing), result in zip(placing, results, strict=True):
             if isinstance(result, OSError):
                 _settle(stored, _out_of_resources(result, received.header))
@@ -438,6 +454,53 @@ class Catalog:
         else:
             await self._forget([existing])
 
+    # the change feed ------------------------------------------------------------------------
+
+    async def changes(
+        self,
+        start: datetime | None,
+        end: datetime | None,
+        offset: int,
+        limit: int,
+        root: str | None = None,
+    ) -> list[tuple[FeedEntry, dict[str, Any] | None]]:
+        """A page of the change feed in Microsoft's v2 paging (``offset`` and ``limit`` over
+        the changes timed from ``start`` to ``end``, None: unbounded; see
+        :meth:`ChangeFeed.window`), each with the current DICOM JSON of its instance
+        (BulkDataURIs under ``root``) when ``root`` is given and the instance is stored.
+        Raises :class:`WindowGone`."""
+        window = (changefeed.EPOCH if start is None else changefeed.timestamp(start),)
+        window += (changefeed.END if end is None else changefeed.timestamp(end),)
+        feed = self.archive.changes
+        entries = await asyncio.to_thread(feed.window, *window, offset, limit)
+        return await self._with_metadata(entries, root)
+
+    async def changes_after(
+        self, sequence: int, limit: int, root: str | None = None
+    ) -> list[tuple[FeedEntry, dict[str, Any] | None]]:
+        """Up to ``limit`` changes numbered after ``sequence`` (Microsoft's v1 paging)."""
+        entries = await asyncio.to_thread(self.archive.changes.after, sequence, limit)
+        return await self._with_metadata(entries, root)
+
+    async def latest_change(
+        self, root: str | None = None
+    ) -> tuple[FeedEntry, dict[str, Any] | None] | None:
+        entry = await asyncio.to_thread(self.archive.changes.latest)
+        if entry is None:
+            return None
+        return (await self._with_metadata([entry], root))[0]
+
+    async def _with_metadata(
+        self, entries: list[FeedEntry], root: str | None
+    ) -> list[tuple[FeedEntry, dict[str, Any] | None]]:
+        """Microsoft's Metadata: the current DICOM JSON if the instance exists (records
+        chosen on the loop, sidecars read in a thread)."""
+        if root is None:
+            return [(entry, None) for entry in entries]
+        records = [self.index.instances.get(entry.sop) for entry in entries]
+        found = await asyncio.to_thread(metadata.of_instances, self.read_header, records, root)
+        return list(zip(entries, found, strict=True))
+
     # deleting --------------------------------------------------------------------------------
 
     async def delete_instance(self, study: str, series: str, sop: str, why: Why = DELETED) -> bool:
@@ -446,29 +509,57 @@ class Catalog:
             record = self.index.instance_in(study, series, sop)
             if record is None:
                 return False
-            if not self.keep_removed:
+            deleted = self._deletions([record])
+            if self.keep_removed:
+                self.index.remove_instance(sop)
+                move = functools.partial(self.archive.trash_instances, [(study, series, sop)], why)
+                await self._trash([record], why, move)
+            else:
                 await self._forget([record])
-                return True
-            self.index.remove_instance(sop)
-            move = functools.partial(self.archive.trash_instances, [(study, series, sop)], why)
-            await self._trash([record], why, move)
+            await self._record(deleted)
             return True
 
     async def delete_series(self, study: str, series: str, why: Why = DELETED) -> bool:
         async with self._commit_lock:
             if self.index.series_in(study, series) is None:
                 return False
+            deleted = self._deletions(self.index.instances_of(study, series))
             removed = self.index.remove_series(series)
             await self._remove_tree(study, series, removed, why)
+            await self._record(deleted)
             return True
 
     async def delete_study(self, study: str, why: Why = DELETED) -> bool:
         async with self._commit_lock:
+            deleted = self._deletions(self.index.instances_of(study))
             removed = self.index.remove_study(study)
             if not removed:
                 return False
             await self._remove_tree(study, None, removed, why)
+            await self._record(deleted)
             return True
+
+    def _deletions(self, records: list[InstanceRecord]) -> list[Change]:
+        """The change feed's delete entries of instances still in the index."""
+        return [
+            Change(
+                "delete",
+                record.study,
+                record.series,
+                record.sop,
+                _first_value(self.index.attributes(record, (SOP_CLASS_UID,))),
+            )
+            for record in records
+        ]
+
+    async def _record(self, changes: list[Change]) -> None:
+        """Append deletions to the change feed; the instances are gone already, so a feed
+        that cannot be written is logged, not the request's failure."""
+        try:
+            await asyncio.to_thread(self.archive.changes.append, changes, self.archive.fsync)
+        except OSError as exc:
+            logger.warning("the change feed could not record %d deletions: %s", len(changes), exc)
+        self.feed_changed.set()
 
     async def _remove_tree(
         self, study: str, series: str | None, records: list[InstanceRecord], why: Why
@@ -530,6 +621,13 @@ class Catalog:
         for entry in purged:
             logger.info("trash: purged .trash/%s (%d instances)", entry.name, len(entry.instances))
         return len(purged)
+
+
+def _first_value(attributes: dict[str, Any]) -> str:
+    """The first value of the one attribute of a DICOM JSON object, or ""."""
+    for element in attributes.values():
+        return str((element.get("Value") or [""])[0])
+    return ""
 
 
 def _unwritten(decision: Decision, header: Header) -> Stored | StoreFailed:

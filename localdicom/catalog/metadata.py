@@ -10,7 +10,8 @@ from __future__ import annotations
 import gzip
 import hashlib
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
+from typing import Any
 
 import orjson
 
@@ -30,6 +31,23 @@ def document(headers: list[Header], root: str) -> bytes:
     return orjson.dumps([header.metadata for header in headers]).replace(
         b'"BulkDataURI":"', b'"BulkDataURI":"' + root.encode() + b"/"
     )
+
+
+def of_instances(
+    read_header: Callable[[InstanceRecord], Header],
+    records: Sequence[InstanceRecord | None],
+    root: str,
+) -> list[dict[str, Any] | None]:
+    """The DICOM JSON of each instance, BulkDataURIs under ``root``; None for a record that
+    is None or whose sidecar cannot be read (deleted meanwhile). Blocking."""
+    found: list[dict[str, Any] | None] = []
+    for record in records:
+        try:
+            header = None if record is None else read_header(record)
+        except (OSError, ValueError, KeyError, TypeError):
+            header = None
+        found.append(None if header is None else orjson.loads(document([header], root))[0])
+    return found
 
 
 def compress(body: bytes) -> bytes:

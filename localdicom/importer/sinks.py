@@ -97,7 +97,9 @@ class DirectSink:
         kept = self._keep(existing, header.sop_uid)
         incoming = self._incoming(item, report)
         try:
-            (result,) = self.archive.commit_uploads([Upload(incoming, header, item.digest)])
+            replacing = () if existing is None else (header.sop_uid,)  # an update in the feed
+            upload = Upload(incoming, header, item.digest)
+            (result,) = self.archive.commit_uploads([upload], replacing)
         finally:
             if incoming != item.source.path:
                 incoming.unlink(missing_ok=True)
