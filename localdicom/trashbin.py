@@ -128,7 +128,7 @@ def _restore_here(archive: Archive, chosen: Iterable[Trashed]) -> RestoreReport:
         stored = present.get(trashed.sop)
         try:
             if stored is None:
-                present[trashed.sop] = archive.trash.put_back(trashed)
+                present[trashed.sop] = archive.put_back(trashed)
                 report.restored.append(trashed)
             elif _digest(stored) == _digest(trashed.path):
                 archive.trash.forget(trashed)

@@ -16,7 +16,7 @@ import click
 import pytest
 from click.testing import CliRunner
 
-from localdicom.archive import Archive, Why
+from localdicom.archive import Archive, ChangeFeed, Why
 from localdicom.archive import trash as trash_module
 from localdicom.cli import main
 from localdicom.dicom.rejection import REJECTION_REASONS, UnknownRejection, rejection_code
@@ -97,6 +97,12 @@ async def test_delete_then_restore_is_byte_identical(archive_dir: Path, level: s
     assert {each.sop for each in report.restored} == removed
     assert report.exit_code == 0
     assert not list((archive_dir / ".trash").iterdir())
+    # the change feed: the deletes, then the restored instances created again
+    changes = ChangeFeed.of(archive_dir).after(len(ORIGINALS), 100)
+    assert [each.action for each in changes] == ["delete"] * len(removed) + ["create"] * len(
+        removed
+    )
+    assert {each.sop for each in changes} == removed
     async with app_client(archive_dir) as client:
         assert await listed(client) == set(ORIGINALS)
         for sop, original in ORIGINALS.items():

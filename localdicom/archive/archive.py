@@ -19,7 +19,7 @@ from localdicom.archive import sidecar
 from localdicom.archive.changefeed import Change, ChangeFeed
 from localdicom.archive.files import fsync_path, write_atomically, write_temporary
 from localdicom.archive.layout import Layout, sidecar_of
-from localdicom.archive.trash import Trash, Why
+from localdicom.archive.trash import Trash, Trashed, Why
 from localdicom.archive.upload import StagingFile, Upload
 from localdicom.dicom.header import ByteRange, Header
 
@@ -182,6 +182,14 @@ class Archive(Layout):
         for sop in sops:
             self.remove_thumbnails(sop)
         return entry
+
+    def put_back(self, trashed: Trashed) -> Path:
+        """Rename a trashed instance back into its place (:meth:`Trash.put_back`); the
+        change feed records it as created again, for those who follow it."""
+        target = self.trash.put_back(trashed)
+        stored = sidecar.read_current(target) or sidecar.regenerate(self, target, self.fsync)
+        self.changes.append([_change("create", stored.header)], self.fsync)
+        return target
 
     def _remove_empty(self, folder: Path) -> None:
         while folder != self.root and folder.is_relative_to(self.root):
