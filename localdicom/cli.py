@@ -36,6 +36,7 @@ from localdicom.importer import (
 from localdicom.listing import format_table, list_studies, listing_rows
 from localdicom.reindex import reindex
 from localdicom.settings import Settings, options
+from localdicom.transfer.commands import pull, push
 from localdicom.web.security import browser_link, is_loopback_address
 from localdicom.web.viewer import check_dist
 from localdicom.workers import exit_with
@@ -348,3 +349,7 @@ def ls(archive: Path, series: bool) -> int:
             f"run: localdicom reindex {archive}"
         )
     return 0
+
+
+main.add_command(pull)
+main.add_command(push)

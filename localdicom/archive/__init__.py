@@ -16,6 +16,7 @@ from localdicom.archive.lock import (
 )
 from localdicom.archive.scan import ScanReport
 from localdicom.archive.sidecar import StoredInstance
+from localdicom.archive.transfers import TransferRecord, open_record
 from localdicom.archive.upload import StagingFile, Upload, prepare_upload
 
 __all__ = [
@@ -25,9 +26,11 @@ __all__ = [
     "ScanReport",
     "StagingFile",
     "StoredInstance",
+    "TransferRecord",
     "Upload",
     "announce_server",
     "archive_lock",
+    "open_record",
     "prepare_upload",
     "running_server",
     "withdraw_server",

@@ -1,0 +1,241 @@
+"""A DICOMweb client for pull and push (aiohttp): QIDO-RS searches page by page, WADO-RS
+retrieval of one instance as the remote stores it, STOW-RS of a batch of files, each call
+retried on what is worth retrying.
+
+Retried, with exponential backoff: a connection refused, reset or cut in the middle of a
+body, a timeout, 5xx and 429; a ``Retry-After`` (seconds or an HTTP date, RFC 9110 10.2.3)
+is honoured, up to :data:`MAX_WAIT`. Anything else (4xx) is the answer.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import email.utils
+import hashlib
+import time
+import uuid
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, TypeVar
+
+import aiohttp
+import orjson
+
+from localdicom.transfer.remote import Credentials
+
+T = TypeVar("T")
+
+#: Attempts per call (the first included) before an error is given up on.
+ATTEMPTS = 6
+#: The longest wait between two attempts, Retry-After included (seconds).
+MAX_WAIT = 60.0
+#: QIDO-RS page size: within what Azure (200) and Google accept as ``limit``.
+PAGE = 200
+CHUNK = 1 << 20
+#: WADO-RS of an instance in the bytes the remote stores (PS3.18 8.7.3.5.2: transfer-syntax=*).
+AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
+
+
+class RemoteError(Exception):
+    """A call that failed for good; the message says what the remote answered."""
+
+
+class Retry(Exception):
+    """An answer worth another attempt (5xx, 429), with the wait the remote asked for."""
+
+    def __init__(self, message: str, wait: float | None = None) -> None:
+        super().__init__(message)
+        self.wait = wait
+
+
+RETRIED = (aiohttp.ClientConnectionError, aiohttp.ClientPayloadError, asyncio.TimeoutError, Retry)
+
+
+@dataclass
+class Answer:
+    status: int
+    warning: str
+    body: bytes
+
+    def json(self) -> Any:
+        return orjson.loads(self.body) if self.body.strip() else None
+
+
+class DicomwebClient:
+    """One remote's DICOMweb root, ``jobs`` connections to it at most."""
+
+    def __init__(
+        self,
+        base: str,
+        credentials: Credentials,
+        tls: Any,
+        jobs: int,
+        *,
+        backoff: float = 0.5,
+        timeout: float = 600,
+    ) -> None:
+        self.base = base.rstrip("/")
+        self.credentials = credentials
+        self.backoff = backoff
+        self.retries = 0
+        self.session = aiohttp.ClientSession(
+            headers=credentials.headers,
+            connector=aiohttp.TCPConnector(limit=jobs, ssl=tls),
+            timeout=aiohttp.ClientTimeout(total=None, sock_connect=30, sock_read=timeout),
+        )
+
+    async def close(self) -> None:
+        await self.session.close()
+
+    async def call(
+        self,
+        method: str,
+        path: str,
+        handle: Callable[[aiohttp.ClientResponse], Awaitable[T]],
+        *,
+        params: list[tuple[str, str]] | None = None,
+        headers: dict[str, str] | None = None,
+        body: Callable[[], Any] | None = None,
+    ) -> T:
+        """One call, retried; ``handle`` reads the response (inside the retry: a body cut
+        short is retried too); ``body`` makes the request body afresh for each attempt."""
+        url = self.base + path
+        for attempt in range(ATTEMPTS):
+            try:
+                async with self.session.request(
+                    method, url, params=params, headers=headers, data=body() if body else None
+                ) as response:
+                    if response.status >= 500 or response.status == 429:
+                        text = (await response.read())[:200].decode("utf-8", "replace")
+                        wait = retry_after(response.headers.get("Retry-After"))
+                        raise Retry(f"{response.status} {text}".strip(), wait)
+                    return await handle(response)
+            except RETRIED as exc:
+                if attempt == ATTEMPTS - 1:
+                    raise RemoteError(self.say(f"{method} {url}: {_reason(exc)}")) from None
+                self.retries += 1
+                wait = getattr(exc, "wait", None)
+                await asyncio.sleep(
+                    min(wait if wait is not None else self._delay(attempt), MAX_WAIT)
+                )
+            except aiohttp.ClientError as exc:
+                raise RemoteError(self.say(f"{method} {url}: {_reason(exc)}")) from None
+        raise AssertionError("unreachable")
+
+    def _delay(self, attempt: int) -> float:
+        return self.backoff * 2**attempt
+
+    def say(self, text: str) -> str:
+        return self.credentials.hide(text)
+
+    # QIDO-RS ---------------------------------------------------------------------------
+
+    async def search(self, path: str, params: list[tuple[str, str]]) -> list[dict[str, Any]]:
+        """Every match of a QIDO-RS search, page by page (PS3.18 8.3.4.4 limit and offset),
+        until a page comes back empty or brings nothing new (a remote ignoring offset)."""
+        found: dict[bytes, dict[str, Any]] = {}
+        offset = 0
+        while True:
+            query = [*params, ("limit", str(PAGE)), ("offset", str(offset))]
+            answer = await self.call("GET", path, _answer, params=query, headers=JSON)
+            if answer.status == 204:
+                break
+            if answer.status != 200:
+                raise RemoteError(
+                    self.say(f"QIDO-RS {path} answered {answer.status}: {_text(answer)}")
+                )
+            page = answer.json() or []
+            fresh = {orjson.dumps(match, option=orjson.OPT_SORT_KEYS): match for match in page}
+            if not set(fresh) - set(found):
+                break
+            found |= fresh
+            offset += len(page)
+        return list(found.values())
+
+    # WADO-RS ---------------------------------------------------------------------------
+
+    async def retrieve(self, path: str, target: Path) -> tuple[int, str]:
+        """The instance at ``path`` as stored, into ``target``: its size and SHA-256."""
+
+        async def save(response: aiohttp.ClientResponse) -> tuple[int, str]:
+            if response.status != 200:
+                answer = await _answer(response)
+                raise RemoteError(self.say(f"WADO-RS answered {answer.status}: {_text(answer)}"))
+            return await _first_part(response, target)
+
+        return await self.call("GET", path, save, headers={"Accept": AS_STORED})
+
+    # STOW-RS ---------------------------------------------------------------------------
+
+    async def store(self, files: list[tuple[Path, int]]) -> Answer:
+        """STOW-RS of ``files`` in one multipart/related request (PS3.18 10.5)."""
+        boundary = uuid.uuid4().hex
+        heads = [f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() for _ in files]
+        tail = f"\r\n--{boundary}--\r\n".encode()
+        length = sum(len(h) for h in heads) + sum(size for _, size in files)
+        length += 2 * (len(files) - 1) + len(tail)
+        headers = {
+            "Content-Type": f'multipart/related; type="application/dicom"; boundary={boundary}',
+            "Content-Length": str(length),
+            **JSON,
+        }
+        body = lambda: _parts(files, heads, tail)  # noqa: E731 (a fresh body per attempt)
+        return await self.call("POST", "/studies", _answer, headers=headers, body=body)
+
+
+JSON = {"Accept": "application/dicom+json"}
+
+
+async def _parts(
+    files: list[tuple[Path, int]], heads: list[bytes], tail: bytes
+) -> AsyncIterator[bytes]:
+    for index, ((path, _), head) in enumerate(zip(files, heads, strict=True)):
+        yield (b"\r\n" if index else b"") + head
+        with path.open("rb") as fp:
+            while chunk := await asyncio.to_thread(fp.read, CHUNK):
+                yield chunk
+    yield tail
+
+
+async def _answer(response: aiohttp.ClientResponse) -> Answer:
+    return Answer(response.status, response.headers.get("Warning", ""), await response.read())
+
+
+async def _first_part(response: aiohttp.ClientResponse, target: Path) -> tuple[int, str]:
+    """Stream the first part of a multipart/related answer to ``target``, hashing it."""
+    reader = aiohttp.MultipartReader.from_response(response)
+    part = await reader.next()
+    if part is None or isinstance(part, aiohttp.MultipartReader):
+        raise RemoteError("WADO-RS answered a multipart body without an instance")
+    digest, size = hashlib.sha256(), 0
+    with target.open("wb") as out:
+        while chunk := await part.read_chunk(CHUNK):
+            digest.update(chunk)
+            out.write(chunk)
+            size += len(chunk)
+    await reader.release()  # to the closing boundary: a body cut before it is retried
+    return size, digest.hexdigest()
+
+
+def retry_after(value: str | None) -> float | None:
+    """Seconds a Retry-After header asks to wait: delay-seconds or an HTTP-date."""
+    if not value:
+        return None
+    if value.strip().isdigit():
+        return float(value.strip())
+    try:
+        when = email.utils.parsedate_to_datetime(value)
+    except (TypeError, ValueError):
+        return None
+    return max(0.0, when.timestamp() - time.time())
+
+
+def _reason(exc: BaseException) -> str:
+    if isinstance(exc, asyncio.TimeoutError):
+        return "timed out"
+    return str(exc) or type(exc).__name__
+
+
+def _text(answer: Answer) -> str:
+    return (answer.warning or answer.body[:200].decode("utf-8", "replace")).strip()

@@ -1,0 +1,185 @@
+"""``localdicom pull``: the selected instances of a remote, as it stores them, into the
+archive through the import's sink (:mod:`.intake`).
+
+From DICOMweb: QIDO-RS to list the instances (:mod:`.plan`), then WADO-RS of each with
+``transfer-syntax=*`` (PS3.18 8.7.3.5.2), ``jobs`` at once. From a DICOM node: C-FIND and
+C-GET (or C-MOVE, :mod:`.dimse`). An instance the record says was pulled, and that the
+archive still holds with the same digest, is not fetched again.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import signal
+import threading
+import time
+from collections import deque
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+from localdicom.archive import Layout, TransferRecord, open_record, sidecar
+from localdicom.importer import ImportOptions, NoProgress, Progress, ingest_sink
+from localdicom.selection import Selection
+from localdicom.transfer.dicomweb import DicomwebClient, RemoteError
+from localdicom.transfer.intake import Intake
+from localdicom.transfer.options import TransferOptions
+from localdicom.transfer.plan import Announced, announced
+from localdicom.transfer.remote import Credentials, DicomNode
+from localdicom.transfer.report import TransferReport
+
+
+class Stop:
+    """Set by the first SIGINT or SIGTERM: no new instance is started."""
+
+    def __init__(self) -> None:
+        self.requested = False
+
+    def __call__(self) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+
+
+@contextlib.contextmanager
+def stopping_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM call ``stop`` instead of raising in the middle of a commit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    numbers = (signal.SIGINT, signal.SIGTERM)
+    previous = [signal.signal(number, lambda *_: stop()) for number in numbers]
+    try:
+        yield
+    finally:
+        for number, handler in zip(numbers, previous, strict=True):
+            signal.signal(number, handler)
+
+
+def pull(
+    address: str,
+    node: DicomNode | None,
+    archive_root: Path,
+    selection: Selection,
+    credentials: Credentials,
+    options: TransferOptions,
+    progress: Progress | None = None,
+) -> TransferReport:
+    """Pull the selection from the remote at ``address`` into the archive at ``archive_root``."""
+    progress = progress or NoProgress()
+    report = TransferReport(archive_root, verb="Pulled", remote=address, hide=credentials.hide)
+    record = open_record(archive_root, address)
+    started = time.perf_counter()
+    stop = Stop()
+    try:
+        with stopping_on_signals(stop):
+            if node is not None:
+                from localdicom.transfer.dimse import pull_dimse
+
+                pull_dimse(node, archive_root, selection, options, report, record, progress, stop)
+            else:
+                asyncio.run(
+                    _pull_dicomweb(
+                        address,
+                        archive_root,
+                        selection,
+                        credentials,
+                        options,
+                        report,
+                        record,
+                        progress,
+                        stop,
+                    )
+                )
+    finally:
+        if not options.dry_run:
+            record.save()
+    report.interrupted = report.interrupted or stop.requested
+    report.seconds = time.perf_counter() - started
+    return report
+
+
+def is_pulled(layout: Layout, instance: Announced, pulled: dict[str, str]) -> bool:
+    """Whether the record says ``instance`` was pulled and the archive still holds it so."""
+    digest = pulled.get(instance.sop)
+    if digest is None:
+        return False
+    try:
+        return sidecar.read(layout.instance_file(*instance.uids)).digest == digest
+    except (OSError, ValueError, KeyError, TypeError):
+        return False
+
+
+async def _pull_dicomweb(
+    address: str,
+    archive_root: Path,
+    selection: Selection,
+    credentials: Credentials,
+    options: TransferOptions,
+    report: TransferReport,
+    record: TransferRecord,
+    progress: Progress,
+    stop: Stop,
+) -> None:
+    client = DicomwebClient(
+        address, credentials, options.tls, options.jobs, backoff=options.backoff
+    )
+    try:
+        try:
+            instances = await announced(client, selection)
+        except RemoteError as exc:
+            report.errors.append((address, str(exc)))
+            return
+        layout = Layout(archive_root)
+        pulled = record.digests("pulled")
+        missing = [each for each in instances if not is_pulled(layout, each, pulled)]
+        report.duplicates += len(instances) - len(missing)
+        if options.dry_run:
+            report.dry_run += [each.path.lstrip("/") for each in missing]
+            return
+        progress.add_total(len(instances))
+        progress.advance(len(instances) - len(missing), 0)
+        import_options = ImportOptions(overwrite=options.overwrite, fsync=options.fsync)
+        with ingest_sink(archive_root, import_options) as (sink, server):
+            report.server = server
+            intake = Intake(sink, report, record, progress)
+            await _fetch_all(client, layout, sink.staging, missing, intake, options.jobs, stop)
+    finally:
+        report.retries += client.retries
+        await client.close()
+
+
+async def _fetch_all(
+    client: DicomwebClient,
+    layout: Layout,
+    staging: Path,
+    instances: list[Announced],
+    intake: Intake,
+    jobs: int,
+    stop: Stop,
+) -> None:
+    """``jobs`` fetchers, each taking the next instance until none is left or a stop is
+    asked for; one committer thread stores what they fetched."""
+    queue = deque(instances)
+    loop = asyncio.get_running_loop()
+    with ThreadPoolExecutor(1, thread_name_prefix="committer") as committer:
+
+        async def fetcher() -> None:
+            while queue and not stop.requested:
+                instance = queue.popleft()
+                label = instance.path.lstrip("/")
+                staged = layout.new_staging_file(staging)
+                try:
+                    size, digest = await client.retrieve(instance.path, staged)
+                except RemoteError as exc:
+                    staged.unlink(missing_ok=True)
+                    await loop.run_in_executor(committer, intake.fail, label, str(exc))
+                    continue
+                except BaseException:
+                    staged.unlink(missing_ok=True)
+                    raise
+                take = (staged, size, digest, instance.uids, label)
+                await loop.run_in_executor(committer, intake.take, *take)
+
+        await asyncio.gather(*(fetcher() for _ in range(max(1, jobs))))
