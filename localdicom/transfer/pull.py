@@ -10,51 +10,22 @@ archive still holds with the same digest, is not fetched again.
 from __future__ import annotations
 
 import asyncio
-import contextlib
-import signal
-import threading
 import time
 from collections import deque
-from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-from localdicom.archive import Layout, TransferRecord, open_record, sidecar
+from localdicom.archive import Layout, TransferRecord, open_record
 from localdicom.importer import ImportOptions, NoProgress, Progress, ingest_sink
 from localdicom.selection import Selection
 from localdicom.transfer.dicomweb import DicomwebClient, RemoteError
+from localdicom.transfer.dimse import pull_dimse
 from localdicom.transfer.intake import Intake
 from localdicom.transfer.options import TransferOptions
 from localdicom.transfer.plan import Announced, announced
 from localdicom.transfer.remote import Credentials, DicomNode
 from localdicom.transfer.report import TransferReport
-
-
-class Stop:
-    """Set by the first SIGINT or SIGTERM: no new instance is started."""
-
-    def __init__(self) -> None:
-        self.requested = False
-
-    def __call__(self) -> None:
-        if self.requested:
-            raise KeyboardInterrupt
-        self.requested = True
-
-
-@contextlib.contextmanager
-def stopping_on_signals(stop: Callable[[], None]) -> Iterator[None]:
-    """SIGINT and SIGTERM call ``stop`` instead of raising in the middle of a commit."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    numbers = (signal.SIGINT, signal.SIGTERM)
-    previous = [signal.signal(number, lambda *_: stop()) for number in numbers]
-    try:
-        yield
-    finally:
-        for number, handler in zip(numbers, previous, strict=True):
-            signal.signal(number, handler)
+from localdicom.transfer.running import Stop, is_pulled, stopping_on_signals
 
 
 def pull(
@@ -75,8 +46,6 @@ def pull(
     try:
         with stopping_on_signals(stop):
             if node is not None:
-                from localdicom.transfer.dimse import pull_dimse
-
                 pull_dimse(node, archive_root, selection, options, report, record, progress, stop)
             else:
                 asyncio.run(
@@ -98,17 +67,6 @@ def pull(
     report.interrupted = report.interrupted or stop.requested
     report.seconds = time.perf_counter() - started
     return report
-
-
-def is_pulled(layout: Layout, instance: Announced, pulled: dict[str, str]) -> bool:
-    """Whether the record says ``instance`` was pulled and the archive still holds it so."""
-    digest = pulled.get(instance.sop)
-    if digest is None:
-        return False
-    try:
-        return sidecar.read(layout.instance_file(*instance.uids)).digest == digest
-    except (OSError, ValueError, KeyError, TypeError):
-        return False
 
 
 async def _pull_dicomweb(

@@ -20,10 +20,11 @@ from localdicom.catalog import FailureReason
 from localdicom.importer import NoProgress, Progress
 from localdicom.selection import Selection, local_instances
 from localdicom.transfer.dicomweb import Answer, DicomwebClient, RemoteError
+from localdicom.transfer.dimse import push_dimse
 from localdicom.transfer.options import TransferOptions
-from localdicom.transfer.pull import Stop, stopping_on_signals
 from localdicom.transfer.remote import Credentials, DicomNode
 from localdicom.transfer.report import TransferReport
+from localdicom.transfer.running import Stop, stopping_on_signals
 
 #: STOW-RS response attributes (PS3.18 Table 10.5.3-1, PS3.3 C.12.1.1.x).
 REFERENCED_SOP_SEQUENCE, FAILED_SOP_SEQUENCE = "00081199", "00081198"
@@ -61,8 +62,6 @@ def push(
     try:
         with stopping_on_signals(stop):
             if node is not None:
-                from localdicom.transfer.dimse import push_dimse
-
                 push_dimse(node, instances, options, report, record, progress, stop)
             elif instances:
                 asyncio.run(
