@@ -15,6 +15,7 @@ accepted, else rewritten in one that was (:func:`choose_syntax`, :func:`transcod
 from __future__ import annotations
 
 import hashlib
+import os
 import shutil
 import time
 from collections.abc import Iterator
@@ -213,6 +214,8 @@ def pull_dimse(
             for sop in series:
                 if sop not in receiver.received:
                     intake.fail(missing[sop][0].path.lstrip("/"), reason)
+    if server is None and report.stored and not options.fsync:
+        os.sync()  # one flush for the whole pull, as import does
 
 
 def _by_series(missing: dict[str, tuple[Announced, str]]) -> list[list[str]]:

@@ -10,6 +10,7 @@ archive still holds with the same digest, is not fetched again.
 from __future__ import annotations
 
 import asyncio
+import os
 import time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
@@ -103,6 +104,8 @@ async def _pull_dicomweb(
             report.server = server
             intake = Intake(sink, report, record, progress)
             await _fetch_all(client, layout, sink.staging, missing, intake, options.jobs, stop)
+        if server is None and report.stored and not options.fsync:
+            os.sync()  # one flush for the whole pull, as import does
     finally:
         report.retries += client.retries
         await client.close()
