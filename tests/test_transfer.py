@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import subprocess
 import sys
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -266,6 +268,33 @@ def test_no_secret_in_output_or_record(source, originals, tmp_path):
     for path in archive.rglob("*"):
         if path.is_file() and path.suffix != ".dcm":
             assert SECRET.encode() not in path.read_bytes(), path
+
+
+def test_ctrl_c_stops_between_instances_and_the_rerun_finishes(source, originals, tmp_path):
+    """SIGINT: exit 130, whole instances only, the record saved; the same command again
+    stores the rest and nothing twice."""
+    archive = tmp_path / "archive"
+    with flaky(source.url, "slow") as proxy:
+        command = [sys.executable, "-m", "localdicom", "pull", proxy.url, "-a", str(archive)]
+        command += ["--all", "-j", "1"]
+        env = {**os.environ, "LOCALDICOM_REMOTE_TOKEN": SECRET}
+        running = subprocess.Popen(
+            command, cwd=REPOSITORY, env=env, stdout=subprocess.PIPE, text=True
+        )
+        while len(list(archive.glob("*/*/*.dcm"))) < 2 and running.poll() is None:
+            time.sleep(0.05)
+        running.send_signal(signal.SIGINT)
+        output, _ = running.communicate(timeout=60)
+        assert running.returncode == 130, output
+        assert output.startswith("Interrupted") and "Run the same command again" in output
+        first = len(list(archive.glob("*/*/*.dcm")))
+        assert 2 <= first < len(originals)
+        assert not list((archive / ".incoming").iterdir())
+        again = localdicom("pull", proxy.url, "-a", str(archive), "--all", "--token", SECRET)
+    assert again.returncode == 0, again.stdout
+    counts = dict(line.strip().rsplit(None, 1) for line in again.stdout.splitlines()[1:5])
+    assert (int(counts["stored"]), int(counts["already there"])) == (len(originals) - first, first)
+    assert_same_bytes(archive, originals)
 
 
 def test_secret_in_the_url_is_taken_out_and_hidden():

@@ -18,12 +18,14 @@ HOP_BY_HOP = {"connection", "keep-alive", "transfer-encoding", "content-length",
 
 
 class Flaky:
-    """``mode``: "503", "cut-answer" or "cut-request"; every ``every``-th request fails."""
+    """``mode``: "503", "cut-answer" or "cut-request": every ``every``-th request fails;
+    "slow": every answer waits ``delay`` seconds (time to interrupt a run)."""
 
-    def __init__(self, upstream: str, mode: str, every: int = 3) -> None:
+    def __init__(self, upstream: str, mode: str, every: int = 3, delay: float = 0.3) -> None:
         self.upstream = upstream.rstrip("/")
         self.mode = mode
         self.every = every
+        self.delay = delay
         self.requests = 0
         self.failed = 0
         self.port = free_port()
@@ -34,6 +36,8 @@ class Flaky:
 
     async def handle(self, request: web.Request) -> web.StreamResponse:
         self.requests += 1
+        if self.mode == "slow":
+            await asyncio.sleep(self.delay)
         failing = self.requests % self.every == 0
         if failing and self.mode == "503":
             self.failed += 1
@@ -72,6 +76,8 @@ class Flaky:
 def flaky(upstream: str, mode: str, every: int = 3) -> Iterator[Flaky]:
     """The proxy running on a thread of its own."""
     proxy = Flaky(upstream, mode, every)
+    if mode == "slow":
+        proxy.every = 1 << 30  # slow, never failing
     loop = asyncio.new_event_loop()
     app = web.Application(client_max_size=1 << 30)
     app.router.add_route("*", "/{tail:.*}", proxy.handle)
