@@ -145,7 +145,12 @@ class DicomwebClient:
                 raise RemoteError(
                     self.say(f"QIDO-RS {path} answered {answer.status}: {_text(answer)}")
                 )
-            page = answer.json() or []
+            try:
+                page = answer.json() or []
+            except ValueError:
+                raise RemoteError(f"QIDO-RS {path} answered something else than JSON") from None
+            if not isinstance(page, list):
+                raise RemoteError(f"QIDO-RS {path} answered JSON that is not a list of matches")
             fresh = {orjson.dumps(match, option=orjson.OPT_SORT_KEYS): match for match in page}
             if not set(fresh) - set(found):
                 break

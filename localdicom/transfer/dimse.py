@@ -116,6 +116,9 @@ def find(ae: AE, node: DicomNode, level: str, keys: dict[str, str]) -> list[Data
     for keyword, value in keys.items():
         setattr(identifier, keyword, value.replace(",", "\\"))  # a list (PS3.4 C.2.2.2.2)
     assoc = _associate(ae, node)
+    if not assoc.accepted_contexts:
+        assoc.release()
+        raise DimseError(f"{node.address} does not offer C-FIND (Study Root)")
     try:
         matches = []
         for status, found in assoc.send_c_find(identifier, FIND):
@@ -277,6 +280,9 @@ def _get(
         roles = [build_role(sop_class, scp_role=True) for sop_class in group]
         handlers = [(evt.EVT_C_STORE, receiver)]
         assoc = _associate(ae, node, ext_neg=roles, evt_handlers=handlers)
+        if not any(context.abstract_syntax == GET for context in assoc.accepted_contexts):
+            assoc.release()
+            raise DimseError(f"{node.address} does not offer C-GET: pull with --move-ae")
         identifier = Dataset()
         identifier.QueryRetrieveLevel = "IMAGE"
         identifier.StudyInstanceUID = first.study

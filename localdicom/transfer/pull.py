@@ -133,9 +133,10 @@ async def _fetch_all(
                 staged = layout.new_staging_file(staging)
                 try:
                     size, digest = await client.retrieve(instance.path, staged)
-                except RemoteError as exc:
+                except (RemoteError, OSError) as exc:  # OSError: the staging file (disk full)
                     staged.unlink(missing_ok=True)
-                    await loop.run_in_executor(committer, intake.fail, label, str(exc))
+                    reason = str(exc) if isinstance(exc, RemoteError) else f"not saved: {exc}"
+                    await loop.run_in_executor(committer, intake.fail, label, reason)
                     continue
                 except BaseException:
                     staged.unlink(missing_ok=True)

@@ -52,6 +52,9 @@ class TransferReport(ImportReport):
         return [self.hide(line) for line in lines]
 
     def dry_run_lines(self) -> list[str]:
-        verb = "pulled" if self.verb == "Pulled" else "pushed"
-        lines = [f"Would be {verb}: {len(self.dry_run)} instances, {self.size / 1e6:.1f} MB"]
+        if self.verb == "Pulled":  # sizes are known once fetched
+            head = f"Would be pulled: {len(self.dry_run)} instances"
+        else:
+            head = f"Would be pushed: {len(self.dry_run)} instances, {self.size / 1e6:.1f} MB"
+        lines = [head]
         return [self.hide(line) for line in lines + self.dry_run]
