@@ -1,4 +1,4 @@
-"""Pull and push with a DICOM node (pynetdicom as the SCU).
+"""Pull from a DICOM node (pynetdicom as the SCU); push is :mod:`.cstore`.
 
 Pull: C-FIND at the level the selection needs, down to the instances (Study Root, PS3.4
 C.6.2), then C-GET of each series (of its missing instances only, as a UID list, PS3.4
@@ -6,10 +6,6 @@ C.4.3) with a storage context per SOP class and transfer syntax, so that the nod
 instance in the syntax it stores it in; the received file goes through :class:`Intake`.
 With ``move_ae``, C-MOVE to that AE instead (PS3.4 C.4.2): a ``localdicom serve ARCHIVE
 --dicom-port`` that the node knows by that title receives and stores them.
-
-Push: C-STORE of each instance, proposing per SOP class its stored syntaxes and the two
-uncompressed ones (:func:`move_contexts`, as C-MOVE does); it goes as stored when that was
-accepted, else rewritten in one that was (:func:`choose_syntax`, :func:`transcode`).
 """
 
 from __future__ import annotations
@@ -22,7 +18,6 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
-import pydicom
 from pydicom.dataset import Dataset
 from pynetdicom import AE, _config, build_role, evt
 from pynetdicom.association import Association
@@ -37,12 +32,9 @@ from pynetdicom.sop_class import (
 )
 
 from localdicom.archive import Layout, TransferRecord, sidecar
-from localdicom.dicom.pixels import transcode
 from localdicom.dicom.qido import INSTANCE, SERIES, STUDY
-from localdicom.dicom.syntaxes import instance_targets
 from localdicom.dicom.uids import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
-from localdicom.dimse.selection import Match
-from localdicom.dimse.sending import MAX_CONTEXTS, choose_syntax, move_contexts, sendable_syntaxes
+from localdicom.dimse.sending import MAX_CONTEXTS
 from localdicom.importer import ImportOptions, Progress, ingest_sink
 from localdicom.selection import Selection
 from localdicom.transfer.intake import Intake
@@ -81,7 +73,7 @@ class DimseError(Exception):
     """The node cannot be reached or refused the association."""
 
 
-def _application(options: TransferOptions) -> AE:
+def application(options: TransferOptions) -> AE:
     _config.STORE_RECV_CHUNKED_DATASET = True  # received datasets go to a file, not memory
     _config.STORE_SEND_CHUNKED_DATASET = True  # stored files go out without decoding
     _config.LOG_HANDLER_LEVEL = "none"
@@ -90,7 +82,7 @@ def _application(options: TransferOptions) -> AE:
     return ae
 
 
-def _associate(ae: AE, node: DicomNode, **keywords: Any) -> Association:
+def associate(ae: AE, node: DicomNode, **keywords: Any) -> Association:
     """An association, tried again with backoff while the node cannot be reached."""
     for attempt in range(ATTEMPTS):
         assoc = ae.associate(node.host, node.port, ae_title=node.ae_title, **keywords)
@@ -115,7 +107,7 @@ def find(ae: AE, node: DicomNode, level: str, keys: dict[str, str]) -> list[Data
         setattr(identifier, keyword, "")
     for keyword, value in keys.items():
         setattr(identifier, keyword, value.replace(",", "\\"))  # a list (PS3.4 C.2.2.2.2)
-    assoc = _associate(ae, node)
+    assoc = associate(ae, node)
     if not assoc.accepted_contexts:
         assoc.release()
         raise DimseError(f"{node.address} does not offer C-FIND (Study Root)")
@@ -179,7 +171,7 @@ def pull_dimse(
     progress: Progress,
     stop: Any,
 ) -> None:
-    ae = _application(options)
+    ae = application(options)
     try:
         instances = listed(ae, node, selection)
     except DimseError as exc:
@@ -279,7 +271,7 @@ def _get(
                 ae.add_requested_context(sop_class, syntax)
         roles = [build_role(sop_class, scp_role=True) for sop_class in group]
         handlers = [(evt.EVT_C_STORE, receiver)]
-        assoc = _associate(ae, node, ext_neg=roles, evt_handlers=handlers)
+        assoc = associate(ae, node, ext_neg=roles, evt_handlers=handlers)
         if not any(context.abstract_syntax == GET for context in assoc.accepted_contexts):
             assoc.release()
             raise DimseError(f"{node.address} does not offer C-GET: pull with --move-ae")
@@ -329,7 +321,7 @@ def _move(
         identifier.StudyInstanceUID, identifier.SeriesInstanceUID = first.study, first.series
         identifier.SOPInstanceUID = sops
         try:
-            assoc = _associate(ae, node)
+            assoc = associate(ae, node)
             _run(assoc, assoc.send_c_move(identifier, destination, MOVE), node, _Never())
         except DimseError as exc:
             report.notes.append(str(exc))
@@ -356,128 +348,3 @@ def _move(
 
 class _Never:
     requested = False
-
-
-# push ----------------------------------------------------------------------------------------
-
-
-def push_dimse(
-    node: DicomNode,
-    instances: list[tuple[Path, Any]],
-    options: TransferOptions,
-    report: TransferReport,
-    record: TransferRecord,
-    progress: Progress,
-    stop: Any,
-) -> None:
-    ae = _application(options)
-    pushed = record.digests("pushed")
-    for group in _context_groups(instances):
-        if stop.requested:
-            return
-        matches = [
-            Match(s.header.sop_class_uid, s.header.sop_uid, s.header.transfer_syntax, dcm)
-            for dcm, s in group
-        ]
-        ae.requested_contexts = move_contexts(matches)
-        sender = _Sender(ae, node, report, pushed, progress)
-        try:
-            for (dcm, stored), match in zip(group, matches, strict=True):
-                if stop.requested:
-                    break
-                sender.send(dcm, stored, match)
-        finally:
-            sender.close()
-
-
-def _context_groups(instances: list[tuple[Path, Any]]) -> list[list[tuple[Path, Any]]]:
-    """The instances in groups whose contexts (one per SOP class, one per class and stored
-    syntax) fit in one association (:data:`MAX_CONTEXTS`)."""
-    groups: list[list[tuple[Path, Any]]] = []
-    pairs: set[tuple[str, str]] = set()
-    current: list[tuple[Path, Any]] = []
-    for dcm, stored in instances:
-        pair = (stored.header.sop_class_uid, stored.header.transfer_syntax)
-        grown = pairs | {pair}
-        if len(grown) + len({sop_class for sop_class, _ in grown}) > MAX_CONTEXTS and current:
-            groups.append(current)
-            current, grown = [], {pair}
-        pairs = grown
-        current.append((dcm, stored))
-    if current:
-        groups.append(current)
-    return groups
-
-
-class _Sender:
-    """C-STORE of one instance after another on one association, opened again when lost."""
-
-    def __init__(
-        self,
-        ae: AE,
-        node: DicomNode,
-        report: TransferReport,
-        pushed: dict[str, str],
-        progress: Progress,
-    ) -> None:
-        self.ae = ae
-        self.node = node
-        self.report = report
-        self.pushed = pushed
-        self.progress = progress
-        self.assoc: Association | None = None
-
-    def close(self) -> None:
-        if self.assoc is not None and self.assoc.is_established:
-            self.assoc.release()
-
-    def send(self, dcm: Path, stored: Any, match: Match) -> None:
-        header = stored.header
-        label = f"studies/{header.study_uid}/series/{header.series_uid}/instances/{header.sop_uid}"
-        for attempt in range(ATTEMPTS):
-            try:
-                code, comment = self._store(dcm, match)
-            except DimseError as exc:
-                self.report.errors.append((label, str(exc)))
-                self.progress.advance(1, 0)
-                return
-            if code is not None:
-                break
-            self.report.retries += 1
-            time.sleep(0.5 * 2**attempt)
-        self._count(label, stored, code, comment)
-
-    def _store(self, dcm: Path, match: Match) -> tuple[int | None, str]:
-        """The C-STORE status (None: the association was lost) and its Error Comment."""
-        if self.assoc is None or not self.assoc.is_established:
-            self.assoc = _associate(self.ae, self.node)
-        accepted = sendable_syntaxes(self.assoc.accepted_contexts)
-        targets = instance_targets(match.transfer_syntax)
-        syntax = choose_syntax(match.transfer_syntax, accepted.get(match.sop_class, []), targets)
-        if syntax is None:
-            return -1, f"{self.node.address} accepts no transfer syntax this instance can be in"
-        if syntax == match.transfer_syntax:
-            answer = self.assoc.send_c_store(dcm)
-        else:
-            answer = self.assoc.send_c_store(
-                pydicom.dcmread(pydicom.filebase.DicomBytesIO(transcode(dcm, syntax)))
-            )
-        code = answer.get("Status")
-        return (None if code is None else int(code)), str(answer.get("ErrorComment", ""))
-
-    def _count(self, label: str, stored: Any, code: int | None, comment: str) -> None:
-        report = self.report
-        if code == SUCCESS or code in WARNINGS:
-            report.stored += 1
-            report.size += stored.size
-        elif code == DUPLICATE:
-            report.duplicates += 1
-        elif code is None:
-            report.errors.append((label, f"{self.node.address} kept breaking the association"))
-        else:
-            said = f": {comment}" if comment else ""
-            shown = f"0x{code:04X}" if code >= 0 else "refused"
-            report.errors.append((label, f"C-STORE status {shown}{said}"))
-        if code in (SUCCESS, DUPLICATE) or code in WARNINGS:
-            self.pushed[stored.header.sop_uid] = stored.digest
-        self.progress.advance(1, stored.size if code == SUCCESS else 0)

@@ -19,8 +19,8 @@ from localdicom.archive import StoredInstance, TransferRecord, open_record
 from localdicom.catalog import FailureReason
 from localdicom.importer import NoProgress, Progress
 from localdicom.selection import Selection, local_instances
+from localdicom.transfer.cstore import push_dimse
 from localdicom.transfer.dicomweb import Answer, DicomwebClient, RemoteError
-from localdicom.transfer.dimse import push_dimse
 from localdicom.transfer.options import TransferOptions
 from localdicom.transfer.remote import Credentials, DicomNode
 from localdicom.transfer.report import TransferReport
