@@ -176,6 +176,37 @@ class DicomwebClient:
         headers = {"Accept": AS_STORED, "Accept-Encoding": "identity"}
         return await self.call("GET", path, save, headers=headers)
 
+    async def retrieve_series(
+        self,
+        path: str,
+        stage: Callable[[], Path],
+        take: Callable[[Path, int, str], Awaitable[None]],
+    ) -> str | None:
+        """Every instance of the series at ``path`` as stored, in one answer: each part
+        streamed to a file from ``stage`` and handed to ``take`` once whole. None when the
+        answer was read to its end, else why it stopped: what was taken stays taken, and
+        the caller fetches the rest instance by instance (no part is taken twice)."""
+
+        async def read(response: aiohttp.ClientResponse) -> str | None:
+            if response.status != 200:
+                answer = await _answer(response)
+                return self.say(f"WADO-RS answered {answer.status}: {_text(answer)}")
+            boundary = _boundary(response.headers.get("Content-Type"))
+            try:
+                async for part in MultipartReader(response.content, boundary):
+                    staged = stage()
+                    size, digest = await _save(part.body, staged)
+                    await take(staged, size, digest)
+            except (MalformedMultipart, *RETRIED, aiohttp.ClientError) as exc:
+                return self.say(_reason(exc))
+            return None
+
+        headers = {"Accept": AS_STORED, "Accept-Encoding": "identity"}
+        try:
+            return await self.call("GET", path, read, headers=headers)
+        except RemoteError as exc:
+            return str(exc)
+
     # STOW-RS ---------------------------------------------------------------------------
 
     async def store(self, files: list[tuple[Path, int]]) -> Answer:
@@ -216,18 +247,27 @@ async def _first_part(response: aiohttp.ClientResponse, target: Path) -> tuple[i
     """Stream the first part of a multipart/related answer to ``target``, hashing it, with
     the server's own streaming reader (aiohttp's is many times slower on large parts)."""
     reader = MultipartReader(response.content, _boundary(response.headers.get("Content-Type")))
-    digest, size = hashlib.sha256(), 0
     try:
         async for part in reader:
-            with target.open("wb") as out:
-                async for chunk in part.body:
-                    digest.update(chunk)
-                    out.write(chunk)
-                    size += len(chunk)
-            return size, digest.hexdigest()  # the rest (a closing boundary) is not waited for
+            return await _save(part.body, target)  # the closing boundary is not waited for
     except MalformedMultipart as exc:  # a body cut short is worth another attempt
         raise Retry(f"the answer is not whole multipart/related: {exc}") from None
     raise RemoteError("WADO-RS answered a multipart body without an instance")
+
+
+async def _save(body: AsyncIterator[bytes], target: Path) -> tuple[int, str]:
+    """A part's body into ``target`` (removed again if it fails): its size and SHA-256."""
+    digest, size = hashlib.sha256(), 0
+    try:
+        with target.open("wb") as out:
+            async for chunk in body:
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+    except BaseException:
+        target.unlink(missing_ok=True)
+        raise
+    return size, digest.hexdigest()
 
 
 def _boundary(content_type: str | None) -> str | None:

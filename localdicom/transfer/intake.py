@@ -31,6 +31,11 @@ class Pulled:
         return self.label
 
 
+#: What a file must be: (study, series, SOP Instance UID), one of several by SOP Instance
+#: UID (the parts of a series), or anything (None: a C-GET's sub-operation, checked by pynetdicom).
+Expected = tuple[str, str, str] | dict[str, tuple[str, str, str]] | None
+
+
 class Intake:
     """One committer for a pull: checks, stores, counts and records each instance."""
 
@@ -48,36 +53,38 @@ class Intake:
         staged: Path,
         size: int,
         digest: str,
-        announced: tuple[str, str, str] | None,
+        announced: Expected,
         label: str,
-    ) -> None:
+    ) -> str | None:
         """Store the file at ``staged`` (removed in any case) if it is the instance announced
-        as (study, series, SOP Instance UID); else count it as an error."""
+        as (study, series, SOP Instance UID), or one of those (by SOP Instance UID); else
+        count it as an error. Returns the SOP Instance UID the file holds, if it parses."""
         with self.lock:
             try:
-                self._take(staged, size, digest, announced, label)
+                return self._take(staged, size, digest, announced, label)
             finally:
                 staged.unlink(missing_ok=True)
-            self.progress.advance(1, size)
+                self.progress.advance(1, size)
 
     def _take(
         self,
         staged: Path,
         size: int,
         digest: str,
-        announced: tuple[str, str, str] | None,
+        announced: Expected,
         label: str,
-    ) -> None:
+    ) -> str | None:
         try:
             with staged.open("rb") as fp:
                 header = describe(fp)
         except (NotDicom, OSError) as exc:
             self.report.errors.append((label, f"not a DICOM instance that can be stored: {exc}"))
-            return
+            return None
         found = (header.study_uid, header.series_uid, header.sop_uid)
-        if announced is not None and found != announced:
+        expected = announced.get(header.sop_uid) if isinstance(announced, dict) else announced
+        if announced is not None and found != expected:
             self.report.errors.append((label, f"the remote sent {'/'.join(found)} instead"))
-            return
+            return header.sop_uid
         report = self.report
         before = report.stored + report.duplicates
         item = Examined(Pulled(staged, label), Kind.INSTANCE, size=size, header=header)  # type: ignore[arg-type]
@@ -88,6 +95,7 @@ class Intake:
         report.size += size
         if report.stored + report.duplicates > before:
             self.pulled[header.sop_uid] = digest
+        return header.sop_uid
 
     def fail(self, label: str, reason: str) -> None:
         with self.lock:
