@@ -185,6 +185,7 @@ def pull_dimse(
     report.duplicates += len(instances) - len(missing)
     if options.dry_run:
         report.dry_run += [each.path.lstrip("/") for each, _ in missing.values()]
+        report.would_move = len(missing)
         return
     progress.add_total(len(instances))
     progress.advance(len(instances) - len(missing), 0)

@@ -31,9 +31,10 @@ class Pulled:
         return self.label
 
 
-#: What a file must be: (study, series, SOP Instance UID), one of several by SOP Instance
-#: UID (the parts of a series), or anything (None: a C-GET's sub-operation, checked by pynetdicom).
-Expected = tuple[str, str, str] | dict[str, tuple[str, str, str]] | None
+#: What a file must be: (study, series, SOP Instance UID); one of several by SOP Instance
+#: UID (the parts of a series); any instance of (study, series) (a series fetched whole); or
+#: anything (None: a C-GET's sub-operation, checked by pynetdicom).
+Expected = tuple[str, ...] | dict[str, tuple[str, str, str]] | None
 
 
 class Intake:
@@ -82,7 +83,7 @@ class Intake:
             return None
         found = (header.study_uid, header.series_uid, header.sop_uid)
         expected = announced.get(header.sop_uid) if isinstance(announced, dict) else announced
-        if announced is not None and found != expected:
+        if announced is not None and found[: len(expected or ())] != expected:
             self.report.errors.append((label, f"the remote sent {'/'.join(found)} instead"))
             return header.sop_uid
         report = self.report

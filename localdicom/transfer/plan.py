@@ -4,6 +4,7 @@ carrying the conditions that belong to its own level (PS3.18 Table 10.6.1-5)."""
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -19,6 +20,7 @@ from localdicom.selection import Selection
 from localdicom.transfer.dicomweb import DicomwebClient, RemoteError
 
 STUDY_UID, SERIES_UID, SOP_UID, SOP_CLASS = "0020000D", "0020000E", "00080018", "00080016"
+SERIES_INSTANCES = "00201209"  # Number of Series Related Instances (PS3.18 Table 10.6.3-5)
 
 
 @dataclass(frozen=True)
@@ -38,6 +40,21 @@ class Announced:
         return f"/studies/{self.study}/series/{self.series}/instances/{self.sop}"
 
 
+@dataclass(frozen=True)
+class WholeSeries:
+    """A series the archive has nothing of, fetched whole without listing its instances
+    (an instance-level search of a large series costs the remote more than the series)."""
+
+    study: str
+    series: str
+    #: How many instances the remote says it has, if it says.
+    count: int
+
+    @property
+    def path(self) -> str:
+        return f"/studies/{self.study}/series/{self.series}"
+
+
 def own_level(params: list[tuple[str, str]], level: str) -> list[tuple[str, str]]:
     """The conditions on attributes of ``level`` itself (a lower search of one study or
     series carries those; the UIDs are in its path)."""
@@ -52,37 +69,62 @@ def own_level(params: list[tuple[str, str]], level: str) -> list[tuple[str, str]
     return kept
 
 
-async def announced(client: DicomwebClient, selection: Selection) -> list[Announced]:
-    """Every instance of the selection on the remote, each once, in the order found."""
+async def announced(
+    client: DicomwebClient, selection: Selection, absent: Callable[[str, str], bool]
+) -> tuple[list[Announced], list[WholeSeries]]:
+    """Every instance of the selection on the remote, each once, in the order found; a
+    series the archive has nothing of (``absent``) and that no instance-level condition
+    narrows comes whole instead of instance by instance."""
     found: dict[str, Announced] = {}
+    whole: dict[str, WholeSeries] = {}
     for level, params in selection.searches():
-        for instance in await _expand(client, level, params):
+        instances, series = await _expand(client, level, params, absent)
+        for instance in instances:
             found.setdefault(instance.sop, instance)
-    return list(found.values())
+        for each in series:
+            whole.setdefault(each.series, each)
+    return list(found.values()), list(whole.values())
 
 
 async def _expand(
-    client: DicomwebClient, level: str, params: list[tuple[str, str]]
-) -> list[Announced]:
+    client: DicomwebClient,
+    level: str,
+    params: list[tuple[str, str]],
+    absent: Callable[[str, str], bool],
+) -> tuple[list[Announced], list[WholeSeries]]:
     if level == INSTANCE:
-        return _instances(await client.search("/instances", params), None, None)
+        return _instances(await client.search("/instances", params), None, None), []
     if level == SERIES:
         series = [
-            (_uid(match, STUDY_UID), _uid(match, SERIES_UID))
-            for match in await client.search("/series", params)
+            (_uid(match, STUDY_UID), match) for match in await client.search("/series", params)
         ]
     else:
         series = []
         for study_match in await client.search("/studies", params):
             study = _uid(study_match, STUDY_UID)
             path = f"/studies/{study}/series"
-            matches = await client.search(path, own_level(params, SERIES))
-            series += [(study, _uid(match, SERIES_UID)) for match in matches]
-    result = []
-    for study, each in series:
+            series += [
+                (study, match) for match in await client.search(path, own_level(params, SERIES))
+            ]
+    instances: list[Announced] = []
+    whole: list[WholeSeries] = []
+    narrowed = bool(own_level(params, INSTANCE))
+    for study, match in series:
+        each = _uid(match, SERIES_UID)
+        if absent(study, each) and not narrowed:
+            whole.append(WholeSeries(study, each, _count(match)))
+            continue
         path = f"/studies/{study}/series/{each}/instances"
-        result += _instances(await client.search(path, own_level(params, INSTANCE)), study, each)
-    return result
+        instances += _instances(await client.search(path, own_level(params, INSTANCE)), study, each)
+    return instances, whole
+
+
+def _count(match: dict[str, Any]) -> int:
+    value = json_value(match.get(SERIES_INSTANCES))
+    try:
+        return max(0, int(value))
+    except (TypeError, ValueError):
+        return 0
 
 
 def _instances(
@@ -101,3 +143,8 @@ def _uid(match: dict[str, Any], tag: str, known: str | None = None) -> str:
     if not isinstance(value, str) or not value:
         raise RemoteError(f"a QIDO-RS match without {tag}: the remote's answer is not usable")
     return value
+
+
+def instances_of(matches: list[dict[str, Any]], series: WholeSeries) -> list[Announced]:
+    """The matches of an instance search of ``series``."""
+    return _instances(matches, series.study, series.series)

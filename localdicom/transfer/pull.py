@@ -13,6 +13,7 @@ import asyncio
 import os
 import time
 from collections import deque
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
@@ -23,7 +24,7 @@ from localdicom.transfer.dicomweb import DicomwebClient, RemoteError
 from localdicom.transfer.dimse import pull_dimse
 from localdicom.transfer.intake import Intake
 from localdicom.transfer.options import TransferOptions
-from localdicom.transfer.plan import Announced, announced
+from localdicom.transfer.plan import Announced, WholeSeries, announced, instances_of
 from localdicom.transfer.remote import Credentials, DicomNode
 from localdicom.transfer.report import TransferReport
 from localdicom.transfer.running import Stop, is_pulled, stopping_on_signals
@@ -85,31 +86,51 @@ async def _pull_dicomweb(
         address, credentials, options.tls, options.jobs, backoff=options.backoff
     )
     try:
+        layout = Layout(archive_root)
         try:
-            instances = await announced(client, selection)
+            instances, whole = await announced(client, selection, _absent(layout))
         except RemoteError as exc:
             report.errors.append((address, str(exc)))
             return
-        layout = Layout(archive_root)
         pulled = record.digests("pulled")
         missing = [each for each in instances if not is_pulled(layout, each, pulled)]
         report.duplicates += len(instances) - len(missing)
         if options.dry_run:
             report.dry_run += [each.path.lstrip("/") for each in missing]
+            report.dry_run += [
+                f"{each.path.lstrip('/')} ({each.count} instances)" for each in whole
+            ]
+            report.would_move = len(missing) + sum(each.count for each in whole)
             return
-        progress.add_total(len(instances))
+        progress.add_total(len(instances) + sum(each.count for each in whole))
         progress.advance(len(instances) - len(missing), 0)
         import_options = ImportOptions(overwrite=options.overwrite, fsync=options.fsync)
         with ingest_sink(archive_root, import_options) as (sink, server):
             report.server = server
             intake = Intake(sink, report, record, progress)
-            jobs = jobs_of(missing, instances)
+            jobs: list[Job] = [*whole, *jobs_of(missing, instances)]
             await _fetch_all(client, layout, sink.staging, jobs, intake, options.jobs, stop)
         if server is None and report.stored and not options.fsync:
             os.sync()  # one flush for the whole pull, as import does
     finally:
         report.retries += client.retries
         await client.close()
+
+
+def _absent(layout: Layout) -> Callable[[str, str], bool]:
+    """Whether the archive has nothing of a series (then it comes whole, unlisted)."""
+
+    def absent(study: str, series: str) -> bool:
+        try:
+            return not layout.series_dir(study, series).exists()
+        except ValueError:  # not a UID: listed, and refused instance by instance
+            return False
+
+    return absent
+
+
+#: What one fetcher does at a time: a series unlisted, a listed series whole, an instance.
+Job = WholeSeries | list[Announced]
 
 
 def jobs_of(missing: list[Announced], instances: list[Announced]) -> list[list[Announced]]:
@@ -133,7 +154,7 @@ async def _fetch_all(
     client: DicomwebClient,
     layout: Layout,
     staging: Path,
-    jobs: list[list[Announced]],
+    jobs: list[Job],
     intake: Intake,
     concurrency: int,
     stop: Stop,
@@ -147,10 +168,12 @@ async def _fetch_all(
         async def commit(*arguments: object) -> str | None:
             return await loop.run_in_executor(committer, intake.take, *arguments)
 
-        async def fetch_series(group: list[Announced]) -> None:
-            first = group[0]
-            path = f"/studies/{first.study}/series/{first.series}"
-            expected = {instance.sop: instance.uids for instance in group}
+        async def fetch_series(job: Job) -> None:
+            if isinstance(job, WholeSeries):
+                path, expected = job.path, (job.study, job.series)
+            else:
+                path = f"/studies/{job[0].study}/series/{job[0].series}"
+                expected = {instance.sop: instance.uids for instance in job}
             taken: set[str | None] = set()
 
             async def take(staged: Path, size: int, digest: str) -> None:
@@ -158,9 +181,17 @@ async def _fetch_all(
 
             stage = lambda: layout.new_staging_file(staging)  # noqa: E731
             stopped = await client.retrieve_series(path, stage, take)
-            if stopped is not None:
-                client.retries += 1  # the rest is asked for again, instance by instance
-            queue.extend([instance] for instance in group if instance.sop not in taken)
+            if stopped is None and not isinstance(job, WholeSeries):
+                stopped = "" if len(taken) < len(job) else None
+            if stopped is None:
+                return
+            client.retries += 1  # the rest is asked for again, instance by instance
+            try:
+                rest = job if isinstance(job, list) else await _listed(client, job)
+            except RemoteError as exc:
+                await loop.run_in_executor(committer, intake.fail, path.lstrip("/"), str(exc))
+                return
+            queue.extend([instance] for instance in rest if instance.sop not in taken)
 
         async def fetch(instance: Announced) -> None:
             label = instance.path.lstrip("/")
@@ -180,6 +211,12 @@ async def _fetch_all(
         async def fetcher() -> None:
             while queue and not stop.requested:
                 job = queue.popleft()
-                await (fetch_series(job) if len(job) > 1 else fetch(job[0]))
+                single = isinstance(job, list) and len(job) == 1
+                await (fetch(job[0]) if single else fetch_series(job))
 
         await asyncio.gather(*(fetcher() for _ in range(max(1, concurrency))))
+
+
+async def _listed(client: DicomwebClient, series: WholeSeries) -> list[Announced]:
+    """The instances of a series fetched whole whose answer was cut."""
+    return instances_of(await client.search(series.path + "/instances", []), series)

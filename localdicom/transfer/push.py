@@ -55,6 +55,7 @@ def push(
     stop = Stop()
     if options.dry_run:
         report.dry_run = [_label(stored) for _, stored in instances]
+        report.would_move = len(instances)
         report.size = sum(stored.size for _, stored in instances)
         return report
     progress.add_total(report.files + len(instances))

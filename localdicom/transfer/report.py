@@ -19,6 +19,8 @@ class TransferReport(ImportReport):
     #: Attempts repeated after a connection error, 5xx or 429.
     retries: int = 0
     dry_run: list[str] = field(default_factory=list)
+    #: Instances a dry run would move (its lines may name whole series).
+    would_move: int = 0
     hide: Callable[[str], str] = str
 
     def lines(self, *, verbose: bool = False) -> list[str]:
@@ -53,8 +55,8 @@ class TransferReport(ImportReport):
 
     def dry_run_lines(self) -> list[str]:
         if self.verb == "Pulled":  # sizes are known once fetched
-            head = f"Would be pulled: {len(self.dry_run)} instances"
+            head = f"Would be pulled: {self.would_move} instances"
         else:
-            head = f"Would be pushed: {len(self.dry_run)} instances, {self.size / 1e6:.1f} MB"
+            head = f"Would be pushed: {self.would_move} instances, {self.size / 1e6:.1f} MB"
         lines = [head]
         return [self.hide(line) for line in lines + self.dry_run]
