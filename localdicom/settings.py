@@ -581,12 +581,13 @@ OPTIONS: tuple[Option, ...] = (
         "batch_bytes",
         ("--batch-bytes",),
         int,
-        "100M",
+        "20M",
         type=ByteSize(),
         show_default=True,
         help={
             "push": "Largest STOW-RS request (instances are grouped up to it; a bigger one "
-            "goes alone): well under the 1 to 2 GB the cloud services accept."
+            "goes alone): far under the 1 to 2 GB the cloud services accept, and small "
+            "enough that --jobs requests keep the remote busy."
         },
     ),
     Option(

@@ -7,7 +7,7 @@ from typing import Any
 
 #: STOW-RS batches: well under the request limits of the cloud services (about 1 to 2 GB;
 #: PS3.18 sets none).
-BATCH_BYTES = 100 * 1024 * 1024
+BATCH_BYTES = 20 * 1024 * 1024
 
 
 @dataclass(frozen=True)
