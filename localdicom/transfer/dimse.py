@@ -197,21 +197,33 @@ def pull_dimse(
         report.server = server
         intake = Intake(sink, report, record, progress)
         receiver = _Receiver(intake, layout, sink.staging, missing)
-        for series in _by_series(missing):
-            if stop.requested:
-                break
-            try:
-                code = _get(ae, node, series, instances, receiver, stop)
-                reason = f"{node.address} did not send it (C-GET status 0x{code:04X})"
-            except DimseError as exc:
-                reason = str(exc)
-            if stop.requested:
-                break
-            for sop in series:
-                if sop not in receiver.received:
-                    intake.fail(missing[sop][0].path.lstrip("/"), reason)
+        _get_all(ae, node, instances, missing, receiver, stop)
     if server is None and report.stored and not options.fsync:
         os.sync()  # one flush for the whole pull, as import does
+
+
+def _get_all(
+    ae: AE,
+    node: DicomNode,
+    instances: dict[str, tuple[Announced, str]],
+    missing: dict[str, tuple[Announced, str]],
+    receiver: _Receiver,
+    stop: Any,
+) -> None:
+    """A C-GET per series; what a series' C-GET did not bring is an error (for the re-run)."""
+    for series in _by_series(missing):
+        if stop.requested:
+            return
+        try:
+            code = _get(ae, node, series, instances, receiver, stop)
+            reason = f"{node.address} did not send it (C-GET status 0x{code:04X})"
+        except DimseError as exc:
+            reason = str(exc)
+        if stop.requested:
+            return
+        for sop in series:
+            if sop not in receiver.received:
+                receiver.intake.fail(missing[sop][0].path.lstrip("/"), reason)
 
 
 def _by_series(missing: dict[str, tuple[Announced, str]]) -> list[list[str]]:

@@ -161,60 +161,90 @@ async def _fetch_all(
 ) -> None:
     """``concurrency`` fetchers, each taking the next series or instance until none is left
     or a stop is asked for; one committer thread stores what they fetched."""
-    queue = deque(jobs)
-    loop = asyncio.get_running_loop()
     with ThreadPoolExecutor(1, thread_name_prefix="committer") as committer:
-
-        async def commit(*arguments: object) -> str | None:
-            return await loop.run_in_executor(committer, intake.take, *arguments)
-
-        async def fetch_series(job: Job) -> None:
-            if isinstance(job, WholeSeries):
-                path, expected = job.path, (job.study, job.series)
-            else:
-                path = f"/studies/{job[0].study}/series/{job[0].series}"
-                expected = {instance.sop: instance.uids for instance in job}
-            taken: set[str | None] = set()
-
-            async def take(staged: Path, size: int, digest: str) -> None:
-                taken.add(await commit(staged, size, digest, expected, path.lstrip("/")))
-
-            stage = lambda: layout.new_staging_file(staging)  # noqa: E731
-            stopped = await client.retrieve_series(path, stage, take)
-            if stopped is None and not isinstance(job, WholeSeries):
-                stopped = "" if len(taken) < len(job) else None
-            if stopped is None:
-                return
-            client.retries += 1  # the rest is asked for again, instance by instance
-            try:
-                rest = job if isinstance(job, list) else await _listed(client, job)
-            except RemoteError as exc:
-                await loop.run_in_executor(committer, intake.fail, path.lstrip("/"), str(exc))
-                return
-            queue.extend([instance] for instance in rest if instance.sop not in taken)
-
-        async def fetch(instance: Announced) -> None:
-            label = instance.path.lstrip("/")
-            staged = layout.new_staging_file(staging)
-            try:
-                size, digest = await client.retrieve(instance.path, staged)
-            except (RemoteError, OSError) as exc:  # OSError: the staging file (disk full)
-                staged.unlink(missing_ok=True)
-                reason = str(exc) if isinstance(exc, RemoteError) else f"not saved: {exc}"
-                await loop.run_in_executor(committer, intake.fail, label, reason)
-                return
-            except BaseException:
-                staged.unlink(missing_ok=True)
-                raise
-            await commit(staged, size, digest, instance.uids, label)
+        fetchers = _Fetchers(client, layout, staging, jobs, intake, committer)
 
         async def fetcher() -> None:
-            while queue and not stop.requested:
-                job = queue.popleft()
-                single = isinstance(job, list) and len(job) == 1
-                await (fetch(job[0]) if single else fetch_series(job))
+            while fetchers.queue and not stop.requested:
+                await fetchers.run(fetchers.queue.popleft())
 
         await asyncio.gather(*(fetcher() for _ in range(max(1, concurrency))))
+
+
+class _Fetchers:
+    """What the fetchers share: the queue of jobs, the client, the committer thread."""
+
+    def __init__(
+        self,
+        client: DicomwebClient,
+        layout: Layout,
+        staging: Path,
+        jobs: list[Job],
+        intake: Intake,
+        committer: ThreadPoolExecutor,
+    ) -> None:
+        self.client = client
+        self.layout = layout
+        self.staging = staging
+        self.queue = deque(jobs)
+        self.intake = intake
+        self.committer = committer
+        self.loop = asyncio.get_running_loop()
+
+    async def run(self, job: Job) -> None:
+        if isinstance(job, list) and len(job) == 1:
+            await self.instance(job[0])
+        else:
+            await self.series(job)
+
+    async def commit(self, *arguments: object) -> str | None:
+        return await self.loop.run_in_executor(self.committer, self.intake.take, *arguments)
+
+    async def fail(self, label: str, reason: str) -> None:
+        await self.loop.run_in_executor(self.committer, self.intake.fail, label, reason)
+
+    def stage(self) -> Path:
+        return self.layout.new_staging_file(self.staging)
+
+    async def series(self, job: Job) -> None:
+        """A series in one answer; what it did not bring goes back in the queue, instance
+        by instance (listed first if the series was not)."""
+        if isinstance(job, WholeSeries):
+            path, expected = job.path, (job.study, job.series)
+        else:
+            path = f"/studies/{job[0].study}/series/{job[0].series}"
+            expected = {instance.sop: instance.uids for instance in job}
+        taken: set[str | None] = set()
+
+        async def take(staged: Path, size: int, digest: str) -> None:
+            taken.add(await self.commit(staged, size, digest, expected, path.lstrip("/")))
+
+        stopped = await self.client.retrieve_series(path, self.stage, take)
+        if stopped is None and (isinstance(job, WholeSeries) or len(taken) >= len(job)):
+            return
+        self.client.retries += 1  # the rest is asked for again, instance by instance
+        try:
+            rest = job if isinstance(job, list) else await _listed(self.client, job)
+        except RemoteError as exc:
+            await self.fail(path.lstrip("/"), str(exc))
+            return
+        self.queue.extend([instance] for instance in rest if instance.sop not in taken)
+
+    async def instance(self, instance: Announced) -> None:
+        label = instance.path.lstrip("/")
+        staged = self.stage()
+        try:
+            size, digest = await self.client.retrieve(instance.path, staged)
+        except (RemoteError, OSError) as exc:  # OSError: the staging file (disk full)
+            staged.unlink(missing_ok=True)
+            await self.fail(
+                label, str(exc) if isinstance(exc, RemoteError) else f"not saved: {exc}"
+            )
+            return
+        except BaseException:
+            staged.unlink(missing_ok=True)
+            raise
+        await self.commit(staged, size, digest, instance.uids, label)
 
 
 async def _listed(client: DicomwebClient, series: WholeSeries) -> list[Announced]:
