@@ -147,6 +147,19 @@ def test_pull_through_a_failing_remote_loses_nothing(source, originals, tmp_path
     assert_same_bytes(archive, originals)
 
 
+def test_pull_of_series_whose_answers_are_all_cut_lists_and_fetches_them_singly(
+    source, originals, tmp_path
+):
+    """Every series retrieve (PS3.18 10.4.1, /studies/{s}/series/{se}) cut in the middle:
+    what arrived whole is kept, the rest is listed and fetched instance by instance."""
+    archive = tmp_path / "archive"
+    with flaky(source.url, "cut-answer", every=1, only=r"/series/[0-9.]+$") as proxy:
+        report = pull(proxy.url, None, archive, EVERYTHING, token(), QUICK)
+    assert proxy.failed >= 2  # the series of more than one instance (others are small)
+    assert (report.stored, report.duplicates, report.errors) == (len(originals), 0, [])
+    assert_same_bytes(archive, originals)
+
+
 def test_pull_into_an_archive_a_server_runs_on_goes_through_it(source, originals, destination):
     report = pull(source.url, None, destination.archive, EVERYTHING, token(), QUICK)
     assert report.server == destination.url

@@ -5,6 +5,7 @@ in the middle, or its own body cut before the server sees it."""
 from __future__ import annotations
 
 import asyncio
+import re
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -21,7 +22,11 @@ class Flaky:
     """``mode``: "503", "cut-answer" or "cut-request": every ``every``-th request fails;
     "slow": every answer waits ``delay`` seconds (time to interrupt a run)."""
 
-    def __init__(self, upstream: str, mode: str, every: int = 3, delay: float = 0.3) -> None:
+    def __init__(
+        self, upstream: str, mode: str, every: int = 3, delay: float = 0.3, only: str = ""
+    ) -> None:
+        #: A regular expression: only requests whose path matches it fail (all when empty).
+        self.only = only
         self.upstream = upstream.rstrip("/")
         self.mode = mode
         self.every = every
@@ -38,7 +43,7 @@ class Flaky:
         self.requests += 1
         if self.mode == "slow":
             await asyncio.sleep(self.delay)
-        failing = self.requests % self.every == 0
+        failing = self.requests % self.every == 0 and bool(re.search(self.only, request.path))
         if failing and self.mode == "503":
             self.failed += 1
             await request.read()
@@ -73,9 +78,9 @@ class Flaky:
 
 
 @contextmanager
-def flaky(upstream: str, mode: str, every: int = 3) -> Iterator[Flaky]:
+def flaky(upstream: str, mode: str, every: int = 3, only: str = "") -> Iterator[Flaky]:
     """The proxy running on a thread of its own."""
-    proxy = Flaky(upstream, mode, every)
+    proxy = Flaky(upstream, mode, every, only=only)
     if mode == "slow":
         proxy.every = 1 << 30  # slow, never failing
     loop = asyncio.new_event_loop()
