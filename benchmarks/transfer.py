@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import shutil
 import subprocess
 import sys
 import tempfile
@@ -113,6 +114,7 @@ def run(folder: Path, count: int) -> list[tuple[str, float, float]]:
     finally:
         for server in reversed(servers):
             server.stop()
+        shutil.rmtree(work, ignore_errors=True)  # five copies of the data; the cache stays
     return [("pull", orthanc_pull, ours_pull), ("push", orthanc_push, ours_push)]
 
 
