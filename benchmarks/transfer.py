@@ -142,7 +142,12 @@ def main() -> None:
     count = 10 if args.smoke else args.count
     folder = args.folder or Path(tempfile.mkdtemp(prefix="transfer-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
-    for line in table(run(folder, count), count):
+    try:
+        rows = run(folder, count)
+    finally:
+        if args.folder is None:  # no cache asked for
+            shutil.rmtree(folder, ignore_errors=True)
+    for line in table(rows, count):
         print(line)
 
 
