@@ -39,6 +39,7 @@ from localdicom.listing import format_table, human_size, list_studies, listing_r
 from localdicom.reindex import reindex
 from localdicom.settings import Settings, options
 from localdicom.stable import StableCommand, watching
+from localdicom.transfer.commands import pull, push
 from localdicom.trashbin import trash
 from localdicom.web.security import browser_link, is_loopback_address
 from localdicom.web.viewer import check_dist
@@ -415,3 +416,5 @@ def ls(archive: Path, series: bool) -> int:
 
 main.add_command(export)
 main.add_command(trash)
+main.add_command(pull)
+main.add_command(push)

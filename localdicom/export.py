@@ -40,7 +40,7 @@ from localdicom.dicom.pixels import transcode
 from localdicom.dicom.syntaxes import INSTANCE_TARGETS, can_encode, instance_targets
 from localdicom.importer.report import review_lines
 from localdicom.packaging import AS_STORED, FolderSink, Member, PackageReport, ZipSink, package
-from localdicom.selection import Selection, local_instances, selection_from, selection_options
+from localdicom.selection import Selection, local_instances, selection_from
 from localdicom.settings import options
 from localdicom.workers import Workers
 
@@ -86,7 +86,6 @@ class ExportReport:
 @click.command("export", epilog=EXIT_CODES)
 @click.argument("archive", type=click.Path(exists=True, file_okay=False, path_type=Path))
 @click.argument("dest", type=click.Path(path_type=Path))
-@selection_options
 @options("export")
 def export(
     archive: Path,

@@ -9,11 +9,11 @@ written, and nothing of the server's (its upload area, its snapshot) is touched.
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from functools import cached_property
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any
 
 import click
 
@@ -30,8 +30,6 @@ from localdicom.dicom.qido import (
     searchable,
 )
 from localdicom.dicom.uids import check_uid
-
-Function = TypeVar("Function", bound=Callable[..., Any])
 
 STUDY_UID, SERIES_UID = "0020000D", "0020000E"
 
@@ -104,62 +102,16 @@ def local_instances(root: Path, selection: Selection) -> Iterator[tuple[Path, St
             yield dcm, stored
 
 
-def selection_options(function: Function) -> Function:
-    """``--study``, ``--series``, ``--query`` and ``--all``, passed on as ``selection``."""
-    decorators = [
-        click.option(
-            "--study",
-            "studies",
-            multiple=True,
-            metavar="UID",
-            help="A study to include (repeatable).",
-        ),
-        click.option(
-            "--series",
-            "series",
-            multiple=True,
-            metavar="UID",
-            help="A series to include (repeatable).",
-        ),
-        click.option(
-            "--query",
-            "queries",
-            multiple=True,
-            metavar="KEY=VALUE",
-            callback=_pairs,
-            help="A QIDO-RS condition every instance must meet, e.g. Modality=CT, "
-            "StudyDate=20240101-20241231, PatientName=DOE^* (repeatable).",
-        ),
-        click.option(
-            "--all", "everything", is_flag=True, help="Everything (when nothing else is named)."
-        ),
-    ]
-    for decorate in reversed(decorators):
-        function = decorate(function)
-    return function
-
-
 def selection_from(
     studies: tuple[str, ...],
     series: tuple[str, ...],
     queries: tuple[tuple[str, str], ...],
     everything: bool,
 ) -> Selection:
-    """The options of :func:`selection_options` as a :class:`Selection`, or a usage error
+    """The options ``--study``, ``--series``, ``--query`` and ``--all`` (declared in
+    :mod:`localdicom.settings`) as a :class:`Selection`, or a usage error
     a person can act on."""
     try:
         return Selection(studies, series, queries, everything)
     except ValueError as exc:  # and QueryError, InvalidUID
         raise click.UsageError(str(exc)) from None
-
-
-def _pairs(
-    _context: click.Context, _option: click.Parameter, values: tuple[str, ...]
-) -> tuple[tuple[str, str], ...]:
-    pairs = []
-    for value in values:
-        name, equals, condition = value.partition("=")
-        if not equals or not name:
-            raise click.BadParameter(f"{value!r} is not KEY=VALUE (e.g. Modality=CT)")
-        pairs.append((name.strip(), condition))
-    return tuple(pairs)

@@ -136,6 +136,22 @@ class PeerType(click.ParamType):
         return DicomPeer(AETitle().convert(title, param, ctx), host.strip("[]"), int(port))
 
 
+class KeyValue(click.ParamType):
+    """KEY=VALUE, e.g. Modality=CT, as a (key, value) pair."""
+
+    name = "key=value"
+
+    def convert(
+        self, value: object, param: click.Parameter | None, ctx: click.Context | None
+    ) -> tuple[str, str]:
+        if isinstance(value, tuple):
+            return value
+        key, equals, condition = str(value).partition("=")
+        if not equals or not key.strip():
+            self.fail(f"{value!r} is not KEY=VALUE (e.g. Modality=CT)", param, ctx)
+        return key.strip(), condition
+
+
 @dataclass(frozen=True)
 class Option:
     """One command-line option. ``default`` is written as on the command line ("4G"); ``type``
@@ -199,6 +215,16 @@ class Option:
         return click.option(*self.flags, self.name, help=self.help[command], **keywords)
 
 
+def _both(text: str) -> dict[str, str]:
+    """The same help in pull and push."""
+    return {"pull": text, "push": text}
+
+
+def _moving(text: str) -> dict[str, str]:
+    """The same help in every command that moves data out of or into an archive."""
+    return {"export": text, "pull": text, "push": text}
+
+
 OPTIONS: tuple[Option, ...] = (
     # serve: where it listens
     Option(
@@ -248,7 +274,11 @@ OPTIONS: tuple[Option, ...] = (
         "LOCALDICOM",
         type=AETitle(),
         show_default=True,
-        help={"serve": "This server's DICOM Application Entity title."},
+        help={
+            "serve": "This server's DICOM Application Entity title.",
+            "pull": "Our AE title towards a dicom:// remote (it must know it for C-GET).",
+            "push": "Our AE title towards a dicom:// remote.",
+        },
     ),
     Option(
         "dicom_host",
@@ -306,7 +336,10 @@ OPTIONS: tuple[Option, ...] = (
         required=True,
         help={
             "import": "The archive to import into (created if absent), as given to "
-            "'localdicom serve'."
+            "'localdicom serve'.",
+            "pull": "The archive to pull into (created if absent); through its server when "
+            "one runs on it, as import does.",
+            "push": "The archive to push from.",
         },
     ),
     # The values are those of importer.Transfer, which the command turns them into.
@@ -369,6 +402,10 @@ OPTIONS: tuple[Option, ...] = (
             "SOP Instance UID (by default that is refused with 409).",
             "import": "Replace a stored instance by a different one with the same SOP "
             "Instance UID (by default that is a conflict and the stored one is kept).",
+            "pull": "Replace a stored instance by a different one the remote has under the "
+            "same SOP Instance UID (by default a conflict; the stored one is kept).",
+            "push": "Send again an instance that changed here since it was pushed (by "
+            "default a conflict, not sent); the remote's own policy then decides.",
         },
     ),
     Option(
@@ -476,7 +513,11 @@ OPTIONS: tuple[Option, ...] = (
         bool,
         False,
         is_flag=True,
-        help={"import": "List every file that is not DICOM, with the reason."},
+        help={
+            "import": "List every file that is not DICOM, with the reason.",
+            "pull": "List every conflict and error (the first 20 otherwise).",
+            "push": "List every conflict and error (the first 20 otherwise).",
+        },
     ),
     # serve: what it serves, and to whom
     Option(
@@ -710,6 +751,142 @@ OPTIONS: tuple[Option, ...] = (
             "1.2.840.10008.1.2.1 (Explicit VR Little Endian); by default they are "
             "copied as stored."
         },
+    ),
+    # export, pull and push: which instances (localdicom/selection.py); pull and push: to or
+    # from where, and how
+    Option(
+        "studies",
+        ("--study",),
+        tuple[str, ...],
+        (),
+        multiple=True,
+        metavar="UID",
+        help=_moving("A study to include (repeatable)."),
+    ),
+    Option(
+        "series",
+        ("--series",),
+        tuple[str, ...],
+        (),
+        multiple=True,
+        metavar="UID",
+        help=_moving("A series to include (repeatable)."),
+    ),
+    Option(
+        "queries",
+        ("--query",),
+        tuple[tuple[str, str], ...],
+        (),
+        type=KeyValue(),
+        multiple=True,
+        metavar="KEY=VALUE",
+        help=_moving(
+            "A QIDO-RS condition every instance must meet, e.g. Modality=CT, "
+            "StudyDate=20240101-20241231, PatientName=DOE^* (repeatable)."
+        ),
+    ),
+    Option(
+        "everything",
+        ("--all",),
+        bool,
+        False,
+        is_flag=True,
+        help=_moving("Everything (when nothing else is named)."),
+    ),
+    Option(
+        "jobs",
+        ("-j", "--jobs"),
+        int,
+        4,
+        type=click.IntRange(min=1),
+        show_default=True,
+        help={
+            "pull": "Instances fetched at once (DICOMweb).",
+            "push": "STOW-RS requests at once (DICOMweb).",
+        },
+    ),
+    Option(
+        "batch_bytes",
+        ("--batch-bytes",),
+        int,
+        "20M",
+        type=ByteSize(),
+        show_default=True,
+        help={
+            "push": "Largest STOW-RS request (instances are grouped up to it; a bigger one "
+            "goes alone): far under the 1 to 2 GB the cloud services accept, and small "
+            "enough that --jobs requests keep the remote busy."
+        },
+    ),
+    Option(
+        "move_ae",
+        ("--move-ae",),
+        str | None,
+        None,
+        type=AETitle(),
+        help={
+            "pull": "From a dicom:// remote that offers no C-GET: C-MOVE to this AE title, a "
+            "'localdicom serve ARCHIVE --dicom-port' the remote knows by it."
+        },
+    ),
+    Option(
+        "dry_run",
+        ("-n", "--dry-run"),
+        bool,
+        False,
+        is_flag=True,
+        help=_both("List what would move, and move nothing."),
+    ),
+    Option(
+        "remote_token",
+        ("--token",),
+        str | None,
+        None,
+        envvar="LOCALDICOM_REMOTE_TOKEN",
+        help=_both("Bearer token for the remote (e.g. $(gcloud auth print-access-token))."),
+    ),
+    Option(
+        "user",
+        ("--user",),
+        str | None,
+        None,
+        envvar="LOCALDICOM_REMOTE_USER",
+        help=_both("User for HTTP Basic; without --user or --token, ~/.netrc is read."),
+    ),
+    Option(
+        "password",
+        ("--password",),
+        str | None,
+        None,
+        envvar="LOCALDICOM_REMOTE_PASSWORD",
+        help=_both("Password for HTTP Basic (better in the environment than on the line)."),
+    ),
+    Option(
+        "headers",
+        ("-H", "--header"),
+        tuple[str, ...],
+        (),
+        multiple=True,
+        metavar="'NAME: VALUE'",
+        help=_both(
+            "An HTTP header sent with every request (repeatable); its value is kept secret."
+        ),
+    ),
+    Option(
+        "ca_file",
+        ("--ca-file",),
+        Path | None,
+        None,
+        type=click.Path(exists=True, dir_okay=False, path_type=Path),
+        help=_both("Certificates (PEM) to verify the remote's TLS certificate with."),
+    ),
+    Option(
+        "insecure_tls",
+        ("--insecure-tls",),
+        bool,
+        False,
+        is_flag=True,
+        help=_both("Do not verify the remote's TLS certificate (a test server only)."),
     ),
 )
 

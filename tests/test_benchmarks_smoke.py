@@ -65,3 +65,10 @@ def test_dimse_smoke_prints_the_table_and_nothing_answered_wrongly():
         assert number.fullmatch(orthanc), f"Orthanc: {operation}: {orthanc}"
         assert number.fullmatch(ours), f"localdicom: {operation}: {ours}"
         assert errors == "0/0", f"wrong answers: {operation}: {errors}"
+
+
+def test_transfer_smoke_prints_pull_and_push_against_orthanc():
+    table = smoke("transfer")  # it checks that every destination holds every instance
+    rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| pu")]
+    assert [row[0].strip() for row in rows] == ["pull", "push"], table
+    assert all(re.fullmatch(r"\d+\.\d\d", cell.strip()) for row in rows for cell in row[1:3])

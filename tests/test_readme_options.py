@@ -10,7 +10,6 @@ import click
 import pytest
 
 from localdicom.cli import main
-from localdicom.selection import selection_options
 from localdicom.settings import OPTIONS, Option
 
 README = Path(__file__).parent.parent / "README.md"
@@ -69,11 +68,7 @@ def test_every_table_option_is_offered_by_its_commands(option: Option) -> None:
         assert {offered[flag].name for flag in declared} == {option.name}
 
 
-#: The selection options of the commands that move data, declared in localdicom/selection.py.
-SELECTION = _flags(selection_options(click.command()(lambda **_: None))).keys()
-
-
 @pytest.mark.parametrize("name", sorted(COMMANDS))
 def test_every_option_of_a_command_is_in_the_table(name: str) -> None:
     in_table = {flag for option in OPTIONS if name in option.commands for flag in _declared(option)}
-    assert _flags(COMMANDS[name]).keys() - (SELECTION - in_table) == in_table
+    assert _flags(COMMANDS[name]).keys() == in_table

@@ -18,6 +18,7 @@ from localdicom.archive.lock import (
 )
 from localdicom.archive.scan import ScanReport
 from localdicom.archive.sidecar import StoredInstance
+from localdicom.archive.transfers import TransferRecord, open_record
 from localdicom.archive.trash import Trash, Trashed, Why
 from localdicom.archive.upload import StagingFile, Upload, prepare_upload
 
@@ -31,6 +32,7 @@ __all__ = [
     "ScanReport",
     "StagingFile",
     "StoredInstance",
+    "TransferRecord",
     "Trash",
     "Trashed",
     "Upload",
@@ -38,6 +40,7 @@ __all__ = [
     "WindowGone",
     "announce_server",
     "archive_lock",
+    "open_record",
     "prepare_upload",
     "running_server",
     "withdraw_server",

@@ -11,6 +11,7 @@
     ARCHIVE/.changefeed/                  the change feed (:mod:`.changefeed`)
     ARCHIVE/.localdicom-server            the server running on the archive, if any
     ARCHIVE/.import.lock                  held by an import or reindex writing directly
+    ARCHIVE/.transfers/<remote>.json      what pull and push moved to and from each remote
 
 Every path is built from UIDs that :func:`check_uid` accepted (PS3.5 9.1: digits and dots,
 at most 64 characters), so nothing a client sends can name a file outside the folder.
@@ -51,6 +52,7 @@ class Layout:
         self.changefeed = root / ".changefeed"
         self.server_file = root / SERVER_FILE
         self.lock_file = root / ".import.lock"
+        self.transfers = root / ".transfers"
         #: Staging names: a random prefix drawn once, then a counter (no syscall per upload).
         self._session = uuid.uuid4().hex[:16]
         self._staged = itertools.count()

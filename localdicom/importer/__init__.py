@@ -9,21 +9,32 @@ import, :mod:`.sinks` commits (directly, or through the running server by STOW-R
 """
 
 from localdicom.archive import ArchiveBusy
-from localdicom.importer.examine import Transfer
-from localdicom.importer.report import ImportReport, NoProgress, Progress
-from localdicom.importer.run import CannotImport, Deidentify, ImportOptions, run_import
+from localdicom.importer.examine import Examined, Kind, Transfer, why
+from localdicom.importer.report import ImportReport, NoProgress, Progress, count
+from localdicom.importer.run import (
+    CannotImport,
+    Deidentify,
+    ImportOptions,
+    ingest_sink,
+    run_import,
+)
 from localdicom.importer.sources import Found, survey
 
 __all__ = [
     "ArchiveBusy",
     "CannotImport",
     "Deidentify",
+    "Examined",
     "Found",
     "ImportOptions",
     "ImportReport",
+    "Kind",
     "NoProgress",
     "Progress",
     "Transfer",
+    "count",
+    "ingest_sink",
     "run_import",
     "survey",
+    "why",
 ]

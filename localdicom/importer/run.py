@@ -140,6 +140,18 @@ def _sink(archive: Archive, server: str | None, options: ImportOptions) -> Itera
         yield sink
 
 
+@contextlib.contextmanager
+def ingest_sink(archive_root: Path, options: ImportOptions) -> Iterator[tuple[Sink, str | None]]:
+    """The sink an import stores through, for the other commands that bring instances in
+    (``pull``): straight into the archive under its lock, or through the server running on
+    it (whose URL comes second); the archive is created if absent."""
+    archive = Archive(archive_root, fsync=options.fsync)
+    archive.prepare()
+    server = running_server(archive)
+    with _sink(archive, server, options) as sink:
+        yield sink, server
+
+
 def _check_answers(archive: Archive, url: str) -> None:
     """Refuse to start when the announced server does not answer, rather than count every
     file as an error (a hung server, or its pid reused after a crash)."""
