@@ -19,6 +19,9 @@ from localdicom.dicom.qido import (
     RETRIEVE_URL,
     SERIES,
     STUDY,
+    Query,
+    Universal,
+    order_key,
     parse_query,
     result_fields,
 )
@@ -36,6 +39,11 @@ OFFERS = [
     Offer(DICOM_XML),
 ]
 ONLINE = {"vr": "CS", "Value": ["ONLINE"]}
+#: How many results match in all (not in PS3.18, which has no count): given whenever it is
+#: known without reading more than the page needs, i.e. unless a key memory does not hold
+#: stopped the search at the page's end.
+TOTAL_COUNT = "X-Total-Count"
+EMPTY_KEY = order_key(None)
 
 
 def search(level: str):
@@ -48,8 +56,12 @@ def search(level: str):
         query = parse_query(keys, level)
         the_catalog = catalog(request)
         end = None if query.limit is None else query.offset + query.limit
-        # one more than the page: whether there are more is all the Warning says
-        matches = await the_catalog.query(query, study, series, None if end is None else end + 1)
+        # one more than the page: whether there are more is all the Warning says; a sorted
+        # page needs every match
+        wanted = None if end is None or query.order else end + 1
+        matches = await the_catalog.query(query, study, series, wanted)
+        if query.order:
+            matches = await _sorted(the_catalog, matches, query.order)
         page = matches[query.offset : end]
         fixed = (study is not None) + (series is not None)
         fields = tuple(sorted(result_fields(query, tuple(LEVELS[fixed : LEVELS.index(level)]))))
@@ -60,6 +72,8 @@ def search(level: str):
         empty = _empty_elements(fields)
         results = [{tag: r.get(tag) or empty[tag] for tag in fields} for r in results]
         headers = {}
+        if wanted is None or len(matches) < wanted or _decided_in_memory(the_catalog, query):
+            headers[TOTAL_COUNT] = str(len(matches))
         if end is not None and end < len(matches):
             headers["Warning"] = (
                 '299 localdicom "There are additional results that can be requested"'
@@ -70,6 +84,35 @@ def search(level: str):
         return web.Response(body=orjson.dumps(results), headers=headers)
 
     return handler
+
+
+def _decided_in_memory(catalog: Catalog, query: Query) -> bool:
+    """Whether every key is matched from memory, so that every match was found."""
+    return all(
+        isinstance(condition, Universal) or catalog.holds(tag)
+        for tag, condition in query.conditions.items()
+    )
+
+
+async def _sorted(
+    catalog: Catalog, matches: list[Match], order: tuple[tuple[str, bool], ...]
+) -> list[Match]:
+    """``orderby`` (dcm4chee-arc's QIDO-RS extension): by each key in turn, the first the
+    most significant, results without a value last; ties keep the index's stable order.
+    A key memory does not hold is read from a sidecar of each match."""
+    tags = tuple(tag for tag, _ in order)
+    if all(catalog.holds(tag) for tag in tags):
+        values = [catalog.attributes(match, tags) for match in matches]
+    else:
+        known = [catalog.attributes(match, tags) for match in matches]
+        values = await catalog.complete(matches, known)
+    rows = list(zip(matches, values, strict=True))
+    for tag, descending in reversed(order):
+        keyed = [(order_key(row[1].get(tag)), row) for row in rows]
+        present = [item for item in keyed if item[0] != EMPTY_KEY]
+        present.sort(key=lambda item: item[0], reverse=descending)
+        rows = [row for _, row in present] + [row for key, row in keyed if key == EMPTY_KEY]
+    return [match for match, _ in rows]
 
 
 def _scope(request: web.Request) -> tuple[str | None, str | None]:
