@@ -102,6 +102,7 @@ async function loadStudies() {
   studies.forEach((study) => studyRow(tbody, study));
   document.getElementById("empty").hidden = studies.length > 0;
   showRange(current, studies.length, total);
+  performance.mark("localdicom-rows");
   document.body.dataset.loaded = String(Date.now());
 }
 

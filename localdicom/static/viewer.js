@@ -6,10 +6,10 @@
 
 const [, STUDY, SERIES] = location.pathname.match(/\/ui\/studies\/([^/]+)\/series\/([^/]+)\/?$/)
   .map(decodeURIComponent);
-const AHEAD = 24;        // frames fetched ahead in the direction of scrolling
-const BEHIND = 8;        // and behind
+const AHEAD = 24;        // frames fetched first ahead in the direction of scrolling
+const BEHIND = 8;        // and behind; then the rest of the series, nearest first
 const PARALLEL = 6;      // requests at once (a browser's connections per host)
-const KEPT = 160;        // decoded frames kept, the farthest dropped first
+const KEPT = 1000;       // compressed frames kept (about 40 kB each), the farthest dropped first
 const canvas = document.getElementById("image");
 const context = canvas.getContext("2d");
 const slider = document.getElementById("slider");
@@ -19,8 +19,8 @@ const view = {
   window: null,          // [center, width], or null: each frame's own (no window parameter)
   shown: null, drawn: 0, firstDrawnAt: null,
 };
-const cache = new Map(); // "index|window" -> Promise<ImageBitmap>
-const queue = [];        // [key, index] waiting for a connection
+const cache = new Map(); // "index|window" -> Promise<Blob>, with .index, .key, .start
+const queue = [];        // entries waiting for a connection, the most wanted first
 let inFlight = 0;
 
 function instancePath(frame) {
@@ -37,8 +37,8 @@ function frameUrl(index, win) {
   return `${instancePath(frame)}/frames/${frame.frame}/rendered${query}`;
 }
 
-// A frame's image, fetched once per window; the promise is kept so a frame is asked once.
-// It starts when a connection is free (pump), the urgent ones first.
+// A frame's rendered image (JPEG), fetched once per window and kept; it starts when a
+// connection is free (pump), the urgent ones first.
 function image(index, win = view.window, urgent = false) {
   const key = `${index}|${windowKey(win)}`;
   let entry = cache.get(key);
@@ -47,14 +47,18 @@ function image(index, win = view.window, urgent = false) {
     entry = new Promise((resolve) => { start = resolve; }).then(async () => {
       const response = await fetch(frameUrl(index, win), { headers: { Accept: "image/jpeg" } });
       if (!response.ok) throw new Error(`${response.status} ${(await response.text()).trim()}`);
-      return createImageBitmap(await response.blob());
+      return response.blob();
     });
     entry.catch(() => cache.delete(key));
     Object.assign(entry, { index, key, start });
     cache.set(key, entry);
-    if (urgent) queue.unshift(entry); else queue.push(entry);
-    pump();
+    queue.push(entry);
   }
+  if (urgent && queue.includes(entry)) {
+    queue.splice(queue.indexOf(entry), 1);
+    queue.unshift(entry);
+  }
+  pump();
   return entry;
 }
 
@@ -67,31 +71,36 @@ function pump() {
   }
 }
 
-// Drop what waits but is no longer wanted (never started: forgotten, so asked again later).
-function forgetQueued(keep) {
-  for (let i = queue.length - 1; i >= 0; i -= 1) {
-    if (!keep(queue[i])) {
-      cache.delete(queue[i].key);
-      queue.splice(i, 1);
+// The whole series is fetched in the background for the current window, in the order the
+// user is likely to need it: the current frame, AHEAD frames in the direction of scrolling,
+// BEHIND frames behind, then every other frame nearest first.
+function prefetch() {
+  const { index, direction, frames } = view;
+  const order = [index];
+  for (let step = 1; step <= AHEAD; step += 1) order.push(index + direction * step);
+  for (let step = 1; step <= BEHIND; step += 1) order.push(index - direction * step);
+  for (let step = 1; step < frames.length; step += 1) {
+    if (step > AHEAD) order.push(index + direction * step);
+    if (step > BEHIND) order.push(index - direction * step);
+  }
+  const rank = new Map();
+  for (const i of order) if (i >= 0 && i < frames.length && !rank.has(i)) rank.set(i, rank.size);
+  for (const i of rank.keys()) if (rank.get(i) < KEPT) image(i);
+  const suffix = `|${windowKey(view.window)}`;
+  const place = (entry) => (entry.key.endsWith(suffix) ? rank.get(entry.index) : -1);
+  queue.sort((a, b) => place(a) - place(b));  // a drag's frames (other windows) stay first
+  if (cache.size > KEPT) {
+    const far = [...cache.values()].sort((a, b) =>
+      Math.abs(b.index - index) - Math.abs(a.index - index));
+    for (const entry of far.slice(0, cache.size - KEPT)) {
+      cache.delete(entry.key);
+      if (queue.includes(entry)) queue.splice(queue.indexOf(entry), 1);
     }
   }
 }
 
-function prefetch() {
-  const { index, direction, frames } = view;
-  const wanted = [];
-  for (let step = 1; step <= AHEAD; step += 1) wanted.push(index + direction * step);
-  for (let step = 1; step <= BEHIND; step += 1) wanted.push(index - direction * step);
-  const near = new Set([index, ...wanted]);
-  forgetQueued((entry) => near.has(entry.index));
-  for (const i of wanted) if (i >= 0 && i < frames.length) image(i);
-  if (cache.size > KEPT) {
-    const far = [...cache.values()].filter((entry) => !queue.includes(entry))
-      .sort((a, b) => Math.abs(b.index - index) - Math.abs(a.index - index));
-    for (const entry of far.slice(0, cache.size - KEPT)) cache.delete(entry.key);
-  }
-}
-
+// Go to a frame. While the user scrolls faster than frames arrive, a frame that arrives
+// between the one shown and the one wanted is drawn on the way, so the image keeps moving.
 async function show(index) {
   index = Math.max(0, Math.min(view.frames.length - 1, index));
   if (index !== view.index) view.direction = index > view.index ? 1 : -1;
@@ -102,8 +111,12 @@ async function show(index) {
   const pending = image(index, win, true);
   prefetch();
   try {
-    const bitmap = await pending;
-    if (view.index === index && windowKey(view.window) === windowKey(win)) draw(bitmap, index);
+    const bitmap = await createImageBitmap(await pending);
+    const from = view.shown === null ? index : view.shown;
+    const onTheWay = (index - from) * (view.index - index) >= 0 && index !== from;
+    const current = windowKey(view.window) === windowKey(win);
+    if (current && (view.index === index || onTheWay)) draw(bitmap, index);
+    else bitmap.close();
   } catch (error) {
     document.getElementById("overlay").textContent = `Cannot show this frame: ${error.message}`;
   }
@@ -115,6 +128,7 @@ function draw(bitmap, index) {
     canvas.height = bitmap.height;
   }
   context.drawImage(bitmap, 0, 0);
+  bitmap.close();
   view.shown = index;
   view.drawn += 1;
   if (view.firstDrawnAt === null) {
@@ -156,8 +170,11 @@ function setWindow(win, redraw = true) {
     button.setAttribute("aria-pressed", String(win ? preset === windowKey(win) : preset === "own"));
   }
   const suffix = `|${windowKey(win)}`;
-  forgetQueued((entry) => entry.key.endsWith(suffix));
-  for (const key of [...cache.keys()]) if (!key.endsWith(suffix)) cache.delete(key);
+  for (const [key, entry] of [...cache.entries()]) {
+    if (key.endsWith(suffix)) continue;
+    cache.delete(key);
+    if (queue.includes(entry)) queue.splice(queue.indexOf(entry), 1);
+  }
   if (redraw) show(view.index);
 }
 
@@ -210,7 +227,7 @@ function setUpWindowDrag() {
     wanted = null;
     view.window = win;
     try {
-      draw(await image(view.index, win, true), view.index);
+      draw(await createImageBitmap(await image(view.index, win, true)), view.index);
     } catch { /* the next move asks again */ }
     busy = false;
     render();
@@ -218,6 +235,7 @@ function setUpWindowDrag() {
   stage.addEventListener("pointerdown", (event) => {
     if (event.button !== 0) return;
     origin = { x: event.clientX, y: event.clientY, window: currentWindow() };
+    for (const entry of queue.splice(0)) cache.delete(entry.key);  // the drag's frames first
     stage.setPointerCapture(event.pointerId);
   });
   stage.addEventListener("pointermove", (event) => {
