@@ -9,11 +9,12 @@ context (empty cache) for every run, on the same localdicom server started with 
 
 * **first image**: from the start of the navigation to the series page (the quick viewer's
   ``/ui/studies/S/series/X``, OHIF's ``/viewer/viewer?StudyInstanceUIDs=S``) to the first slice
-  drawn: the quick viewer's ``localdicom-first-frame`` performance mark, OHIF's first
+  drawn: the quick viewer's first ``localdicom:drawn`` event, OHIF's first
   ``CORNERSTONE_IMAGE_RENDERED`` event in its viewport (caught on ``document``, capture phase);
-* **scrolling**: one second after the first image, 299 wheel events are sent to the image,
-  one every 10 ms (100 a second, a fast scroll); the slices drawn meanwhile are counted until
-  the last one is drawn: slices drawn per second, and how many of the 299 were drawn at all;
+* **scrolling**: one second after the first image, 299 wheel notches are sent to the image
+  as real input, one every 10 ms plus the time Chromium takes to take each (a fast scroll);
+  the slices drawn are counted until the last one is drawn: slices drawn per second, and
+  how many of the 299 were drawn at all;
 * **studies page**: ``/`` on an archive of N one-instance studies, from the navigation's start
   to the first rows in the table (``localdicom-rows`` mark), then a search and a sort.
 
@@ -28,6 +29,7 @@ import argparse
 import asyncio
 import contextlib
 import hashlib
+import json
 import os
 import statistics
 import subprocess
@@ -35,6 +37,7 @@ import sys
 import tempfile
 import time
 import urllib.request
+from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from benchmarks.dataset import uid, write_series
@@ -61,32 +64,12 @@ document.addEventListener("CORNERSTONE_IMAGE_RENDERED", (event) => {
   window.__renders.push([performance.now(), index]);
 }, true);
 """
-#: The quick viewer's draws, from its own counter.
+#: The quick viewer's draws (its ``localdicom:drawn`` event, one a frame drawn).
 QUICK_PROBE = """
 window.__renders = [];
-const record = () => {
-  const view = window.quickViewer;
-  if (view && view.drawn > window.__renders.length) {
-    window.__renders.push([performance.now(), view.shown]);
-  }
-  requestAnimationFrame(record);
-};
-requestAnimationFrame(record);
-"""
-#: 299 wheel events, one every WHEEL_INTERVAL_MS, at the middle of the image element.
-WHEEL = """
-async ([selector, steps, interval]) => {
-  const target = document.querySelector(selector);
-  const box = target.getBoundingClientRect();
-  const at = { clientX: box.x + box.width / 2, clientY: box.y + box.height / 2 };
-  const started = performance.now();
-  for (let i = 0; i < steps; i += 1) {
-    target.dispatchEvent(new WheelEvent("wheel", { deltaY: 100, deltaMode: 0, bubbles: true,
-      cancelable: true, ...at }));
-    await new Promise((resolve) => setTimeout(resolve, interval));
-  }
-  return started;
-}
+document.addEventListener("localdicom:drawn", (event) => {
+  window.__renders.push([performance.now(), event.detail]);
+}, true);
 """
 
 
@@ -133,7 +116,7 @@ async def first_and_scroll(browser, url: str, probe: str, selector: str, slices:
     await page.wait_for_timeout(1000)
     steps = slices - 1
     before = await page.evaluate("window.__renders.length")
-    started = await page.evaluate(WHEEL, [selector, steps, WHEEL_INTERVAL_MS])
+    started = await wheel(page, selector, steps)
     with contextlib.suppress(Exception):  # a viewer that never reaches the end: as it is
         await page.wait_for_function(
             f"window.__renders.some(([, index]) => index === {steps})", polling=20, timeout=60_000
@@ -149,6 +132,21 @@ async def first_and_scroll(browser, url: str, probe: str, selector: str, slices:
         "scroll seconds": elapsed,
         "slices/s": len(distinct) / elapsed if shown else 0.0,
     }
+
+
+async def wheel(page, selector: str, steps: int) -> float:
+    """``steps`` wheel notches over the image, one every WHEEL_INTERVAL_MS, as real input
+    (Chromium's, through the DevTools protocol: OHIF ignores synthetic wheel events); the
+    page's clock when they began."""
+    box = await page.locator(selector).first.bounding_box()
+    await page.mouse.move(box["x"] + box["width"] / 2, box["y"] + box["height"] / 2)
+    started = await page.evaluate("performance.now()")
+    sent = []
+    for _ in range(steps):  # sent without waiting for each to be handled: a steady pace
+        sent.append(asyncio.create_task(page.mouse.wheel(0, 100)))
+        await asyncio.sleep(WHEEL_INTERVAL_MS / 1000)
+    await asyncio.gather(*sent)
+    return started
 
 
 async def studies_page(browser, root: str) -> dict:
@@ -231,10 +229,18 @@ async def run_studies(server: Server, repeat: int) -> list[dict]:
 
 
 def warm_up(server: Server) -> None:
-    """A server that has rendered once: its worker processes started (on a first pixel
-    request), as on a server that has been running a while."""
-    url = f"{server.root}/studies/{uid(STUDY)}/series/{uid(SERIES)}/thumbnail"
-    urllib.request.urlopen(url, timeout=120).read()
+    """A server that has rendered before, in each of its worker processes (which import
+    their codecs on a first pixel request), as one that has been running a while: the last
+    frames of the series, several at once."""
+    series = f"studies/{uid(STUDY)}/series/{uid(SERIES)}"
+    with urllib.request.urlopen(f"{server.root}/ui/api/{series}/frames", timeout=120) as answer:
+        frames = json.loads(answer.read())["frames"][-8:]
+    urls = [
+        f"{server.root}/{series}/instances/{f['instance']}/frames/{f['frame']}/rendered"
+        for f in frames
+    ]
+    with ThreadPoolExecutor(len(urls)) as pool:
+        list(pool.map(lambda url: urllib.request.urlopen(url, timeout=120).read(), urls))
 
 
 def median(runs: list[dict], key: str) -> float:

@@ -220,6 +220,7 @@ async def test_pages_name_the_site_root_and_404_what_is_not_stored(stocked) -> N
     assert study.status == 200 and '<base href="../../">' in await study.text()
     series = await stocked.get(f"/ui/studies/{STUDY_UID}/series/{SERIES_SQUARE_TRIANGLE}")
     assert '<base href="../../../../">' in await series.text()
+    assert "{{" not in home + await study.text() + await series.text()
     for path in (f"/ui/studies/{UNKNOWN}", f"/ui/studies/{STUDY_UID}/series/{UNKNOWN}"):
         missing = await stocked.get(path)
         assert missing.status == 404
@@ -239,6 +240,19 @@ async def test_frames_of_a_series_in_instance_number_order(stocked) -> None:
     assert body["range"] == list(full_range(as_json(read[0])))
     missing = await stocked.get(f"/ui/api/studies/{STUDY_UID}/series/{UNKNOWN}/frames")
     assert missing.status == 404
+
+
+async def test_series_page_carries_its_frames_and_preloads_the_first_shown(stocked) -> None:
+    series = f"studies/{STUDY_UID}/series/{SERIES_SQUARE_TRIANGLE}"
+    frames = await (await stocked.get(f"/ui/api/{series}/frames")).json()
+    page = await (await stocked.get(f"/ui/{series}?slice=2")).text()
+    embedded = page.split('<script id="frames-data" type="application/json">')[1]
+    assert json.loads(embedded.split("</script>")[0]) == frames
+    second = frames["frames"][1]
+    preload = f"{series}/instances/{second['instance']}/frames/1/rendered"
+    assert f'<link rel="preload" as="fetch" crossorigin href="{preload}">' in page
+    windowed = await (await stocked.get(f"/ui/{series}?window=40,400")).text()
+    assert 'rel="preload"' not in windowed
 
 
 async def test_tags_of_an_instance(stocked) -> None:

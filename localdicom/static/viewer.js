@@ -45,7 +45,9 @@ function image(index, win = view.window, urgent = false) {
   if (!entry) {
     let start;
     entry = new Promise((resolve) => { start = resolve; }).then(async () => {
-      const response = await fetch(frameUrl(index, win), { headers: { Accept: "image/jpeg" } });
+      // the server's default rendered type is JPEG; no Accept header, so that the page's
+      // preload of the first frame is this very request
+      const response = await fetch(frameUrl(index, win));
       if (!response.ok) throw new Error(`${response.status} ${(await response.text()).trim()}`);
       return response.blob();
     });
@@ -138,6 +140,7 @@ function draw(bitmap, index) {
   canvas.dataset.frame = String(index);
   canvas.dataset.window = windowKey(view.window);
   canvas.dataset.drawn = String(view.drawn);
+  canvas.dispatchEvent(new CustomEvent("localdicom:drawn", { detail: index }));
   showOverlay();
   scheduleTags();
   remember();
@@ -299,7 +302,9 @@ async function start() {
   document.getElementById("tag-filter").addEventListener("input", filterTags);
   setUpNavigation();
   setUpWindowDrag();
-  const { body } = await getJson(`ui/api/${seriesPath(STUDY, SERIES)}/frames`, {});
+  const embedded = document.getElementById("frames-data");
+  const body = embedded ? JSON.parse(embedded.textContent) :
+    (await getJson(`ui/api/${seriesPath(STUDY, SERIES)}/frames`, {})).body;
   view.frames = body.frames;
   view.range = body.range;
   if (!view.frames.length) {

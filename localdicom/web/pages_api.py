@@ -14,7 +14,7 @@ from __future__ import annotations
 import orjson
 from aiohttp import web
 
-from localdicom.catalog import InstanceRecord
+from localdicom.catalog import InstanceRecord, SeriesRecord
 from localdicom.dicom.slices import full_range, ordered_frames
 from localdicom.dicom.tagtable import tag_rows
 from localdicom.web.context import catalog, find_instance, find_series
@@ -23,9 +23,12 @@ API = "/ui/api"
 
 
 async def series_frames(request: web.Request) -> web.Response:
+    return _json(await frames_of(request, find_series(request)))
+
+
+async def frames_of(request: web.Request, series: SeriesRecord) -> dict:
     """``{"frames": [{"instance", "frame", "window": [center, width] | null}, ...], "range":
     [center, width]}``, ``range`` the window over every value the pixels can hold."""
-    series = find_series(request)
     records = catalog(request).instances_of(series.study, series.uid)
     metadata = await _sidecars(request, records)
     instances = [
@@ -38,7 +41,7 @@ async def series_frames(request: web.Request) -> web.Response:
     ]
     images = [data for data, (_, _, count) in zip(metadata, instances, strict=True) if count]
     start = full_range(images[0]) if images else None
-    return _json({"study": series.study, "series": series.uid, "frames": frames, "range": start})
+    return {"study": series.study, "series": series.uid, "frames": frames, "range": start}
 
 
 async def instance_tags(request: web.Request) -> web.Response:
