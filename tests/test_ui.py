@@ -263,3 +263,18 @@ async def test_tags_of_an_instance(stocked) -> None:
     assert rows["PatientName"]["value"] == str(ds.PatientName)
     assert rows["PixelData"]["value"] == "(bulk data)"
     assert json.dumps(body)  # plain JSON all through
+
+
+async def test_orderby_date_and_time_in_either_direction(stocked) -> None:
+    """The studies page's default order (the index's own, reversed): by pydicom's dates."""
+    files = [pydicom_file(name) for name in STORED] + [SAMPLES / "red-triangle.dcm"]
+    read = {(ds := pydicom.dcmread(path)).StudyInstanceUID: ds for path in files}
+    dated = [ds for ds in read.values() if ds.get("StudyDate")]
+    undated = [ds.StudyInstanceUID for ds in read.values() if not ds.get("StudyDate")]
+    key = lambda ds: (ds.StudyDate, ds.get("StudyTime", ""))  # noqa: E731
+    for query, reverse in (("StudyDate,StudyTime", False), ("-StudyDate,-StudyTime", True)):
+        response = await stocked.get(f"/studies?orderby={query}")
+        shown = [study["0020000D"]["Value"][0] for study in await response.json()]
+        expected = [ds.StudyInstanceUID for ds in sorted(dated, key=key, reverse=reverse)]
+        assert shown[: len(expected)] == expected
+        assert sorted(shown[len(expected) :]) == sorted(undated)
