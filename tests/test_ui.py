@@ -278,3 +278,21 @@ async def test_orderby_date_and_time_in_either_direction(stocked) -> None:
         expected = [ds.StudyInstanceUID for ds in sorted(dated, key=key, reverse=reverse)]
         assert shown[: len(expected)] == expected
         assert sorted(shown[len(expected) :]) == sorted(undated)
+
+
+async def test_orderby_an_attribute_of_a_higher_level(stocked) -> None:
+    """Series sorted by their study's patient name (the parent's value), then number."""
+    response = await stocked.get("/series?orderby=PatientName,-SeriesNumber")
+    rows = [
+        (
+            s.get("00100010", {}).get("Value", [{}])[0].get("Alphabetic", ""),
+            s.get("00200011", {}).get("Value", [None])[0],
+        )
+        for s in await response.json()
+    ]
+    named = [row for row in rows if row[0]]
+    assert [name for name, _ in named] == sorted((name for name, _ in named), key=str.casefold)
+    for name in {name for name, _ in named}:
+        numbers = [number for each, number in named if each == name and number is not None]
+        assert numbers == sorted(numbers, reverse=True)
+    assert all(not name for name, _ in rows[len(named) :])

@@ -371,10 +371,14 @@ def parse_order(value: str) -> tuple[tuple[str, bool], ...]:
 
 
 def order_key(element: dict[str, Any] | None) -> tuple:
-    """How a result's element sorts under ``orderby``: numbers by value, text (a person
-    name's alphabetic group) without regard to case; ``(2,)`` for an absent or empty value,
-    which the caller puts last in either direction."""
-    value = json_value(element)
+    """How a result's element sorts under ``orderby``: see :func:`value_order_key`."""
+    return value_order_key(json_value(element))
+
+
+def value_order_key(value: Any) -> tuple:
+    """How a value (as :func:`accepts` takes it) sorts under ``orderby``: numbers by value,
+    text (a person name's alphabetic group) without regard to case; ``(2,)`` for an absent
+    or empty value, which the caller puts last in either direction."""
     item = value[0] if isinstance(value, tuple) and value else value
     if isinstance(item, dict):
         item = item.get("Alphabetic") or next(iter(item.values()), None)

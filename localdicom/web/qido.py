@@ -24,6 +24,7 @@ from localdicom.dicom.qido import (
     order_key,
     parse_query,
     result_fields,
+    value_order_key,
 )
 from localdicom.web import native
 from localdicom.web.context import catalog, find_series, find_study
@@ -103,19 +104,22 @@ async def _sorted(catalog: Catalog, matches: list[Match], query: Query) -> list[
     order = query.order
     if _index_order(query):
         return _as_indexed(catalog, matches, descending=order[0][1])
-    tags = tuple(tag for tag, _ in order)
-    if all(catalog.holds(tag) for tag in tags):
-        values = [catalog.attributes(match, tags) for match in matches]
-    else:
-        known = [catalog.attributes(match, tags) for match in matches]
-        values = await catalog.complete(matches, known)
-    rows = list(zip(matches, values, strict=True))
+    keys = {tag: await _keys(catalog, matches, tag) for tag, _ in order}
+    rows = list(range(len(matches)))
     for tag, descending in reversed(order):
-        keyed = [(order_key(row[1].get(tag)), row) for row in rows]
-        present = [item for item in keyed if item[0] != EMPTY_KEY]
-        present.sort(key=lambda item: item[0], reverse=descending)
-        rows = [row for _, row in present] + [row for key, row in keyed if key == EMPTY_KEY]
-    return [match for match, _ in rows]
+        key = keys[tag]
+        present = [row for row in rows if key[row] != EMPTY_KEY]
+        present.sort(key=key.__getitem__, reverse=descending)
+        rows = present + [row for row in rows if key[row] == EMPTY_KEY]
+    return [matches[row] for row in rows]
+
+
+async def _keys(catalog: Catalog, matches: list[Match], tag: str) -> list[tuple]:
+    """Each match's sort key for ``tag``: from memory's values, or its sidecar's."""
+    if catalog.holds(tag):
+        return [value_order_key(value) for value in catalog.values(matches, tag)]
+    known = [catalog.attributes(match, (tag,)) for match in matches]
+    return [order_key(each.get(tag)) for each in await catalog.complete(matches, known)]
 
 
 def _index_order(query: Query) -> bool:
