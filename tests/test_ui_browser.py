@@ -252,15 +252,20 @@ async def test_pages_work_with_a_token(tmp_path: Path) -> None:
     live.start()
     try:
         async with chromium() as browser:
-            page = await browser.new_page()
-            page.set_default_timeout(TIMEOUT_MS)
-            problems = Problems(page)
+            context = await browser.new_context()  # one cookie jar for both pages
+            viewer = await context.new_page()
+            viewer.set_default_timeout(TIMEOUT_MS)
+            problems = Problems(viewer)
             url = f"{live.url}/ui/studies/{STUDY_UID}/series/{SERIES_SQUARE_TRIANGLE}"
-            await page.goto(f"{url}?token={TOKEN}")
-            await drawn(page)
-            assert page.url.split("?")[0] == url and "token" not in page.url
-            await page.goto(f"{live.url}/")
-            await page.locator(f'tr[data-study-uid="{STUDY_UID}"]').wait_for()
+            await viewer.goto(f"{url}?token={TOKEN}")
+            await drawn(viewer)
+            assert viewer.url.split("?")[0] == url and "token" not in viewer.url
+            assert not problems.seen, problems.seen
+            home = await context.new_page()  # the viewer's fetches go on: not aborted
+            home.set_default_timeout(TIMEOUT_MS)
+            problems = Problems(home)
+            await home.goto(f"{live.url}/")
+            await home.locator(f'tr[data-study-uid="{STUDY_UID}"]').wait_for()
             assert not problems.seen, problems.seen
     finally:
         live.stop()
