@@ -108,7 +108,7 @@ async def test_search_narrows_the_list(server: LiveServer, page, screenshots: Pa
     name = pydicom.dcmread(SAMPLES / "red-triangle.dcm").PatientName
     assert await rows.first.locator("a").first.inner_text() == str(name).replace("^", " ")
     assert everything > 1
-    assert (await page.locator("#count").inner_text()).startswith("1 studies")
+    assert (await page.locator("#count").inner_text()).startswith("1 study")
     await page.screenshot(path=screenshots / "studies.png", full_page=True)
     assert not page.problems.seen, page.problems.seen
 

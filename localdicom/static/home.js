@@ -76,7 +76,8 @@ function showSort(sort) {
 function showRange(current, shown, total) {
   const first = (current.page - 1) * PAGE_SIZE;
   const known = total !== null;
-  document.getElementById("count").textContent = known ? `${total.toLocaleString("en")} studies` : "";
+  const noun = total === 1 ? "study" : "studies";
+  document.getElementById("count").textContent = known ? `${total.toLocaleString("en")} ${noun}` : "";
   document.getElementById("range").textContent = shown ?
     `${first + 1}–${first + shown}${known ? ` of ${total.toLocaleString("en")}` : ""}` : "";
   document.getElementById("previous").disabled = current.page <= 1;
