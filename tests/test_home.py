@@ -40,13 +40,15 @@ async def test_home_page_is_served(client) -> None:
     assert response.content_type == "text/html"
     page = await response.text()
     assert 'src="static/home.js"' in page
+    assert 'src="static/upload.js"' in page
     assert 'name="localdicom-viewer" content=""' in page
     script = await client.get("/static/home.js")
     assert script.status == 200
     text = await script.text()
-    assert "studies?includefield=" in text
-    assert '"application/dicom"' in text
+    assert "includefield" in text and "orderby" in text and "X-Total-Count" in text
     assert "/thumbnail" in text
+    upload = await (await client.get("/static/upload.js")).text()
+    assert '"application/dicom"' in upload
 
 
 async def test_home_page_links_to_the_viewer_when_served(
@@ -60,8 +62,12 @@ async def test_home_page_links_to_the_viewer_when_served(
 async def test_home_page_sees_what_it_needs(aiohttp_client, archive_dir: Path) -> None:
     """The QIDO request home.js makes answers every column it shows."""
     client = await aiohttp_client(make_app(app_settings(archive_dir, samples=True)))
-    response = await client.get("/studies?includefield=00081030,00080061,00201206,00201208")
+    fields = "includefield=00081030,00080061,00201206,00201208"
+    response = await client.get(
+        f"/studies?{fields}&limit=50&offset=0&orderby=-StudyDate,-StudyTime"
+    )
     (study,) = await response.json()
+    assert response.headers["X-Total-Count"] == "1"
     for tag in ("0020000D", "00100010", "00100020", "00080020", "00080061", "00201206"):
         assert tag in study
     assert study["00201208"]["Value"] == [3]
@@ -134,5 +140,7 @@ def test_static_files_are_in_the_wheel(tmp_path: Path) -> None:
         pytest.skip(f"cannot build a wheel here: {build.stderr[-300:]}")
     (wheel,) = tmp_path.glob("localdicom-*.whl")
     names = zipfile.ZipFile(wheel).namelist()
-    assert "localdicom/static/index.html" in names
-    assert "localdicom/static/home.js" in names
+    for name in ("index.html", "study.html", "series.html", "ui.css", "common.js", "home.js"):
+        assert f"localdicom/static/{name}" in names
+    for name in ("upload.js", "study.js", "viewer.js"):
+        assert f"localdicom/static/{name}" in names

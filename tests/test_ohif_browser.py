@@ -14,9 +14,7 @@ in CI (CI=true) their absence is a failure, since .ci/run installs them.
 from __future__ import annotations
 
 import asyncio
-import io
 import os
-import shutil
 import tempfile
 import threading
 from collections.abc import Iterator
@@ -26,49 +24,36 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from PIL import Image
 from pydicom.data import get_testdata_file
 
 from localdicom.web.viewer import ohif_config
 from tests.helpers import STUDY_UID, free_port
+from tests.helpers.browser import (
+    CHROMIUM,
+    TIMEOUT_MS,
+    Problems,
+    missing_browser,
+    require_browser,
+    screen_pixels,
+)
 from tests.helpers.live import LiveServer
 
 pytestmark = [pytest.mark.external, pytest.mark.slow]
 
-CHROMIUM = Path("/usr/bin/chromium")
 OHIF_DIST = Path(
     os.environ.get("OHIF_DIST", Path.home() / ".cache/localdicom-test/ohif/package/dist")
 )
-TIMEOUT_MS = 60_000
 
 
 def _missing() -> str | None:
-    if not CHROMIUM.exists():
-        return "Chromium is not installed (apt-get install chromium)"
-    if shutil.which("node") is None and not _has_playwright():
-        return "Playwright is not installed (pip install playwright)"
-    if not _has_playwright():
-        return "Playwright is not installed (pip install playwright)"
     if not (OHIF_DIST / "index.html").is_file():
         return f"no OHIF build at {OHIF_DIST} (npm pack @ohif/app; see .ci/run)"
-    return None
-
-
-def _has_playwright() -> bool:
-    try:
-        import playwright.async_api  # noqa: F401
-    except ImportError:
-        return False
-    return True
+    return missing_browser()
 
 
 @pytest.fixture(autouse=True)
 def _browser_tools() -> None:
-    missing = _missing()
-    if missing and os.environ.get("CI"):
-        pytest.fail(f"browser test cannot run in CI: {missing}")
-    if missing:
-        pytest.skip(f"browser test skipped: {missing}")
+    require_browser(_missing())
 
 
 @pytest.fixture
@@ -125,29 +110,6 @@ def ohif_elsewhere(server: LiveServer) -> Iterator[str]:
     httpd.shutdown()
 
 
-class Problems:
-    """HTTP errors, failed requests and CORS messages seen by the page."""
-
-    def __init__(self, page) -> None:
-        self.seen: list[str] = []
-        page.on("response", self._response)
-        page.on("requestfailed", lambda r: self.seen.append(f"failed {r.url}: {r.failure}"))
-        page.on("console", self._console)
-
-    def _response(self, response) -> None:
-        if response.status >= 400:
-            self.seen.append(f"HTTP {response.status} {response.url}")
-
-    def _console(self, message) -> None:
-        text = message.text
-        if message.type == "error" or "CORS" in text or "Access-Control" in text:
-            self.seen.append(f"console {message.type}: {text}")
-
-
-def _image(png: bytes) -> np.ndarray:
-    return np.asarray(Image.open(io.BytesIO(png)).convert("RGB")).astype(int)
-
-
 async def _run_ohif(list_url: str, viewer_url: str) -> None:
     from playwright.async_api import async_playwright
 
@@ -174,7 +136,7 @@ async def _check_viewport(page) -> None:
     canvas = page.locator('[data-cy="viewport-pane"] canvas').first
     await canvas.wait_for()
     for _ in range(60):
-        pixels = _image(await canvas.screenshot())
+        pixels = screen_pixels(await canvas.screenshot())
         red = (pixels[..., 0] > 180) & (pixels[..., 1] < 60) & (pixels[..., 2] < 60)
         if red.mean() > 0.05:
             return
@@ -188,7 +150,7 @@ async def _check_thumbnails(page) -> None:
     panel = {"x": 0, "y": 100, "width": 300, "height": 400}
     pixels = np.zeros((1, 1, 3), dtype=int)
     for _ in range(60):
-        pixels = _image(await page.screenshot(clip=panel))
+        pixels = screen_pixels(await page.screenshot(clip=panel))
         green = (pixels[..., 1] > 50) & (pixels[..., 0] < 25) & (pixels[..., 2] < 25)
         blue = (pixels[..., 2] > 50) & (pixels[..., 0] < 25) & (pixels[..., 1] < 25)
         if green.sum() > 500 and blue.sum() > 500:
@@ -222,7 +184,7 @@ async def test_home_page_lists_and_uploads(server: LiveServer) -> None:
             await page.goto(f"{server.url}/")
             row = page.locator(f'tr[data-study-uid="{STUDY_UID}"]')
             await row.get_by_text("Anony Mous").wait_for()
-            assert await row.locator("a").get_attribute("href") == (
+            assert await row.get_by_text("Open in OHIF").get_attribute("href") == (
                 f"/viewer/viewer?StudyInstanceUIDs={STUDY_UID}"
             )
             thumbnail = row.locator("img.thumbnail")

@@ -182,6 +182,11 @@ class Catalog:
         holder = record.holder if isinstance(record, Match) else record
         return self.index.attributes(holder, tags)
 
+    def values(self, matches: list[Match], tag: str) -> list[Any]:
+        """The compact value memory holds of ``tag`` for each match (see
+        :meth:`Index.values`; ``tag`` must be one memory holds): for sorting."""
+        return self.index.values([match.holder for match in matches], tag)
+
     def counts(self) -> tuple[int, int, int]:
         """Studies, series and instances."""
         return self.index.counts()

@@ -142,7 +142,8 @@ DEFAULT_RETURN: dict[str, tuple[str, ...]] = {
     ),
 }
 
-CONTROL_PARAMETERS = frozenset({"includefield", "limit", "offset", "fuzzymatching"})
+#: ``orderby`` is not PS3.18's: dcm4chee-arc's QIDO-RS extension, which sorts before paging.
+CONTROL_PARAMETERS = frozenset({"includefield", "limit", "offset", "fuzzymatching", "orderby"})
 #: Values no matching type applies to (PS3.4 C.2.2.2 defines none for them).
 UNMATCHABLE_VRS = frozenset({"SQ", "OB", "OD", "OF", "OL", "OV", "OW"})
 NUMERIC_VRS = frozenset({"DS", "IS", "FL", "FD", "SL", "SS", "SV", "UL", "US", "UV"})
@@ -314,6 +315,8 @@ class Query:
     limit: int | None = None
     offset: int = 0
     fuzzy: bool = False
+    #: ``orderby``: (tag, descending) pairs, the first the most significant.
+    order: tuple[tuple[str, bool], ...] = ()
 
 
 def parse_query(params: Iterable[tuple[str, str]], level: str) -> Query:
@@ -340,6 +343,8 @@ def _apply_control(query: Query, name: str, value: str) -> None:
                 query.include_all = True
             else:
                 query.include.add(attribute_tag(item))
+    elif name == "orderby":
+        query.order += parse_order(value)
     elif name == "fuzzymatching":
         if value not in ("true", "false"):
             raise QueryError(f"fuzzymatching must be true or false, not {value!r}")
@@ -350,6 +355,38 @@ def _apply_control(query: Query, name: str, value: str) -> None:
             query.limit = number
         else:
             query.offset = number
+
+
+def parse_order(value: str) -> tuple[tuple[str, bool], ...]:
+    """``orderby=PatientName,-StudyDate``: attributes by keyword or tag, ``-`` for descending
+    (dcm4chee-arc's spelling)."""
+    order = []
+    for item in filter(None, (part.strip() for part in value.split(","))):
+        descending = item.startswith("-")
+        tag = attribute_tag(item.lstrip("-+"))
+        if not UNMATCHABLE_VRS.isdisjoint(_vr(tag).split(" or ")):
+            raise QueryError(f"orderby {item!r}: sequences and binary values have no order")
+        order.append((tag, descending))
+    return tuple(order)
+
+
+def order_key(element: dict[str, Any] | None) -> tuple:
+    """How a result's element sorts under ``orderby``: see :func:`value_order_key`."""
+    return value_order_key(json_value(element))
+
+
+def value_order_key(value: Any) -> tuple:
+    """How a value (as :func:`accepts` takes it) sorts under ``orderby``: numbers by value,
+    text (a person name's alphabetic group) without regard to case; ``(2,)`` for an absent
+    or empty value, which the caller puts last in either direction."""
+    item = value[0] if isinstance(value, tuple) and value else value
+    if isinstance(item, dict):
+        item = item.get("Alphabetic") or next(iter(item.values()), None)
+    if isinstance(item, int | float) and not isinstance(item, bool):
+        return (0, float(item))
+    if item is None or item == () or item == "":
+        return (2,)
+    return (1, str(item).casefold())
 
 
 def _non_negative(name: str, value: str) -> int:

@@ -331,6 +331,34 @@ class Index:
             self._add_promoted(attributes, holders, tags)
         return attributes
 
+    def values(self, records: list[Record], tag: str) -> list[Any]:
+        """The compact value memory holds of ``tag`` for each record, from the record or
+        the parent of the tag's level (None where there is none, as for a study asked an
+        instance attribute): what sorting needs, without building DICOM JSON."""
+        level = LEVEL_OF.get(tag)
+        if level is None:
+            place = self.promoted_at[tag]
+            return [_instance_of(record).values[place] for record in records]
+        depth = LEVELS.index(level)
+        position = None if tag == SOP_UID else POSITION[level].get(tag)
+        found = []
+        for record in records:
+            holder = self._at_level(record, depth)
+            if holder is None:
+                found.append(None)
+            else:
+                found.append(holder.value(tag) if position is None else holder.values[position])
+        return found
+
+    def _at_level(self, record: Record, depth: int) -> Record | None:
+        """The record itself or its parent at ``depth`` (0 study, 1 series, 2 instance)."""
+        own = 0 if isinstance(record, StudyRecord) else 1 if isinstance(record, SeriesRecord) else 2
+        if own < depth:
+            return None
+        if own > depth and depth == 1:
+            return self.series[record.series]
+        return self.studies[record.study] if own > depth else record
+
     def _add_promoted(self, attributes: Attributes, holders: list, tags: tuple[str, ...]) -> None:
         """Promoted attributes among ``tags``: the instance's own, or for a study or series
         those of its first instance (as a sidecar would give them)."""
@@ -361,6 +389,10 @@ def _lookups(tags: tuple[str, ...]) -> list[tuple[str, int, int | None]]:
             position = None if tag == SOP_UID else POSITION[level].get(tag)
             lookups.append((tag, LEVELS.index(level), position))
     return lookups
+
+
+def _instance_of(record: Record) -> InstanceRecord:
+    return record if isinstance(record, InstanceRecord) else _first_instance(record)
 
 
 def _first_instance(record: StudyRecord | SeriesRecord) -> InstanceRecord:

@@ -19,8 +19,12 @@ from localdicom.dicom.qido import (
     RETRIEVE_URL,
     SERIES,
     STUDY,
+    Query,
+    Universal,
+    order_key,
     parse_query,
     result_fields,
+    value_order_key,
 )
 from localdicom.web import native
 from localdicom.web.context import catalog, find_series, find_study
@@ -36,6 +40,13 @@ OFFERS = [
     Offer(DICOM_XML),
 ]
 ONLINE = {"vr": "CS", "Value": ["ONLINE"]}
+#: How many results match in all (not in PS3.18, which has no count): given whenever it is
+#: known without reading more than the page needs, i.e. unless a key memory does not hold
+#: stopped the search at the page's end.
+TOTAL_COUNT = "X-Total-Count"
+EMPTY_KEY = order_key(None)
+#: StudyDate, StudyTime: the order of the index's studies (ties by Study Instance UID).
+INDEX_ORDER = ("00080020", "00080030")
 
 
 def search(level: str):
@@ -48,8 +59,12 @@ def search(level: str):
         query = parse_query(keys, level)
         the_catalog = catalog(request)
         end = None if query.limit is None else query.offset + query.limit
-        # one more than the page: whether there are more is all the Warning says
-        matches = await the_catalog.query(query, study, series, None if end is None else end + 1)
+        # one more than the page: whether there are more is all the Warning says; a sorted
+        # page needs every match
+        wanted = None if end is None or query.order else end + 1
+        matches = await the_catalog.query(query, study, series, wanted)
+        if query.order:
+            matches = await _sorted(the_catalog, matches, query)
         page = matches[query.offset : end]
         fixed = (study is not None) + (series is not None)
         fields = tuple(sorted(result_fields(query, tuple(LEVELS[fixed : LEVELS.index(level)]))))
@@ -60,6 +75,8 @@ def search(level: str):
         empty = _empty_elements(fields)
         results = [{tag: r.get(tag) or empty[tag] for tag in fields} for r in results]
         headers = {}
+        if wanted is None or len(matches) < wanted or _decided_in_memory(the_catalog, query):
+            headers[TOTAL_COUNT] = str(len(matches))
         if end is not None and end < len(matches):
             headers["Warning"] = (
                 '299 localdicom "There are additional results that can be requested"'
@@ -70,6 +87,65 @@ def search(level: str):
         return web.Response(body=orjson.dumps(results), headers=headers)
 
     return handler
+
+
+def _decided_in_memory(catalog: Catalog, query: Query) -> bool:
+    """Whether every key is matched from memory, so that every match was found."""
+    return all(
+        isinstance(condition, Universal) or catalog.holds(tag)
+        for tag, condition in query.conditions.items()
+    )
+
+
+async def _sorted(catalog: Catalog, matches: list[Match], query: Query) -> list[Match]:
+    """``orderby`` (dcm4chee-arc's QIDO-RS extension): by each key in turn, the first the
+    most significant, results without a value last; ties keep the index's stable order.
+    A key memory does not hold is read from a sidecar of each match."""
+    order = query.order
+    if _index_order(query):
+        return _as_indexed(catalog, matches, descending=order[0][1])
+    keys = {tag: await _keys(catalog, matches, tag) for tag, _ in order}
+    rows = list(range(len(matches)))
+    for tag, descending in reversed(order):
+        key = keys[tag]
+        present = [row for row in rows if key[row] != EMPTY_KEY]
+        present.sort(key=key.__getitem__, reverse=descending)
+        rows = present + [row for row in rows if key[row] == EMPTY_KEY]
+    return [matches[row] for row in rows]
+
+
+async def _keys(catalog: Catalog, matches: list[Match], tag: str) -> list[tuple]:
+    """Each match's sort key for ``tag``: from memory's values, or its sidecar's."""
+    if catalog.holds(tag):
+        return [value_order_key(value) for value in catalog.values(matches, tag)]
+    known = [catalog.attributes(match, (tag,)) for match in matches]
+    return [order_key(each.get(tag)) for each in await catalog.complete(matches, known)]
+
+
+def _index_order(query: Query) -> bool:
+    """Whether ``orderby`` asks for the order studies already come in (by date, then time:
+    the index's stable order), in one direction: the studies page's default order."""
+    tags = tuple(tag for tag, _ in query.order)
+    return (
+        query.level == STUDY
+        and tags == INDEX_ORDER[: len(tags)]
+        and len({descending for _, descending in query.order}) == 1
+    )
+
+
+def _as_indexed(catalog: Catalog, matches: list[Match], *, descending: bool) -> list[Match]:
+    """Matches in the index's order, or reversed, with those without a StudyDate (which the
+    index puts first) last: what sorting gives, without sorting 100,000 studies."""
+    if descending:
+        return matches[::-1]
+    undated = 0
+    while undated < len(matches) and order_key(_date(catalog, matches[undated])) == EMPTY_KEY:
+        undated += 1
+    return matches[undated:] + matches[:undated]
+
+
+def _date(catalog: Catalog, match: Match) -> dict[str, Any] | None:
+    return catalog.attributes(match, (INDEX_ORDER[0],)).get(INDEX_ORDER[0])
 
 
 def _scope(request: web.Request) -> tuple[str | None, str | None]:

@@ -46,7 +46,9 @@ ALLOW_HEADERS = (
     "Accept, Accept-Encoding, Authorization, Cache-Control, Content-Type, If-Modified-Since, "
     "If-None-Match, Range, X-Requested-With"
 )
-EXPOSE_HEADERS = "Content-Type, Content-Length, Content-Location, Location, Warning, ETag"
+EXPOSE_HEADERS = (
+    "Content-Type, Content-Length, Content-Location, Location, Warning, ETag, X-Total-Count"
+)
 PREFLIGHT_MAX_AGE = "600"
 #: Offered on a 401: a browser then asks for a user name and password (the token).
 CHALLENGE = 'Bearer realm="localdicom", Basic realm="localdicom", charset="UTF-8"'
