@@ -85,7 +85,7 @@ def push(remote: str, **chosen: Any) -> int:
             deidentifier = choice.open([("the archive", chosen["archive"])])
         except KeyFileError as exc:
             raise click.ClickException(str(exc)) from None
-        deid = PushDeid(Deidentifying(choice, deidentifier))
+        deid = PushDeid(Deidentifying(choice, deidentifier, went="sent as"))
     command = functools.partial(
         run_push, deid=deid, follow=Follow(stable_seconds, _say) if follow else None
     )
