@@ -9,7 +9,9 @@ Every check compares with pydicom's reading of the original files.
 
 from __future__ import annotations
 
+import json
 import re
+import shutil
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -18,8 +20,8 @@ import pytest
 from click.testing import CliRunner
 
 from localdicom.cli import main
-from tests.helpers import free_port
-from tests.helpers.live import LiveServer
+from tests.helpers import free_port, orthanc
+from tests.helpers.live import LiveServer, request
 from tests.test_export_deidentify import assert_nothing_leaks
 from tests.test_import_deidentify import write_sources
 from tests.test_transfer import remote_bytes
@@ -71,6 +73,14 @@ def received(server: LiveServer, folder: Path) -> list[Path]:
     return sorted(paths)
 
 
+def exported(archive: Path, key: Path, dest: Path) -> dict[str, bytes]:
+    """What ``export --deidentify`` writes with ``key``: new SOP Instance UID -> bytes."""
+    arguments = [str(archive), str(dest), "--all", "--deidentify", "--deid-key", str(key)]
+    result = CliRunner().invoke(main, ["export", *arguments])
+    assert result.exit_code == 0, result.output
+    return {path.stem: path.read_bytes() for path in dest.rglob("*.dcm")}
+
+
 def assert_seg_on_its_ct_series(datasets: list[pydicom.Dataset]) -> None:
     (seg,) = [ds for ds in datasets if ds.Modality == "SEG"]
     cts = {ds.SOPInstanceUID: ds for ds in datasets if ds.Modality == "CT"}
@@ -104,22 +114,8 @@ def test_push_over_dicomweb_sends_what_export_writes_and_no_identifier(
     assert again_code == 0, again
     assert (counts(again)["stored"], counts(again)["already there"]) == (0, 5)
 
-    exported = tmp_path / "export"
-    result = CliRunner().invoke(
-        main,
-        [
-            "export",
-            str(archive),
-            str(exported),
-            "--all",
-            "--deidentify",
-            "--deid-key",
-            str(key),
-        ],
-    )
-    assert result.exit_code == 0, result.output
-    written = {path.stem: path.read_bytes() for path in exported.rglob("*.dcm")}
-    assert {path.stem: path.read_bytes() for path in paths} == written
+    export = exported(archive, key, tmp_path / "export")
+    assert {path.stem: path.read_bytes() for path in paths} == export
 
 
 def test_push_over_dicom_sends_no_identifier_and_leaves_out_burned_in_text(
@@ -167,3 +163,26 @@ def test_what_the_remote_refuses_is_named_by_both_uids(study, remote, tmp_path) 
     for ds in originals:  # the original UID, and the one sent
         named = f"/instances/{ds.SOPInstanceUID} (sent as "
         assert len([line for line in errors if named in line]) == 1, ds.SOPInstanceUID
+
+
+@pytest.mark.external
+@pytest.mark.skipif(shutil.which("Orthanc") is None, reason="Orthanc is not installed")
+def test_push_to_orthanc_over_dicomweb_stores_what_export_writes(study, tmp_path) -> None:
+    archive, originals = study
+    key = tmp_path / "key.json"
+    server = orthanc(tmp_path / "orthanc")
+    server.start()
+    try:
+        code, output = push(archive, server.root, key)
+        assert code == 0, output
+        rest = server.root.removesuffix("/dicom-web")
+        kept = {}
+        for orthanc_id in json.loads(request(f"{rest}/instances").body):
+            data = request(f"{rest}/instances/{orthanc_id}/file").body
+            kept[pydicom.dcmread(pydicom.filebase.DicomBytesIO(data)).SOPInstanceUID] = data
+    finally:
+        server.stop()
+    assert kept == exported(archive, key, tmp_path / "export")
+    for sop, data in kept.items():
+        (tmp_path / f"{sop}.dcm").write_bytes(data)
+    assert_nothing_leaks([tmp_path / f"{sop}.dcm" for sop in kept], originals)
