@@ -124,8 +124,13 @@ class _Follower:
                 stamp = None
         if stamp is not None and stamp == self.stamp:
             return []
-        entries = self.feed.after(self.read, BATCH)
-        if (entries and entries[0].sequence != self.read + 1) or self._gap(self.read):
+        try:
+            entries = self.feed.after(self.read, BATCH)
+            gone = (entries and entries[0].sequence != self.read + 1) or self._gap(self.read)
+        except OSError as exc:  # a segment dropped while read: again at the next look
+            self.how.say(f"Cannot read the change feed now ({exc}); trying again.")
+            return []
+        if gone:
             return None
         if len(entries) < BATCH:
             self.stamp = stamp
