@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import functools
+import time
 from pathlib import Path
 from typing import Any
 
@@ -93,8 +94,9 @@ def push(remote: str, **chosen: Any) -> int:
 
 
 def _say(line: str) -> None:
-    """push --follow: what happens, on stderr (the summary goes to stdout at the end)."""
-    click.echo(line, err=True)
+    """push --follow: what happens, on stderr with the time (the summary goes to stdout at
+    the end)."""
+    click.echo(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}", err=True)
 
 
 def _run(

@@ -71,6 +71,7 @@ def push(
         if deid is not None:
             report.notes += deid.finish()
     report.interrupted = run.stop.requested
+    report.followed = follow is not None
     report.seconds = time.perf_counter() - started
     return report
 
