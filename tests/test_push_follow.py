@@ -18,8 +18,10 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+from click.testing import CliRunner
 
-from localdicom.archive import open_record
+from localdicom.archive import Change, ChangeFeed, Layout, open_record
+from localdicom.cli import main
 from localdicom.importer import run_import
 from localdicom.selection import Selection
 from localdicom.transfer.follow import Follow, selection_key
@@ -131,17 +133,21 @@ def test_follow_pushes_each_study_once_stops_on_sigterm_and_resumes(servers, tmp
     assert created == Counter(list(first | second | third)) and len(feed) == len(created)
 
 
-def test_a_feed_without_the_saved_offset_means_a_full_pass(servers, tmp_path) -> None:
+@pytest.mark.parametrize("gap", ["began again", "retention dropped it"])
+def test_a_feed_without_the_saved_offset_means_a_full_pass(servers, tmp_path, gap) -> None:
     _, remote = servers
     archive = tmp_path / "archive"
-    assert (
-        run_import(write_series(tmp_path / "in", "gap", "series", 3, size=16), archive).exit_code
-        == 0
-    )
+    files = write_series(tmp_path / "in", "follow-gap", "follow-gap-series", 3, size=16)
+    assert run_import(files, archive).exit_code == 0
     everything = Selection(everything=True)
     record = open_record(archive, remote.url)
-    record.offsets[selection_key(everything)] = 10**6  # the feed began again since
+    record.offsets[selection_key(everything)] = 10**6 if gap == "began again" else 1
     record.save()
+    if gap == "retention dropped it":  # changes 1 to 3 and more are dropped
+        small = ChangeFeed(Layout(archive).changefeed, segment_entries=2, segments_kept=2)
+        for index in range(8):
+            small.append([Change("delete", "1.9", "1.9.1", f"1.9.1.{index}", "1.9.9")], False)
+        assert small.dropped().last > 1
     said: list[str] = []
 
     def say(line: str) -> None:  # stops once it follows
@@ -154,4 +160,14 @@ def test_a_feed_without_the_saved_offset_means_a_full_pass(servers, tmp_path) ->
 
     assert said[0] == "Sending what the record lacks of the whole selection."
     assert report.stored == 3 and report.interrupted
-    assert open_record(archive, remote.url).offsets[selection_key(everything)] == 3
+    latest = ChangeFeed.of(archive).latest().sequence
+    assert open_record(archive, remote.url).offsets[selection_key(everything)] == latest
+
+
+def test_follow_does_not_go_with_dry_run(tmp_path) -> None:
+    archive = tmp_path / "archive"
+    archive.mkdir()
+    result = CliRunner().invoke(
+        main, ["push", "http://127.0.0.1:9", "-a", str(archive), "--all", "--follow", "-n"]
+    )
+    assert result.exit_code == 2 and "--dry-run" in result.output
