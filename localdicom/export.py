@@ -201,6 +201,8 @@ class Deidentifying:
     #: until the DICOMDIR records it.
     headers: dict[str, dict[str, Any]] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
+    #: How the review list says where an instance went ("sent as" for push).
+    went: str = "exported as"
 
     def member(self, dcm: Path, stored: StoredInstance) -> Member | None:
         """The instance named by its new UIDs (those the worker will write into it), or
@@ -216,7 +218,7 @@ class Deidentifying:
         uid = self.deidentifier.key.uid
         sop = uid(header.sop_uid)
         if why:
-            self.review.append((str(dcm), f"exported as {sop}: {why}"))
+            self.review.append((str(dcm), f"{self.went} {sop}: {why}"))
         self.original[sop] = header.sop_uid
         return Member(
             path=dcm,

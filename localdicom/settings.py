@@ -324,7 +324,10 @@ OPTIONS: tuple[Option, ...] = (
         type=click.FloatRange(min=0, min_open=True),
         show_default=True,
         in_settings=False,
-        help={"serve": "Seconds without a new instance after which a study counts as complete."},
+        help={
+            "serve": "Seconds without a new instance after which a study counts as complete.",
+            "push": "With --follow: seconds without a change after which a study is pushed.",
+        },
     ),
     # import: into which archive, and how
     Option(
@@ -432,6 +435,8 @@ OPTIONS: tuple[Option, ...] = (
             "reindex": "Processes that parse the .dcm files  [default: one per CPU]",
             "export": "Processes that convert instances for --transfer-syntax  "
             "[default: one per CPU]",
+            "push": "Processes that de-identify instances (--deidentify, DICOMweb)  "
+            "[default: one per CPU]",
         },
     ),
     Option(
@@ -459,6 +464,9 @@ OPTIONS: tuple[Option, ...] = (
             "export": "Write de-identified copies (PS3.15 Annex E Basic Profile): new UIDs "
             "(in the file names and the DICOMDIR too), pseudonyms, identifying attributes "
             "removed; needs --deid-key. The archive is not changed.",
+            "push": "Send de-identified copies (PS3.15 Annex E Basic Profile), the UIDs "
+            "export --deidentify writes with the same key; needs --deid-key. The archive is "
+            "not changed.",
         },
     ),
     Option(
@@ -475,6 +483,9 @@ OPTIONS: tuple[Option, ...] = (
             "export": "The secret and the pseudonym map (created when absent; keep it "
             "outside the archive and DEST, and private): the same key gives the same UIDs "
             "and pseudonyms in every run, as for import --deidentify.",
+            "push": "The secret and the pseudonym map (created when absent; keep it "
+            "outside the archive, and private): the same key gives the same UIDs and "
+            "pseudonyms as export --deidentify.",
         },
     ),
     Option(
@@ -486,7 +497,7 @@ OPTIONS: tuple[Option, ...] = (
         multiple=True,
         metavar="NAME",
         help=dict.fromkeys(
-            ("import", "export"),
+            ("import", "export", "push"),
             "An Annex E option to apply (repeatable): "
             + ", ".join(option.value for option in DeidOption)
             + ".",
@@ -505,6 +516,9 @@ OPTIONS: tuple[Option, ...] = (
             "export": "With --deidentify, leave out instances whose pixels may show "
             "identifying text (Burned In Annotation YES, ultrasound, secondary capture...); "
             "by default they are exported and listed as needing review.",
+            "push": "With --deidentify, do not send instances whose pixels may show "
+            "identifying text (Burned In Annotation YES, ultrasound, secondary capture...); "
+            "by default they are sent and listed as needing review.",
         },
     ),
     Option(
@@ -827,6 +841,18 @@ OPTIONS: tuple[Option, ...] = (
         help={
             "pull": "From a dicom:// remote that offers no C-GET: C-MOVE to this AE title, a "
             "'localdicom serve ARCHIVE --dicom-port' the remote knows by it."
+        },
+    ),
+    Option(
+        "follow",
+        ("--follow",),
+        bool,
+        False,
+        is_flag=True,
+        help={
+            "push": "After the first pass keep running: read the archive's change feed and "
+            "push each study once it had no change for --stable-seconds; deletions are not "
+            "sent. Stop with Ctrl-C or SIGTERM; a restart reads on from where it stopped."
         },
     ),
     Option(

@@ -30,6 +30,9 @@ class TransferRecord:
     path: Path
     address: str
     moved: dict[str, dict[str, str]] = field(default_factory=dict)
+    #: ``push --follow``: per selection (a key naming it), the change feed's sequence up to
+    #: which every change has been pushed.
+    offsets: dict[str, int] = field(default_factory=dict)
 
     def digests(self, direction: str) -> dict[str, str]:
         """SOP Instance UID -> digest moved in ``direction`` ("pulled" or "pushed")."""
@@ -39,7 +42,7 @@ class TransferRecord:
 
     def save(self) -> None:
         self.path.parent.mkdir(parents=True, exist_ok=True)
-        document = {"remote": self.address, **self.moved}
+        document = {"remote": self.address, **self.moved, "offsets": self.offsets}
         write_atomically(self.path, orjson.dumps(document), fsync=False)
 
 
@@ -61,6 +64,7 @@ def open_record(root: Path, address: str) -> TransferRecord:
             for direction in DIRECTIONS
             if isinstance(document.get(direction), dict)
         }
-    except (OSError, ValueError, AttributeError):
-        moved = {}
-    return TransferRecord(path, address, moved)
+        offsets = {str(key): int(value) for key, value in document.get("offsets", {}).items()}
+    except (OSError, ValueError, AttributeError, TypeError):
+        moved, offsets = {}, {}
+    return TransferRecord(path, address, moved, offsets)

@@ -4,8 +4,9 @@ archive, over DICOMweb or DICOM, resumably.
 :mod:`.remote` names the remote and its credentials; :mod:`.dicomweb`, :mod:`.dimse` (C-FIND,
 C-GET, C-MOVE) and :mod:`.cstore` (C-STORE) talk to it; :mod:`.plan` lists what a selection
 names there; :mod:`.intake` stores what is pulled through the import's sink; :mod:`.pull`
-and :mod:`.push` drive a run, :mod:`.report` counts, and :mod:`.commands` are the two
-commands. What was moved is recorded per remote in the archive
+and :mod:`.push` drive a run (:mod:`.follow`: ``push --follow``, the change feed;
+:mod:`.deidentified`: ``push --deidentify``), :mod:`.report` counts, and :mod:`.commands`
+are the two commands. What was moved is recorded per remote in the archive
 (:mod:`localdicom.archive.transfers`).
 """
 

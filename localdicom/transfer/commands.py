@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import functools
+import time
 from pathlib import Path
 from typing import Any
 
@@ -9,9 +11,13 @@ import click
 
 from localdicom.archive import ArchiveBusy
 from localdicom.console import EXIT_CODES, Bar
+from localdicom.deid import Deidentify, KeyFileError
+from localdicom.export import Deidentifying
 from localdicom.importer import CannotImport
 from localdicom.selection import selection_from
 from localdicom.settings import options
+from localdicom.transfer.deidentified import PushDeid
+from localdicom.transfer.follow import Follow
 from localdicom.transfer.options import TransferOptions
 from localdicom.transfer.pull import pull as run_pull
 from localdicom.transfer.push import push as run_push
@@ -61,8 +67,36 @@ def push(remote: str, **chosen: Any) -> int:
       localdicom push dicom://ORTHANC@lab-host:4242 --archive ./archive --query Modality=SEG
       localdicom push "$GOOGLE_DICOMWEB" --archive ./archive --all \\
           --token "$(gcloud auth print-access-token)"
+      localdicom push http://lab:8042/dicom-web --archive ./archive --all --follow
+      localdicom push http://lab:8042/dicom-web --archive ./archive --all \\
+          --deidentify --deid-key ~/private/key.json
     """
-    return _run(run_push, "Pushing", remote, **chosen)
+    choice = Deidentify.chosen(
+        chosen.pop("deidentify"),
+        chosen.pop("deid_key"),
+        chosen.pop("deid_options"),
+        chosen.pop("reject_burned_in"),
+    )
+    follow, stable_seconds = chosen.pop("follow"), chosen.pop("stable_seconds")
+    if follow and chosen["dry_run"]:
+        raise click.UsageError("--follow keeps sending: it does not go with --dry-run")
+    deid = None
+    if choice is not None:
+        try:
+            deidentifier = choice.open([("the archive", chosen["archive"])])
+        except KeyFileError as exc:
+            raise click.ClickException(str(exc)) from None
+        deid = PushDeid(Deidentifying(choice, deidentifier, went="sent as"))
+    command = functools.partial(
+        run_push, deid=deid, follow=Follow(stable_seconds, _say) if follow else None
+    )
+    return _run(command, "Pushing", remote, **chosen)
+
+
+def _say(line: str) -> None:
+    """push --follow: what happens, on stderr with the time (the summary goes to stdout at
+    the end)."""
+    click.echo(f"{time.strftime('%Y-%m-%d %H:%M:%S')} {line}", err=True)
 
 
 def _run(
@@ -97,7 +131,7 @@ def _run(
         )
     except BadRemote as exc:
         raise click.BadParameter(str(exc), param_hint="REMOTE") from None
-    if command is run_push and not archive.is_dir():
+    if label == "Pushing" and not archive.is_dir():
         raise click.BadParameter(f"{archive} is not a folder", param_hint="--archive")
     transfer = TransferOptions(tls=tls_context(ca_file, insecure_tls), **chosen)
     try:

@@ -7,18 +7,17 @@ from __future__ import annotations
 
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import pydicom
 from pynetdicom import AE
 from pynetdicom.association import Association
 
-from localdicom.archive import TransferRecord
+from localdicom.deid import DeidentifyError
 from localdicom.dicom.pixels import transcode
 from localdicom.dicom.syntaxes import instance_targets
 from localdicom.dimse.selection import Match
 from localdicom.dimse.sending import MAX_CONTEXTS, choose_syntax, move_contexts, sendable_syntaxes
-from localdicom.importer import Progress
 from localdicom.transfer.dimse import (
     ATTEMPTS,
     DUPLICATE,
@@ -28,34 +27,28 @@ from localdicom.transfer.dimse import (
     application,
     associate,
 )
-from localdicom.transfer.options import TransferOptions
 from localdicom.transfer.remote import DicomNode
-from localdicom.transfer.report import TransferReport
+
+if TYPE_CHECKING:
+    from localdicom.transfer.push import Pushing
 
 
-def push_dimse(
-    node: DicomNode,
-    instances: list[tuple[Path, Any]],
-    options: TransferOptions,
-    report: TransferReport,
-    record: TransferRecord,
-    progress: Progress,
-    stop: Any,
-) -> None:
-    ae = application(options)
-    pushed = record.digests("pushed")
+def push_dimse(run: Pushing, instances: list[tuple[Path, Any]]) -> None:
+    """C-STORE ``instances`` to ``run.node``, de-identified first with ``run.deid``."""
+    assert run.node is not None
+    ae = application(run.options)
     for group in _context_groups(instances):
-        if stop.requested:
+        if run.stop.requested:
             return
         matches = [
             Match(s.header.sop_class_uid, s.header.sop_uid, s.header.transfer_syntax, dcm)
             for dcm, s in group
         ]
         ae.requested_contexts = move_contexts(matches)
-        sender = _Sender(ae, node, report, pushed, progress)
+        sender = _Sender(ae, run.node, run)
         try:
             for (dcm, stored), match in zip(group, matches, strict=True):
-                if stop.requested:
+                if run.stop.requested:
                     break
                 sender.send(dcm, stored, match)
         finally:
@@ -84,19 +77,13 @@ def _context_groups(instances: list[tuple[Path, Any]]) -> list[list[tuple[Path, 
 class _Sender:
     """C-STORE of one instance after another on one association, opened again when lost."""
 
-    def __init__(
-        self,
-        ae: AE,
-        node: DicomNode,
-        report: TransferReport,
-        pushed: dict[str, str],
-        progress: Progress,
-    ) -> None:
+    def __init__(self, ae: AE, node: DicomNode, run: Pushing) -> None:
         self.ae = ae
         self.node = node
-        self.report = report
-        self.pushed = pushed
-        self.progress = progress
+        self.run = run
+        self.report = run.report
+        self.pushed = run.record.digests("pushed")
+        self.progress = run.progress
         self.assoc: Association | None = None
 
     def close(self) -> None:
@@ -104,12 +91,11 @@ class _Sender:
             self.assoc.release()
 
     def send(self, dcm: Path, stored: Any, match: Match) -> None:
-        header = stored.header
-        label = f"studies/{header.study_uid}/series/{header.series_uid}/instances/{header.sop_uid}"
+        label = self.run.label(stored)
         for attempt in range(ATTEMPTS):
             try:
                 code, comment = self._store(dcm, match)
-            except DimseError as exc:
+            except (DimseError, DeidentifyError) as exc:
                 self.report.errors.append((label, str(exc)))
                 self.progress.advance(1, 0)
                 return
@@ -128,12 +114,13 @@ class _Sender:
         syntax = choose_syntax(match.transfer_syntax, accepted.get(match.sop_class, []), targets)
         if syntax is None:
             return -1, f"{self.node.address} accepts no transfer syntax this instance can be in"
-        if syntax == match.transfer_syntax:
+        deid = self.run.deid
+        if syntax == match.transfer_syntax and deid is None:
             answer = self.assoc.send_c_store(dcm)
         else:
-            answer = self.assoc.send_c_store(
-                pydicom.dcmread(pydicom.filebase.DicomBytesIO(transcode(dcm, syntax)))
-            )
+            target = None if syntax == match.transfer_syntax else syntax
+            data = deid.rewrite_here(dcm, target) if deid else transcode(dcm, syntax)
+            answer = self.assoc.send_c_store(pydicom.dcmread(pydicom.filebase.DicomBytesIO(data)))
         code = answer.get("Status")
         return (None if code is None else int(code)), str(answer.get("ErrorComment", ""))
 

@@ -209,8 +209,9 @@ class DicomwebClient:
 
     # STOW-RS ---------------------------------------------------------------------------
 
-    async def store(self, files: list[tuple[Path, int]]) -> Answer:
-        """STOW-RS of ``files`` in one multipart/related request (PS3.18 10.5)."""
+    async def store(self, files: list[tuple[Path | bytes, int]]) -> Answer:
+        """STOW-RS of ``files`` (a file, or an instance's bytes, with its size) in one
+        multipart/related request (PS3.18 10.5)."""
         boundary = uuid.uuid4().hex
         heads = [f"--{boundary}\r\nContent-Type: application/dicom\r\n\r\n".encode() for _ in files]
         tail = f"\r\n--{boundary}--\r\n".encode()
@@ -229,10 +230,13 @@ JSON = {"Accept": "application/dicom+json"}
 
 
 async def _parts(
-    files: list[tuple[Path, int]], heads: list[bytes], tail: bytes
+    files: list[tuple[Path | bytes, int]], heads: list[bytes], tail: bytes
 ) -> AsyncIterator[bytes]:
     for index, ((path, _), head) in enumerate(zip(files, heads, strict=True)):
         yield (b"\r\n" if index else b"") + head
+        if isinstance(path, bytes):
+            yield path
+            continue
         with path.open("rb") as fp:
             while chunk := await asyncio.to_thread(fp.read, CHUNK):
                 yield chunk

@@ -26,3 +26,5 @@ class TransferOptions:
     tls: Any = True
     #: First wait before a retry (seconds), doubled at each attempt.
     backoff: float = 0.5
+    #: Processes that de-identify (push --deidentify); None: one per CPU.
+    workers: int | None = None

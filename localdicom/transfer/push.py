@@ -12,6 +12,8 @@ from __future__ import annotations
 import asyncio
 import time
 from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -20,11 +22,13 @@ from localdicom.catalog import FailureReason
 from localdicom.importer import NoProgress, Progress
 from localdicom.selection import Selection, local_instances
 from localdicom.transfer.cstore import push_dimse
+from localdicom.transfer.deidentified import PushDeid
 from localdicom.transfer.dicomweb import Answer, DicomwebClient, RemoteError
 from localdicom.transfer.options import TransferOptions
 from localdicom.transfer.remote import Credentials, DicomNode
 from localdicom.transfer.report import TransferReport
 from localdicom.transfer.running import Stop, stopping_on_signals
+from localdicom.workers import Workers
 
 #: STOW-RS response attributes (PS3.18 Table 10.5.3-1, PS3.3 C.12.1.1.x).
 REFERENCED_SOP_SEQUENCE, FAILED_SOP_SEQUENCE = "00081199", "00081198"
@@ -45,40 +49,83 @@ def push(
     credentials: Credentials,
     options: TransferOptions,
     progress: Progress | None = None,
+    *,
+    deid: PushDeid | None = None,
+    follow: Callable[[Pushing, Path, Selection], None] | None = None,
 ) -> TransferReport:
-    """Push the selection of the archive at ``archive_root`` to the remote at ``address``."""
-    progress = progress or NoProgress()
+    """Push the selection of the archive at ``archive_root`` to the remote at ``address``;
+    de-identified with ``deid``; then, with ``follow`` (:class:`.follow.Follow`), what the
+    archive receives, until SIGINT or SIGTERM."""
     report = TransferReport(archive_root, verb="Pushed", remote=address, hide=credentials.hide)
-    record = open_record(archive_root, address)
+    record = open_record(archive_root, deid.record_address(address) if deid else address)
     started = time.perf_counter()
-    instances = _to_send(list(local_instances(archive_root, selection)), record, options, report)
-    stop = Stop()
-    if options.dry_run:
-        report.dry_run = [_label(stored) for _, stored in instances]
-        report.would_move = len(instances)
-        report.size = sum(stored.size for _, stored in instances)
-        return report
-    progress.add_total(report.files + len(instances))
-    progress.advance(report.files, 0)
+    run = Pushing(address, node, credentials, options, report, record, progress or NoProgress())
+    run.deid = deid
     try:
-        with stopping_on_signals(stop):
-            if node is not None:
-                push_dimse(node, instances, options, report, record, progress, stop)
-            elif instances:
-                asyncio.run(
-                    _push_dicomweb(
-                        address, instances, credentials, options, report, record, progress, stop
-                    )
-                )
+        with stopping_on_signals(run.stop):
+            if follow is None:
+                run.send(list(local_instances(archive_root, selection)))
+            else:
+                follow(run, archive_root, selection)
     finally:
-        record.save()
-    report.interrupted = stop.requested
+        if deid is not None:
+            report.notes += deid.finish()
+    report.interrupted = run.stop.requested
+    report.followed = follow is not None
     report.seconds = time.perf_counter() - started
     return report
 
 
+@dataclass
+class Pushing:
+    """One push: to where, how, and what it has counted so far."""
+
+    address: str
+    node: DicomNode | None
+    credentials: Credentials
+    options: TransferOptions
+    report: TransferReport
+    record: TransferRecord
+    progress: Progress
+    stop: Stop = field(default_factory=Stop)
+    deid: PushDeid | None = None
+
+    def send(self, selected: list[Local]) -> None:
+        """Send what of ``selected`` the record does not show sent as it is now."""
+        if self.deid is not None:
+            selected = self.deid.kept(selected)
+        instances = _to_send(selected, self.record, self.options, self.report, self.label)
+        report = self.report
+        if self.options.dry_run:
+            report.dry_run += [self.label(stored) for _, stored in instances]
+            report.would_move += len(instances)
+            report.size += sum(stored.size for _, stored in instances)
+            return
+        self.progress.add_total(len(selected))
+        self.progress.advance(len(selected) - len(instances), 0)
+        try:
+            if self.node is not None:
+                push_dimse(self, instances)
+            elif instances:
+                asyncio.run(_push_dicomweb(self, instances))
+        finally:
+            self.record.save()
+
+    def label(self, stored: StoredInstance) -> str:
+        """The instance in the summary: by its UIDs here (and those sent, de-identified)."""
+        return _label(stored) if self.deid is None else self.deid.label(stored)
+
+    def sent_sop(self, stored: StoredInstance) -> str:
+        """The SOP Instance UID the remote receives, and answers about."""
+        return stored.header.sop_uid if self.deid is None else self.deid.sop(stored)
+
+
 def _to_send(
-    selected: list[Local], record: TransferRecord, options: TransferOptions, report: TransferReport
+    selected: list[Local],
+    record: TransferRecord,
+    options: TransferOptions,
+    report: TransferReport,
+    label: Callable[[StoredInstance], str],
 ) -> list[Local]:
     """What the record does not show pushed as it is now; a changed instance is a conflict
     unless ``overwrite``."""
@@ -91,7 +138,7 @@ def _to_send(
         elif earlier is not None and not options.overwrite:
             report.conflicts.append(
                 (
-                    _label(stored),
+                    label(stored),
                     "changed here since it was pushed; the remote keeps the earlier one "
                     "(push with --overwrite to send it again)",
                 )
@@ -123,67 +170,82 @@ def batches(instances: list[Local], limit: int) -> list[list[Local]]:
     return result
 
 
-async def _push_dicomweb(
-    address: str,
-    instances: list[Local],
-    credentials: Credentials,
-    options: TransferOptions,
-    report: TransferReport,
-    record: TransferRecord,
-    progress: Progress,
-    stop: Stop,
-) -> None:
+async def _push_dicomweb(run: Pushing, instances: list[Local]) -> None:
+    options = run.options
     client = DicomwebClient(
-        address, credentials, options.tls, options.jobs, backoff=options.backoff
+        run.address, run.credentials, options.tls, options.jobs, backoff=options.backoff
     )
     queue = deque(batches(instances, options.batch_bytes))
-    sender = _Sender(client, report, record.digests("pushed"), progress)
+    pool = Workers(options.workers) if run.deid is not None else None
+    sender = _Sender(client, run, pool)
 
     async def worker() -> None:
-        while queue and not stop.requested:
+        while queue and not run.stop.requested:
             await sender.send(queue.popleft())
             if time.monotonic() - sender.saved > 5:
-                record.save()
+                run.record.save()
                 sender.saved = time.monotonic()
 
     try:
         await asyncio.gather(*(worker() for _ in range(max(1, options.jobs))))
     finally:
-        report.retries += client.retries
+        run.report.retries += client.retries
         await client.close()
+        if pool is not None:
+            pool.close()
 
 
 class _Sender:
     """Sends a batch and counts what the remote answered for each of its instances."""
 
-    def __init__(
-        self,
-        client: DicomwebClient,
-        report: TransferReport,
-        pushed: dict[str, str],
-        progress: Progress,
-    ) -> None:
+    def __init__(self, client: DicomwebClient, run: Pushing, pool: Workers | None) -> None:
         self.client = client
-        self.report = report
-        self.pushed = pushed
-        self.progress = progress
+        self.run = run
+        self.report = run.report
+        self.pushed = run.record.digests("pushed")
+        self.progress = run.progress
+        self.pool = pool
         self.saved = time.monotonic()
 
     async def send(self, batch: list[Local]) -> None:
+        parts = await self._parts(batch)
+        batch = [instance for instance in batch if instance[1].header.sop_uid in parts]
+        if not batch:
+            return
         try:
-            answer = await self.client.store([(dcm, stored.size) for dcm, stored in batch])
+            answer = await self.client.store([parts[s.header.sop_uid] for _, s in batch])
         except RemoteError as exc:
             for _, stored in batch:
                 self._count(stored, None, str(exc))
             return
-        outcomes = stow_outcomes(answer, [stored.header.sop_uid for _, stored in batch])
+        outcomes = stow_outcomes(answer, [self.run.sent_sop(stored) for _, stored in batch])
         if outcomes is None and len(batch) > 1:  # 413, or an answer not per instance: singly
             for instance in batch:
                 await self.send([instance])
             return
         for _, stored in batch:
-            outcome, reason = (outcomes or {}).get(stored.header.sop_uid, (None, _said(answer)))
+            sop = self.run.sent_sop(stored)
+            outcome, reason = (outcomes or {}).get(sop, (None, _said(answer)))
             self._count(stored, outcome, reason)
+
+    async def _parts(self, batch: list[Local]) -> dict[str, tuple[Path | bytes, int]]:
+        """What is sent of each instance, by its SOP Instance UID here: the stored file, or
+        its de-identified bytes (made in the workers; one that cannot be is an error)."""
+        deid = self.run.deid
+        if deid is None or self.pool is None:
+            return {stored.header.sop_uid: (dcm, stored.size) for dcm, stored in batch}
+        made = await asyncio.gather(
+            *(deid.rewrite(self.pool, dcm) for dcm, _ in batch), return_exceptions=True
+        )
+        parts: dict[str, tuple[Path | bytes, int]] = {}
+        for (_, stored), data in zip(batch, made, strict=True):
+            if isinstance(data, bytes):
+                parts[stored.header.sop_uid] = (data, len(data))
+            elif isinstance(data, Exception):
+                self._count(stored, None, f"cannot be de-identified: {data}")
+            else:
+                raise data
+        return parts
 
     def _count(self, stored: StoredInstance, outcome: str | None, reason: str) -> None:
         report = self.report
@@ -193,7 +255,7 @@ class _Sender:
         elif outcome == "already there":
             report.duplicates += 1
         else:
-            report.errors.append((_label(stored), self.client.say(reason)))
+            report.errors.append((self.run.label(stored), self.client.say(reason)))
         if outcome is not None:
             self.pushed[stored.header.sop_uid] = stored.digest
         self.progress.advance(1, stored.size if outcome == "stored" else 0)

@@ -22,12 +22,15 @@ class TransferReport(ImportReport):
     #: Instances a dry run would move (its lines may name whole series).
     would_move: int = 0
     hide: Callable[[str], str] = str
+    #: push --follow: ended by Ctrl-C or SIGTERM, its usual end.
+    followed: bool = False
 
     def lines(self, *, verbose: bool = False) -> list[str]:
         seconds = max(self.seconds, 1e-9)
         direction = "from" if self.verb == "Pulled" else "to"
         through = f" through the server at {self.server}" if self.server else ""
-        head = f"{'Interrupted' if self.interrupted else self.verb} {direction} {self.remote}"
+        stopped = "Stopped following; pushed" if self.followed else "Interrupted"
+        head = f"{stopped if self.interrupted else self.verb} {direction} {self.remote}"
         lines = [
             f"{head}{through} in {self.seconds:.2f} s: {self.files} instances, "
             f"{self.size / 1e6:.1f} MB moved, {self.files / seconds:.0f} instances/s, "
@@ -50,7 +53,8 @@ class TransferReport(ImportReport):
             lines.append(f"{self.retries} requests were repeated after a failure of the remote.")
         lines += self.notes
         if self.interrupted:
-            lines.append("Run the same command again to move the rest.")
+            again = "follow on from where it stopped" if self.followed else "move the rest"
+            lines.append(f"Run the same command again to {again}.")
         return [self.hide(line) for line in lines]
 
     def dry_run_lines(self) -> list[str]:
