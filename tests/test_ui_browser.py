@@ -148,6 +148,9 @@ async def test_study_page_shows_each_series_with_a_thumbnail(
         )
         shown = screen_pixels(await image.screenshot())
         assert shown.max() > 100 and shown.std() > 10, "a blank thumbnail"
+    # no --viewer: no OHIF button (the [hidden] attribute wins over the buttons' style)
+    assert not await page.get_by_role("link", name="Open in OHIF").is_visible()
+    assert await page.get_by_role("link", name="Download ZIP").is_visible()
     await page.screenshot(path=screenshots / "study.png", full_page=True)
     assert not page.problems.seen, page.problems.seen
 
@@ -255,6 +258,7 @@ async def test_delete_to_the_trash_and_restore(server: LiveServer, page, screens
     await page.get_by_role("button", name="Move to the trash…").click()
     await page.get_by_text("Moved to the trash").wait_for()
     assert "restore it from the Trash page" in questions[0]
+    assert not await page.get_by_role("button", name="Move to the trash…").is_visible()
     assert json.loads(request(f"{server.url}/studies?StudyInstanceUID={study}").body) == []
     await page.screenshot(path=screenshots / "study-moved-to-trash.png", full_page=True)
     await page.get_by_role("link", name="Trash page").click()
