@@ -94,6 +94,14 @@ async def canvas_pixels(page) -> np.ndarray:
     return screen_pixels(await page.locator("#image").screenshot())
 
 
+async def thumbnails_loaded(page) -> None:
+    """Wait for the study page's thumbnails: leaving the page would abort them, a problem
+    the page reports."""
+    await page.wait_for_function(
+        "[...document.querySelectorAll('#series img')].every(i => i.complete)"
+    )
+
+
 async def drawn(page, count: int = 1) -> None:
     """Wait until the viewer has drawn ``count`` images."""
     await page.wait_for_function(f"(window.quickViewer && window.quickViewer.drawn) >= {count}")
@@ -244,10 +252,7 @@ async def test_delete_to_the_trash_and_restore(server: LiveServer, page, screens
     study, _, sop = uids(path)
     await page.goto(f"{server.url}/ui/studies/{study}")
     await page.locator('body[data-loaded="true"]').wait_for()
-    # the thumbnails first: a navigation would abort them (a problem the page reports)
-    await page.wait_for_function(
-        "[...document.querySelectorAll('#series img')].every(i => i.complete)"
-    )
+    await thumbnails_loaded(page)
     questions: list[str] = []
 
     async def confirm(dialog) -> None:
@@ -315,6 +320,14 @@ async def test_download_zip_link(server: LiveServer, page, tmp_path: Path) -> No
         archive.extractall(tmp_path / "cd")
     fileset = FileSet(tmp_path / "cd" / "DICOMDIR")
     assert [instance.SOPInstanceUID for instance in fileset] == [sop]
+    await thumbnails_loaded(page)
+    await page.goto(viewer_url(server, path))
+    await drawn(page)
+    async with page.expect_download() as started:
+        await page.get_by_role("link", name="Series as ZIP").click()
+    await (await started.value).save_as(tmp_path / "series.zip")
+    with zipfile.ZipFile(tmp_path / "series.zip") as archive:
+        assert [archive.read(name) for name in archive.namelist()] == [path.read_bytes()]
     assert not page.problems.seen, page.problems.seen
 
 

@@ -1,13 +1,16 @@
 """The Trash page's server side (localdicom/web/trash_api.py, Catalog.trash_entries,
 restore_entry, empty_trash): listing, restoring one entry byte for byte and indexed at once,
-a conflict left in the trash, emptying, and the errors and guards of the JSON POSTs.
+a conflict left in the trash, emptying, the errors and guards of the JSON POSTs; and the
+file name of the zip the study page's Download ZIP link saves.
 
 Restored files are compared with the originals (pydicom's test files and the repository's
 samples), and what a row says about a study with pydicom's reading of the file."""
 
 from __future__ import annotations
 
+import re
 from pathlib import Path
+from urllib.parse import quote
 
 import pydicom
 import pytest
@@ -156,3 +159,31 @@ async def test_without_trash_the_list_says_so(archive_dir: Path) -> None:
         assert answer.json() == {"enabled": False, "entries": []}
         page = await request(client, "GET", "/ui/trash")
         assert page.status == 200 and b'name="localdicom-trash" content="off"' in page.body
+
+
+# the study page's Download ZIP link: a name a person tells apart (RFC 6266 4.3) ---------------
+
+
+async def test_a_zip_is_named_after_its_patient_and_description(client) -> None:
+    path = pydicom_file(CT)
+    ds = pydicom.dcmread(path, stop_before_pixels=True)
+    assert (await stow(client, path.read_bytes(), "application/dicom")).status == 200
+    answer = await request(client, "GET", f"/studies/{ds.StudyInstanceUID}?accept=application/zip")
+    assert answer.status == 200
+    name = f"{ds.PatientName} {ds.StudyDescription} {ds.StudyInstanceUID}".replace("^", " ")
+    ascii_name = re.sub(r"[^A-Za-z0-9.-]+", "_", name)
+    assert answer.headers["Content-Disposition"] == (
+        f"attachment; filename=\"{ascii_name}.zip\"; filename*=UTF-8''{quote(name)}.zip"
+    )
+
+
+async def test_a_zip_name_keeps_a_non_ascii_patient_in_utf8(client) -> None:
+    data = derived(SpecificCharacterSet="ISO_IR 192", PatientName="Müller^Jürgen")
+    ds = pydicom.dcmread(pydicom.filebase.DicomBytesIO(data), stop_before_pixels=True)
+    assert (await stow(client, data, "application/dicom")).status == 200
+    url = f"/studies/{ds.StudyInstanceUID}/series/{ds.SeriesInstanceUID}"
+    answer = await request(client, "GET", url, headers={"Accept": "application/zip"})
+    disposition = answer.headers["Content-Disposition"]
+    assert 'filename="M_ller_J_rgen_' in disposition
+    assert "filename*=UTF-8''M%C3%BCller%20J%C3%BCrgen%20" in disposition
+    assert disposition.endswith(f"{ds.SeriesInstanceUID}.zip")
