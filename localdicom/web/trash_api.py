@@ -68,9 +68,11 @@ async def _body(request: web.Request) -> dict[str, Any]:
         raise unsupported_media_type(
             f"Content-Type {request.content_type!r}: send a JSON object as application/json"
         )
-    if request.content_length is None or request.content_length > MAX_BODY:
+    if request.content_length is None:
+        raise web.HTTPLengthRequired(text="send the JSON body with a Content-Length\n")
+    if request.content_length > MAX_BODY:
         raise web.HTTPRequestEntityTooLarge(
-            MAX_BODY, request.content_length or 0, text=f"send at most {MAX_BODY} bytes\n"
+            MAX_BODY, request.content_length, text=f"send at most {MAX_BODY} bytes of JSON\n"
         )
     try:
         body = orjson.loads(await request.read())
