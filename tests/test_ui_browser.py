@@ -352,5 +352,13 @@ async def test_pages_work_with_a_token(tmp_path: Path) -> None:
             await home.goto(f"{live.url}/")
             await home.locator(f'tr[data-study-uid="{STUDY_UID}"]').wait_for()
             assert not problems.seen, problems.seen
+            await home.get_by_role("link", name="Trash").click()  # its POSTs use the cookie
+            await home.get_by_text("Trash: empty").wait_for()
+            emptied = await home.evaluate(
+                """fetch("ui/api/trash/empty", {method: "POST", body: "{}",
+                    headers: {"Content-Type": "application/json"}}).then(r => r.status)"""
+            )
+            assert emptied == 200
+            assert not problems.seen, problems.seen
     finally:
         live.stop()

@@ -187,3 +187,11 @@ async def test_a_zip_name_keeps_a_non_ascii_patient_in_utf8(client) -> None:
     assert 'filename="M_ller_J_rgen_' in disposition
     assert "filename*=UTF-8''M%C3%BCller%20J%C3%BCrgen%20" in disposition
     assert disposition.endswith(f"{ds.SeriesInstanceUID}.zip")
+
+
+async def test_with_a_token_the_posts_need_it(archive_dir: Path) -> None:
+    async with app_client(archive_dir, token="trash-token") as client:
+        assert (await post(client, "empty")).status == 401
+        bearer = {"Authorization": "Bearer trash-token"}
+        answer = await post(client, "empty", headers=bearer)
+        assert (answer.status, answer.json()) == (200, {"emptied": 0})
