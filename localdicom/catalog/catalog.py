@@ -95,6 +95,9 @@ class Catalog:
         self.overwrite = overwrite
         self.keep_removed = keep_removed
         self._commit_lock = asyncio.Lock()
+        #: A restore and a purge of the trash never run at once (one would pull entries
+        #: from under the other).
+        self._trash_lock = asyncio.Lock()
         #: Uploads waiting for :meth:`commit`, each with the future of its outcome.
         self._to_commit: list[Commit] = []
         self._committer: asyncio.Task | None = None
@@ -625,7 +628,8 @@ class Catalog:
     async def empty_trash(self, older_than: float | None) -> int:
         """Purge the trash entries older than ``older_than`` seconds (None: all); how many
         went."""
-        purged = await asyncio.to_thread(self.archive.trash.empty, older_than)
+        async with self._trash_lock:
+            purged = await asyncio.to_thread(self.archive.trash.empty, older_than)
         for entry in purged:
             logger.info("trash: purged .trash/%s (%d instances)", entry.name, len(entry.instances))
         return len(purged)
@@ -640,7 +644,7 @@ class Catalog:
         """Put back what one trash entry holds (None: no such entry), as ``localdicom trash
         restore --entry`` does (:func:`restoring.restore_in_place`: a UID stored again is a
         conflict, left in the trash), and index it at once."""
-        async with self._commit_lock:
+        async with self._commit_lock, self._trash_lock:
             chosen = await asyncio.to_thread(
                 restoring.selected, self.archive.trash, restoring.Selection(entry=entry)
             )
@@ -661,8 +665,16 @@ class Catalog:
             return report
 
     def _still_stored_at(self, restored: list[Trashed]) -> list[sidecar.StoredInstance]:
-        places = [self.archive.instance_file(t.study, t.series, t.sop) for t in restored]
-        return [sidecar.read(path) for path in places]
+        """The restored instances as the index takes them (one unreadable now is left to
+        the next start's scan)."""
+        back = []
+        for each in restored:
+            place = self.archive.instance_file(each.study, each.series, each.sop)
+            try:
+                back.append(sidecar.read(place))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return back
 
 
 def _first_value(attributes: dict[str, Any]) -> str:
