@@ -14,9 +14,8 @@ import functools
 import http.client
 import logging
 import time
-from collections.abc import Callable, Iterable
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -29,7 +28,13 @@ from localdicom.archive import (
     Trashed,
     archive_lock,
     running_server,
-    sidecar,
+)
+from localdicom.archive.restoring import (
+    RestoreReport,
+    Selection,
+    restore_in_place,
+    selected,
+    stored_files,
 )
 from localdicom.archive.trash import Entry
 from localdicom.catalog import Decision
@@ -43,59 +48,8 @@ logger = logging.getLogger("localdicom")
 STOW_THREADS = 4
 
 
-@dataclass(frozen=True)
-class Selection:
-    """Which trashed instances to restore: every one, or those of a study, series or
-    instance (by UID), or of one trash entry."""
-
-    study: str | None = None
-    series: str | None = None
-    instance: str | None = None
-    entry: str | None = None
-
-    def __contains__(self, trashed: Trashed) -> bool:
-        return (
-            self.entry in (None, trashed.entry)
-            and self.study in (None, trashed.study)
-            and self.series in (None, trashed.series)
-            and self.instance in (None, trashed.sop)
-        )
-
-
-@dataclass
-class RestoreReport:
-    restored: list[Trashed] = field(default_factory=list)
-    #: Already stored with these very bytes: dropped from the trash.
-    present: list[Trashed] = field(default_factory=list)
-    conflicts: list[tuple[Trashed, str]] = field(default_factory=list)
-    errors: list[tuple[Trashed, str]] = field(default_factory=list)
-    server: str | None = None
-
-    @property
-    def exit_code(self) -> int:
-        return 1 if self.conflicts or self.errors else 0
-
-    def lines(self) -> list[str]:
-        where = f" through the server at {self.server}" if self.server else ""
-        lines = [
-            f"{len(self.restored)} instances restored{where}, {len(self.present)} already "
-            f"stored (identical), {len(self.conflicts)} conflicts, {len(self.errors)} errors"
-        ]
-        lines += [f"  conflict {t.sop} (.trash/{t.entry}): {why}" for t, why in self.conflicts]
-        lines += [f"  error {t.sop} (.trash/{t.entry}): {why}" for t, why in self.errors]
-        return lines
-
-
 def entries(root: Path) -> list[Entry]:
     return list(Archive(root, fsync=False).trash.entries())
-
-
-def selected(root: Path, selection: Selection) -> list[Trashed]:
-    """The trashed instances chosen, newest removal first: when one SOP Instance UID is in
-    the trash more than once (replaced, then deleted), the last copy removed is restored
-    and the older ones are conflicts."""
-    newest_first = reversed(entries(root))
-    return [each for entry in newest_first for each in entry.instances if each in selection]
 
 
 def restore(root: Path, selection: Selection, fsync: bool = True) -> RestoreReport:
@@ -103,40 +57,15 @@ def restore(root: Path, selection: Selection, fsync: bool = True) -> RestoreRepo
     archive = Archive(root, fsync=fsync)
     server = running_server(archive)
     if server is not None:
-        report = _restore_through(archive, server, selected(root, selection))
+        report = _restore_through(archive, server, selected(archive.trash, selection))
         archive.trash.tidy(report.restored)
     else:
         with archive_lock(root):
             archive.trash.recover()
-            report = _restore_here(archive, selected(root, selection))
-            folders = [archive.root]
-            for each in report.restored:
-                folders += [
-                    archive.study_dir(each.study),
-                    archive.series_dir(each.study, each.series),
-                ]
-            archive.trash.tidy(report.restored + report.present, folders)
+            chosen = selected(archive.trash, selection)
+            report = restore_in_place(archive, chosen, stored_files(archive))
     for trashed in report.restored:
         logger.info("trash: restored %s from .trash/%s", trashed.sop, trashed.entry)
-    return report
-
-
-def _restore_here(archive: Archive, chosen: Iterable[Trashed]) -> RestoreReport:
-    report = RestoreReport()
-    present = {path.stem: path for path in archive.instance_files()}
-    for trashed in chosen:
-        stored = present.get(trashed.sop)
-        try:
-            if stored is None:
-                present[trashed.sop] = archive.put_back(trashed)
-                report.restored.append(trashed)
-            elif _digest(stored) == _digest(trashed.path):
-                archive.trash.forget(trashed)
-                report.present.append(trashed)
-            else:
-                report.conflicts.append((trashed, _stored_at(archive, stored)))
-        except OSError as exc:
-            report.errors.append((trashed, f"cannot be restored: {exc}"))
     return report
 
 
@@ -183,16 +112,6 @@ def _send(client: StowClient, trash: Trash, trashed: Trashed) -> tuple[Decision 
     except (OSError, http.client.HTTPException) as exc:
         return None, f"cannot be restored: {exc}"
     return stow_outcome(status, warning, answer, present=False)
-
-
-def _digest(dcm: Path) -> str | None:
-    stored = sidecar.read_current(dcm)
-    return stored.digest if stored is not None else None
-
-
-def _stored_at(archive: Archive, stored: Path) -> str:
-    where = stored.relative_to(archive.root)
-    return f"an instance with this UID is stored ({where}); delete it first to restore this one"
 
 
 def empty(root: Path, older_than: float | None) -> list[Entry]:

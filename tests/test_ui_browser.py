@@ -1,6 +1,7 @@
 """The pages (studies, study, quick viewer) in a real headless Chromium against a live
 localdicom: search, thumbnails, frames drawn by the server, wheel and window drag, a folder
-upload, delete, and the cookie login of ``--token``.
+upload, delete to the trash and restore from the Trash page, the ZIP download links, and the
+cookie login of ``--token``.
 
 What a page shows is compared with pydicom's reading of the files stored, never with the
 server's own answers. Screenshots of every page go to $LOCALDICOM_SCREENSHOTS when set (CI
@@ -11,12 +12,14 @@ from __future__ import annotations
 
 import json
 import os
+import zipfile
 from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pytest
+from pydicom.fileset import FileSet
 
 from tests.helpers import (
     SAMPLES,
@@ -91,6 +94,14 @@ async def canvas_pixels(page) -> np.ndarray:
     return screen_pixels(await page.locator("#image").screenshot())
 
 
+async def thumbnails_loaded(page) -> None:
+    """Wait for the study page's thumbnails: leaving the page would abort them, a problem
+    the page reports."""
+    await page.wait_for_function(
+        "[...document.querySelectorAll('#series img')].every(i => i.complete)"
+    )
+
+
 async def drawn(page, count: int = 1) -> None:
     """Wait until the viewer has drawn ``count`` images."""
     await page.wait_for_function(f"(window.quickViewer && window.quickViewer.drawn) >= {count}")
@@ -145,6 +156,9 @@ async def test_study_page_shows_each_series_with_a_thumbnail(
         )
         shown = screen_pixels(await image.screenshot())
         assert shown.max() > 100 and shown.std() > 10, "a blank thumbnail"
+    # no --viewer: no OHIF button (the [hidden] attribute wins over the buttons' style)
+    assert not await page.get_by_role("link", name="Open in OHIF").is_visible()
+    assert await page.get_by_role("link", name="Download ZIP").is_visible()
     await page.screenshot(path=screenshots / "study.png", full_page=True)
     assert not page.problems.seen, page.problems.seen
 
@@ -232,18 +246,89 @@ async def test_upload_of_a_folder(
     assert not page.problems.seen, page.problems.seen
 
 
-async def test_delete_a_study(server: LiveServer, page) -> None:
+async def test_delete_to_the_trash_and_restore(server: LiveServer, page, screenshots: Path) -> None:
     path = pydicom_file("CT_small.dcm")
     assert stow_file(server.url, path).status == 200
-    study = uids(path)[0]
+    study, _, sop = uids(path)
     await page.goto(f"{server.url}/ui/studies/{study}")
     await page.locator('body[data-loaded="true"]').wait_for()
-    page.once("dialog", lambda dialog: dialog.accept())
-    await page.get_by_role("button", name="Delete study…").click()
-    await page.wait_for_url(f"{server.url}/")
+    await thumbnails_loaded(page)
+    questions: list[str] = []
+
+    async def confirm(dialog) -> None:
+        questions.append(dialog.message)
+        await dialog.accept()
+
+    page.on("dialog", confirm)
+    await page.get_by_role("button", name="Move to the trash…").click()
+    await page.get_by_text("Moved to the trash").wait_for()
+    assert "restore it from the Trash page" in questions[0]
+    assert not await page.get_by_role("button", name="Move to the trash…").is_visible()
     assert json.loads(request(f"{server.url}/studies?StudyInstanceUID={study}").body) == []
-    gone = await page.request.get(f"{server.url}/ui/studies/{study}")
-    assert gone.status == 404
+    await page.screenshot(path=screenshots / "study-moved-to-trash.png", full_page=True)
+    await page.get_by_role("link", name="Trash page").click()
+    await page.wait_for_url(f"{server.url}/ui/trash")
+    await page.locator('body[data-loaded="true"]').wait_for()
+    row = page.locator("#entries tr", has_text=study)
+    assert "delete" in await row.inner_text()
+    await page.screenshot(path=screenshots / "trash.png", full_page=True)
+    await row.get_by_role("button", name="Restore").click()
+    await page.get_by_text("1 instance restored").wait_for()
+    await row.wait_for(state="detached")
+    found = request(f"{server.url}/studies/{study}/instances")
+    assert [item["00080018"]["Value"][0] for item in json.loads(found.body)] == [sop]
+    assert not page.problems.seen, page.problems.seen
+
+
+async def test_empty_trash(server: LiveServer, page, screenshots: Path) -> None:
+    path = SAMPLES / "blue-circle.dcm"
+    assert stow_file(server.url, path).status == 200
+    study, series, sop = uids(path)
+    url = f"{server.url}/studies/{study}/series/{series}/instances/{sop}"
+    assert request(url, method="DELETE").status == 204
+    await page.goto(f"{server.url}/ui/trash")
+    await page.locator('body[data-loaded="true"]').wait_for()
+    await page.locator("#entries tr", has_text=study).wait_for()
+    page.on("dialog", lambda dialog: dialog.accept())
+    await page.get_by_role("button", name="Empty trash…").click()
+    await page.get_by_text("Trash: empty").wait_for()
+    await page.screenshot(path=screenshots / "trash-emptied.png", full_page=True)
+    assert json.loads(request(f"{server.url}/ui/api/trash").body)["entries"] == []
+    assert not page.problems.seen, page.problems.seen
+
+
+async def test_download_zip_link(server: LiveServer, page, tmp_path: Path) -> None:
+    """The study page's links save the stored files, byte for byte (PS3.18 8.6.1.3), and a
+    DICOMDIR for a CD (PS3.10 8.6)."""
+    path = pydicom_file(CT)
+    study, _, sop = uids(path)
+    await page.goto(f"{server.url}/ui/studies/{study}")
+    await page.locator('body[data-loaded="true"]').wait_for()
+    async with page.expect_download() as started:
+        await page.get_by_role("link", name="Download ZIP").click()
+    download = await started.value
+    assert download.suggested_filename.endswith(".zip")
+    saved = tmp_path / download.suggested_filename
+    await download.save_as(saved)
+    with zipfile.ZipFile(saved) as archive:
+        assert [archive.read(name) for name in archive.namelist()] == [path.read_bytes()]
+    async with page.expect_download() as started:
+        await page.get_by_role("link", name="ZIP for a CD (DICOMDIR)").click()
+    await (await started.value).save_as(tmp_path / "cd.zip")
+    with zipfile.ZipFile(tmp_path / "cd.zip") as archive:
+        assert "DICOMDIR" in archive.namelist()
+        archive.extractall(tmp_path / "cd")
+    fileset = FileSet(tmp_path / "cd" / "DICOMDIR")
+    assert [instance.SOPInstanceUID for instance in fileset] == [sop]
+    await thumbnails_loaded(page)
+    await page.goto(viewer_url(server, path))
+    await drawn(page)
+    async with page.expect_download() as started:
+        await page.get_by_role("link", name="Series as ZIP").click()
+    await (await started.value).save_as(tmp_path / "series.zip")
+    with zipfile.ZipFile(tmp_path / "series.zip") as archive:
+        assert [archive.read(name) for name in archive.namelist()] == [path.read_bytes()]
+    assert not page.problems.seen, page.problems.seen
 
 
 async def test_pages_work_with_a_token(tmp_path: Path) -> None:
@@ -266,6 +351,14 @@ async def test_pages_work_with_a_token(tmp_path: Path) -> None:
             problems = Problems(home)
             await home.goto(f"{live.url}/")
             await home.locator(f'tr[data-study-uid="{STUDY_UID}"]').wait_for()
+            assert not problems.seen, problems.seen
+            await home.get_by_role("link", name="Trash").click()  # its POSTs use the cookie
+            await home.get_by_text("Trash: empty").wait_for()
+            emptied = await home.evaluate(
+                """fetch("ui/api/trash/empty", {method: "POST", body: "{}",
+                    headers: {"Content-Type": "application/json"}}).then(r => r.status)"""
+            )
+            assert emptied == 200
             assert not problems.seen, problems.seen
     finally:
         live.stop()

@@ -25,10 +25,12 @@ from localdicom.archive import (
     Change,
     FeedEntry,
     ScanReport,
+    Trashed,
     Upload,
     Why,
     changefeed,
     prepare_upload,
+    restoring,
     sidecar,
 )
 from localdicom.archive.upload import remove as remove_upload
@@ -93,6 +95,9 @@ class Catalog:
         self.overwrite = overwrite
         self.keep_removed = keep_removed
         self._commit_lock = asyncio.Lock()
+        #: A restore and a purge of the trash never run at once (one would pull entries
+        #: from under the other).
+        self._trash_lock = asyncio.Lock()
         #: Uploads waiting for :meth:`commit`, each with the future of its outcome.
         self._to_commit: list[Commit] = []
         self._committer: asyncio.Task | None = None
@@ -620,12 +625,56 @@ class Catalog:
                 self.archive.remove_instance, record.study, record.series, record.sop
             )
 
-    async def empty_trash(self, older_than: float) -> int:
-        """Purge the trash entries older than ``older_than`` seconds; how many went."""
-        purged = await asyncio.to_thread(self.archive.trash.empty, older_than)
+    async def empty_trash(self, older_than: float | None) -> int:
+        """Purge the trash entries older than ``older_than`` seconds (None: all); how many
+        went."""
+        async with self._trash_lock:
+            purged = await asyncio.to_thread(self.archive.trash.empty, older_than)
         for entry in purged:
             logger.info("trash: purged .trash/%s (%d instances)", entry.name, len(entry.instances))
         return len(purged)
+
+    async def trash_entries(self) -> list[dict[str, Any]]:
+        """The trash, an entry per removal, oldest first (:func:`restoring.summary`)."""
+        return await asyncio.to_thread(
+            lambda: [restoring.summary(entry) for entry in self.archive.trash.entries()]
+        )
+
+    async def restore_entry(self, entry: str) -> restoring.RestoreReport | None:
+        """Put back what one trash entry holds (None: no such entry), as ``localdicom trash
+        restore --entry`` does (:func:`restoring.restore_in_place`: a UID stored again is a
+        conflict, left in the trash), and index it at once."""
+        async with self._commit_lock, self._trash_lock:
+            chosen = await asyncio.to_thread(
+                restoring.selected, self.archive.trash, restoring.Selection(entry=entry)
+            )
+            if not chosen:
+                return None
+            stored = {
+                each.sop: self.path_of(record)
+                for each in chosen
+                if (record := self.index.instances.get(each.sop)) is not None
+            }
+            place = functools.partial(restoring.restore_in_place, self.archive, chosen, stored)
+            report = await asyncio.to_thread(place)
+            back = await asyncio.to_thread(self._still_stored_at, report.restored)
+            for instance in back:
+                self.index.add(instance)
+            self.feed_changed.set()
+            logger.info("trash: %d instances restored from .trash/%s", len(back), entry)
+            return report
+
+    def _still_stored_at(self, restored: list[Trashed]) -> list[sidecar.StoredInstance]:
+        """The restored instances as the index takes them (one unreadable now is left to
+        the next start's scan)."""
+        back = []
+        for each in restored:
+            place = self.archive.instance_file(each.study, each.series, each.sop)
+            try:
+                back.append(sidecar.read(place))
+            except (OSError, ValueError, KeyError, TypeError):
+                continue
+        return back
 
 
 def _first_value(attributes: dict[str, Any]) -> str:

@@ -3,6 +3,7 @@
 "use strict";
 
 const viewer = document.querySelector('meta[name="localdicom-viewer"]').content;
+const trashOn = document.querySelector('meta[name="localdicom-trash"]').content === "on";
 const study = decodeURIComponent(location.pathname.match(/\/ui\/studies\/([^/]+)\/?$/)[1]);
 const SHOWN = [
   ["Patient", "00100010"], ["Patient ID", "00100020"], ["Birth date", "00100030"],
@@ -62,20 +63,38 @@ async function showSeries() {
   }
 }
 
-async function deleteStudy() {
-  const title = document.getElementById("title").textContent;
-  if (!confirm(`Delete the study "${title}" and all its instances from the archive?`)) return;
-  const message = document.getElementById("message");
-  const response = await fetch(studyPath(study), { method: "DELETE" });
-  if (response.ok) {
-    message.textContent = "Deleted.";
-    location.href = "./";
-  } else {
-    message.textContent = `Not deleted: ${response.status} ${(await response.text()).trim()}`;
-  }
+// The downloads are plain links (?accept=, PS3.18 8.3.3.1), so the browser saves the zip
+// under the name the server gives it, with its own progress and no copy in memory.
+function showDownloads() {
+  const zip = `${studyPath(study)}?accept=${encodeURIComponent("application/zip")}`;
+  document.getElementById("download-zip").href = zip;
+  document.getElementById("download-dicomdir").href = `${zip}&dicomdir=true`;
 }
 
+async function deleteStudy() {
+  const title = document.getElementById("title").textContent;
+  const question = trashOn
+    ? `Move the study "${title}" and all its instances to the trash? You can restore it from the Trash page.`
+    : `Delete the study "${title}" and all its instances for good? This server keeps no trash (--no-trash).`;
+  if (!confirm(question)) return;
+  const message = document.getElementById("message");
+  const response = await fetch(studyPath(study), { method: "DELETE" });
+  if (!response.ok) {
+    message.textContent = `Not deleted: ${response.status} ${(await response.text()).trim()}`;
+    return;
+  }
+  for (const control of document.querySelectorAll("#actions a, #actions button")) {
+    control.hidden = true;
+  }
+  message.replaceChildren(trashOn
+    ? element("span", {}, ["Moved to the trash; restore it from the ",
+      element("a", { href: "ui/trash", textContent: "Trash page" }), "."])
+    : "Deleted for good.");
+}
+
+document.getElementById("delete").textContent = trashOn ? "Move to the trash…" : "Delete for good…";
 document.getElementById("delete").addEventListener("click", deleteStudy);
+showDownloads();
 Promise.all([showStudy(), showSeries()]).catch((error) => {
   document.getElementById("message").textContent = `Cannot show the study: ${error.message}`;
 }).finally(() => { document.body.dataset.loaded = "true"; });

@@ -299,6 +299,7 @@ function filterTags() {
 
 async function start() {
   document.getElementById("study-link").href = `ui/${studyPath(STUDY)}`;
+  document.getElementById("series-zip").href = `${seriesPath(STUDY, SERIES)}?accept=application%2Fzip`;
   document.getElementById("tag-filter").addEventListener("input", filterTags);
   setUpNavigation();
   setUpWindowDrag();

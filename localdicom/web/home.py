@@ -1,5 +1,6 @@
 """The pages for people rather than programs: the studies at ``/``, a study at
-``/ui/studies/{study}``, the quick viewer of a series at ``/ui/studies/{study}/series/{series}``.
+``/ui/studies/{study}``, the quick viewer of a series at ``/ui/studies/{study}/series/{series}``,
+the trash at ``/ui/trash``.
 
 Static pages and a little JavaScript from the package (no build step, nothing from another
 origin); the data comes from QIDO-RS, WADO-RS (metadata, rendered frames, thumbnails) and
@@ -16,8 +17,8 @@ from pathlib import Path
 import orjson
 from aiohttp import web
 
-from localdicom.web import pages_api
-from localdicom.web.context import find_series, find_study
+from localdicom.web import pages_api, trash_api
+from localdicom.web.context import catalog, find_series, find_study
 
 STATIC = Path(__file__).resolve().parent.parent / "static"
 VIEWER_URL = web.AppKey("home_viewer_url", str)
@@ -32,6 +33,7 @@ def _page(request: web.Request, name: str, head: str = "") -> web.Response:
     depth = request.path.count("/") - 1
     page = page.replace("{{root}}", "../" * depth or "./")
     page = page.replace("{{viewer}}", html.escape(request.app.get(VIEWER_URL, "")))
+    page = page.replace("{{trash}}", "on" if catalog(request).keep_removed else "off")
     return web.Response(text=page, content_type="text/html", headers={"Cache-Control": "no-cache"})
 
 
@@ -63,6 +65,11 @@ async def series_page(request: web.Request) -> web.Response:
     return _page(request, "series.html", head)
 
 
+async def trash_page(request: web.Request) -> web.Response:
+    """What DELETE moved to the trash, with restore and empty (trash.html, trash.js)."""
+    return _page(request, "trash.html")
+
+
 def _first_shown(request: web.Request, frames: list[dict]) -> dict | None:
     """The frame the viewer shows first: ``?slice=N`` (from 1), else the first."""
     if not frames:
@@ -79,4 +86,6 @@ def add_routes(app: web.Application, viewer_url: str) -> None:
     app.router.add_get(STUDY_PAGE, study_page)
     app.router.add_get(SERIES_PAGE, series_page)
     pages_api.add_routes(app, SERIES_PAGE)
+    app.router.add_get("/ui/trash", trash_page)
+    trash_api.add_routes(app)
     app.router.add_static("/static/", STATIC)

@@ -15,6 +15,8 @@ written anywhere but to it.
 from __future__ import annotations
 
 import logging
+import re
+from urllib.parse import quote
 
 from aiohttp import web
 
@@ -45,16 +47,8 @@ async def answer(
     dicomdir = _flag(request, "dicomdir")
     the_catalog = catalog_of(request)
     members = [_member(the_catalog, record) for record in records]
-    name = next(
-        request.match_info[level]
-        for level in ("instance", "series", "study")
-        if request.match_info.get(level)
-    )
     response = web.StreamResponse(
-        headers={
-            "Content-Type": ZIP,
-            "Content-Disposition": f'attachment; filename="{name}.zip"',
-        }
+        headers={"Content-Type": ZIP, "Content-Disposition": _disposition(request, records)}
     )
 
     async def send(data: bytes) -> None:
@@ -95,6 +89,32 @@ def _stopped(
     if request.transport is not None:
         request.transport.close()
     return response
+
+
+def _disposition(request: web.Request, records: list[InstanceRecord]) -> str:
+    """``attachment`` named after the patient, the study's or series' description and the
+    UID of the URL, so that a browser saves each download under a name a person tells
+    apart: an ASCII ``filename`` and the UTF-8 ``filename*`` (RFC 6266 4.3, RFC 8187)."""
+    uid = next(
+        request.match_info[level]
+        for level in ("instance", "series", "study")
+        if request.match_info.get(level)
+    )
+    description = "0008103E" if request.match_info.get("series") else "00081030"
+    known = catalog_of(request).attributes(records[0], ("00100010", description)) if records else {}
+    words = [_first_text(known.get(tag)) for tag in ("00100010", description)]
+    name = " ".join(word for word in (*words, uid) if word)
+    ascii_name = re.sub(r"[^A-Za-z0-9.-]+", "_", name).strip("_")
+    utf8_name = quote(re.sub(r"[\x00-\x1f\x7f/\\]+", "_", name), safe="")
+    return f"attachment; filename=\"{ascii_name}.zip\"; filename*=UTF-8''{utf8_name}.zip"
+
+
+def _first_text(element: dict | None) -> str:
+    """The first value of a DICOM JSON element as text (a person name's alphabetic form)."""
+    first = ((element or {}).get("Value") or [""])[0]
+    if isinstance(first, dict):
+        first = first.get("Alphabetic", "")
+    return str(first or "").replace("^", " ").strip()
 
 
 def _member(catalog: Catalog, record: InstanceRecord) -> Member:
