@@ -17,6 +17,7 @@ from localdicom.importer.run import (
     ImportOptions,
     ingest_sink,
     run_import,
+    stopping_on_signals,
 )
 from localdicom.importer.sources import Found, survey
 
@@ -35,6 +36,7 @@ __all__ = [
     "count",
     "ingest_sink",
     "run_import",
+    "stopping_on_signals",
     "survey",
     "why",
 ]

@@ -212,7 +212,7 @@ class _Run:
         self.progress.advance(len(collected.not_dicom) + len(collected.errors), 0)
         pool = ProcessPoolExecutor(self.workers, initializer=worker_init)
         try:
-            with _stopping_on_signals(self._request_stop):
+            with stopping_on_signals(self._request_stop):
                 self._loop(pool)
                 if self.stopping:
                     self._stop(pool)
@@ -343,7 +343,7 @@ class _Run:
 
 
 @contextlib.contextmanager
-def _stopping_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+def stopping_on_signals(stop: Callable[[], None]) -> Iterator[None]:
     """SIGINT and SIGTERM call ``stop`` instead of raising in the middle of a commit."""
     if threading.current_thread() is not threading.main_thread():
         yield

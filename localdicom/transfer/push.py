@@ -19,7 +19,7 @@ from typing import Any
 
 from localdicom.archive import StoredInstance, TransferRecord, open_record
 from localdicom.catalog import FailureReason
-from localdicom.importer import NoProgress, Progress
+from localdicom.importer import NoProgress, Progress, stopping_on_signals
 from localdicom.selection import Selection, local_instances
 from localdicom.transfer.cstore import push_dimse
 from localdicom.transfer.deidentified import PushDeid
@@ -27,7 +27,7 @@ from localdicom.transfer.dicomweb import Answer, DicomwebClient, RemoteError
 from localdicom.transfer.options import TransferOptions
 from localdicom.transfer.remote import Credentials, DicomNode
 from localdicom.transfer.report import TransferReport
-from localdicom.transfer.running import Stop, stopping_on_signals
+from localdicom.transfer.running import Stop
 from localdicom.workers import Workers
 
 #: STOW-RS response attributes (PS3.18 Table 10.5.3-1, PS3.3 C.12.1.1.x).

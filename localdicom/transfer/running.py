@@ -1,12 +1,8 @@
-"""What pull and push share while they run: a stop asked for by Ctrl-C, and whether an
-instance is known pulled already."""
+"""What pull and push share while they run: a stop asked for by Ctrl-C (taken by
+:func:`localdicom.importer.stopping_on_signals`), and whether an instance is known pulled
+already."""
 
 from __future__ import annotations
-
-import contextlib
-import signal
-import threading
-from collections.abc import Callable, Iterator
 
 from localdicom.archive import Layout, sidecar
 from localdicom.transfer.plan import Announced
@@ -22,21 +18,6 @@ class Stop:
         if self.requested:
             raise KeyboardInterrupt
         self.requested = True
-
-
-@contextlib.contextmanager
-def stopping_on_signals(stop: Callable[[], None]) -> Iterator[None]:
-    """SIGINT and SIGTERM call ``stop`` instead of raising in the middle of a commit."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    numbers = (signal.SIGINT, signal.SIGTERM)
-    previous = [signal.signal(number, lambda *_: stop()) for number in numbers]
-    try:
-        yield
-    finally:
-        for number, handler in zip(numbers, previous, strict=True):
-            signal.signal(number, handler)
 
 
 def is_pulled(layout: Layout, instance: Announced, pulled: dict[str, str]) -> bool:
