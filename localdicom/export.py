@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import functools
 import os
 import shutil
 import signal
@@ -324,30 +325,22 @@ async def _write(
         return await pool.run(transcode, member.path, target)
 
     try:
-        if as_zip:
-            with partial.open("xb") as fp:
-                report = await package(
-                    members,
-                    ZipSink(file=fp),
-                    convert,
-                    syntax=syntax or AS_STORED,
-                    dicomdir=dicomdir,
-                    keep_going=True,
-                    progress=bar,
-                    rewrite=deid is not None,
-                )
-                os.fsync(fp.fileno())
-            return report
-        partial.mkdir()
-        return await package(
+        write = functools.partial(
+            package,
             members,
-            FolderSink(partial),
-            convert,
+            convert=convert,
             syntax=syntax or AS_STORED,
             dicomdir=dicomdir,
             keep_going=True,
             progress=bar,
             rewrite=deid is not None,
         )
+        if as_zip:
+            with partial.open("xb") as fp:
+                report = await write(ZipSink(file=fp))
+                os.fsync(fp.fileno())
+            return report
+        partial.mkdir()
+        return await write(FolderSink(partial))
     finally:
         pool.close()
