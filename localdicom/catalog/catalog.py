@@ -13,7 +13,7 @@ import functools
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable
+from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
 from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass
 from datetime import datetime
@@ -151,7 +151,7 @@ class Catalog:
 
     async def query(
         self, query: Query, study: str | None, series: str | None, wanted: int | None = None
-    ) -> list[Match]:
+    ) -> Sequence[Match]:
         """Every match of ``query`` (QIDO-RS), on any attribute: those memory does not hold
         are matched from the sidecars of the candidates memory leaves (chosen on the loop,
         read in a thread; an instance deleted meanwhile does not match), and then no more
@@ -159,7 +159,7 @@ class Catalog:
         chosen = self.index.plan(query)
         records = self.index.search(query, study, series)
         if not chosen.needs_witness:
-            return [Match(record) for record in records]
+            return searching.Unwitnessed(records)
         if not chosen.elsewhere:
             return [Match(record, self.index.first_witness(record, chosen)) for record in records]
         candidates = [(record, self.index.witnesses(record, chosen)) for record in records]
@@ -187,7 +187,7 @@ class Catalog:
         holder = record.holder if isinstance(record, Match) else record
         return self.index.attributes(holder, tags)
 
-    def values(self, matches: list[Match], tag: str) -> list[Any]:
+    def values(self, matches: Sequence[Match], tag: str) -> list[Any]:
         """The compact value memory holds of ``tag`` for each match (see
         :meth:`Index.values`; ``tag`` must be one memory holds): for sorting."""
         return self.index.values([match.holder for match in matches], tag)
@@ -209,7 +209,7 @@ class Catalog:
         return sidecar.read(self.path_of(record)).header
 
     async def complete(
-        self, records: list[Record] | list[Match], results: list[dict[str, Any]]
+        self, records: Sequence[Record] | Sequence[Match], results: list[dict[str, Any]]
     ) -> list[dict[str, Any]]:
         """Search results (what memory holds of each record, as DICOM JSON) with the
         attributes memory does not hold read from the sidecar of an instance of each record

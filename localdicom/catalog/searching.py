@@ -10,9 +10,9 @@ matches a page of results needs.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, overload
 
 from localdicom.dicom.qido import Condition, accepts, json_value
 from localdicom.index import InstanceRecord, Record
@@ -33,6 +33,33 @@ class Match:
     def holder(self) -> Record:
         """The record whose values (and those of its parents) the result is made of."""
         return self.witness or self.record
+
+
+class Unwitnessed(Sequence[Match]):
+    """The matches of a search that needs no witness, each made when it is read: a page of
+    50 out of 100,000 studies then costs 50 objects, not 100,000 (which took a QIDO-RS
+    search of every study from 60 to 230 ms). Slices and sums stay lazy."""
+
+    def __init__(self, records: list[Record]) -> None:
+        self.records = records
+
+    def __len__(self) -> int:
+        return len(self.records)
+
+    @overload
+    def __getitem__(self, index: int) -> Match: ...
+    @overload
+    def __getitem__(self, index: slice) -> Unwitnessed: ...
+    def __getitem__(self, index: int | slice) -> Match | Unwitnessed:
+        if isinstance(index, slice):
+            return Unwitnessed(self.records[index])
+        return Match(self.records[index])
+
+    def __iter__(self) -> Iterator[Match]:
+        return (Match(record) for record in self.records)
+
+    def __add__(self, other: Unwitnessed) -> Unwitnessed:
+        return Unwitnessed(self.records + other.records)
 
 
 def matched_in_sidecars(

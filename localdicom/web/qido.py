@@ -4,6 +4,7 @@ from memory, and from the sidecars for what memory does not hold (the Catalog's 
 from __future__ import annotations
 
 import functools
+from collections.abc import Sequence
 from typing import Any
 
 import orjson
@@ -97,7 +98,7 @@ def _decided_in_memory(catalog: Catalog, query: Query) -> bool:
     )
 
 
-async def _sorted(catalog: Catalog, matches: list[Match], query: Query) -> list[Match]:
+async def _sorted(catalog: Catalog, matches: Sequence[Match], query: Query) -> Sequence[Match]:
     """``orderby`` (dcm4chee-arc's QIDO-RS extension): by each key in turn, the first the
     most significant, results without a value last; ties keep the index's stable order.
     A key memory does not hold is read from a sidecar of each match."""
@@ -114,7 +115,7 @@ async def _sorted(catalog: Catalog, matches: list[Match], query: Query) -> list[
     return [matches[row] for row in rows]
 
 
-async def _keys(catalog: Catalog, matches: list[Match], tag: str) -> list[tuple]:
+async def _keys(catalog: Catalog, matches: Sequence[Match], tag: str) -> list[tuple]:
     """Each match's sort key for ``tag``: from memory's values, or its sidecar's."""
     if catalog.holds(tag):
         return [value_order_key(value) for value in catalog.values(matches, tag)]
@@ -133,7 +134,7 @@ def _index_order(query: Query) -> bool:
     )
 
 
-def _as_indexed(catalog: Catalog, matches: list[Match], *, descending: bool) -> list[Match]:
+def _as_indexed(catalog: Catalog, matches: Sequence[Match], *, descending: bool) -> Sequence[Match]:
     """Matches in the index's order, or reversed, with those without a StudyDate (which the
     index puts first) last: what sorting gives, without sorting 100,000 studies."""
     if descending:
