@@ -352,6 +352,8 @@ async def test_pages_work_with_a_token(tmp_path: Path) -> None:
             await home.goto(f"{live.url}/")
             await home.locator(f'tr[data-study-uid="{STUDY_UID}"]').wait_for()
             assert not problems.seen, problems.seen
+            # the thumbnails done first: leaving the page would abort them
+            await home.wait_for_load_state("networkidle")
             await home.get_by_role("link", name="Trash").click()  # its POSTs use the cookie
             await home.get_by_text("Trash: empty").wait_for()
             emptied = await home.evaluate(
