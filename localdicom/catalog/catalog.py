@@ -609,11 +609,16 @@ class Catalog:
             f" by {why.by}" if why.by else "",
         )
 
-    def _still_stored(self, records: list[InstanceRecord]) -> list[sidecar.StoredInstance]:
+    def _still_stored(
+        self, places: list[InstanceRecord] | list[Trashed]
+    ) -> list[sidecar.StoredInstance]:
+        """The instances at these places (study, series, sop) as the index takes them; one
+        unreadable now is left to the next start's scan."""
         back = []
-        for record in records:
+        for place in places:
             try:
-                back.append(sidecar.read(self.path_of(record)))
+                dcm = self.archive.instance_file(place.study, place.series, place.sop)
+                back.append(sidecar.read(dcm))
             except (OSError, ValueError, KeyError, TypeError):
                 continue
         return back
@@ -657,24 +662,12 @@ class Catalog:
             }
             place = functools.partial(restoring.restore_in_place, self.archive, chosen, stored)
             report = await asyncio.to_thread(place)
-            back = await asyncio.to_thread(self._still_stored_at, report.restored)
+            back = await asyncio.to_thread(self._still_stored, report.restored)
             for instance in back:
                 self.index.add(instance)
             self.feed_changed.set()
             logger.info("trash: %d instances restored from .trash/%s", len(back), entry)
             return report
-
-    def _still_stored_at(self, restored: list[Trashed]) -> list[sidecar.StoredInstance]:
-        """The restored instances as the index takes them (one unreadable now is left to
-        the next start's scan)."""
-        back = []
-        for each in restored:
-            place = self.archive.instance_file(each.study, each.series, each.sop)
-            try:
-                back.append(sidecar.read(place))
-            except (OSError, ValueError, KeyError, TypeError):
-                continue
-        return back
 
 
 def _first_value(attributes: dict[str, Any]) -> str:
