@@ -30,6 +30,7 @@ flushed before the client gets its answer.
 
 from __future__ import annotations
 
+import functools
 import io
 import itertools
 import random
@@ -37,6 +38,7 @@ import subprocess
 import sys
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -116,6 +118,22 @@ def kill(server: LiveServer) -> None:
     server.process = None
 
 
+def kill_during(
+    server: LiveServer, work: Callable[[int, float], None], rng: random.Random, window: tuple
+) -> None:
+    """Run ``work(client, seed)`` in CLIENTS threads against ``server``, SIGKILL it at a
+    random moment of ``window`` (seconds), and wait for the clients to see it die."""
+    clients = [
+        threading.Thread(target=work, args=(client, rng.random())) for client in range(CLIENTS)
+    ]
+    for client in clients:
+        client.start()
+    time.sleep(rng.uniform(*window))
+    kill(server)
+    for client in clients:
+        client.join(timeout=60)
+
+
 def kill_while_starting(server: LiveServer, rng: random.Random) -> None:
     """Start the server in a thread and SIGKILL it a random moment into its startup."""
     failed = []
@@ -177,20 +195,9 @@ def test_sigkill_during_stow_never_loses_an_acknowledged_instance(live_server: L
     kills = startup_kills = 0
     while kills < KILLS:
         ledger.acknowledged_this_round = set()
-        clients = [
-            threading.Thread(
-                target=send_until_the_server_dies,
-                args=(live_server.url, ledger, client, rng.random()),
-            )
-            for client in range(CLIENTS)
-        ]
-        for client in clients:
-            client.start()
-        time.sleep(rng.uniform(0.05, 0.6))
-        kill(live_server)
+        send = functools.partial(send_until_the_server_dies, live_server.url, ledger)
+        kill_during(live_server, send, rng, (0.05, 0.6))
         kills += 1
-        for client in clients:
-            client.join(timeout=60)
         assert not ledger.unexpected, ledger.unexpected[:5]
         if kills % 5 == 0:
             kill_while_starting(live_server, rng)
@@ -325,19 +332,12 @@ def test_sigkill_during_deletes_loses_nothing(live_server: LiveServer):
     acknowledged = 0
     for kills in range(1, DELETE_KILLS + 1):
         deletions.acknowledged = set()
-        clients = [
-            threading.Thread(
-                target=delete_until_the_server_dies,
-                args=(live_server.url, deletions, rng.random()),
-            )
-            for _ in range(CLIENTS)
-        ]
-        for client in clients:
-            client.start()
-        time.sleep(rng.uniform(0.02, 0.3))
-        kill(live_server)
-        for client in clients:
-            client.join(timeout=60)
+        kill_during(
+            live_server,
+            lambda _, seed: delete_until_the_server_dies(live_server.url, deletions, seed),
+            rng,
+            (0.02, 0.3),
+        )
         assert not deletions.unexpected, deletions.unexpected[:5]
         if kills % 3 == 0:
             kill_while_starting(live_server, rng)
@@ -441,19 +441,12 @@ def test_sigkill_during_overwrites_keeps_every_version(live_server: LiveServer):
         versions.sent[sop] = {data}
         versions.acknowledged[sop] = {data}
     for kills in range(1, OVERWRITE_KILLS + 1):
-        clients = [
-            threading.Thread(
-                target=overwrite_until_the_server_dies,
-                args=(live_server.url, versions, rng.random()),
-            )
-            for _ in range(CLIENTS)
-        ]
-        for client in clients:
-            client.start()
-        time.sleep(rng.uniform(0.05, 0.5))
-        kill(live_server)
-        for client in clients:
-            client.join(timeout=60)
+        kill_during(
+            live_server,
+            lambda _, seed: overwrite_until_the_server_dies(live_server.url, versions, seed),
+            rng,
+            (0.05, 0.5),
+        )
         assert not versions.unexpected, versions.unexpected[:5]
         if kills % 3 == 0:
             kill_while_starting(live_server, rng)
