@@ -30,7 +30,7 @@ from localdicom.transfer.push import push
 from localdicom.transfer.remote import Credentials
 from tests.helpers import REPOSITORY, ct_slice, free_port, write_series
 from tests.helpers.dimse import wait_for
-from tests.helpers.live import LiveServer, request
+from tests.helpers.live import LiveServer, request, stow_bytes
 from tests.test_transfer import remote_bytes
 
 pytestmark = pytest.mark.slow  # servers in subprocesses
@@ -55,12 +55,7 @@ def stow_study(server: LiveServer, name: str, count: int) -> dict[str, bytes]:
         dataset = ct_slice(f"follow-{name}", f"follow-{name}-series", index, size=16)
         buffer = io.BytesIO()
         dataset.save_as(buffer, enforce_file_format=True)
-        reply = request(
-            f"{server.url}/studies",
-            method="POST",
-            data=buffer.getvalue(),
-            headers={"Content-Type": "application/dicom"},
-        )
+        reply = stow_bytes(server.url, buffer.getvalue())
         assert reply.status == 200, reply.text
         sent[dataset.SOPInstanceUID] = buffer.getvalue()
     return sent

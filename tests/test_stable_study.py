@@ -19,7 +19,7 @@ from click.testing import CliRunner
 from localdicom.cli import main
 from tests.helpers import ct_slice, free_port, uid
 from tests.helpers.dimse import wait_for
-from tests.helpers.live import LiveServer, request
+from tests.helpers.live import LiveServer, request, stow_bytes
 
 #: Writes the LOCALDICOM_* environment it was run with as one JSON line.
 RECORDER = textwrap.dedent(
@@ -35,12 +35,7 @@ RECORDER = textwrap.dedent(
 def send(server: LiveServer, study: str, series: str, index: int) -> None:
     buffer = io.BytesIO()
     ct_slice(study, series, index, size=16).save_as(buffer, enforce_file_format=True)
-    reply = request(
-        f"{server.url}/studies",
-        method="POST",
-        data=buffer.getvalue(),
-        headers={"Content-Type": "application/dicom"},
-    )
+    reply = stow_bytes(server.url, buffer.getvalue())
     assert reply.status == 200, reply.text
 
 

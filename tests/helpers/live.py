@@ -117,10 +117,15 @@ def request(
 
 def stow_file(base_url: str, path: Path) -> Reply:
     """STOW-RS one Part 10 file as a single application/dicom body."""
+    return stow_bytes(base_url, path.read_bytes())
+
+
+def stow_bytes(base_url: str, data: bytes) -> Reply:
+    """STOW-RS one Part 10 instance's bytes as a single application/dicom body."""
     return request(
         f"{base_url}/studies",
         method="POST",
-        data=path.read_bytes(),
+        data=data,
         headers={"Content-Type": "application/dicom", "Accept": "application/dicom+json"},
     )
 
