@@ -15,7 +15,7 @@ from aiohttp import web
 
 from localdicom.archive import Archive, prepare_upload
 from localdicom.catalog import Catalog, OpenReport
-from localdicom.dimse.node import Bridge, Node
+from localdicom.dimse.node import Node
 from localdicom.dimse.server import DimseServer
 from localdicom.samples import store_samples
 from localdicom.settings import Settings
@@ -176,16 +176,14 @@ async def _start_dimse(app: web.Application) -> AsyncIterator[None]:
     node = Node(
         catalog=app[CATALOG],
         workers=app[WORKERS],
-        bridge=Bridge(asyncio.get_running_loop()),
         ae_title=settings.ae_title,
         peers={peer.ae_title: peer for peer in settings.dicom_peers},
     )
     host = settings.dicom_host or settings.host
-    app[DIMSE] = await asyncio.to_thread(
-        DimseServer, node, host, settings.dicom_port, restrict_callers=not is_loopback_address(host)
-    )
+    app[DIMSE] = DimseServer(node, restrict_callers=not is_loopback_address(host))
+    await app[DIMSE].start(host, settings.dicom_port)
     yield
-    await asyncio.to_thread(app[DIMSE].close)
+    await app[DIMSE].close()
 
 
 async def _start_workers(app: web.Application) -> AsyncIterator[None]:

@@ -11,20 +11,19 @@ import re
 import struct
 import subprocess
 import tempfile
-import threading
 from collections import defaultdict
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass
-from io import BytesIO
 from pathlib import Path
-from types import SimpleNamespace
 
 import pydicom
 import pytest
 from pydicom.data import get_charset_files, get_testdata_file
 from pydicom.dataset import Dataset
+from pydicom.uid import ImplicitVRLittleEndian
 from pynetdicom import AE
-from pynetdicom.dsutils import decode
+from pynetdicom.dsutils import encode
+from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
@@ -34,7 +33,8 @@ from localdicom.archive import Archive, Upload, prepare_upload
 from localdicom.catalog import Catalog
 from localdicom.dimse import find
 from localdicom.dimse.find import handle_find
-from localdicom.dimse.node import Bridge, Node
+from localdicom.dimse.messages import Message
+from localdicom.dimse.node import Node
 from tests.helpers import (
     SAMPLES,
     SERIES_CIRCLE,
@@ -429,27 +429,42 @@ def test_what_stow_rs_stores_is_found_at_once(tmp_path) -> None:
 # the handler in process: cancel and deletion at chosen points ------------------------------
 
 
-@dataclass
-class FakeEvent:
-    """What the handler reads of pynetdicom's Event; the test says when a cancel arrives."""
+class FakeAssociation:
+    """What the handler uses of an Association: it records each response, and lets a test
+    act after one (a C-CANCEL arriving, an instance deleted) before the next is built."""
 
-    identifier: Dataset
-    is_cancelled: bool = False
+    def __init__(self, node: Node, after_response=None) -> None:
+        self.node = node
+        self.caller = "TEST@here"
+        self.cancelled: set[int] = set()
+        self.responses: list[tuple[int, Dataset | None, Dataset | None]] = []
+        self.after_response = after_response
 
-    def __post_init__(self) -> None:
-        self.request = SimpleNamespace(
-            AffectedSOPClassUID=StudyRootQueryRetrieveInformationModelFind
-        )
-        self.assoc = SimpleNamespace(requestor=SimpleNamespace(ae_title="TEST", address="here"))
+    async def respond(self, request, status, *, details=None, identifier=None, **fields):
+        self.responses.append((status, identifier, details))
+        if self.after_response is not None:
+            await self.after_response(self)
+
+    def found(self) -> list[str]:
+        return [found.SOPInstanceUID for status, found, _ in self.responses if status == 0xFF00]
+
+
+def find_request(data: bytes) -> Message:
+    command = Dataset()
+    command.AffectedSOPClassUID = StudyRootQueryRetrieveInformationModelFind
+    command.CommandField, command.MessageID, command.CommandDataSetType = 0x0020, 1, 0
+    context = build_context(StudyRootQueryRetrieveInformationModelFind, ImplicitVRLittleEndian)
+    return Message(context, command, data)
+
+
+def image_query() -> Message:
+    query = identifier("IMAGE", StudyInstanceUID=STUDY_UID, SOPInstanceUID="")
+    return find_request(encode(query, True, True))
 
 
 @pytest.fixture
-def node(tmp_path: Path) -> Iterator[Node]:
-    """A Catalog holding the samples, on a loop in a thread of its own, as in the server."""
-    loop = asyncio.new_event_loop()
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    bridge = Bridge(loop)
+def node(tmp_path: Path) -> Node:
+    """A Catalog holding the samples (each test runs the handler on a loop of its own)."""
 
     async def prepare(path: Path) -> Upload:
         return await asyncio.to_thread(prepare_upload, path, False)
@@ -457,53 +472,51 @@ def node(tmp_path: Path) -> Iterator[Node]:
     async def chunks(data: bytes) -> AsyncIterator[bytes]:
         yield data
 
-    catalog = Catalog(Archive(tmp_path / "archive", fsync=False), prepare=prepare)
-    bridge.run(catalog.open())
-    for path in sorted(SAMPLES.glob("*.dcm")):
-        bridge.run(catalog.store(chunks(path.read_bytes())))
-    try:
-        yield Node(catalog, workers=None, bridge=bridge, ae_title=AE_TITLE, peers={})
-    finally:
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        loop.close()
+    async def stocked() -> Catalog:
+        catalog = Catalog(Archive(tmp_path / "archive", fsync=False), prepare=prepare)
+        await catalog.open()
+        for path in sorted(SAMPLES.glob("*.dcm")):
+            await catalog.store(chunks(path.read_bytes()))
+        return catalog
 
-
-def image_query() -> Dataset:
-    return identifier("IMAGE", StudyInstanceUID=STUDY_UID, SOPInstanceUID="")
+    return Node(asyncio.run(stocked()), workers=None, ae_title=AE_TITLE, peers={})
 
 
 def test_the_handler_stops_at_the_first_match_after_a_cancel(node) -> None:
-    event = FakeEvent(image_query())
-    replies = handle_find(event, node)
-    status, first = next(replies)
-    assert status == 0xFF00 and first.SOPInstanceUID in SAMPLE_SOPS
-    event.is_cancelled = True
-    assert list(replies) == [(0xFE00, None)]
+    async def cancel(association: FakeAssociation) -> None:
+        association.cancelled.add(1)
+
+    association = FakeAssociation(node, after_response=cancel)
+    asyncio.run(handle_find(association, image_query()))
+    (first_status, first, _), (last_status, none, _) = association.responses
+    assert first_status == 0xFF00 and first.SOPInstanceUID in SAMPLE_SOPS
+    assert (last_status, none) == (0xFE00, None)
 
 
 def test_a_match_deleted_while_answering_is_left_out(node, monkeypatch) -> None:
-    monkeypatch.setattr(find, "BATCH", 1)  # each match asked of the loop just before it is sent
-    everything = [ds.SOPInstanceUID for _, ds in handle_find(FakeEvent(image_query()), node)]
-    assert sorted(everything) == sorted(SAMPLE_SOPS)
-    replies = handle_find(FakeEvent(image_query()), node)
-    first = next(replies)[1].SOPInstanceUID
-    last = everything[-1]
-    record = node.bridge.run(_instance(node.catalog, last))
-    assert node.bridge.run(node.catalog.delete_instance(record.study, record.series, last))
-    rest = [ds.SOPInstanceUID for _, ds in replies]
-    assert [first, *rest] == everything[:-1]
+    monkeypatch.setattr(find, "BATCH", 1)  # each match looked up just before it is sent
+    everything = FakeAssociation(node)
+    asyncio.run(handle_find(everything, image_query()))
+    assert sorted(everything.found()) == sorted(SAMPLE_SOPS)
+    last = everything.found()[-1]
 
+    async def delete_the_last(association: FakeAssociation) -> None:
+        if len(association.responses) == 1:
+            record = next(r for r in node.catalog.instances_of(STUDY_UID) if r.sop == last)
+            assert await node.catalog.delete_instance(record.study, record.series, last)
 
-async def _instance(catalog: Catalog, sop: str):
-    return next(r for r in catalog.instances_of(STUDY_UID) if r.sop == sop)
+    association = FakeAssociation(node, after_response=delete_the_last)
+    asyncio.run(handle_find(association, image_query()))
+    assert association.found() == everything.found()[:-1]
+    assert association.responses[-1][0] == 0x0000
 
 
 def test_an_identifier_that_cannot_be_decoded_is_refused_c000(node) -> None:
     """Rows (US) with 3 bytes: pydicom cannot decode it (PS3.5 6.2: US is 2 bytes a value)."""
     raw = struct.pack("<HHI", 0x0008, 0x0052, 6) + b"STUDY "
     raw += struct.pack("<HHI", 0x0028, 0x0010, 3) + b"\x01\x02\x03"
-    event = FakeEvent(decode(BytesIO(raw), True, True))
-    ((status, found),) = list(handle_find(event, node))
-    assert status.Status == 0xC000 and found is None
-    assert "cannot be decoded" in status.ErrorComment
+    association = FakeAssociation(node)
+    asyncio.run(handle_find(association, find_request(raw)))
+    ((status, found, details),) = association.responses
+    assert status == 0xC000 and found is None
+    assert "cannot be decoded" in details.ErrorComment

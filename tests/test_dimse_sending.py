@@ -6,7 +6,6 @@ from __future__ import annotations
 from pathlib import Path
 
 import pytest
-from pydicom.dataset import Dataset
 from pydicom.uid import (
     ExplicitVRBigEndian,
     ExplicitVRLittleEndian,
@@ -30,12 +29,9 @@ from localdicom.dicom.syntaxes import instance_targets
 from localdicom.dimse.selection import IdentifierError, Keys, Match, retrieve_keys
 from localdicom.dimse.sending import (
     MAX_CONTEXTS,
-    Outgoing,
-    Unsendable,
     choose_syntax,
     move_contexts,
     requestor_first,
-    send_files_as_stored,
     sendable_syntaxes,
 )
 from tests.helpers.dimse import identifier
@@ -201,40 +197,3 @@ def test_keys_that_do_not_match_the_model_are_refused(level: str, keys: dict):
 def test_a_patient_is_one_patient_id():
     with pytest.raises(IdentifierError):
         retrieve_keys(identifier("PATIENT"), PatientRootQueryRetrieveInformationModelGet)
-
-
-# a stored file handed to send_c_store ------------------------------------------------------
-
-
-class FakeAssociation:
-    def __init__(self) -> None:
-        self.sent: list[object] = []
-
-    def send_c_store(self, dataset: object, msg_id: int = 1) -> Dataset:
-        self.sent.append(dataset)
-        answer = Dataset()
-        answer.Status = 0
-        return answer
-
-
-def test_an_outgoing_stored_file_is_sent_by_its_path_and_others_as_they_are():
-    assoc = FakeAssociation()
-    send_files_as_stored(assoc)
-    send_files_as_stored(assoc)  # a second C-GET on the association: wrapped once
-    stored = match(CTImageStorage, ExplicitVRLittleEndian)
-    transcoded = Dataset()
-    assoc.send_c_store(Outgoing(stored, stored.path), msg_id=3)
-    assoc.send_c_store(transcoded)
-    assert assoc.sent == [stored.path, transcoded]
-
-
-def test_an_outgoing_without_a_file_fails_its_sub_operation():
-    """pynetdicom counts a send_c_store that raises as a failed sub-operation and lists the
-    dataset's SOP Instance UID (PS3.4 C.4.3.3)."""
-    assoc = FakeAssociation()
-    send_files_as_stored(assoc)
-    unsendable = Outgoing(match(MRImageStorage, ExplicitVRBigEndian), None, "no syntax")
-    with pytest.raises(Unsendable, match="no syntax"):
-        assoc.send_c_store(unsendable)
-    assert assoc.sent == []
-    assert unsendable.SOPInstanceUID == SOP and unsendable.SOPClassUID == MRImageStorage

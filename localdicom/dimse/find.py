@@ -1,20 +1,19 @@
 """C-FIND SCP, Patient Root and Study Root (PS3.4 C.4.1): answered from the in-memory index,
 as QIDO-RS is, so what any way in stored is found at once.
 
-The search runs once, on the loop; its matches are answered in small batches, each a short
-call on the loop (plus, for keys memory does not hold, sidecar reads in a thread), so that a
-C-CANCEL (PS3.7 9.3.2.3) stops the work between matches and a large answer never holds the
-loop for long. A match deleted meanwhile is left out.
+The search runs once; its matches are answered in small batches (for keys memory does not
+hold, the sidecars of a batch are read in a thread), each response sent as it is ready, so
+that a C-CANCEL (PS3.7 9.3.2.3) stops the work between matches and a large answer never holds
+the loop for long. A match deleted meanwhile is left out.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
-from pynetdicom.events import Event
 from pynetdicom.sop_class import (
     PatientRootQueryRetrieveInformationModelFind,
     StudyRootQueryRetrieveInformationModelFind,
@@ -22,7 +21,7 @@ from pynetdicom.sop_class import (
 
 from localdicom.catalog import Catalog, InstanceRecord, Record, SeriesRecord, StudyRecord
 from localdicom.dicom.qido import STUDY_INSTANCES, STUDY_SERIES
-from localdicom.dimse.node import Node, caller
+from localdicom.dimse.messages import SUCCESS, BadMessage, Message
 from localdicom.dimse.query import (
     CANCEL,
     PATIENT_ID,
@@ -39,6 +38,9 @@ from localdicom.dimse.query import (
     translate,
 )
 
+if TYPE_CHECKING:
+    from localdicom.dimse.association import Association
+
 logger = logging.getLogger(__name__)
 
 MODEL_OF = {
@@ -52,49 +54,44 @@ STUDY_COUNTS = (STUDY_SERIES, STUDY_INSTANCES)
 
 #: One match: a record, or at the PATIENT level the studies of one patient.
 Match = list[Record]
-Reply = tuple[int | Dataset, Dataset | None]
 
 
-def handle_find(event: Event, node: Node) -> Iterator[Reply]:
-    """Yield a pending response per match, or a failure; pynetdicom sends the final success."""
-    who = caller(event)
+async def handle_find(association: Association, request: Message) -> None:
+    """A pending response per match, then the final one: success, cancelled or a failure."""
+    who = association.caller
     try:
-        find = translate(_identifier(event), MODEL_OF[event.request.AffectedSOPClassUID])
+        find = translate(_identifier(request), MODEL_OF[request.command.AffectedSOPClassUID])
     except Refused as refusal:
         logger.warning("C-FIND from %s refused (0x%04X): %s", who, refusal.status, refusal)
-        yield refusal.response(), None
+        await association.respond(request, refusal.status, details=refusal.response())
         return
     if find.unmatched:
         logger.info("C-FIND from %s: returned, not matched: %s", who, ", ".join(find.unmatched))
-    matches = node.bridge.run(_matches(node.catalog, find))
+    catalog, ae_title = association.node.catalog, association.node.ae_title
+    matches = _matches(catalog, find)
     logger.info("C-FIND from %s at %s level: %d matches", who, find.level, len(matches))
-    for sent, answer in enumerate(_answered(node, find, matches)):
-        if event.is_cancelled:  # C-CANCEL-FIND-RQ (PS3.7 9.3.2.3)
-            logger.info("C-FIND from %s cancelled after %d of %d", who, sent, len(matches))
-            yield CANCEL, None
-            return
-        yield PENDING, response(find, answer, node.ae_title)
-
-
-def _answered(node: Node, find: FindQuery, matches: list[Match]) -> Iterator[dict[str, Any]]:
-    """The answer to each match, asked of the loop a batch at a time as they are sent."""
+    sent = 0
     for start in range(0, len(matches), BATCH):
-        yield from node.bridge.run(_answers(node.catalog, find, matches[start : start + BATCH]))
+        await asyncio.sleep(0)  # a C-CANCEL read meanwhile is seen before the next batch
+        for answer in await _answers(catalog, find, matches[start : start + BATCH]):
+            if request.message_id in association.cancelled:  # C-CANCEL-FIND-RQ, PS3.7 9.3.2.3
+                logger.info("C-FIND from %s cancelled after %d of %d", who, sent, len(matches))
+                await association.respond(request, CANCEL)
+                return
+            identifier = response(find, answer, ae_title)
+            await association.respond(request, PENDING, identifier=identifier)
+            sent += 1
+    await association.respond(request, SUCCESS)
 
 
-def _identifier(event: Event) -> Dataset:
-    """The request's Identifier, every element decoded (pydicom decodes lazily, so an
-    undecodable one would otherwise fail later, mid-answer)."""
+def _identifier(request: Message) -> Dataset:
     try:
-        identifier = event.identifier
-        for element in identifier:
-            _ = element.value
-    except Exception as exc:  # whatever the bytes make pydicom raise: the peer's fault
-        raise Refused(UNABLE_TO_PROCESS, f"the Identifier cannot be decoded: {exc}") from exc
-    return identifier
+        return request.identifier()
+    except BadMessage as error:
+        raise Refused(UNABLE_TO_PROCESS, str(error)) from error
 
 
-async def _matches(catalog: Catalog, find: FindQuery) -> list[Match]:
+def _matches(catalog: Catalog, find: FindQuery) -> list[Match]:
     """The matching records in the index's order; at the PATIENT level, studies grouped by
     patient (PatientID and PatientName) in the order of each patient's first study."""
     records = catalog.search(find.query, None, None)

@@ -1,12 +1,11 @@
 """C-GET and C-MOVE SCP: the instances an identifier names, sent by C-STORE sub-operations.
 
-C-GET sends them back on the requestor's own association, in the storage contexts it
-accepted with the SCP role (PS3.4 C.4.3); C-MOVE opens an association to the destination named
-by its AE title among the ``--dicom-peer`` nodes (PS3.4 C.4.2). pynetdicom runs the
-sub-operations and builds the responses from what these generators yield: the number of
-sub-operations, then one (Pending, instance) per instance; it counts each C-STORE response as
-completed, warning or failed and lists the failed SOP Instance UIDs in the final response
-(Success, Warning B000, or Failure A702 when every one failed).
+C-GET sends them back on the requestor's own association, in the storage contexts where it
+took the SCP role (PS3.4 C.4.3, PS3.7 D.3.3.4); C-MOVE opens an association, with pynetdicom,
+to the destination named by its AE title among the ``--dicom-peer`` nodes (PS3.4 C.4.2). A
+pending response follows each sub-operation with the counts so far; the final one is Success,
+Warning B000 (some failed or had warnings), Failure A702 (every one failed) or Cancel FE00,
+with the Failed SOP Instance UID List when any failed (PS3.4 C.4.2.1.4, C.4.3.1.4).
 
 Each instance goes as stored when its syntax was accepted (the archive's bytes, streamed),
 else transcoded in the worker processes to a syntax the peer accepted, else its
@@ -15,121 +14,244 @@ sub-operation fails (:mod:`.sending`).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable
 from io import BytesIO
-from typing import Any
+from pathlib import Path
+from typing import TYPE_CHECKING, BinaryIO
 
 import pydicom
 from pydicom.dataset import Dataset
-from pynetdicom import evt
-from pynetdicom.association import Association
-from pynetdicom.events import Event
-from pynetdicom.presentation import build_context
-from pynetdicom.sop_class import Verification
+from pydicom.filereader import read_dataset, read_preamble
+from pynetdicom import AE
+from pynetdicom.association import Association as Outbound
 
 from localdicom.dicom.pixels import transcode
 from localdicom.dicom.syntaxes import instance_targets
-from localdicom.dimse.node import Node, caller
+from localdicom.dimse.messages import C_STORE, CANCELLED, PENDING, SUCCESS, BadMessage, Message
 from localdicom.dimse.selection import IdentifierError, Match, retrieve_keys, select
-from localdicom.dimse.sending import (
-    Outgoing,
-    choose_syntax,
-    move_contexts,
-    send_files_as_stored,
-    sendable_syntaxes,
-)
-from localdicom.dimse.store import ERROR_COMMENT_LENGTH, status
+from localdicom.dimse.sending import choose_syntax, move_contexts, sendable_syntaxes
+from localdicom.dimse.store import comment
+from localdicom.settings import DicomPeer
+
+if TYPE_CHECKING:
+    from localdicom.dimse.association import Association
 
 logger = logging.getLogger(__name__)
 
-#: PS3.4 Tables C.4-2 (C-MOVE) and C.4-3 (C-GET): sub-operations continuing; cancelled.
-PENDING, CANCELLED = 0xFF00, 0xFE00
-#: PS3.4 Tables C.4-2 and C.4-3: Identifier does not match SOP Class.
-IDENTIFIER_DOES_NOT_MATCH = 0xA900
+#: PS3.4 Tables C.4-2 (C-MOVE) and C.4-3 (C-GET): Identifier does not match SOP Class;
+#: Move Destination unknown; sub-operations complete with failures or warnings; every
+#: sub-operation failed.
+IDENTIFIER_DOES_NOT_MATCH, DESTINATION_UNKNOWN = 0xA900, 0xA801
+SOME_FAILED, ALL_FAILED = 0xB000, 0xA702
+#: PS3.4 B.2.3: the C-STORE warnings (coercion, elements discarded, data set mismatch).
+WARNINGS = frozenset({0xB000, 0xB006, 0xB007})
+#: Seconds to wait for the receiver's answer to one sub-operation.
+SUB_OPERATION_TIMEOUT = 120
+
+#: Sends one instance; its C-STORE status, or None when it could not be sent.
+Sender = Callable[[Match], Awaitable[int | None]]
 
 
-def handle_get(event: Event, node: Node) -> Iterator[Any]:
-    """EVT_C_GET: the number of sub-operations, then each instance to send back."""
-    try:
-        keys = retrieve_keys(event.identifier, event.request.AffectedSOPClassUID)
-    except IdentifierError as error:
-        yield from _refused(event, error)
-        return
-    matches = node.bridge.run(select(node.catalog, keys))
-    logger.info("C-GET from %s: %d instances", caller(event), len(matches))
-    send_files_as_stored(event.assoc)
-    yield len(matches)
-    yield from _sub_operations(event, node, matches, event.assoc)
+async def handle_get(association: Association, request: Message) -> None:
+    """C-GET: each instance back to the requestor, on this association."""
+    matches = await _selection(association, request, "C-GET")
+    if matches is not None:
+        contexts = _storage_contexts(association)
+        await _sub_operations(association, request, matches, _back(association, contexts))
 
 
-def handle_move(event: Event, node: Node) -> Iterator[Any]:
-    """EVT_C_MOVE: the destination (or None, None: A801 Move Destination unknown), the number
-    of sub-operations, then each instance to send there."""
-    peer = node.peers.get((event.move_destination or "").strip())
+async def handle_move(association: Association, request: Message) -> None:
+    """C-MOVE: each instance to the named ``--dicom-peer``, on an association of its own."""
+    destination = str(request.command.get("MoveDestination", "")).strip()
+    peer = association.node.peers.get(destination)
     if peer is None:
-        logger.warning("C-MOVE from %s to unknown %r", caller(event), event.move_destination)
-        yield None, None
+        logger.warning("C-MOVE from %s to unknown %r", association.caller, destination)
+        why = comment(ValueError(f"{destination!r} is not a --dicom-peer of this server"))
+        await association.respond(request, DESTINATION_UNKNOWN, details=why)
+        return
+    matches = await _selection(association, request, f"C-MOVE to {destination}")
+    if matches is None:
+        return
+    outbound = await asyncio.to_thread(_associate, association.node.ae_title, peer, matches)
+    if not outbound.is_established:
+        why = comment(ValueError(f"{destination} at {peer.host}:{peer.port} did not accept"))
+        await association.respond(request, DESTINATION_UNKNOWN, details=why)
         return
     try:
-        keys = retrieve_keys(event.identifier, event.request.AffectedSOPClassUID)
-    except IdentifierError as error:
-        # pynetdicom asks for the destination first; the refusal follows the count
-        yield peer.host, peer.port, {"contexts": [build_context(Verification)]}
-        yield from _refused(event, error)
-        return
-    matches = node.bridge.run(select(node.catalog, keys))
-    logger.info(
-        "C-MOVE from %s to %s@%s:%d: %d instances",
-        *(caller(event), peer.ae_title, peer.host, peer.port, len(matches)),
-    )
-    destination: list[Association] = []
-    # the handler runs in associate()'s thread before it returns: in time for every send
-    ready = (evt.EVT_ESTABLISHED, _destination_ready, [destination])
-    yield peer.host, peer.port, {"contexts": move_contexts(matches), "evt_handlers": [ready]}
-    yield len(matches)
-    yield from _sub_operations(event, node, matches, destination[0])
+        sender = _to(association, outbound, request)
+        await _sub_operations(association, request, matches, sender)
+    finally:
+        await asyncio.to_thread(outbound.release)
 
 
-def _destination_ready(event: Event, destination: list[Association]) -> None:
-    send_files_as_stored(event.assoc)
-    destination.append(event.assoc)
+async def _selection(association: Association, request: Message, what: str) -> list[Match] | None:
+    """The instances the Identifier names, or None once refused (A900 with the reason)."""
+    try:
+        identifier = request.identifier()
+        keys = retrieve_keys(identifier, str(request.command.AffectedSOPClassUID))
+    except (BadMessage, IdentifierError) as error:
+        logger.warning("%s from %s refused: %s", what, association.caller, error)
+        await association.respond(request, IDENTIFIER_DOES_NOT_MATCH, details=comment(error))
+        return None
+    matches = await select(association.node.catalog, keys)
+    logger.info("%s from %s: %d instances", what, association.caller, len(matches))
+    return matches
 
 
-def _refused(event: Event, error: IdentifierError) -> Iterator[Any]:
-    """A900 with the reason. pynetdicom answers a failure only in place of a sub-operation,
-    so one is announced (and counted failed in the response)."""
-    logger.warning("retrieve from %s refused: %s", caller(event), error)
-    answer = status(IDENTIFIER_DOES_NOT_MATCH)
-    answer.ErrorComment = str(error)[:ERROR_COMMENT_LENGTH]
-    yield 1
-    yield answer, None
-
-
-def _sub_operations(
-    event: Event, node: Node, matches: list[Match], assoc: Association
-) -> Iterator[tuple[int, Dataset | None]]:
-    """(Pending, what to send) per instance, until a C-CANCEL (PS3.4 C.4.2.3, C.4.3.3)."""
-    accepted = sendable_syntaxes(assoc.accepted_contexts)
-    for match in matches:
-        if event.is_cancelled:
-            logger.info("retrieve from %s cancelled", caller(event))
-            yield CANCELLED, None
+async def _sub_operations(
+    association: Association, request: Message, matches: list[Match], send: Sender
+) -> None:
+    """Send each match, a pending response after each, then the final response; stop at a
+    C-CANCEL (PS3.4 C.4.2.3, C.4.3.3)."""
+    completed, warned, failed = 0, 0, []
+    for done, match in enumerate(matches):
+        if request.message_id in association.cancelled:
+            logger.info("retrieve from %s cancelled", association.caller)
+            counts = _counts(completed, warned, failed, remaining=len(matches) - done)
+            await association.respond(request, CANCELLED, **counts, **_failures(failed))
             return
-        yield PENDING, _outgoing(node, match, accepted.get(match.sop_class, []))
+        status = await send(match)
+        if status == SUCCESS:
+            completed += 1
+        elif status in WARNINGS:
+            warned += 1
+        else:
+            failed.append(match.sop)
+        counts = _counts(completed, warned, failed, remaining=len(matches) - done - 1)
+        await association.respond(request, PENDING, **counts)
+    final = SUCCESS if not (failed or warned) else SOME_FAILED
+    if failed and len(failed) == len(matches):
+        final = ALL_FAILED
+    await association.respond(
+        request, final, **_counts(completed, warned, failed), **_failures(failed)
+    )
 
 
-def _outgoing(node: Node, match: Match, accepted: list[str]) -> Dataset:
-    """The stored file when its syntax was accepted, else the instance transcoded to one that
-    was, else an :class:`Outgoing` whose sub-operation fails."""
-    syntax = choose_syntax(match.transfer_syntax, accepted, instance_targets(match.transfer_syntax))
-    if syntax == match.transfer_syntax:
-        return Outgoing(match, match.path)
-    # pynetdicom logs the reason of a failed sub-operation (the exception send_c_store raises)
-    if syntax is None:
-        return Outgoing(match, None, f"no accepted transfer syntax for {match.transfer_syntax}")
-    try:
-        data = node.bridge.run(node.workers.run(transcode, match.path, syntax))
-    except Exception as exc:  # a file gone (deleted meanwhile), pixel data that won't decode
-        return Outgoing(match, None, f"transcoding to {syntax} failed: {exc}")
-    return pydicom.dcmread(BytesIO(data))
+def _counts(completed: int, warned: int, failed: list[str], remaining: int | None = None) -> dict:
+    counts = {
+        "NumberOfCompletedSuboperations": completed,
+        "NumberOfFailedSuboperations": len(failed),
+        "NumberOfWarningSuboperations": warned,
+    }
+    if remaining is not None:
+        counts["NumberOfRemainingSuboperations"] = remaining
+    return counts
+
+
+def _failures(failed: list[str]) -> dict:
+    """The response's Identifier: the Failed SOP Instance UID List, when any failed."""
+    if not failed:
+        return {}
+    identifier = Dataset()
+    identifier.FailedSOPInstanceUIDList = failed
+    return {"identifier": identifier}
+
+
+def _storage_contexts(association: Association) -> dict[tuple[str, str], int]:
+    """(SOP class, transfer syntax) -> the ID of a context where this side is the Storage SCU
+    (the requestor took the SCP role by role selection)."""
+    return {
+        (str(context.abstract_syntax), str(context.transfer_syntax[0])): context_id
+        for context_id, context in association.contexts.items()
+        if context.as_scu
+    }
+
+
+def _back(association: Association, contexts: dict[tuple[str, str], int]) -> Sender:
+    accepted: dict[str, list[str]] = {}
+    for sop_class, syntax in contexts:
+        accepted.setdefault(sop_class, []).append(syntax)
+
+    async def send(match: Match) -> int | None:
+        syntax = choose_syntax(
+            match.transfer_syntax,
+            accepted.get(match.sop_class, []),
+            instance_targets(match.transfer_syntax),
+        )
+        if syntax is None:
+            logger.warning(
+                "%s: no accepted transfer syntax for %s", match.sop, match.transfer_syntax
+            )
+            return None
+        context_id = contexts[match.sop_class, syntax]
+        message_id = association.next_message_id()
+        answer = association.expect_response(message_id)
+        command = _store_request(match, message_id)
+        try:
+            if syntax == match.transfer_syntax:
+                offset = await asyncio.to_thread(_data_set_offset, match.path)
+                await association.send_file(context_id, command, match.path, offset)
+            else:
+                data = await association.node.workers.run(transcode, match.path, syntax)
+                await association.send(context_id, command, data[_data_set_offset(BytesIO(data)) :])
+            async with asyncio.timeout(SUB_OPERATION_TIMEOUT):
+                return int((await answer).Status)
+        except (OSError, ValueError, TimeoutError) as error:
+            logger.warning("%s not sent: %s", match.sop, error)
+            return None
+
+    return send
+
+
+def _store_request(match: Match, message_id: int) -> Dataset:
+    """A C-STORE-RQ command set (PS3.7 9.3.1.1), medium priority."""
+    command = Dataset()
+    command.AffectedSOPClassUID = match.sop_class
+    command.CommandField = C_STORE
+    command.MessageID = message_id
+    command.Priority = 0
+    command.CommandDataSetType = 0
+    command.AffectedSOPInstanceUID = match.sop
+    return command
+
+
+def _data_set_offset(file: Path | BinaryIO) -> int:
+    """Where a DICOM file's data set starts: after its preamble and File Meta Information."""
+    if isinstance(file, Path):
+        with open(file, "rb") as opened:
+            return _data_set_offset(opened)
+    read_preamble(file, False)
+    read_dataset(file, False, True, stop_when=lambda tag, vr, length: tag.group != 2)
+    return file.tell()
+
+
+def _associate(ae_title: str, peer: DicomPeer, matches: list[Match]) -> Outbound:
+    ae = AE(ae_title)
+    ae.requested_contexts = move_contexts(matches)
+    return ae.associate(peer.host, peer.port, ae_title=peer.ae_title)
+
+
+def _to(association: Association, outbound: Outbound, request: Message) -> Sender:
+    accepted = sendable_syntaxes(outbound.accepted_contexts)
+
+    async def send(match: Match) -> int | None:
+        syntax = choose_syntax(
+            match.transfer_syntax,
+            accepted.get(match.sop_class, []),
+            instance_targets(match.transfer_syntax),
+        )
+        if syntax is None:
+            logger.warning(
+                "%s: no accepted transfer syntax for %s", match.sop, match.transfer_syntax
+            )
+            return None
+        try:
+            if syntax == match.transfer_syntax:
+                dataset: Path | Dataset = match.path
+            else:
+                data = await association.node.workers.run(transcode, match.path, syntax)
+                dataset = pydicom.dcmread(BytesIO(data))
+            status = await asyncio.to_thread(
+                outbound.send_c_store,
+                dataset,
+                originator_aet=association.agreement.calling_ae_title,
+                originator_id=request.message_id,
+            )
+        except (OSError, ValueError) as error:
+            logger.warning("%s not sent: %s", match.sop, error)
+            return None
+        return int(status.Status) if "Status" in status else None
+
+    return send

@@ -5,25 +5,12 @@ The choice is pure (:func:`sendable_syntaxes`, :func:`choose_syntax`, :func:`mov
 an instance goes as stored when the peer accepted its stored syntax for its SOP class (the
 bytes of the archive, unchanged), else in the first syntax it can be rewritten in that the
 peer accepted, else not at all (a failed sub-operation, PS3.4 C.4.2.3 and C.4.3.3).
-
-pynetdicom's Query/Retrieve SCP hands ``send_c_store`` only pydicom Datasets, although
-``send_c_store`` can stream a file from disk without decoding it
-(``_config.STORE_SEND_CHUNKED_DATASET``). An :class:`Outgoing` is a Dataset that names a
-stored file; :func:`send_files_as_stored` makes an association's ``send_c_store`` send that
-file (or fail, when there is none), the way pynetdicom itself swaps an association's methods
-while a handler runs.
 """
 
 from __future__ import annotations
 
-import functools
-from collections.abc import Callable, Collection, Iterable, Sequence
-from pathlib import Path
-from typing import Any
+from collections.abc import Collection, Iterable, Sequence
 
-from pydicom.dataset import Dataset
-from pynetdicom.association import Association
-from pynetdicom.events import Event
 from pynetdicom.presentation import PresentationContext, build_context
 
 from localdicom.dicom.uids import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN
@@ -35,10 +22,6 @@ MAX_CONTEXTS = 128
 #: Proposed for every SOP class beside its stored syntaxes: every DICOM node accepts one
 #: (PS3.5 10.1: Implicit VR Little Endian is the default transfer syntax).
 FALLBACK_SYNTAXES = (EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_ENDIAN)
-
-
-class Unsendable(Exception):
-    """An instance the peer accepted no transfer syntax for, or that could not be read."""
 
 
 def sendable_syntaxes(contexts: Iterable[PresentationContext]) -> dict[str, list[str]]:
@@ -78,31 +61,6 @@ def move_contexts(matches: Iterable[Match]) -> list[PresentationContext]:
     return (fallbacks + stored)[:MAX_CONTEXTS]
 
 
-class Outgoing(Dataset):
-    """A stored instance to send as it is (``path``), or one that cannot be sent (``path``
-    None, ``reason`` why). It holds the SOP Class and Instance UIDs, so that pynetdicom lists
-    the instance in the Failed SOP Instance UID List when its sub-operation fails."""
-
-    def __init__(self, match: Match, path: Path | None, reason: str = "") -> None:
-        super().__init__()
-        self.SOPClassUID = match.sop_class
-        self.SOPInstanceUID = match.sop
-        self.path = path  # not DICOM keywords: plain attributes, not elements
-        self.reason = reason
-
-
-def prefer_requestor_syntaxes(event: Event) -> None:
-    """EVT_REQUESTED: before negotiation, order our transfer syntaxes as the requestor proposed
-    them in the storage contexts where it will be the SCP (PS3.7 D.3.3.4)."""
-    requestor = event.assoc.requestor
-    receivers = {str(uid) for uid, role in requestor.role_selection.items() if role.scp_role}
-    if receivers:
-        acceptor = event.assoc.acceptor
-        acceptor.supported_contexts = requestor_first(
-            acceptor.supported_contexts, requestor.requested_contexts, receivers
-        )
-
-
 def requestor_first(
     supported: list[PresentationContext],
     proposed: list[PresentationContext],
@@ -128,24 +86,3 @@ def requestor_first(
             context = reordered
         result.append(context)
     return result
-
-
-def send_files_as_stored(assoc: Association) -> None:
-    """Make ``assoc.send_c_store`` send an :class:`Outgoing`'s file as it is (in chunks,
-    never decoded), or fail its sub-operation; anything else is sent as before."""
-    if getattr(assoc.send_c_store, "sends_outgoing", False):
-        return
-    assoc.send_c_store = _outgoing_sender(assoc.send_c_store)
-
-
-def _outgoing_sender(send: Callable[..., Dataset]) -> Callable[..., Dataset]:
-    @functools.wraps(send)
-    def send_c_store(dataset: Any, *args: Any, **kwargs: Any) -> Dataset:
-        if isinstance(dataset, Outgoing):
-            if dataset.path is None:
-                raise Unsendable(f"{dataset.SOPInstanceUID}: {dataset.reason}")
-            return send(dataset.path, *args, **kwargs)
-        return send(dataset, *args, **kwargs)
-
-    send_c_store.sends_outgoing = True  # type: ignore[attr-defined]
-    return send_c_store

@@ -1,109 +1,109 @@
-"""The DICOM (DIMSE) listener beside the HTTP server: a pynetdicom Application Entity whose
-handlers (:mod:`.store`, :mod:`.find`, :mod:`.retrieve`) are thin callers of the Catalog.
-C-ECHO is pynetdicom's own answer (success) to the Verification service."""
+"""The DICOM (DIMSE) listener beside the HTTP server, on the same event loop: each connection
+is negotiated (:mod:`.negotiation`) and then served (:mod:`.association`), its requests
+calling the Catalog directly (:mod:`.store`, :mod:`.find`, :mod:`.retrieve`).
+
+pynetdicom decodes and encodes the PDUs and DIMSE messages, but its threaded reactors are
+not used to receive: they poll every millisecond in two threads per association and hand
+each message across queues, which cost a C-STORE more CPU than storing the instance. C-MOVE's
+outgoing associations are pynetdicom's own, in a thread.
+"""
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import logging
-import socket
 
-from pynetdicom import AE, ALL_TRANSFER_SYNTAXES, _config, evt
-from pynetdicom.events import Event
-from pynetdicom.presentation import AllStoragePresentationContexts
-from pynetdicom.sop_class import (
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-    Verification,
-)
-from pynetdicom.transport import ThreadedAssociationServer
+from pynetdicom import _config
 
-from localdicom.dimse import find, retrieve, sending, store
+from localdicom.dimse import pdus
+from localdicom.dimse.association import Association
+from localdicom.dimse.negotiation import Policy, Rejected, negotiate, supported_contexts
 from localdicom.dimse.node import Node
 
 logger = logging.getLogger(__name__)
 
 #: Associations served at once; more are rejected (transient, "local limit exceeded").
 MAX_ASSOCIATIONS = 32
-#: Largest PDU this server receives (pynetdicom's default 16 KiB makes a large C-STORE
-#: thousands of PDUs; 0, unlimited, would let a peer make it allocate anything).
+#: Largest PDU this server receives (a large C-STORE in few PDUs; a peer cannot make it
+#: hold more than this at once).
 MAX_PDU = 1 << 20
-#: Seconds to wait for association negotiation (PS3.8 9.1.5, the ARTIM timer), for a DIMSE
-#: message, and for anything at all on an idle association.
+#: Seconds to wait for the association request (PS3.8 9.1.5, the ARTIM timer), and for
+#: anything at all on an established association.
 ACSE_TIMEOUT = 30
-DIMSE_TIMEOUT = 120
 NETWORK_TIMEOUT = 120
-
-QUERY_RETRIEVE = (
-    PatientRootQueryRetrieveInformationModelFind,
-    PatientRootQueryRetrieveInformationModelGet,
-    PatientRootQueryRetrieveInformationModelMove,
-    StudyRootQueryRetrieveInformationModelFind,
-    StudyRootQueryRetrieveInformationModelGet,
-    StudyRootQueryRetrieveInformationModelMove,
-)
 
 
 class DimseServer:
     """Listens for associations until :meth:`close`."""
 
-    def __init__(self, node: Node, host: str, port: int, *, restrict_callers: bool) -> None:
-        _config.STORE_RECV_CHUNKED_DATASET = True  # received datasets go to a file, not memory
-        _config.STORE_SEND_CHUNKED_DATASET = True  # stored files go out without decoding
+    def __init__(self, node: Node, *, restrict_callers: bool) -> None:
+        _config.STORE_SEND_CHUNKED_DATASET = True  # C-MOVE: stored files go out undecoded
         _config.LOG_HANDLER_LEVEL = "none"
         logging.getLogger("pynetdicom").setLevel(logging.WARNING)  # no line per association
-        self.ae = _application_entity(node.ae_title, restrict_callers and list(node.peers))
-        self.server: ThreadedAssociationServer = self.ae.start_server(
-            (host, port), block=False, evt_handlers=_handlers(node)
-        )
+        self.node = node
+        callers = set(node.peers) if restrict_callers else None
+        self.policy = Policy(supported_contexts(), MAX_PDU, callers)
+        self.server: asyncio.Server | None = None
+        self.connections: set[asyncio.Task] = set()
+        self.associations = 0
+
+    async def start(self, host: str, port: int) -> None:
+        self.server = await asyncio.start_server(self._connected, host, port)
 
     @property
     def port(self) -> int:
-        return self.server.server_address[1]
+        assert self.server is not None
+        return self.server.sockets[0].getsockname()[1]
 
-    def close(self) -> None:
-        self.server.shutdown()
+    async def close(self) -> None:
+        if self.server is not None:
+            self.server.close()
+        for connection in list(self.connections):
+            connection.cancel()
+        if self.connections:
+            await asyncio.wait(list(self.connections))
+
+    async def _connected(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        task = asyncio.current_task()
+        assert task is not None
+        self.connections.add(task)
+        try:
+            await self._serve(reader, writer)
+        finally:
+            self.connections.discard(task)
+            writer.close()
+
+    async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        address = "{}:{}".format(*writer.get_extra_info("peername")[:2])
+        try:
+            async with asyncio.timeout(ACSE_TIMEOUT):
+                kind, body = await pdus.read_pdu(reader, MAX_PDU)
+            if kind != pdus.ASSOCIATE_RQ:
+                raise pdus.ProtocolError(pdus.UNEXPECTED_PDU, f"PDU type 0x{kind:02X} first")
+            full = self.associations >= MAX_ASSOCIATIONS
+            agreement, accept = negotiate(body, self.policy, full)
+        except Rejected as rejected:
+            logger.warning("association from %s rejected: %s", address, rejected)
+            writer.write(rejected.answer)
+            await _drained(writer)
+            return
+        except pdus.ProtocolError as error:
+            logger.warning("association from %s aborted: %s", address, error)
+            writer.write(pdus.abort(error.reason))
+            await _drained(writer)
+            return
+        except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
+            return  # no request in time, or the connection closed before a whole PDU
+        writer.write(accept)
+        self.associations += 1
+        try:
+            limits = (MAX_PDU, NETWORK_TIMEOUT)
+            await Association(self.node, agreement, (reader, writer), limits, address).serve()
+        finally:
+            self.associations -= 1
 
 
-def _application_entity(ae_title: str, callers: list[str] | bool) -> AE:
-    ae = AE(ae_title)
-    ae.maximum_associations = MAX_ASSOCIATIONS
-    ae.maximum_pdu_size = MAX_PDU
-    ae.acse_timeout = ACSE_TIMEOUT
-    ae.dimse_timeout = DIMSE_TIMEOUT
-    ae.network_timeout = NETWORK_TIMEOUT
-    if callers:
-        ae.require_calling_aet = callers
-    ae.add_supported_context(Verification, ALL_TRANSFER_SYNTAXES)
-    for context in AllStoragePresentationContexts:
-        # scp_role: C-STORE received; scu_role: a C-GET requester's own storage contexts
-        ae.add_supported_context(
-            context.abstract_syntax, ALL_TRANSFER_SYNTAXES, scp_role=True, scu_role=False
-        )
-    for abstract_syntax in QUERY_RETRIEVE:
-        ae.add_supported_context(abstract_syntax)
-    return ae
-
-
-def _handlers(node: Node) -> list:
-    return [
-        (evt.EVT_CONN_OPEN, _no_delay),
-        (evt.EVT_REQUESTED, sending.prefer_requestor_syntaxes),
-        (evt.EVT_C_STORE, store.handle_store, [node]),
-        (evt.EVT_C_FIND, find.handle_find, [node]),
-        (evt.EVT_C_GET, retrieve.handle_get, [node]),
-        (evt.EVT_C_MOVE, retrieve.handle_move, [node]),
-        (evt.EVT_CONN_CLOSE, store.discard_partial),
-    ]
-
-
-def _no_delay(event: Event) -> None:
-    """Send each PDU at once. With Nagle's algorithm (RFC 896) on, as pynetdicom leaves it,
-    the last small PDU of an answer (a C-FIND response, a C-STORE request's command) waits
-    for the peer's delayed acknowledgement, tens of milliseconds each."""
-    connection = event.assoc.dul.socket
-    if connection is not None and connection.socket is not None:
-        connection.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
+async def _drained(writer: asyncio.StreamWriter) -> None:
+    with contextlib.suppress(ConnectionError):
+        await writer.drain()

@@ -1,25 +1,29 @@
 """C-STORE SCP: an instance received over DICOM is stored exactly as STOW-RS stores it.
 
-pynetdicom writes the received dataset, with File Meta Information, to a temporary file as
-it arrives (never decoded whole in memory); that file is brought into the archive's upload
-area and goes through the Catalog's check and commit: the same layout, sidecar, digest,
-duplicate rule, flush and group commit as every other way in.
+The data set streams into the Catalog as its fragments arrive, behind the File Meta
+Information (PS3.10 7.1) this side writes for it: the same upload area, check and commit as
+every other way in (layout, sidecar, digest, duplicate rule, flush, group commit), never
+decoded whole in memory. An association that ends in the middle leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import logging
-from pathlib import Path
+from collections.abc import AsyncIterator
+from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
-from pynetdicom.events import Event
+from pydicom.uid import UID
+from pynetdicom.dsutils import create_file_meta, encode_file_meta
 
 from localdicom.catalog import FailureReason, StoreFailed
-from localdicom.dimse.node import Node, caller
+from localdicom.dimse.messages import SUCCESS, Message
+
+if TYPE_CHECKING:
+    from localdicom.dimse.association import Association
 
 logger = logging.getLogger(__name__)
 
-SUCCESS = 0x0000
 #: PS3.4 B.2.3 Storage Service statuses, and PS3.7 C.4.2 for the general failures (0x01xx).
 STATUS_OF = {
     FailureReason.PROCESSING_FAILURE: 0x0110,
@@ -30,46 +34,46 @@ STATUS_OF = {
 }
 #: Error Comment is LO: 64 characters at most (PS3.7 C.4.2, PS3.5 6.2).
 ERROR_COMMENT_LENGTH = 64
+#: PS3.10 7.1: a 128-byte preamble, then the prefix "DICM".
+PREAMBLE = bytes(128) + b"DICM"
 
 
-def handle_store(event: Event, node: Node) -> Dataset:
+async def handle_store(
+    association: Association, request: Message, data_set: AsyncIterator[bytes]
+) -> None:
     """Store one received instance; answer its status (and why, on failure)."""
     try:
-        staged = node.catalog.stage_copy(event.dataset_path)
-        stored = node.bridge.run(node.catalog.store_staged(staged))
+        stored = await association.node.catalog.store(_part10(request, data_set))
     except StoreFailed as failure:
-        logger.warning("C-STORE from %s refused: %s", caller(event), failure)
-        return failure_status(failure)
+        logger.warning("C-STORE from %s refused: %s", association.caller, failure)
+        await association.respond(request, STATUS_OF[failure.reason], details=comment(failure))
+        return
+    except ConnectionError:
+        logger.info("C-STORE from %s cut short: nothing stored", association.caller)
+        return
     logger.info(
         "C-STORE from %s: %s %s",
-        caller(event),
+        association.caller,
         stored.header.sop_uid,
         "already present" if stored.already_present else "stored",
     )
-    return status(SUCCESS)
+    await association.respond(request, SUCCESS)
 
 
-def discard_partial(event: Event) -> None:
-    """Remove what an association that ended in the middle of a C-STORE (aborted, or its
-    connection lost) left of the dataset: pynetdicom spools it to a temporary file it only
-    removes once the message is whole and handled, so each cut transfer would leave its
-    received megabytes behind. Runs on the connection's close, in the thread that wrote it."""
-    partial = getattr(event.assoc.dimse.message, "_data_set_file", None)
-    if partial is None:  # no message, or a whole one (already handed over, then removed)
-        return
-    partial.close()
-    Path(partial.name).unlink(missing_ok=True)
-    logger.info("C-STORE from %s cut short: the partial dataset was discarded", caller(event))
+async def _part10(request: Message, data_set: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
+    """The received data set as a DICOM file: the File Meta Information first."""
+    meta = create_file_meta(
+        sop_class_uid=UID(request.command.AffectedSOPClassUID),
+        sop_instance_uid=UID(request.command.AffectedSOPInstanceUID),
+        transfer_syntax=request.context.transfer_syntax[0],
+    )
+    yield PREAMBLE + encode_file_meta(meta)
+    async for chunk in data_set:
+        yield chunk
 
 
-def failure_status(failure: StoreFailed) -> Dataset:
-    """The C-STORE response status of a refused instance, with its reason in words."""
-    answer = status(STATUS_OF[failure.reason])
-    answer.ErrorComment = str(failure)[:ERROR_COMMENT_LENGTH]
-    return answer
-
-
-def status(value: int) -> Dataset:
-    answer = Dataset()
-    answer.Status = value
-    return answer
+def comment(failure: Exception) -> Dataset:
+    """An Error Comment (PS3.7 C.4) of why."""
+    details = Dataset()
+    details.ErrorComment = str(failure)[:ERROR_COMMENT_LENGTH]
+    return details

@@ -1,0 +1,302 @@
+"""One association, from its request to its release or abort, on the server's event loop.
+
+Its PDUs are read as they come (PS3.8 9.2, the acceptor's side of the state machine): the
+fragments of each message are put together (PS3.7 E.2), a C-STORE's data set streams into
+the Catalog as it arrives, and each request runs as a task while reading goes on, so that a
+C-CANCEL reaches a C-FIND or C-GET in progress and a C-GET's own C-STORE responses reach it.
+No thread and no polling: a request is answered as soon as its last PDU is in.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from collections.abc import AsyncIterator, Callable
+from contextlib import suppress
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+from pydicom.dataset import Dataset
+from pynetdicom.presentation import PresentationContext
+
+from localdicom.dimse import find, pdus, retrieve, store
+from localdicom.dimse.messages import (
+    C_CANCEL,
+    C_ECHO,
+    C_FIND,
+    C_GET,
+    C_MOVE,
+    C_STORE,
+    RESPONSE,
+    SUCCESS,
+    BadMessage,
+    Message,
+    decode_command,
+    encode_command,
+    encode_data_set,
+    response,
+)
+from localdicom.dimse.negotiation import Agreement
+
+if TYPE_CHECKING:
+    from localdicom.dimse.node import Node
+
+logger = logging.getLogger(__name__)
+
+#: PS3.7 C.4.2: the operation is not one this SOP class has (Unrecognized Operation).
+UNRECOGNIZED_OPERATION = 0x0211
+#: Largest Identifier accepted (a query's keys; a C-STORE's data set streams instead).
+IDENTIFIER_LIMIT = 1 << 20
+#: Data fragments of a C-STORE received ahead of the Catalog's writing.
+STORE_QUEUE = 4
+
+_END = object()
+SERVICES = {C_FIND: find.handle_find, C_GET: retrieve.handle_get, C_MOVE: retrieve.handle_move}
+
+
+class Association:
+    """An accepted association: its agreement, its stream, and the requests in progress."""
+
+    def __init__(
+        self,
+        node: Node,
+        agreement: Agreement,
+        streams: tuple[asyncio.StreamReader, asyncio.StreamWriter],
+        limits: tuple[int, float],
+        address: str,
+    ) -> None:
+        self.node = node
+        self.agreement = agreement
+        self.reader, self.writer = streams
+        self.maximum_pdu, self.idle_timeout = limits
+        self.fragment = pdus.fragment_size(agreement.peer_maximum_pdu, self.maximum_pdu)
+        self.caller = f"{agreement.calling_ae_title}@{address}"
+        self.cancelled: set[int] = set()  # Message IDs a C-CANCEL named
+        self._tasks: set[asyncio.Task] = set()
+        self._command = bytearray()
+        self._receiving: Message | None = None  # a request whose data set is arriving
+        self._data = bytearray()
+        self._store_stream: asyncio.Queue | None = None
+        self._storing: asyncio.Task | None = None
+        self._responses: dict[int, asyncio.Future[Dataset]] = {}
+        self._sending = asyncio.Lock()
+        self._next_id = 0
+
+    @property
+    def contexts(self) -> dict[int, PresentationContext]:
+        return self.agreement.contexts
+
+    # reading -----------------------------------------------------------------------------
+
+    async def serve(self) -> None:
+        """Read and answer until the peer releases or aborts, the connection is lost, or it
+        idles past the timeout (then: A-ABORT)."""
+        try:
+            while True:
+                async with asyncio.timeout(self.idle_timeout):
+                    kind, body = await pdus.read_pdu(self.reader, self.maximum_pdu)
+                if kind == pdus.P_DATA_TF:
+                    await self._p_data(body)
+                elif kind == pdus.RELEASE_RQ:
+                    await self._release()
+                    return
+                elif kind == pdus.ABORT:
+                    logger.info("association with %s aborted by the peer", self.caller)
+                    return
+                else:
+                    raise pdus.ProtocolError(pdus.UNEXPECTED_PDU, f"PDU type 0x{kind:02X}")
+        except pdus.ProtocolError as error:
+            logger.warning("association with %s aborted: %s", self.caller, error)
+            self.writer.write(pdus.abort(error.reason))
+        except TimeoutError:
+            logger.warning("association with %s idle too long: aborted", self.caller)
+            self.writer.write(pdus.abort())
+        except (asyncio.IncompleteReadError, ConnectionError):
+            logger.info("connection with %s lost", self.caller)
+        finally:
+            await self._end()
+
+    async def _p_data(self, body: bytes) -> None:
+        for context_id, control, fragment in pdus.fragments(body):
+            context = self.contexts.get(context_id)
+            if context is None:
+                raise pdus.ProtocolError(
+                    pdus.INVALID_PARAMETER, f"presentation context {context_id} not accepted"
+                )
+            last = bool(control & pdus.LAST)
+            if control & pdus.COMMAND:
+                self._command += fragment
+                if last:
+                    self._command_complete(context)
+            else:
+                await self._data_fragment(fragment, last)
+
+    def _command_complete(self, context: PresentationContext) -> None:
+        if self._receiving is not None:
+            raise pdus.ProtocolError(pdus.UNEXPECTED_PDU, "a command inside a data set")
+        try:
+            message = Message(context, decode_command(bytes(self._command)))
+        except BadMessage as error:
+            raise pdus.ProtocolError(pdus.INVALID_PARAMETER, str(error)) from error
+        self._command.clear()
+        if not message.has_data_set:
+            self._dispatch(message)
+        elif message.field == C_STORE:
+            self._receiving = message
+            self._store_stream = asyncio.Queue(STORE_QUEUE)
+            chunks = _data_set_chunks(self._store_stream)
+            self._storing = self._start(store.handle_store, message, chunks)
+        else:
+            self._receiving = message
+
+    async def _data_fragment(self, fragment: memoryview, last: bool) -> None:
+        message = self._receiving
+        if message is None:
+            raise pdus.ProtocolError(pdus.UNEXPECTED_PDU, "a data set with no command")
+        if self._store_stream is not None:
+            await self._store_stream.put(bytes(fragment))
+            if last:
+                await self._store_stream.put(_END)
+                self._store_stream = None
+        else:
+            self._data += fragment
+            if len(self._data) > IDENTIFIER_LIMIT:
+                raise pdus.ProtocolError(pdus.INVALID_PARAMETER, "an Identifier over 1 MiB")
+            if last:
+                message.data = bytes(self._data)
+                self._data.clear()
+                self._dispatch(message)
+        if last:
+            self._receiving = None
+
+    def _dispatch(self, message: Message) -> None:
+        if message.field == C_CANCEL:
+            self.cancelled.add(int(message.command.MessageIDBeingRespondedTo))
+        elif message.field == C_STORE | RESPONSE:
+            waiting = self._responses.pop(int(message.command.MessageIDBeingRespondedTo), None)
+            if waiting is not None and not waiting.done():
+                waiting.set_result(message.command)
+        elif message.field == C_ECHO:
+            self._start(_echo, message)
+        elif message.field in (C_FIND, C_GET, C_MOVE):
+            self._start(SERVICES[message.field], message)
+        else:
+            self._start(_unrecognized, message)
+
+    def _start(self, service: Callable, *args: object) -> asyncio.Task:
+        task = asyncio.get_running_loop().create_task(service(self, *args))
+        self._tasks.add(task)
+        task.add_done_callback(self._done)
+        return task
+
+    def _done(self, task: asyncio.Task) -> None:
+        self._tasks.discard(task)
+        if not task.cancelled() and task.exception() is not None:
+            logger.error("a request of %s failed", self.caller, exc_info=task.exception())
+            self.writer.write(pdus.abort())
+            self.writer.close()
+
+    async def _release(self) -> None:
+        """A-RELEASE-RP once every request in progress is answered (PS3.8 7.2)."""
+        if self._tasks:
+            await asyncio.wait(list(self._tasks))
+        self.writer.write(pdus.release_rp())
+        logger.debug("association with %s released", self.caller)
+
+    async def _end(self) -> None:
+        """Stop what the association started: a C-STORE cut short fails (its partial data
+        set is discarded by the Catalog), a whole one is stored, the rest is cancelled."""
+        if self._store_stream is not None:
+            while not self._store_stream.empty():
+                self._store_stream.get_nowait()
+            self._store_stream.put_nowait(ConnectionError("the association ended"))
+        for waiting in self._responses.values():
+            waiting.cancel()
+        tasks = list(self._tasks)
+        for task in tasks:
+            if task is not self._storing:
+                task.cancel()
+        if tasks:
+            await asyncio.wait(tasks)
+        with suppress(ConnectionError):
+            await self.writer.drain()
+        self.writer.close()
+
+    # writing -----------------------------------------------------------------------------
+
+    async def respond(
+        self,
+        request: Message,
+        status: int,
+        *,
+        details: Dataset | None = None,
+        identifier: Dataset | None = None,
+        **fields: object,
+    ) -> None:
+        """Send the response to ``request``: its status, ``details`` (Error Comment, Offending
+        Element) and other command ``fields``, and an ``identifier`` data set."""
+        command = response(request, status, identifier is not None, **fields)
+        if details is not None:
+            command.update(details)
+        data = None
+        if identifier is not None:
+            data = encode_data_set(identifier, request.context.transfer_syntax[0])
+        await self.send(request.context.context_id, command, data)
+
+    async def send(self, context_id: int, command: Dataset, data: bytes | None = None) -> None:
+        """One message: its command set, then its data set, each in P-DATA-TFs."""
+        async with self._sending:
+            self._write(context_id, encode_command(command), True)
+            if data is not None:
+                self._write(context_id, data, False)
+            await self.writer.drain()
+
+    async def send_file(self, context_id: int, command: Dataset, path: Path, offset: int) -> None:
+        """One message whose data set is a file's bytes from ``offset`` on, read and sent a
+        fragment at a time (the archive replaces files by renaming: an open one stays whole)."""
+        async with self._sending:
+            self._write(context_id, encode_command(command), True)
+            with open(path, "rb") as file:
+                file.seek(offset)
+                remaining = os.fstat(file.fileno()).st_size - offset
+                while True:
+                    chunk = file.read(min(self.fragment, remaining))
+                    remaining -= len(chunk)
+                    last = remaining <= 0 or not chunk
+                    self.writer.writelines(pdus.p_data(context_id, pdus.LAST if last else 0, chunk))
+                    await self.writer.drain()
+                    if last:
+                        return
+
+    def _write(self, context_id: int, data: bytes, is_command: bool) -> None:
+        for pieces in pdus.message_pdus(context_id, data, is_command, self.fragment):
+            self.writer.writelines(pieces)
+
+    def next_message_id(self) -> int:
+        self._next_id = self._next_id % 0xFFFF + 1
+        return self._next_id
+
+    def expect_response(self, message_id: int) -> asyncio.Future[Dataset]:
+        """The command set of the C-STORE response to ``message_id``, when it comes."""
+        waiting = asyncio.get_running_loop().create_future()
+        self._responses[message_id] = waiting
+        return waiting
+
+
+async def _echo(association: Association, message: Message) -> None:
+    """C-ECHO (PS3.7 9.1.5): success."""
+    await association.respond(message, SUCCESS)
+
+
+async def _unrecognized(association: Association, message: Message) -> None:
+    logger.warning("%s sent command 0x%04X, not served", association.caller, message.field)
+    await association.respond(message, UNRECOGNIZED_OPERATION)
+
+
+async def _data_set_chunks(stream: asyncio.Queue) -> AsyncIterator[bytes]:
+    """A C-STORE's data set as it arrives; raises if the association ends first."""
+    while (chunk := await stream.get()) is not _END:
+        if isinstance(chunk, BaseException):
+            raise chunk
+        yield chunk
