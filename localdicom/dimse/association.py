@@ -63,13 +63,13 @@ class Association:
         node: Node,
         agreement: Agreement,
         streams: tuple[asyncio.StreamReader, asyncio.StreamWriter],
-        limits: tuple[int, float],
+        limits: tuple[int, float, float],
         address: str,
     ) -> None:
         self.node = node
         self.agreement = agreement
         self.reader, self.writer = streams
-        self.maximum_pdu, self.idle_timeout = limits
+        self.maximum_pdu, self.idle_timeout, self.close_timeout = limits
         self.fragment = pdus.fragment_size(agreement.peer_maximum_pdu, self.maximum_pdu)
         self.caller = f"{agreement.calling_ae_title}@{address}"
         self.cancelled: set[int] = set()  # Message IDs a C-CANCEL named
@@ -100,6 +100,7 @@ class Association:
                     await self._p_data(body)
                 elif kind == pdus.RELEASE_RQ:
                     await self._release()
+                    await pdus.linger(self.reader, self.close_timeout)
                     return
                 elif kind == pdus.ABORT:
                     logger.info("association with %s aborted by the peer", self.caller)
@@ -109,9 +110,11 @@ class Association:
         except pdus.ProtocolError as error:
             logger.warning("association with %s aborted: %s", self.caller, error)
             self.writer.write(pdus.abort(error.reason))
+            await pdus.linger(self.reader, self.close_timeout)
         except TimeoutError:
             logger.warning("association with %s idle too long: aborted", self.caller)
             self.writer.write(pdus.abort())
+            await pdus.linger(self.reader, self.close_timeout)
         except (asyncio.IncompleteReadError, ConnectionError):
             logger.info("connection with %s lost", self.caller)
         finally:

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import struct
 from collections.abc import Iterator
+from contextlib import suppress
 
 #: PDU types (PS3.8 Table 9-11 and 9.3.2-9.3.8).
 ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ = 0x01, 0x02, 0x03
@@ -48,6 +49,16 @@ async def read_pdu(reader: asyncio.StreamReader, longest: int) -> tuple[int, byt
     if length > longest:
         raise ProtocolError(INVALID_PARAMETER, f"a PDU of {length} bytes (at most {longest})")
     return kind, await reader.readexactly(length)
+
+
+async def linger(reader: asyncio.StreamReader, timeout: float) -> None:
+    """After an A-ASSOCIATE-RJ, A-RELEASE-RP or A-ABORT, wait for the peer to close the
+    connection (PS3.8 9.2, state Sta13, under the ARTIM timer): closing first could reach a
+    requestor before the PDU is read, and make a rejection or a release look like an abort."""
+    with suppress(TimeoutError, ConnectionError):
+        async with asyncio.timeout(timeout):
+            while await reader.read(1 << 16):
+                pass
 
 
 def pdu(kind: int, body: bytes) -> bytes:

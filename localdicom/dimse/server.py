@@ -11,7 +11,6 @@ outgoing associations are pynetdicom's own, in a thread.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 
 from pynetdicom import _config
@@ -86,24 +85,19 @@ class DimseServer:
         except Rejected as rejected:
             logger.warning("association from %s rejected: %s", address, rejected)
             writer.write(rejected.answer)
-            await _drained(writer)
+            await pdus.linger(reader, ACSE_TIMEOUT)
             return
         except pdus.ProtocolError as error:
             logger.warning("association from %s aborted: %s", address, error)
             writer.write(pdus.abort(error.reason))
-            await _drained(writer)
+            await pdus.linger(reader, ACSE_TIMEOUT)
             return
         except (TimeoutError, asyncio.IncompleteReadError, ConnectionError):
             return  # no request in time, or the connection closed before a whole PDU
         writer.write(accept)
         self.associations += 1
         try:
-            limits = (MAX_PDU, NETWORK_TIMEOUT)
+            limits = (MAX_PDU, NETWORK_TIMEOUT, ACSE_TIMEOUT)
             await Association(self.node, agreement, (reader, writer), limits, address).serve()
         finally:
             self.associations -= 1
-
-
-async def _drained(writer: asyncio.StreamWriter) -> None:
-    with contextlib.suppress(ConnectionError):
-        await writer.drain()

@@ -2,8 +2,8 @@
 associations that remember how they were answered, dcmtk's tools (by absolute path: pynetdicom
 installs console scripts of the same names), and the HTTP side's view of what was stored.
 
-The server runs with its own TMPDIR (``spool``): pynetdicom writes a C-STORE's dataset there
-as it arrives, so a test can see that a transfer is under way, and that nothing of it is left.
+A C-STORE's data set streams into the archive's upload area (``incoming``) as it arrives, so
+a test can see there that a transfer is under way, and that nothing of it is left.
 """
 
 from __future__ import annotations
@@ -19,6 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
+from pynetdicom.pdu import A_ASSOCIATE_RJ
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from tests.helpers import ct_slice, free_port
@@ -37,7 +38,6 @@ class DicomServer:
 
     live: LiveServer
     dicom_port: int
-    spool: Path  # the server's TMPDIR
 
     @property
     def url(self) -> str:
@@ -52,32 +52,31 @@ class DicomServer:
 
 
 def start_dicom_server(folder: Path, *extra: str) -> DicomServer:
-    spool = folder / "spool"
-    spool.mkdir(parents=True)
     port = free_port()
     live = LiveServer(
-        folder / "archive",
-        free_port(),
-        extra_args=("--dicom-port", str(port), *extra),
-        command_prefix=("env", f"TMPDIR={spool}"),
+        folder / "archive", free_port(), extra_args=("--dicom-port", str(port), *extra)
     )
     live.start()
-    return DicomServer(live, port, spool)
+    return DicomServer(live, port)
 
 
 @dataclass
 class Call:
-    """An association requested by a test, and the A-ASSOCIATE answer it got (PS3.8 9.3.3,
-    9.3.4): result, source and reason of a rejection."""
+    """An association requested by a test, and the A-ASSOCIATE-RJ it got, if any (PS3.8
+    9.3.4): result, source and reason.
+
+    The rejection is read from the PDU received, not from ``assoc.is_rejected``: when the
+    A-ASSOCIATE-RJ comes back within microseconds, pynetdicom's requestor can find its socket
+    already closed (by its own handling of the RJ) before it looks for the answer, and then
+    reports an abort (``acse._negotiate_as_requestor``: "Failed to connect")."""
 
     assoc: Association
-    answers: list = field(default_factory=list)
+    rejections: list[A_ASSOCIATE_RJ] = field(default_factory=list)
 
     @property
     def rejection(self) -> tuple[int, int, int] | None:
-        for primitive in self.answers:
-            if primitive.result not in (None, 0x00):
-                return primitive.result, primitive.result_source, primitive.diagnostic
+        for pdu in self.rejections:
+            return pdu.result, pdu.source, pdu.reason_diagnostic
         return None
 
 
@@ -96,10 +95,10 @@ def associate(
     call = Call(None)  # type: ignore[arg-type]
 
     def remember(event: evt.Event) -> None:
-        if type(event.primitive).__name__ == "A_ASSOCIATE":
-            call.answers.append(event.primitive)
+        if isinstance(event.pdu, A_ASSOCIATE_RJ):
+            call.rejections.append(event.pdu)
 
-    handlers = [(evt.EVT_ACSE_RECV, remember), *(handlers or [])]
+    handlers = [(evt.EVT_PDU_RECV, remember), *(handlers or [])]
     call.assoc = ae.associate(
         "127.0.0.1", server.dicom_port, ae_title=called, evt_handlers=handlers
     )
@@ -137,9 +136,8 @@ def retrieve(server: DicomServer, study: str, series: str, sop: str) -> tuple[st
 
 
 def leftovers(server: DicomServer) -> list[Path]:
-    """Anything of a received instance not committed: in the archive's upload area, or
-    pynetdicom's spooled datasets."""
-    return sorted([*server.incoming.iterdir(), *server.spool.glob("*.dcm")])
+    """Anything of a received instance not committed: in the archive's upload area."""
+    return sorted(server.incoming.iterdir())
 
 
 def wait_for(condition: Callable[[], object], what: str, timeout: float = TIMEOUT) -> None:
