@@ -1,0 +1,196 @@
+"""The DICOM listener's own framing, messages and negotiation, checked against pynetdicom's
+encoders and decoders of the same PDUs and command sets (PS3.8 9.3, PS3.7 E)."""
+
+from __future__ import annotations
+
+import asyncio
+
+import pytest
+from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless
+from pynetdicom.dimse_messages import C_ECHO_RSP
+from pynetdicom.dimse_primitives import C_ECHO
+from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ, P_DATA_TF
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
+    MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
+)
+from pynetdicom.presentation import build_context
+from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelFind
+
+from localdicom.dimse import pdus
+from localdicom.dimse.messages import decode_command, encode_command
+from localdicom.dimse.negotiation import Policy, Rejected, negotiate, supported_contexts
+
+
+def read(data: bytes, longest: int = 1 << 20) -> tuple[int, bytes]:
+    async def go() -> tuple[int, bytes]:
+        reader = asyncio.StreamReader()
+        reader.feed_data(data)
+        reader.feed_eof()
+        return await pdus.read_pdu(reader, longest)
+
+    return asyncio.run(go())
+
+
+# framing (PS3.8 9.3.1, 9.3.5) ---------------------------------------------------------------
+
+
+def test_p_data_pdus_are_read_by_pynetdicom_as_the_fragments_written():
+    data = bytes(range(256)) * 10
+    written = b"".join(
+        b"".join(bytes(piece) for piece in pieces)
+        for pieces in pdus.message_pdus(3, data, is_command=False, fragment_size=1000)
+    )
+    fragments = []
+    offset = 0
+    while offset < len(written):
+        pdu = P_DATA_TF()
+        length = int.from_bytes(written[offset + 2 : offset + 6], "big")
+        pdu.decode(written[offset : offset + 6 + length])
+        fragments += pdu.presentation_data_value_items
+        offset += 6 + length
+    assert [len(item.data) - 1 for item in fragments] == [1000, 1000, 560]
+    assert b"".join(item.data[1:] for item in fragments) == data
+    # message control header: data set fragments, the last one marked (PS3.8 E.2)
+    assert [item.data[0] for item in fragments] == [0x00, 0x00, 0x02]
+    assert {item.presentation_context_id for item in fragments} == {3}
+
+
+def test_a_written_p_data_pdu_is_read_back_fragment_by_fragment():
+    written = b"".join(bytes(p) for p in pdus.p_data(5, pdus.COMMAND | pdus.LAST, b"abcd"))
+    kind, body = read(written)
+    assert kind == pdus.P_DATA_TF
+    assert [(c, f, bytes(d)) for c, f, d in pdus.fragments(body)] == [(5, 0x03, b"abcd")]
+
+
+def test_a_pdu_longer_than_offered_is_refused_before_it_is_read():
+    header = bytes([0x04, 0]) + (2 << 20).to_bytes(4, "big")
+    with pytest.raises(pdus.ProtocolError, match="at most"):
+        read(header)
+
+
+def test_a_pdu_type_dicom_has_not_is_refused():
+    with pytest.raises(pdus.ProtocolError) as refused:
+        read(b"GET / HTTP/1.1\r\n\r\n")
+    assert refused.value.reason == pdus.UNRECOGNIZED_PDU
+
+
+@pytest.mark.parametrize(
+    "body",
+    [b"\x00\x00\x00\x10\x01\x03abc", b"\x00\x00\x00\x01\x01", b"\x00\x00"],
+    ids=["item overruns", "item too short", "item header cut"],
+)
+def test_p_data_items_that_do_not_fit_their_pdu_are_refused(body: bytes):
+    with pytest.raises(pdus.ProtocolError):
+        list(pdus.fragments(body))
+
+
+def test_the_fragment_size_leaves_room_for_the_item_header():
+    """PS3.8 D.1: the Maximum Length is of the P-DATA-TF's variable field; 0 is no limit."""
+    assert pdus.fragment_size(16384, 1 << 20) == 16378
+    assert pdus.fragment_size(0, 1 << 20) == (1 << 20) - 6
+
+
+# command sets (PS3.7 E.1) ------------------------------------------------------------------
+
+
+def test_a_command_set_is_encoded_as_pynetdicom_encodes_it():
+    primitive = C_ECHO()
+    primitive.MessageIDBeingRespondedTo = 7
+    primitive.AffectedSOPClassUID = "1.2.840.10008.1.1"
+    primitive.Status = 0x0000
+    theirs = C_ECHO_RSP()
+    theirs.primitive_to_message(primitive)
+    (p_data,) = theirs.encode_msg(1, 16384)
+    ((_, their_bytes),) = p_data.presentation_data_value_list
+
+    ours = Dataset()
+    ours.AffectedSOPClassUID = "1.2.840.10008.1.1"
+    ours.CommandField = 0x8030
+    ours.MessageIDBeingRespondedTo = 7
+    ours.CommandDataSetType = 0x0101
+    ours.Status = 0x0000
+    assert encode_command(ours) == their_bytes[1:]
+    assert decode_command(their_bytes[1:]).CommandGroupLength == len(their_bytes) - 1 - 12
+
+
+# negotiation (PS3.8 7.1, PS3.7 D.3.3) ------------------------------------------------------
+
+
+def request(*contexts, roles=(), calling="CALLER") -> bytes:
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
+    primitive.calling_ae_title, primitive.called_ae_title = calling, "LOCALDICOM"
+    for number, context in enumerate(contexts):
+        context.context_id = 2 * number + 1
+    primitive.presentation_context_definition_list = list(contexts)
+    length = MaximumLengthNotification()
+    length.maximum_length_received = 16384
+    items = [length]
+    for sop_class in roles:
+        role = SCP_SCU_RoleSelectionNegotiation()
+        role.sop_class_uid, role.scu_role, role.scp_role = sop_class, False, True
+        items.append(role)
+    primitive.user_information = items
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(primitive)
+    return pdu.encode()[6:]
+
+
+def policy(callers=None) -> Policy:
+    return Policy(supported_contexts(), 1 << 20, callers)
+
+
+def accepted(answer: bytes) -> A_ASSOCIATE:
+    pdu = A_ASSOCIATE_AC()
+    pdu.decode(answer)
+    return pdu.to_primitive()
+
+
+def test_an_association_is_accepted_with_the_contexts_supported():
+    body = request(
+        build_context(StudyRootQueryRetrieveInformationModelFind),
+        build_context("1.2.3.4.5", ExplicitVRLittleEndian),  # no such SOP class here
+    )
+    agreement, answer = negotiate(body, policy(), full=False)
+    assert agreement.calling_ae_title == "CALLER" and agreement.peer_maximum_pdu == 16384
+    assert list(agreement.contexts) == [1]
+    reply = accepted(answer)
+    assert reply.maximum_length_received == 1 << 20
+    assert [c.result for c in reply.presentation_context_definition_results_list] == [0, 3]
+
+
+def test_a_c_get_requestor_gets_its_storage_syntaxes_in_its_own_order():
+    """PS3.7 D.3.3.4: the requestor takes the SCP role; its first proposed syntax is used."""
+    body = request(
+        build_context(CTImageStorage, [JPEG2000Lossless, ImplicitVRLittleEndian]),
+        roles=[CTImageStorage],
+    )
+    agreement, _ = negotiate(body, policy(), full=False)
+    (context,) = agreement.contexts.values()
+    assert context.transfer_syntax == [JPEG2000Lossless] and context.as_scu
+
+
+def rejection(answer: bytes) -> tuple[int, int, int]:
+    pdu = A_ASSOCIATE_RJ()
+    pdu.decode(answer)
+    return pdu.result, pdu.source, pdu.reason_diagnostic
+
+
+def test_a_caller_not_listed_is_rejected_permanently():
+    with pytest.raises(Rejected) as rejected:
+        negotiate(request(build_context(CTImageStorage), calling="STRANGER"), policy({"A"}), False)
+    assert rejection(rejected.value.answer) == (0x01, 0x01, 0x03)
+
+
+def test_beyond_the_associations_served_at_once_a_caller_is_rejected_transiently():
+    with pytest.raises(Rejected) as rejected:
+        negotiate(request(build_context(CTImageStorage)), policy(), full=True)
+    assert rejection(rejected.value.answer) == (0x02, 0x03, 0x02)
+
+
+def test_an_association_request_that_cannot_be_decoded_is_a_protocol_error():
+    with pytest.raises(pdus.ProtocolError):
+        negotiate(bytes(range(256)), policy(), full=False)
