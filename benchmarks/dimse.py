@@ -10,13 +10,15 @@ measures, with C++ clients where the client's own cost would otherwise weigh (dc
 - C-STORE (PS3.4 B): storescu sending a folder over one association, and four storescu
   processes each sending a quarter over an association of its own; each server gets instances
   it does not hold yet, and afterwards is asked (QIDO-RS) whether it holds every one of them;
-- C-FIND (PS3.4 C, Study Root): pynetdicom over one kept association, the same query many
-  times; every answer's result set is checked against what was stored;
+- C-FIND (PS3.4 C, Study Root): a bare requestor over one kept association
+  (:mod:`benchmarks.bare_find`: pynetdicom's own requestor costs milliseconds per query,
+  more than the servers), the same query many times; every answer's result set is checked
+  against what was stored;
 - C-GET (PS3.4 C.4.3) of a whole series: getscu, each instance written as received
   (``+B``); the instances received are checked after the clock stopped.
 
-Every client, and Orthanc, runs with Nagle's algorithm off (TCP_NODELAY), which dcmtk and
-pynetdicom leave on: otherwise a message of several PDUs waits for a delayed ACK, and what
+Every client, and Orthanc, runs with Nagle's algorithm off (TCP_NODELAY), which dcmtk
+leaves on: otherwise a message of several PDUs waits for a delayed ACK, and what
 is measured is the kernel's 40 ms timer. localdicom runs as it ships.
 
 A server that answers a service with a failure status (a service localdicom does not provide
@@ -32,7 +34,6 @@ import json
 import logging
 import os
 import shutil
-import socket
 import statistics
 import subprocess
 import tempfile
@@ -44,10 +45,8 @@ from functools import partial
 from pathlib import Path
 
 from pydicom.dataset import Dataset
-from pynetdicom import AE
-from pynetdicom.association import Association
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
 
+from benchmarks.bare_find import BareFind, decoded
 from benchmarks.compare import (
     CPU,
     RATE,
@@ -67,7 +66,6 @@ DCMTK = Path("/usr/bin")  # not PATH: pynetdicom installs scripts named storescu
 #: then acknowledges each instance 40 ms late (40 instances in 1.9 s from Orthanc, 0.12 s
 #: without), which measures the kernel's delayed ACK, not the server.
 CLIENT_ENVIRONMENT = {**os.environ, "TCP_NODELAY": "1"}
-PENDING = (0xFF00, 0xFF01)
 MODALITIES = ("CT", "MR", "US", "CR", "MG")
 LATENCY = ("ms p50", "ms p95")
 
@@ -249,57 +247,23 @@ def query(level: str, **keys: str) -> Dataset:
     return ds
 
 
-def find_once(assoc: Association, identifier: Dataset) -> tuple[int, list[Dataset]]:
-    """One C-FIND: its final status and the matches (pending responses' identifiers)."""
-    matches, final = [], None
-    for status, found in assoc.send_c_find(identifier, StudyRootQueryRetrieveInformationModelFind):
-        if "Status" not in status:
-            raise RuntimeError("no response (association aborted or timed out)")
-        if status.Status in PENDING:
-            matches.append(found)
-        else:
-            final = status.Status
-    if final is None:
-        raise RuntimeError("no final response")
-    return final, matches
-
-
-def find_association(node: Node) -> Association:
-    ae = AE(CALLING)
-    ae.add_requested_context(StudyRootQueryRetrieveInformationModelFind)
-    assoc = ae.associate("127.0.0.1", node.port, ae_title=node.ae_title)
-    if not assoc.is_established or not assoc.accepted_contexts:
-        assoc.release()
-        raise Unsupported("association or Study Root C-FIND refused")
-    # A request is two PDUs (command, identifier): with Nagle's algorithm the second waits
-    # for the server's delayed ACK of the first, 40 ms of the kernel's, not the server's.
-    assoc.dul.socket.socket.setsockopt(socket.IPPROTO_TCP, socket.TCP_NODELAY, 1)
-    return assoc
-
-
-def reactor_resumed(assoc: Association) -> None:
-    """Wait until the association's own thread (its "reactor") has woken since the last
-    C-FIND ended. pynetdicom pauses it during a C-FIND, but takes a pause flag left from the
-    previous one for a new pause: the thread, still waking, then takes a response of the new
-    C-FIND off the queue and drops it (pynetdicom issue #875; a lost match in 8 of 1800
-    queries on a loaded machine)."""
-    while assoc._is_paused and assoc.is_established:
-        time.sleep(0)
-
-
 def c_find(node: Node, identifier: Dataset, check: Callable, repetitions: int) -> Figure:
-    """The same query ``repetitions`` times over one association; raises Unsupported if the
-    first answer is a failure status. An association that breaks ends the measurement, with
-    an error counted."""
-    assoc = find_association(node)
+    """The same query ``repetitions`` times over one association (:class:`BareFind`); raises
+    Unsupported if the first answer is a failure status. An association that breaks ends the
+    measurement, with an error counted. The clock covers sending the prepared request and
+    reading every response; the identifiers are decoded and checked after it stopped."""
+    try:
+        client = BareFind(node.port, node.ae_title, CALLING)
+    except ConnectionError as error:
+        raise Unsupported(str(error)) from error
     tally, elapsed = Tally(), 0.0
     try:
         for repetition in range(repetitions):
-            reactor_resumed(assoc)
+            request = client.request(identifier)
             started = time.perf_counter()
             try:
-                final, matches = find_once(assoc, identifier)
-            except RuntimeError as exc:
+                final, matches = client.find(request)
+            except (ConnectionError, ValueError) as exc:
                 tally.latencies.append((time.perf_counter() - started) * 1000)
                 tally.failed(exc)
                 break
@@ -308,9 +272,11 @@ def c_find(node: Node, identifier: Dataset, check: Callable, repetitions: int) -
                 raise Unsupported(f"status 0x{final:04X}")
             elapsed += taken
             tally.latencies.append(taken * 1000)
-            tally.checks.append(lambda final=final, matches=matches: check(final, matches))
+            tally.checks.append(
+                lambda final=final, matches=matches: check(final, [decoded(m) for m in matches])
+            )
     finally:
-        assoc.release()
+        client.release()
     return tally.result(repetitions, max(elapsed, 1e-9))
 
 

@@ -158,7 +158,7 @@ class Association:
         if message is None:
             raise pdus.ProtocolError(pdus.UNEXPECTED_PDU, "a data set with no command")
         if self._store_stream is not None:
-            await self._store_stream.put(bytes(fragment))
+            await self._store_stream.put(fragment)  # a view of the PDU read: no copy
             if last:
                 await self._store_stream.put(_END)
                 self._store_stream = None

@@ -165,27 +165,21 @@ def _back(association: Association, contexts: dict[tuple[str, str], int]) -> Sen
         accepted.setdefault(sop_class, []).append(syntax)
 
     async def send(match: Match) -> int | None:
-        syntax = choose_syntax(
-            match.transfer_syntax,
-            accepted.get(match.sop_class, []),
-            instance_targets(match.transfer_syntax),
-        )
-        if syntax is None:
-            logger.warning(
-                "%s: no accepted transfer syntax for %s", match.sop, match.transfer_syntax
-            )
+        outgoing = await _outgoing(association, match, accepted)
+        if outgoing is None:
             return None
+        syntax, content = outgoing
         context_id = contexts[match.sop_class, syntax]
         message_id = association.next_message_id()
         answer = association.expect_response(message_id)
         command = _store_request(match, message_id)
         try:
-            if syntax == match.transfer_syntax:
-                offset = await asyncio.to_thread(_data_set_offset, match.path)
-                await association.send_file(context_id, command, match.path, offset)
+            if isinstance(content, Path):
+                offset = await asyncio.to_thread(_data_set_offset, content)
+                await association.send_file(context_id, command, content, offset)
             else:
-                data = await association.node.workers.run(transcode, match.path, syntax)
-                await association.send(context_id, command, data[_data_set_offset(BytesIO(data)) :])
+                data_set = content[_data_set_offset(BytesIO(content)) :]
+                await association.send(context_id, command, data_set)
             async with asyncio.timeout(SUB_OPERATION_TIMEOUT):
                 return int((await answer).Status)
         except (OSError, ValueError, TimeoutError) as error:
@@ -193,6 +187,25 @@ def _back(association: Association, contexts: dict[tuple[str, str], int]) -> Sen
             return None
 
     return send
+
+
+async def _outgoing(
+    association: Association, match: Match, accepted: dict[str, list[str]]
+) -> tuple[str, Path | bytes] | None:
+    """The syntax an instance goes in and what to send: the stored file when its syntax was
+    accepted, else its Part 10 bytes transcoded to one that was; None when it cannot go."""
+    targets = instance_targets(match.transfer_syntax)
+    syntax = choose_syntax(match.transfer_syntax, accepted.get(match.sop_class, []), targets)
+    if syntax is None:
+        logger.warning("%s: no accepted transfer syntax for %s", match.sop, match.transfer_syntax)
+        return None
+    if syntax == match.transfer_syntax:
+        return syntax, match.path
+    try:
+        return syntax, await association.node.workers.run(transcode, match.path, syntax)
+    except Exception as exc:  # a file gone (deleted meanwhile), pixel data that won't decode
+        logger.warning("%s: transcoding to %s failed: %s", match.sop, syntax, exc)
+        return None
 
 
 def _store_request(match: Match, message_id: int) -> Dataset:
@@ -227,22 +240,12 @@ def _to(association: Association, outbound: Outbound, request: Message) -> Sende
     accepted = sendable_syntaxes(outbound.accepted_contexts)
 
     async def send(match: Match) -> int | None:
-        syntax = choose_syntax(
-            match.transfer_syntax,
-            accepted.get(match.sop_class, []),
-            instance_targets(match.transfer_syntax),
-        )
-        if syntax is None:
-            logger.warning(
-                "%s: no accepted transfer syntax for %s", match.sop, match.transfer_syntax
-            )
+        outgoing = await _outgoing(association, match, accepted)
+        if outgoing is None:
             return None
+        _, content = outgoing
+        dataset = content if isinstance(content, Path) else pydicom.dcmread(BytesIO(content))
         try:
-            if syntax == match.transfer_syntax:
-                dataset: Path | Dataset = match.path
-            else:
-                data = await association.node.workers.run(transcode, match.path, syntax)
-                dataset = pydicom.dcmread(BytesIO(data))
             status = await asyncio.to_thread(
                 outbound.send_c_store,
                 dataset,
