@@ -10,6 +10,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless
 from pynetdicom.dimse_messages import C_ECHO_RSP
 from pynetdicom.dimse_primitives import C_ECHO
+from pynetdicom.dsutils import encode
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ, P_DATA_TF
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
@@ -106,12 +107,13 @@ def test_a_command_set_is_encoded_as_pynetdicom_encodes_it():
     (p_data,) = theirs.encode_msg(1, 16384)
     ((_, their_bytes),) = p_data.presentation_data_value_list
 
-    ours = Dataset()
-    ours.AffectedSOPClassUID = "1.2.840.10008.1.1"
-    ours.CommandField = 0x8030
-    ours.MessageIDBeingRespondedTo = 7
-    ours.CommandDataSetType = 0x0101
-    ours.Status = 0x0000
+    ours = {
+        "AffectedSOPClassUID": "1.2.840.10008.1.1",
+        "CommandField": 0x8030,
+        "MessageIDBeingRespondedTo": 7,
+        "CommandDataSetType": 0x0101,
+        "Status": 0x0000,
+    }
     assert encode_command(ours) == their_bytes[1:]
     assert decode_command(their_bytes[1:]).CommandGroupLength == len(their_bytes) - 1 - 12
 
@@ -194,3 +196,25 @@ def test_beyond_the_associations_served_at_once_a_caller_is_rejected_transiently
 def test_an_association_request_that_cannot_be_decoded_is_a_protocol_error():
     with pytest.raises(pdus.ProtocolError):
         negotiate(bytes(range(256)), policy(), full=False)
+
+
+def test_every_kind_of_command_element_is_encoded_as_pydicom_encodes_it():
+    """US, UL, UI (NUL-padded), AE and LO (space-padded), AT; PS3.5 6.2, 7.1.3."""
+    fields = {
+        "AffectedSOPClassUID": "1.2.840.10008.5.1.4.1.2.2.3",
+        "CommandField": 0x8021,
+        "MessageIDBeingRespondedTo": 3,
+        "CommandDataSetType": 0x0000,
+        "Status": 0xA900,
+        "ErrorComment": "no such level",
+        "OffendingElement": [0x00080052, 0x00100020],
+        "MoveDestination": "PEER",
+        "NumberOfRemainingSuboperations": 2,
+        "AffectedSOPInstanceUID": "1.2.3",
+    }
+    expected = Dataset()
+    for keyword, value in fields.items():
+        setattr(expected, keyword, value)
+    body = encode(expected, True, True)
+    expected.CommandGroupLength = len(body)
+    assert encode_command(fields) == encode(expected, True, True)

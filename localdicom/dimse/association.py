@@ -31,6 +31,7 @@ from localdicom.dimse.messages import (
     RESPONSE,
     SUCCESS,
     BadMessage,
+    Command,
     Message,
     decode_command,
     encode_command,
@@ -239,15 +240,16 @@ class Association:
     ) -> None:
         """Send the response to ``request``: its status, ``details`` (Error Comment, Offending
         Element) and other command ``fields``, and an ``identifier`` data set."""
-        command = response(request, status, identifier is not None, **fields)
+        command = response(request, status, identifier is not None)
+        command.update(fields)
         if details is not None:
-            command.update(details)
+            command.update((element.keyword, element.value) for element in details)
         data = None
         if identifier is not None:
             data = encode_data_set(identifier, request.context.transfer_syntax[0])
         await self.send(request.context.context_id, command, data)
 
-    async def send(self, context_id: int, command: Dataset, data: bytes | None = None) -> None:
+    async def send(self, context_id: int, command: Command, data: bytes | None = None) -> None:
         """One message: its command set, then its data set, each in P-DATA-TFs."""
         async with self._sending:
             self._write(context_id, encode_command(command), True)
@@ -255,7 +257,7 @@ class Association:
                 self._write(context_id, data, False)
             await self.writer.drain()
 
-    async def send_file(self, context_id: int, command: Dataset, path: Path, offset: int) -> None:
+    async def send_file(self, context_id: int, command: Command, path: Path, offset: int) -> None:
         """One message whose data set is a file's bytes from ``offset`` on, read and sent a
         fragment at a time (the archive replaces files by renaming: an open one stays whole)."""
         async with self._sending:

@@ -29,7 +29,15 @@ from pynetdicom.association import Association as Outbound
 
 from localdicom.dicom.pixels import transcode
 from localdicom.dicom.syntaxes import instance_targets
-from localdicom.dimse.messages import C_STORE, CANCELLED, PENDING, SUCCESS, BadMessage, Message
+from localdicom.dimse.messages import (
+    C_STORE,
+    CANCELLED,
+    PENDING,
+    SUCCESS,
+    BadMessage,
+    Command,
+    Message,
+)
 from localdicom.dimse.selection import IdentifierError, Match, retrieve_keys, select
 from localdicom.dimse.sending import choose_syntax, move_contexts, sendable_syntaxes
 from localdicom.dimse.store import comment
@@ -208,16 +216,16 @@ async def _outgoing(
         return None
 
 
-def _store_request(match: Match, message_id: int) -> Dataset:
+def _store_request(match: Match, message_id: int) -> Command:
     """A C-STORE-RQ command set (PS3.7 9.3.1.1), medium priority."""
-    command = Dataset()
-    command.AffectedSOPClassUID = match.sop_class
-    command.CommandField = C_STORE
-    command.MessageID = message_id
-    command.Priority = 0
-    command.CommandDataSetType = 0
-    command.AffectedSOPInstanceUID = match.sop
-    return command
+    return {
+        "AffectedSOPClassUID": match.sop_class,
+        "CommandField": C_STORE,
+        "MessageID": message_id,
+        "Priority": 0,
+        "CommandDataSetType": 0,
+        "AffectedSOPInstanceUID": match.sop,
+    }
 
 
 def _data_set_offset(file: Path | BinaryIO) -> int:
