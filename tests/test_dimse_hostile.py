@@ -9,14 +9,20 @@ from __future__ import annotations
 
 import random
 import socket
+import struct
 import threading
 from collections.abc import Callable, Iterator
 from contextlib import suppress
 
 import pytest
 from pydicom.dataset import Dataset
+from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import evt
-from pynetdicom.pdu import P_DATA_TF
+from pynetdicom.dsutils import encode
+from pynetdicom.pdu import A_ASSOCIATE_RQ, P_DATA_TF
+from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
+from pynetdicom.presentation import build_context
+from pynetdicom.sop_class import CTImageStorage
 
 from localdicom.dimse.server import MAX_ASSOCIATIONS
 from tests.helpers import ct_slice
@@ -211,4 +217,51 @@ def test_qido_answers_while_a_c_store_is_stalled_mid_dataset(server: DicomServer
     call.assoc.release()
     assert len(found(server, dataset.SOPInstanceUID)) == 1
     assert leftovers(server) == []
+    assert_still_answers(server)
+
+
+def association_request() -> bytes:
+    """An A-ASSOCIATE-RQ proposing CT Image Storage, Explicit VR Little Endian (context 1)."""
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
+    primitive.calling_ae_title, primitive.called_ae_title = "RAW", "LOCALDICOM"
+    primitive.presentation_context_definition_list = [
+        build_context(CTImageStorage, ExplicitVRLittleEndian)
+    ]
+    primitive.presentation_context_definition_list[0].context_id = 1
+    length = MaximumLengthNotification()
+    length.maximum_length_received = 16384
+    primitive.user_information = [length]
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(primitive)
+    return pdu.encode()
+
+
+def p_data(control: int, fragment: bytes) -> bytes:
+    """A P-DATA-TF of one fragment on context 1 (PS3.8 9.3.5, E.2)."""
+    item = struct.pack(">LBB", len(fragment) + 2, 1, control) + fragment
+    return struct.pack(">BxL", 0x04, len(item)) + item
+
+
+def test_a_release_in_the_middle_of_a_c_store_is_aborted_and_stores_nothing(server: DicomServer):
+    """PS3.8 9.2: an A-RELEASE-RQ where a data set's next fragment belongs is unexpected: the
+    server aborts (AA-8) instead of waiting for the rest of the message."""
+    dataset = small_ct("released-midway")
+    command = Dataset()
+    command.AffectedSOPClassUID = CTImageStorage
+    command.CommandField, command.MessageID, command.Priority = 0x0001, 1, 0
+    command.CommandDataSetType, command.AffectedSOPInstanceUID = 0, dataset.SOPInstanceUID
+    encoded = encode(command, True, True)
+    command_set = struct.pack("<HHLL", 0, 0, 4, len(encoded)) + encoded
+    data_set = encode(dataset, False, True)
+    release = bytes([0x05, 0, 0, 0, 0, 4, 0, 0, 0, 0])
+    answer = answer_to(
+        association_request() + p_data(0x03, command_set) + p_data(0x00, data_set[:100]) + release,
+        server,
+    )
+    assert answer[0] == 0x02  # A-ASSOCIATE-AC
+    accept_length = struct.unpack(">L", answer[2:6])[0]
+    assert answer[6 + accept_length :] == bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 2, 2])
+    wait_for(lambda: not leftovers(server), "the partial dataset discarded")
+    assert found(server, dataset.SOPInstanceUID) == []
     assert_still_answers(server)

@@ -202,7 +202,10 @@ class Association:
             self.writer.close()
 
     async def _release(self) -> None:
-        """A-RELEASE-RP once every request in progress is answered (PS3.8 7.2)."""
+        """A-RELEASE-RP once every request in progress is answered (PS3.8 7.2); a release
+        in the middle of a message is a protocol error."""
+        if self._receiving is not None or self._command:
+            raise pdus.ProtocolError(pdus.UNEXPECTED_PDU, "A-RELEASE-RQ inside a message")
         if self._tasks:
             await asyncio.wait(list(self._tasks))
         self.writer.write(pdus.release_rp())
