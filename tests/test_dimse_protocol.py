@@ -4,13 +4,18 @@ encoders and decoders of the same PDUs and command sets (PS3.8 9.3, PS3.7 E)."""
 from __future__ import annotations
 
 import asyncio
+from pathlib import Path
 
+import pydicom
 import pytest
+from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
+from pydicom.filebase import DicomFileLike
+from pydicom.filewriter import write_dataset
 from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless
 from pynetdicom.dimse_messages import C_ECHO_RSP
 from pynetdicom.dimse_primitives import C_ECHO
-from pynetdicom.dsutils import encode
+from pynetdicom.dsutils import encode, split_dataset
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ, P_DATA_TF
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
@@ -23,6 +28,7 @@ from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformati
 from localdicom.dimse import pdus
 from localdicom.dimse.messages import decode_command, encode_command
 from localdicom.dimse.negotiation import Policy, Rejected, negotiate, supported_contexts
+from localdicom.dimse.retrieve import data_set_offset
 
 
 def read(data: bytes, longest: int = 1 << 20) -> tuple[int, bytes]:
@@ -218,3 +224,22 @@ def test_every_kind_of_command_element_is_encoded_as_pydicom_encodes_it():
     body = encode(expected, True, True)
     expected.CommandGroupLength = len(body)
     assert encode_command(fields) == encode(expected, True, True)
+
+
+@pytest.mark.parametrize(
+    "name", ["CT_small.dcm", "MR_small_bigendian.dcm", "JPEG2000.dcm", "rtplan.dcm", "SC_rgb.dcm"]
+)
+def test_a_stored_files_data_set_starts_where_pynetdicom_finds_it(name: str):
+    """PS3.10 7.1: what a C-GET sends of a stored file is what follows its File Meta."""
+    path = Path(get_testdata_file(name))
+    assert data_set_offset(path) == split_dataset(path)[1]
+
+
+def test_a_file_meta_without_its_group_length_first_is_read_element_by_element(tmp_path):
+    dataset = pydicom.dcmread(get_testdata_file("CT_small.dcm"))
+    del dataset.file_meta.FileMetaInformationGroupLength
+    with open(tmp_path / "no-length.dcm", "wb") as file:
+        file.write(bytes(128) + b"DICM")
+        write_dataset(DicomFileLike(file), dataset.file_meta)  # explicit VR little endian
+        start = file.tell()
+    assert data_set_offset(tmp_path / "no-length.dcm") == start

@@ -58,6 +58,10 @@ WARNINGS = frozenset({0xB000, 0xB006, 0xB007})
 #: Seconds to wait for the receiver's answer to one sub-operation.
 SUB_OPERATION_TIMEOUT = 120
 
+#: A Part 10 file: the preamble, "DICM", then (0002,0000) UL of length 4, explicit VR.
+PREAMBLE, GROUP_LENGTH_VALUE, GROUP_LENGTH_END = 128, 140, 144
+GROUP_LENGTH_ELEMENT = b"\x02\x00\x00\x00UL\x04\x00"
+
 #: Sends one instance; its C-STORE status, or None when it could not be sent.
 Sender = Callable[[Match], Awaitable[int | None]]
 
@@ -183,10 +187,10 @@ def _back(association: Association, contexts: dict[tuple[str, str], int]) -> Sen
         command = _store_request(match, message_id)
         try:
             if isinstance(content, Path):
-                offset = await asyncio.to_thread(_data_set_offset, content)
+                offset = data_set_offset(content)  # a read of 144 bytes, cached by the OS
                 await association.send_file(context_id, command, content, offset)
             else:
-                data_set = content[_data_set_offset(BytesIO(content)) :]
+                data_set = content[data_set_offset(BytesIO(content)) :]
                 await association.send(context_id, command, data_set)
             async with asyncio.timeout(SUB_OPERATION_TIMEOUT):
                 return int((await answer).Status)
@@ -228,11 +232,16 @@ def _store_request(match: Match, message_id: int) -> Command:
     }
 
 
-def _data_set_offset(file: Path | BinaryIO) -> int:
-    """Where a DICOM file's data set starts: after its preamble and File Meta Information."""
+def data_set_offset(file: Path | BinaryIO) -> int:
+    """Where a DICOM file's data set starts: after its preamble and File Meta Information,
+    whose group length says where it ends (PS3.10 7.1) when it comes first, as it should."""
     if isinstance(file, Path):
         with open(file, "rb") as opened:
-            return _data_set_offset(opened)
+            return data_set_offset(opened)
+    start = file.read(GROUP_LENGTH_END)
+    if start[PREAMBLE:GROUP_LENGTH_VALUE] == b"DICM" + GROUP_LENGTH_ELEMENT:
+        return GROUP_LENGTH_END + int.from_bytes(start[GROUP_LENGTH_VALUE:], "little")
+    file.seek(0)
     read_preamble(file, False)
     read_dataset(file, False, True, stop_when=lambda tag, vr, length: tag.group != 2)
     return file.tell()
