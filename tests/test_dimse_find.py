@@ -450,9 +450,8 @@ class FakeAssociation:
 
 
 def find_request(data: bytes) -> Message:
-    command = Dataset()
-    command.AffectedSOPClassUID = StudyRootQueryRetrieveInformationModelFind
-    command.CommandField, command.MessageID, command.CommandDataSetType = 0x0020, 1, 0
+    command = {"AffectedSOPClassUID": StudyRootQueryRetrieveInformationModelFind}
+    command.update(CommandField=0x0020, MessageID=1, CommandDataSetType=0)
     context = build_context(StudyRootQueryRetrieveInformationModelFind, ImplicitVRLittleEndian)
     return Message(context, command, data)
 

@@ -4,6 +4,7 @@ encoders and decoders of the same PDUs and command sets (PS3.8 9.3, PS3.7 E)."""
 from __future__ import annotations
 
 import asyncio
+from io import BytesIO
 from pathlib import Path
 
 import pydicom
@@ -26,7 +27,7 @@ from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelFind
 
 from localdicom.dimse import pdus
-from localdicom.dimse.messages import decode_command, encode_command
+from localdicom.dimse.messages import BadMessage, decode_command, encode_command
 from localdicom.dimse.negotiation import Policy, Rejected, negotiate, supported_contexts
 from localdicom.dimse.retrieve import data_set_offset
 
@@ -50,14 +51,7 @@ def test_p_data_pdus_are_read_by_pynetdicom_as_the_fragments_written():
         b"".join(bytes(piece) for piece in pieces)
         for pieces in pdus.message_pdus(3, data, is_command=False, fragment_size=1000)
     )
-    fragments = []
-    offset = 0
-    while offset < len(written):
-        pdu = P_DATA_TF()
-        length = int.from_bytes(written[offset + 2 : offset + 6], "big")
-        pdu.decode(written[offset : offset + 6 + length])
-        fragments += pdu.presentation_data_value_items
-        offset += 6 + length
+    fragments = p_data_items(written)
     assert [len(item.data) - 1 for item in fragments] == [1000, 1000, 560]
     assert b"".join(item.data[1:] for item in fragments) == data
     # message control header: data set fragments, the last one marked (PS3.8 E.2)
@@ -121,7 +115,7 @@ def test_a_command_set_is_encoded_as_pynetdicom_encodes_it():
         "Status": 0x0000,
     }
     assert encode_command(ours) == their_bytes[1:]
-    assert decode_command(their_bytes[1:]).CommandGroupLength == len(their_bytes) - 1 - 12
+    assert decode_command(their_bytes[1:])["CommandGroupLength"] == len(their_bytes) - 1 - 12
 
 
 # negotiation (PS3.8 7.1, PS3.7 D.3.3) ------------------------------------------------------
@@ -243,3 +237,62 @@ def test_a_file_meta_without_its_group_length_first_is_read_element_by_element(t
         write_dataset(DicomFileLike(file), dataset.file_meta)  # explicit VR little endian
         start = file.tell()
     assert data_set_offset(tmp_path / "no-length.dcm") == start
+
+
+def test_a_command_set_written_by_pydicom_is_read_back_whole():
+    written = Dataset()
+    written.CommandGroupLength = 0
+    written.AffectedSOPClassUID = "1.2.840.10008.5.1.4.1.1.2"
+    written.CommandField = 0x8001
+    written.MessageIDBeingRespondedTo = 9
+    written.CommandDataSetType = 0x0101
+    written.Status = 0xB000
+    written.OffendingElement = [0x00100010]
+    written.ErrorComment = "coerced"
+    written.AffectedSOPInstanceUID = "1.2.3.4"
+    read = decode_command(encode(written, True, True))
+    assert read == {
+        element.keyword: element.value
+        for element in written
+        if element.keyword != "OffendingElement"
+    } | {"OffendingElement": [0x00100010]}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [b"\x00\x00\x00\x01\x04\x00", b"\x08\x00\x18\x00\x02\x00\x00\x00ab", b""],
+    ids=["cut inside an element", "not group 0000", "no command field"],
+)
+def test_bytes_that_are_no_command_set_are_refused(data: bytes):
+    with pytest.raises(BadMessage):
+        decode_command(data)
+
+
+def p_data_items(written: bytes) -> list:
+    """pynetdicom's reading of consecutive P-DATA-TF PDUs."""
+    items, offset = [], 0
+    while offset < len(written):
+        length = int.from_bytes(written[offset + 2 : offset + 6], "big")
+        pdu = P_DATA_TF()
+        pdu.decode(written[offset : offset + 6 + length])
+        items += pdu.presentation_data_value_items
+        offset += 6 + length
+    return items
+
+
+@pytest.mark.parametrize("size", [0, 1, 16378, 40000])
+def test_a_files_data_set_is_read_into_p_data_pdus_pynetdicom_reads(size, monkeypatch):
+    monkeypatch.setattr(pdus, "BLOCK", 2 * 16378)  # two fragments a block: several blocks
+    data = bytes(range(256)) * (size // 256) + bytes(size % 256)
+    file, remaining, written = BytesIO(b"META" + data), size, b""
+    file.seek(4)
+    while True:
+        block, remaining = pdus.read_pdus(file, 7, 16378, remaining)
+        written += block
+        if remaining == 0:
+            break
+    items = p_data_items(written)
+    assert b"".join(item.data[1:] for item in items) == data
+    assert [item.data[0] for item in items] == [0x00] * (len(items) - 1) + [0x02]
+    assert {item.presentation_context_id for item in items} == {7}
+    assert all(len(item.data) - 1 <= 16378 for item in items)

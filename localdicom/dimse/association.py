@@ -80,7 +80,7 @@ class Association:
         self._data = bytearray()
         self._store_stream: asyncio.Queue | None = None
         self._storing: asyncio.Task | None = None
-        self._responses: dict[int, asyncio.Future[Dataset]] = {}
+        self._responses: dict[int, asyncio.Future[Command]] = {}
         self._sending = asyncio.Lock()
         self._next_id = 0
 
@@ -176,9 +176,10 @@ class Association:
 
     def _dispatch(self, message: Message) -> None:
         if message.field == C_CANCEL:
-            self.cancelled.add(int(message.command.MessageIDBeingRespondedTo))
+            self.cancelled.add(message.command.get("MessageIDBeingRespondedTo", 0))
         elif message.field == C_STORE | RESPONSE:
-            waiting = self._responses.pop(int(message.command.MessageIDBeingRespondedTo), None)
+            answered = message.command.get("MessageIDBeingRespondedTo", 0)
+            waiting = self._responses.pop(answered, None)
             if waiting is not None and not waiting.done():
                 waiting.set_result(message.command)
         elif message.field == C_ECHO:
@@ -261,20 +262,19 @@ class Association:
             await self.writer.drain()
 
     async def send_file(self, context_id: int, command: Command, path: Path, offset: int) -> None:
-        """One message whose data set is a file's bytes from ``offset`` on, read and sent a
-        fragment at a time (the archive replaces files by renaming: an open one stays whole)."""
+        """One message whose data set is a file's bytes from ``offset`` on, read straight into
+        its P-DATA-TFs a block at a time (the archive replaces files by renaming: an open one
+        stays whole)."""
         async with self._sending:
             self._write(context_id, encode_command(command), True)
             with open(path, "rb") as file:
                 file.seek(offset)
                 remaining = os.fstat(file.fileno()).st_size - offset
                 while True:
-                    chunk = file.read(min(self.fragment, remaining))
-                    remaining -= len(chunk)
-                    last = remaining <= 0 or not chunk
-                    self.writer.writelines(pdus.p_data(context_id, pdus.LAST if last else 0, chunk))
+                    block, remaining = pdus.read_pdus(file, context_id, self.fragment, remaining)
+                    self.writer.write(block)
                     await self.writer.drain()
-                    if last:
+                    if remaining == 0:
                         return
 
     def _write(self, context_id: int, data: bytes, is_command: bool) -> None:
@@ -285,7 +285,7 @@ class Association:
         self._next_id = self._next_id % 0xFFFF + 1
         return self._next_id
 
-    def expect_response(self, message_id: int) -> asyncio.Future[Dataset]:
+    def expect_response(self, message_id: int) -> asyncio.Future[Command]:
         """The command set of the C-STORE response to ``message_id``, when it comes."""
         waiting = asyncio.get_running_loop().create_future()
         self._responses[message_id] = waiting

@@ -47,6 +47,8 @@ MODEL_OF = {
     PatientRootQueryRetrieveInformationModelFind: PATIENT_ROOT,
     StudyRootQueryRetrieveInformationModelFind: STUDY_ROOT,
 }
+#: PS3.7 C.5.x: Refused, SOP Class not supported.
+SOP_CLASS_NOT_SUPPORTED = 0x0122
 #: Matches answered per call on the loop.
 BATCH = 32
 PATIENT_IDENTITY = (PATIENT_ID, PATIENT_NAME)
@@ -60,7 +62,7 @@ async def handle_find(association: Association, request: Message) -> None:
     """A pending response per match, then the final one: success, cancelled or a failure."""
     who = association.caller
     try:
-        find = translate(_identifier(request), MODEL_OF[request.command.AffectedSOPClassUID])
+        find = translate(_identifier(request), _model(request))
     except Refused as refusal:
         logger.warning("C-FIND from %s refused (0x%04X): %s", who, refusal.status, refusal)
         await association.respond(request, refusal.status, details=refusal.response())
@@ -82,6 +84,13 @@ async def handle_find(association: Association, request: Message) -> None:
             await association.respond(request, PENDING, identifier=identifier)
             sent += 1
     await association.respond(request, SUCCESS)
+
+
+def _model(request: Message) -> str:
+    model = MODEL_OF.get(request.context.abstract_syntax)
+    if model is None:  # a C-FIND on a storage or retrieve context
+        raise Refused(SOP_CLASS_NOT_SUPPORTED, f"no C-FIND in {request.context.abstract_syntax}")
+    return model
 
 
 def _identifier(request: Message) -> Dataset:

@@ -14,7 +14,7 @@ from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any
 
-from pydicom.datadict import dictionary_VR, tag_for_keyword
+from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
 from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
 from pynetdicom.dsutils import decode, encode
@@ -48,20 +48,24 @@ class Message:
     context it came on, and its data set's bytes when it has one and is not streamed."""
 
     context: PresentationContext
-    command: Dataset
+    command: Command
     data: bytes | None = field(default=None, repr=False)
 
     @property
     def field(self) -> int:
-        return int(self.command.CommandField)
+        return self.command["CommandField"]
 
     @property
     def message_id(self) -> int:
-        return int(self.command.get("MessageID", 0))
+        return self.command.get("MessageID", 0)
 
     @property
     def has_data_set(self) -> bool:
-        return int(self.command.CommandDataSetType) != NO_DATA_SET
+        return self.command["CommandDataSetType"] != NO_DATA_SET
+
+    @property
+    def sop_class(self) -> str:
+        return self.command.get("AffectedSOPClassUID", "")
 
     def identifier(self) -> Dataset:
         """The data set, decoded in the context's transfer syntax, every element read
@@ -75,13 +79,25 @@ class Message:
         return dataset
 
 
-def decode_command(data: bytes) -> Dataset:
-    try:
-        command = decode(BytesIO(data), is_implicit_vr=True, is_little_endian=True)
-        _ = int(command.CommandField), int(command.CommandDataSetType)
-    except Exception as exc:  # bytes that are no command set: the peer's fault
-        raise BadMessage(f"a command set that cannot be decoded: {exc}") from exc
-    return command
+def decode_command(data: bytes) -> Command:
+    """The elements of a command set (PS3.7 E.1), read here as :func:`encode_command` writes
+    them; elements this side does not know are passed over."""
+    fields: Command = {}
+    offset = 0
+    while offset < len(data):
+        if offset + ELEMENT.size > len(data):
+            raise BadMessage("a command set that ends inside an element")
+        group, element, length = ELEMENT.unpack_from(data, offset)
+        offset += ELEMENT.size + length
+        if group != 0 or offset > len(data):
+            raise BadMessage(f"a command set with ({group:04X},{element:04X}) cut or out of place")
+        known = _command_element(element)
+        if known is not None:
+            keyword, vr = known
+            fields[keyword] = _decoded(vr, data[offset - length : offset])
+    if not isinstance(fields.get("CommandField"), int) or "CommandDataSetType" not in fields:
+        raise BadMessage("a command set without its Command Field or Command Data Set Type")
+    return fields
 
 
 def encode_command(fields: Command) -> bytes:
@@ -105,6 +121,24 @@ def _encoded_element(keyword: str, value: Any) -> bytes:
     tag, vr = _element(keyword)
     encoded = _encoded(vr, value)
     return ELEMENT.pack(tag >> 16, tag & 0xFFFF, len(encoded)) + encoded
+
+
+@functools.cache
+def _command_element(element: int) -> tuple[str, str] | None:
+    keyword = keyword_for_tag(element)
+    return (keyword, dictionary_VR(element)) if keyword else None
+
+
+def _decoded(vr: str, value: bytes) -> Any:
+    if vr in NUMBERS:
+        width = struct.calcsize(NUMBERS[vr])
+        if len(value) % width:
+            raise BadMessage(f"a {vr} value of {len(value)} bytes")
+        numbers = [n for (n,) in struct.iter_unpack(NUMBERS[vr], value)]
+        return numbers[0] if len(numbers) == 1 else numbers
+    if vr == "AT":
+        return [group << 16 | element for group, element in struct.iter_unpack("<HH", value)]
+    return value.decode("ascii", "replace").strip("\0 ")
 
 
 def _encoded(vr: str, value: Any) -> bytes:
@@ -143,7 +177,7 @@ def response(request: Message, status: int, has_data_set: bool = False) -> Comma
     """The response command set to ``request`` (PS3.7 9.3): its command field | 0x8000, the
     Message ID it answers, its SOP class (and instance, for C-STORE)."""
     command: Command = {
-        "AffectedSOPClassUID": request.command.get("AffectedSOPClassUID", ""),
+        "AffectedSOPClassUID": request.sop_class,
         "CommandField": request.field | RESPONSE,
         "MessageIDBeingRespondedTo": request.message_id,
         "CommandDataSetType": DATA_SET_PRESENT if has_data_set else NO_DATA_SET,

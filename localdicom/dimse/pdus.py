@@ -15,6 +15,7 @@ import asyncio
 import struct
 from collections.abc import Iterator
 from contextlib import suppress
+from typing import BinaryIO
 
 #: PDU types (PS3.8 Table 9-11 and 9.3.2-9.3.8).
 ASSOCIATE_RQ, ASSOCIATE_AC, ASSOCIATE_RJ = 0x01, 0x02, 0x03
@@ -22,6 +23,8 @@ P_DATA_TF, RELEASE_RQ, RELEASE_RP, ABORT = 0x04, 0x05, 0x06, 0x07
 KNOWN_TYPES = frozenset(range(0x01, 0x08))
 
 HEADER = struct.Struct(">BxL")
+#: Bytes of a data set read and sent at a time.
+BLOCK = 4 << 20
 PDV_HEADER = struct.Struct(">LBB")
 COMMAND, LAST = 0x01, 0x02
 
@@ -97,6 +100,29 @@ def message_pdus(
     for start in offsets:
         last = start + fragment_size >= len(view)
         yield p_data(context_id, kind | (LAST if last else 0), view[start : start + fragment_size])
+
+
+def read_pdus(
+    file: BinaryIO, context_id: int, fragment_size: int, remaining: int
+) -> tuple[bytearray, int]:
+    """The next P-DATA-TFs of a data set ``remaining`` bytes long in ``file``: up to
+    :data:`BLOCK` bytes of it, read into place behind each PDU's headers (one copy from the
+    file, none to assemble), the last fragment of the data set marked so; and what is left."""
+    count = max(1, min(-(-remaining // fragment_size), BLOCK // fragment_size or 1))
+    length = min(remaining, count * fragment_size)
+    block = bytearray(length + count * (HEADER.size + PDV_HEADER.size))
+    view, position = memoryview(block), 0
+    for _ in range(count):
+        size = min(fragment_size, remaining)
+        remaining -= size
+        control = LAST if remaining == 0 else 0
+        HEADER.pack_into(block, position, P_DATA_TF, PDV_HEADER.size + size)
+        PDV_HEADER.pack_into(block, position + HEADER.size, size + 2, context_id, control)
+        position += HEADER.size + PDV_HEADER.size
+        if file.readinto(view[position : position + size]) != size:
+            raise OSError(f"{getattr(file, 'name', 'a file')} ended early")
+        position += size
+    return block, remaining
 
 
 def fragment_size(peer_maximum: int, ours: int) -> int:

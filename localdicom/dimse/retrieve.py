@@ -76,7 +76,7 @@ async def handle_get(association: Association, request: Message) -> None:
 
 async def handle_move(association: Association, request: Message) -> None:
     """C-MOVE: each instance to the named ``--dicom-peer``, on an association of its own."""
-    destination = str(request.command.get("MoveDestination", "")).strip()
+    destination = request.command.get("MoveDestination", "")
     peer = association.node.peers.get(destination)
     if peer is None:
         logger.warning("C-MOVE from %s to unknown %r", association.caller, destination)
@@ -102,7 +102,7 @@ async def _selection(association: Association, request: Message, what: str) -> l
     """The instances the Identifier names, or None once refused (A900 with the reason)."""
     try:
         identifier = request.identifier()
-        keys = retrieve_keys(identifier, str(request.command.AffectedSOPClassUID))
+        keys = retrieve_keys(identifier, request.context.abstract_syntax)
     except (BadMessage, IdentifierError) as error:
         logger.warning("%s from %s refused: %s", what, association.caller, error)
         await association.respond(request, IDENTIFIER_DOES_NOT_MATCH, details=comment(error))
@@ -193,7 +193,7 @@ def _back(association: Association, contexts: dict[tuple[str, str], int]) -> Sen
                 data_set = content[data_set_offset(BytesIO(content)) :]
                 await association.send(context_id, command, data_set)
             async with asyncio.timeout(SUB_OPERATION_TIMEOUT):
-                return int((await answer).Status)
+                return (await answer).get("Status")
         except (OSError, ValueError, TimeoutError) as error:
             logger.warning("%s not sent: %s", match.sop, error)
             return None

@@ -63,8 +63,8 @@ async def handle_store(
 async def _part10(request: Message, data_set: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """The received data set as a DICOM file: the File Meta Information first."""
     meta = create_file_meta(
-        sop_class_uid=UID(request.command.AffectedSOPClassUID),
-        sop_instance_uid=UID(request.command.AffectedSOPInstanceUID),
+        sop_class_uid=UID(request.sop_class),
+        sop_instance_uid=UID(request.command.get("AffectedSOPInstanceUID", "")),
         transfer_syntax=request.context.transfer_syntax[0],
     )
     yield PREAMBLE + encode_file_meta(meta)
