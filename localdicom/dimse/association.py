@@ -49,6 +49,8 @@ logger = logging.getLogger(__name__)
 UNRECOGNIZED_OPERATION = 0x0211
 #: Largest Identifier accepted (a query's keys; a C-STORE's data set streams instead).
 IDENTIFIER_LIMIT = 1 << 20
+#: Bytes of queued PDUs beyond which a sender writes them and waits for the socket.
+FLUSH_BYTES = 1 << 20
 #: Data fragments of a C-STORE received ahead of the Catalog's writing.
 STORE_QUEUE = 4
 
@@ -82,6 +84,8 @@ class Association:
         self._storing: asyncio.Task | None = None
         self._responses: dict[int, asyncio.Future[Command]] = {}
         self._sending = asyncio.Lock()
+        self._queued: list[bytes | memoryview] = []
+        self._queued_bytes = 0
         self._next_id = 0
 
     @property
@@ -110,11 +114,11 @@ class Association:
                     raise pdus.ProtocolError(pdus.UNEXPECTED_PDU, f"PDU type 0x{kind:02X}")
         except pdus.ProtocolError as error:
             logger.warning("association with %s aborted: %s", self.caller, error)
-            self.writer.write(pdus.abort(error.reason))
+            self._emit(pdus.abort(error.reason))
             await pdus.linger(self.reader, self.close_timeout)
         except TimeoutError:
             logger.warning("association with %s idle too long: aborted", self.caller)
-            self.writer.write(pdus.abort())
+            self._emit(pdus.abort())
             await pdus.linger(self.reader, self.close_timeout)
         except (asyncio.IncompleteReadError, ConnectionError):
             logger.info("connection with %s lost", self.caller)
@@ -199,7 +203,7 @@ class Association:
         self._tasks.discard(task)
         if not task.cancelled() and task.exception() is not None:
             logger.error("a request of %s failed", self.caller, exc_info=task.exception())
-            self.writer.write(pdus.abort())
+            self._emit(pdus.abort())
             self.writer.close()
 
     async def _release(self) -> None:
@@ -209,7 +213,7 @@ class Association:
             raise pdus.ProtocolError(pdus.UNEXPECTED_PDU, "A-RELEASE-RQ inside a message")
         if self._tasks:
             await asyncio.wait(list(self._tasks))
-        self.writer.write(pdus.release_rp())
+        self._emit(pdus.release_rp())
         logger.debug("association with %s released", self.caller)
 
     async def _end(self) -> None:
@@ -227,6 +231,7 @@ class Association:
                 task.cancel()
         if tasks:
             await asyncio.wait(tasks)
+        self._flush()
         with suppress(ConnectionError):
             await self.writer.drain()
         self.writer.close()
@@ -256,17 +261,20 @@ class Association:
     async def send(self, context_id: int, command: Command, data: bytes | None = None) -> None:
         """One message: its command set, then its data set, each in P-DATA-TFs."""
         async with self._sending:
-            self._write(context_id, encode_command(command), True)
+            self._queue(context_id, encode_command(command), True)
             if data is not None:
-                self._write(context_id, data, False)
-            await self.writer.drain()
+                self._queue(context_id, data, False)
+            if self._queued_bytes >= FLUSH_BYTES:
+                self._flush()
+                await self.writer.drain()
 
     async def send_file(self, context_id: int, command: Command, path: Path, offset: int) -> None:
         """One message whose data set is a file's bytes from ``offset`` on, read straight into
         its P-DATA-TFs a block at a time (the archive replaces files by renaming: an open one
         stays whole)."""
         async with self._sending:
-            self._write(context_id, encode_command(command), True)
+            self._queue(context_id, encode_command(command), True)
+            self._flush()
             with open(path, "rb") as file:
                 file.seek(offset)
                 remaining = os.fstat(file.fileno()).st_size - offset
@@ -277,9 +285,25 @@ class Association:
                     if remaining == 0:
                         return
 
-    def _write(self, context_id: int, data: bytes, is_command: bool) -> None:
+    def _queue(self, context_id: int, data: bytes, is_command: bool) -> None:
+        """Add a message's PDUs to what goes out when this task next yields to the loop: the
+        responses a C-FIND sends between two waits leave in one write, not two each."""
+        if not self._queued:
+            asyncio.get_running_loop().call_soon(self._flush)
         for pieces in pdus.message_pdus(context_id, data, is_command, self.fragment):
-            self.writer.writelines(pieces)
+            self._queued.extend(pieces)
+            self._queued_bytes += sum(len(piece) for piece in pieces)
+
+    def _flush(self) -> None:
+        if self._queued:
+            self.writer.writelines(self._queued)
+            self._queued.clear()
+            self._queued_bytes = 0
+
+    def _emit(self, pdu: bytes) -> None:
+        """A PDU that goes out now, after whatever is queued."""
+        self._flush()
+        self.writer.write(pdu)
 
     def next_message_id(self) -> int:
         self._next_id = self._next_id % 0xFFFF + 1
