@@ -441,7 +441,8 @@ class FakeAssociation:
         self.after_response = after_response
 
     async def respond(self, request, status, *, details=None, identifier=None, **fields):
-        self.responses.append((status, identifier, details))
+        found = None if identifier is None else Dataset.from_json(identifier)
+        self.responses.append((status, found, details))
         if self.after_response is not None:
             await self.after_response(self)
 

@@ -128,7 +128,7 @@ def test_a_response_has_exactly_the_keys_asked_c41132() -> None:
         tag("Columns"): {"vr": "US", "Value": [512]},  # not asked: not returned
         tag("PixelData"): {"vr": "OW", "BulkDataURI": "bulk/7FE00010"},
     }
-    answer = response(find_query, attributes, "ME")
+    answer = Dataset.from_json(response(find_query, attributes, "ME"))
     assert keywords(answer) == OWN_KEYWORDS | {
         "SOPInstanceUID",
         "Rows",
@@ -170,4 +170,4 @@ def test_keys_every_response_carries_need_no_sidecar_read() -> None:
     find_query = translate(asked, STUDY_ROOT)
     assert find_query.tags == (tag("StudyInstanceUID"),)
     assert not find_query.needs_sidecars
-    assert response(find_query, {}, "ME").RetrieveAETitle == "ME"
+    assert Dataset.from_json(response(find_query, {}, "ME")).RetrieveAETitle == "ME"

@@ -15,7 +15,7 @@ import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 from pydicom.dataset import Dataset
 from pynetdicom.presentation import PresentationContext
@@ -36,6 +36,7 @@ from localdicom.dimse.messages import (
     decode_command,
     encode_command,
     encode_data_set,
+    encode_json,
     response,
 )
 from localdicom.dimse.negotiation import Agreement
@@ -244,18 +245,22 @@ class Association:
         status: int,
         *,
         details: Dataset | None = None,
-        identifier: Dataset | None = None,
+        identifier: Dataset | dict[str, Any] | None = None,
         **fields: object,
     ) -> None:
         """Send the response to ``request``: its status, ``details`` (Error Comment, Offending
-        Element) and other command ``fields``, and an ``identifier`` data set."""
+        Element) and other command ``fields``, and an ``identifier`` data set (a Dataset, or
+        DICOM JSON)."""
         command = response(request, status, identifier is not None)
         command.update(fields)
         if details is not None:
             command.update((element.keyword, element.value) for element in details)
         data = None
-        if identifier is not None:
-            data = encode_data_set(identifier, request.context.transfer_syntax[0])
+        syntax = request.context.transfer_syntax[0]
+        if isinstance(identifier, dict):
+            data = encode_json(identifier, syntax)
+        elif identifier is not None:
+            data = encode_data_set(identifier, syntax)
         await self.send(request.context.context_id, command, data)
 
     async def send(self, context_id: int, command: Command, data: bytes | None = None) -> None:

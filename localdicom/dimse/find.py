@@ -80,8 +80,7 @@ async def handle_find(association: Association, request: Message) -> None:
                 logger.info("C-FIND from %s cancelled after %d of %d", who, sent, len(matches))
                 await association.respond(request, CANCEL)
                 return
-            identifier = response(find, answer, ae_title)
-            await association.respond(request, PENDING, identifier=identifier)
+            await association.respond(request, PENDING, identifier=response(find, answer, ae_title))
             sent += 1
     await association.respond(request, SUCCESS)
 

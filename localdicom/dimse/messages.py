@@ -16,9 +16,16 @@ from typing import Any
 
 from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
 from pydicom.dataset import Dataset
-from pydicom.uid import UID, DeflatedExplicitVRLittleEndian
+from pydicom.uid import (
+    UID,
+    DeflatedExplicitVRLittleEndian,
+    ExplicitVRLittleEndian,
+    ImplicitVRLittleEndian,
+)
 from pynetdicom.dsutils import decode, encode
 from pynetdicom.presentation import PresentationContext
+
+from localdicom.dicom import jsonwrite
 
 #: Command Field values (PS3.7 Table E.1-1 and 9.3); responses are the request | 0x8000.
 C_STORE, C_GET, C_FIND, C_MOVE, C_ECHO = 0x0001, 0x0010, 0x0020, 0x0021, 0x0030
@@ -159,6 +166,21 @@ def decode_data_set(data: bytes, syntax: UID) -> Dataset:
         is_little_endian=syntax.is_little_endian,
         deflated=syntax == DeflatedExplicitVRLittleEndian,
     )
+
+
+def encode_json(elements: dict[str, Any], syntax: UID) -> bytes:
+    """A data set given as DICOM JSON, written directly when it is flat and little endian
+    (:mod:`localdicom.dicom.jsonwrite`), else by pydicom; a large value nested in a sequence
+    comes back empty (it has no place in an Identifier)."""
+    if syntax in (ImplicitVRLittleEndian, ExplicitVRLittleEndian):
+        written = jsonwrite.write(elements, syntax.is_implicit_VR)
+        if written is not None:
+            return written
+    return encode_data_set(Dataset.from_json(elements, bulk_data_uri_handler=_empty), syntax)
+
+
+def _empty(uri: str) -> bytes:
+    return b""
 
 
 def encode_data_set(dataset: Dataset, syntax: UID) -> bytes:

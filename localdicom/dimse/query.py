@@ -185,18 +185,17 @@ def _person_name(value: Any) -> str:
 # responses -------------------------------------------------------------------------------
 
 
-def response(find: FindQuery, attributes: dict[str, Any], ae_title: str) -> Dataset:
-    """The Identifier of one match: exactly the keys asked, valued from ``attributes`` (the
-    match's DICOM JSON) or zero-length where it has none, with the level, the AE title to
-    retrieve from and the character set of its values (unicode: ISO_IR 192)."""
+def response(find: FindQuery, attributes: dict[str, Any], ae_title: str) -> dict[str, Any]:
+    """The Identifier of one match, as DICOM JSON: exactly the keys asked, valued from
+    ``attributes`` (the match's DICOM JSON) or zero-length where it has none, with the level,
+    the AE title to retrieve from and the character set of its values (unicode: ISO_IR 192)."""
     elements = {tag: _element(attributes.get(tag), vr) for tag, vr in find.returned}
     if AVAILABILITY_TAG in elements:  # every stored instance is on line (PS3.4 C.4.1.1.3.2)
         elements[AVAILABILITY_TAG] = {"vr": "CS", "Value": ["ONLINE"]}
-    answer = Dataset.from_json(elements, bulk_data_uri_handler=_no_bulk_data)
-    answer.SpecificCharacterSet = "ISO_IR 192"
-    answer.QueryRetrieveLevel = find.level
-    answer.RetrieveAETitle = ae_title
-    return answer
+    elements[CHARSET_TAG] = {"vr": "CS", "Value": ["ISO_IR 192"]}
+    elements[LEVEL_TAG] = {"vr": "CS", "Value": [find.level]}
+    elements[RETRIEVE_AE_TAG] = {"vr": "AE", "Value": [ae_title]}
+    return elements
 
 
 def _element(found: dict[str, Any] | None, vr: str) -> dict[str, Any]:
@@ -207,11 +206,6 @@ def _element(found: dict[str, Any] | None, vr: str) -> dict[str, Any]:
 
 def _json_vr(vr: str) -> str:
     return vr.split(" or ")[0]
-
-
-def _no_bulk_data(uri: str) -> bytes:
-    """A large value nested in a returned sequence comes back empty."""
-    return b""
 
 
 def patient_key(attributes: dict[str, Any]) -> tuple[str, str]:
