@@ -331,7 +331,8 @@ def token_server(archive_dir: Path) -> Iterator[tuple[str, Path]]:
     url = f"http://127.0.0.1:{port}"
     try:
         deadline = time.monotonic() + 30
-        while "samples:" not in log.read_text():
+        # the samples stored, and the start line with its log-in link (written after them)
+        while not all(line in log.read_text() for line in ("samples:", "in a browser:")):
             assert process.poll() is None and time.monotonic() < deadline, log.read_text()
             time.sleep(0.1)
         yield url, log
