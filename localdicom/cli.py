@@ -216,7 +216,7 @@ async def _serve(
     if settings.token:
         logging.getLogger("localdicom").info("in a browser: %s", browser_link(url, settings.token))
     layout = Layout(settings.archive)
-    announce_server(layout, url)
+    announce_server(layout, url, settings.token)
     if survey is not None:
         threading.Thread(
             target=_found_outside_layout, args=(survey, False, None), daemon=True

@@ -28,6 +28,7 @@ from localdicom.archive import (
     Trashed,
     archive_lock,
     running_server,
+    server_token,
 )
 from localdicom.archive.restoring import (
     RestoreReport,
@@ -75,7 +76,7 @@ def _restore_through(archive: Archive, server: str, chosen: list[Trashed]) -> Re
     trashed copy goes once the server has it. Copies of one instance are sent one round
     after the other, so that the first restored makes the others conflicts."""
     report = RestoreReport(server=server)
-    client = StowClient(server)
+    client = StowClient(server, server_token(archive))
     with ThreadPoolExecutor(STOW_THREADS) as pool:
         while chosen:
             firsts, chosen = _first_copies(chosen)

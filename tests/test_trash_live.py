@@ -5,6 +5,7 @@ original files."""
 
 from __future__ import annotations
 
+import stat
 import subprocess
 import sys
 
@@ -21,6 +22,7 @@ from tests.helpers import (
     SOP_GREEN_SQUARE,
     SOP_RED_TRIANGLE,
     STUDY_UID,
+    free_port,
 )
 from tests.helpers.live import LiveServer, stow_file
 
@@ -49,15 +51,18 @@ def listed(client: DICOMwebClient) -> set[str]:
     return {item["00080018"]["Value"][0] for item in client.search_for_instances()}
 
 
-def assert_served_as_originals(client: DICOMwebClient, url: str, tmp_path) -> None:
+def assert_served_as_originals(
+    client: DICOMwebClient, url: str, tmp_path, authorization: str = ""
+) -> None:
     """The bytes curl retrieves as stored are the original file's; the dataset
     dicomweb-client retrieves is what pydicom reads from it."""
+    token = ["-H", f"Authorization: {authorization}"] if authorization else []
     for sop, (name, series) in FILES.items():
         original = SAMPLES / name
         got = tmp_path / f"{sop}.dcm"
         instance = f"{url}/studies/{STUDY_UID}/series/{series}/instances/{sop}"
         accept = "Accept: application/dicom; transfer-syntax=*"
-        assert curl("-H", accept, "-o", str(got), instance) == "200"
+        assert curl(*token, "-H", accept, "-o", str(got), instance) == "200"
         assert got.read_bytes() == original.read_bytes()
         retrieved = client.retrieve_instance(
             STUDY_UID, series, sop, media_types=(("application/dicom", "*"),)
@@ -121,3 +126,27 @@ def test_overwrite_then_restore_through_a_server_that_overwrites(
     assert done.returncode == 0, done.stdout + done.stderr
     assert curl("-H", accept, "-o", str(got), instance) == "200"
     assert got.read_bytes() == original.read_bytes()
+
+
+def test_import_and_restore_go_through_a_server_that_requires_a_token(tmp_path) -> None:
+    """The server records its token with its address, readable by its owner only, so that
+    ``import`` and ``trash restore`` can store through it (RFC 6750 Bearer)."""
+    server = LiveServer(tmp_path / "archive", free_port(), extra_args=("--token", "s3cret"))
+    server.start()
+    try:
+        announcement = server.archive / ".localdicom-server"
+        assert stat.S_IMODE(announcement.stat().st_mode) == 0o600
+        done = localdicom("import", str(SAMPLES), "--archive", str(server.archive))
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "through the server" in done.stdout and "  stored           3" in done.stdout
+        client = DICOMwebClient(server.url, headers={"Authorization": "Bearer s3cret"})
+        assert listed(client) == set(FILES)
+        study = f"{server.url}/studies/{STUDY_UID}"
+        assert curl("-X", "DELETE", "-H", "Authorization: Bearer s3cret", study) == "204"
+        done = localdicom("trash", "restore", str(server.archive), "--all")
+        assert done.returncode == 0, done.stdout + done.stderr
+        assert "3 instances restored through the server" in done.stdout
+        assert listed(client) == set(FILES)
+        assert_served_as_originals(client, server.url, tmp_path, "Bearer s3cret")
+    finally:
+        server.stop()

@@ -14,6 +14,7 @@ from localdicom.archive.lock import (
     announce_server,
     archive_lock,
     running_server,
+    server_token,
     withdraw_server,
 )
 from localdicom.archive.scan import ScanReport
@@ -43,5 +44,6 @@ __all__ = [
     "open_record",
     "prepare_upload",
     "running_server",
+    "server_token",
     "withdraw_server",
 ]

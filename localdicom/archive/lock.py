@@ -42,10 +42,12 @@ def archive_lock(root: Path) -> Iterator[None]:
             fcntl.lockf(handle, fcntl.LOCK_UN)
 
 
-def announce_server(layout: Layout, url: str) -> None:
-    """Record that a server answers for this archive at ``url`` (while it runs)."""
-    document = orjson.dumps({"url": url, "pid": os.getpid()})
-    write_atomically(layout.server_file, document, fsync=False)
+def announce_server(layout: Layout, url: str, token: str | None = None) -> None:
+    """Record that a server answers for this archive at ``url`` (while it runs), and the
+    token it requires, for the commands that store through it (``import``, ``trash
+    restore``): readable by its owner only, as the archive's files are theirs anyway."""
+    document = orjson.dumps({"url": url, "pid": os.getpid(), "token": token})
+    write_atomically(layout.server_file, document, fsync=False, mode=0o600)
 
 
 def withdraw_server(layout: Layout, url: str) -> None:
@@ -58,9 +60,21 @@ def withdraw_server(layout: Layout, url: str) -> None:
 
 def running_server(layout: Layout) -> str | None:
     """The URL of a live server on this archive, if one announced itself."""
+    document = _announcement(layout)
+    return None if document is None else str(document["url"])
+
+
+def server_token(layout: Layout) -> str | None:
+    """The token the live server on this archive requires, if any."""
+    document = _announcement(layout)
+    return None if document is None else document.get("token")
+
+
+def _announcement(layout: Layout) -> dict | None:
     try:
         document = orjson.loads(layout.server_file.read_bytes())
         os.kill(int(document["pid"]), 0)
+        str(document["url"])
     except (OSError, ValueError, KeyError, TypeError):
         return None
-    return str(document["url"])
+    return document

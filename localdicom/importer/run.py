@@ -25,7 +25,7 @@ from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass
 from pathlib import Path
 
-from localdicom.archive import Archive, archive_lock, running_server
+from localdicom.archive import Archive, archive_lock, running_server, server_token
 from localdicom.deid import Deidentifier, Deidentify, KeyFileError, Pseudonym
 from localdicom.importer.examine import (
     Examined,
@@ -39,7 +39,7 @@ from localdicom.importer.examine import (
 from localdicom.importer.report import ImportReport, NoProgress, Progress
 from localdicom.importer.sinks import DirectSink, Sink, StowSink
 from localdicom.importer.sources import Collected, Source, collect, locate, referenced
-from localdicom.importer.stow_client import connect
+from localdicom.importer.stow_client import StowClient, connect
 
 #: Files per task sent to a worker: fewer round trips without starving the progress bar.
 BATCH_FILES = 8
@@ -136,7 +136,8 @@ def _sink(archive: Archive, server: str | None, options: ImportOptions) -> Itera
         return
     _check_answers(archive, server)
     threads = max(4, options.workers or os.cpu_count() or 1)
-    with StowSink(server, options.transfer, options.overwrite, threads) as sink:
+    client = StowClient(server, server_token(archive))
+    with StowSink(client, options.transfer, options.overwrite, threads) as sink:
         yield sink
 
 

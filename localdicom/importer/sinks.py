@@ -161,8 +161,10 @@ class StowSink:
 
     stow = True
 
-    def __init__(self, url: str, transfer: Transfer, overwrite: bool, threads: int) -> None:
-        self.client = StowClient(url)
+    def __init__(
+        self, client: StowClient, transfer: Transfer, overwrite: bool, threads: int
+    ) -> None:
+        self.client = client
         self.transfer = transfer
         self.overwrite = overwrite
         self.threads = ThreadPoolExecutor(threads)

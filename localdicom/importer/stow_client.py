@@ -19,8 +19,9 @@ FAILURE_REASON = "00081197"
 
 
 class StowClient:
-    def __init__(self, url: str, timeout: float = 600) -> None:
+    def __init__(self, url: str, token: str | None = None, timeout: float = 600) -> None:
         self.url = url
+        self.token = token
         self.timeout = timeout
         self.local = threading.local()
 
@@ -37,6 +38,8 @@ class StowClient:
         self, method: str, path: str, body: BinaryIO | None, size: int = 0
     ) -> tuple[int, str, bytes]:
         headers = {"Accept": "application/dicom+json"}
+        if self.token:
+            headers["Authorization"] = f"Bearer {self.token}"
         if body is not None:
             headers |= {"Content-Type": "application/dicom", "Content-Length": str(size)}
         try:
