@@ -265,3 +265,15 @@ def test_a_release_in_the_middle_of_a_c_store_is_aborted_and_stores_nothing(serv
     wait_for(lambda: not leftovers(server), "the partial dataset discarded")
     assert found(server, dataset.SOPInstanceUID) == []
     assert_still_answers(server)
+
+
+def test_a_pdu_longer_than_the_server_offered_is_aborted_unread(server: DicomServer):
+    """PS3.8 D.1: the server offers to receive PDUs of 1 MiB at most (its Maximum Length);
+    one that announces more is refused from its header (A-ABORT, invalid PDU parameter)
+    before the server holds any of it."""
+    oversize = struct.pack(">BxL", 0x04, (1 << 20) + 7)
+    answer = answer_to(association_request() + oversize + bytes(64), server)
+    assert answer[0] == 0x02  # A-ASSOCIATE-AC
+    accept_length = struct.unpack(">L", answer[2:6])[0]
+    assert answer[6 + accept_length :] == bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 2, 6])
+    assert_still_answers(server)
