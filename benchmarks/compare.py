@@ -555,8 +555,9 @@ class PeakMemory(threading.Thread):
 
     def run(self) -> None:
         while self.running:
-            for kind, kib in self.server.memory().items():
-                self.peak[kind] = max(self.peak[kind], kib)
+            memory = self.server.memory()
+            for kind in self.peak:
+                self.peak[kind] = max(self.peak[kind], memory[kind])
             time.sleep(1)
 
 

@@ -170,14 +170,20 @@ def _read(fp: BinaryIO) -> Dataset:
 def _check_complete(ds: Dataset, fp: BinaryIO) -> None:
     """Refuse a file cut short: pydicom skips deferred values without checking they exist."""
     size = fp.seek(0, 2)
-    elements = (ds.get_item(tag, keep_deferred=True) for tag in sorted(ds.keys()))
-    for raw in elements:
+    for _, raw in _in_order(ds):
         defined = isinstance(raw, RawDataElement) and raw.length != UNDEFINED_LENGTH
         if defined and raw.value_tell + raw.length > size:
             raise NotDicom(
                 f"the file is truncated: {raw.tag} needs {raw.length} bytes at offset "
                 f"{raw.value_tell}, the file has {size}"
             )
+
+
+def _in_order(ds: Dataset) -> list[tuple[int, Any]]:
+    """The elements of ``ds`` (as stored: a value not read yet stays unread) by tag, as
+    plain ints: a BaseTag compares in Python, and sorting and looking up each tag through
+    pydicom took as long as converting the values (in :func:`_dataset_json`)."""
+    return sorted((int(tag), raw) for tag, raw in ds.items())
 
 
 IDENTITY = {
@@ -242,9 +248,8 @@ def _dataset_json(
     have their own): where it is known, converted values are shared (see :class:`_Converted`).
     """
     out: dict[str, Any] = {}
-    for tag in sorted(ds.keys()):
-        raw = ds.get_item(tag, keep_deferred=True)
-        if tag.group == 0x0000 or tag.element == 0x0000:
+    for tag, raw in _in_order(ds):
+        if tag >> 16 == 0x0000 or tag & 0xFFFF == 0x0000:
             continue  # command and group length elements are not part of DICOM JSON
         key = f"{tag:08X}"
         vr = _vr(raw)
