@@ -24,11 +24,13 @@ def is_temporary(path: Path) -> bool:
     return path.name.startswith(".") and path.name.endswith(".tmp")
 
 
-def write_new(path: Path, data: bytes, fsync: bool, mode: int = 0o666) -> None:
-    """``data`` in a new file at ``path`` (created with ``mode``, less the umask), removed
-    again if that fails."""
+def write_new(path: Path, data: bytes, fsync: bool, mode: int | None = None) -> None:
+    """``data`` in a new file at ``path`` (given ``mode`` before anything is written in
+    it), removed again if that fails."""
     try:
-        with open(os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, mode), "wb") as fp:
+        with path.open("wb") as fp:
+            if mode is not None:
+                os.fchmod(fp.fileno(), mode)
             fp.write(data)
             if fsync:
                 fp.flush()
@@ -38,14 +40,14 @@ def write_new(path: Path, data: bytes, fsync: bool, mode: int = 0o666) -> None:
         raise
 
 
-def write_temporary(path: Path, data: bytes, fsync: bool, mode: int = 0o666) -> Path:
+def write_temporary(path: Path, data: bytes, fsync: bool, mode: int | None = None) -> Path:
     """``data`` in a new temporary file next to ``path``, for a rename onto it later."""
     temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
     write_new(temporary, data, fsync, mode)
     return temporary
 
 
-def write_atomically(path: Path, data: bytes, fsync: bool, mode: int = 0o666) -> None:
+def write_atomically(path: Path, data: bytes, fsync: bool, mode: int | None = None) -> None:
     temporary = write_temporary(path, data, fsync, mode)
     try:
         os.replace(temporary, path)

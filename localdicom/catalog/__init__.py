@@ -7,7 +7,7 @@ reach the index or the archive.
 """
 
 from localdicom.archive import FeedEntry, Upload, Why, WindowGone
-from localdicom.catalog.catalog import Catalog, OpenReport, RemovalFailed
+from localdicom.catalog.catalog import Catalog, OpenReport
 from localdicom.catalog.ingest import (
     Decision,
     FailureReason,
@@ -17,6 +17,7 @@ from localdicom.catalog.ingest import (
     decide,
 )
 from localdicom.catalog.opening import SnapshotKeeper
+from localdicom.catalog.removing import RemovalFailed
 from localdicom.catalog.searching import Match
 from localdicom.index import InstanceRecord, Record, SeriesRecord, StudyRecord
 
