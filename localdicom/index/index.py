@@ -103,6 +103,7 @@ class Index:
         self.remove_instance(record.sop)
         if series.uid not in self.series:  # the removal emptied and dropped it
             series = self._series_for(series.study, series.uid, lambda: (), lambda: ())
+        record.share(next(reversed(series.instances.values()), None))
         series.instances[record.sop] = self.instances[record.sop] = record
         series.changed()
 
@@ -325,7 +326,7 @@ class Index:
         for tag, level, position in _lookups(tags):
             holder = holders[level]
             if holder is not None:
-                value = holder.value(tag) if position is None else holder.values[position]
+                value = holder.value(tag) if position is None else holder.at(position)
                 attributes[tag] = element(tag, value)
         if self.promoted:
             self._add_promoted(attributes, holders, tags)
@@ -338,7 +339,7 @@ class Index:
         level = LEVEL_OF.get(tag)
         if level is None:
             place = self.promoted_at[tag]
-            return [_instance_of(record).values[place] for record in records]
+            return [_instance_of(record).at(place) for record in records]
         depth = LEVELS.index(level)
         position = None if tag == SOP_UID else POSITION[level].get(tag)
         found = []
@@ -347,7 +348,7 @@ class Index:
             if holder is None:
                 found.append(None)
             else:
-                found.append(holder.value(tag) if position is None else holder.values[position])
+                found.append(holder.value(tag) if position is None else holder.at(position))
         return found
 
     def _at_level(self, record: Record, depth: int) -> Record | None:
@@ -367,7 +368,7 @@ class Index:
             return
         instance = holders[2] or _first_instance(holders[1] or holders[0])
         for tag in asked:
-            attributes[tag] = element(tag, instance.values[self.promoted_at[tag]])
+            attributes[tag] = element(tag, instance.at(self.promoted_at[tag]))
 
     def holds(self, tag: str) -> bool:
         """Whether memory holds ``tag`` for every record that has it."""
