@@ -89,10 +89,10 @@ _SIZES = struct.Struct("<QI")  # size in bytes, frame count
 
 
 class InstanceRecord:
-    """An instance, in few objects: its values but the Instance
-    Number, with its transfer syntax at their end, are one tuple (``shared``) that the next
-    instance of its series with the same values shares (:meth:`share`), and its size,
-    frame count and digest are one bytes object (``_packed``)."""
+    """An instance, in as few objects as can be: its values but the Instance Number, with
+    its transfer syntax at their end, are one tuple (``shared``) that the next instance of
+    its series with the same values shares (:meth:`share`), and its size, frame count and
+    digest are one bytes object (``_packed``)."""
 
     __slots__ = ("_packed", "number", "series", "shared", "sop", "study")
 
