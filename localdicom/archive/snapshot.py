@@ -48,15 +48,24 @@ def read(layout: Layout, schema: str) -> dict[bytes, memoryview]:
 
     The texts are views of the file mapped into memory (unmapped when the last view goes),
     not copies: copies freed among the objects of the new index stay in the process."""
+    return read_any(layout, (schema,))[1]
+
+
+def read_any(layout: Layout, schemas: tuple[str, ...]) -> tuple[str | None, dict]:
+    """:func:`read` of a snapshot saved under any of ``schemas`` (the current one, then
+    older ones the index can still restore): the one it was saved under (None if none) and
+    its entries, so that one of an older schema is written anew."""
     try:
         with layout.snapshot.open("rb") as fp:
-            if fp.readline().strip() != _first_line(schema):
-                return {}
+            first = fp.readline().strip()
+            schema = next((s for s in schemas if first == _first_line(s)), None)
+            if schema is None:
+                return None, {}
             start = fp.tell()
             mapped = mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ)
-        return _lines(mapped, start)
+        return schema, _lines(mapped, start)
     except (OSError, ValueError):
-        return {}
+        return None, {}
 
 
 def entry(text: memoryview | None) -> dict[str, Any] | None:

@@ -50,8 +50,19 @@ from localdicom.index.records import (
     uid_of,
 )
 
+#: The layout of a series' entry in the snapshot (:meth:`Index.series_snapshot`). A snapshot
+#: of layout 1 (no number: each instance with all its values) is read too, and written anew.
+ENTRY_LAYOUT = 2
+
+
+def _schemas(tables: bytes) -> tuple[str, str]:
+    """What a snapshot of these tables holds, in the current layout and in layout 1."""
+    digest = hashlib.sha256(tables).hexdigest()[:16]
+    return f"{digest}.{ENTRY_LAYOUT}", digest
+
+
 #: Names what a snapshot of the index holds: a snapshot of other tables is not used.
-SCHEMA = hashlib.sha256(repr(sorted(LEVEL_ATTRIBUTES.items())).encode()).hexdigest()[:16]
+SCHEMA, _SCHEMA_LAYOUT_1 = _schemas(repr(sorted(LEVEL_ATTRIBUTES.items())).encode())
 
 
 class Index:
@@ -113,34 +124,67 @@ class Index:
     def schema(self) -> str:
         """What a snapshot of this index holds (the promoted attributes too): a snapshot
         made with other attributes is not restored (see :mod:`localdicom.catalog.opening`)."""
+        return self.schemas[0]
+
+    @property
+    def schemas(self) -> tuple[str, ...]:
+        """:attr:`schema`, then those of older layouts of entries that it still reads."""
         if not self.promoted:
-            return SCHEMA
-        tables = repr((sorted(LEVEL_ATTRIBUTES.items()), self.promoted)).encode()
-        return hashlib.sha256(tables).hexdigest()[:16]
+            return SCHEMA, _SCHEMA_LAYOUT_1
+        return _schemas(repr((sorted(LEVEL_ATTRIBUTES.items()), self.promoted)).encode())
 
     def series_snapshot(self, series: SeriesRecord) -> dict[str, Any]:
-        """A series and its instances as JSON-able data (see ``restore_series``)."""
+        """A series and its instances as JSON-able data (see ``restore_series``): each
+        distinct tuple of instance values once, in ``shared``."""
         study = self.studies[series.study]
+        shared: list[list] = []
+        places: dict[int, int] = {}  # id of a tuple -> its place in shared
+        instances = []
+        for record in series.instances.values():
+            place = places.get(id(record.shared))
+            if place is None:
+                place = places[id(record.shared)] = len(shared)
+                shared.append(list(record.shared))
+            instances.append(record.snapshot(place))
         return {
             "study": study.uid,
             "series": series.uid,
             "study_values": list(study.values),
             "series_values": list(series.values),
-            "instances": [record.snapshot() for record in series.instances.values()],
+            "shared": shared,
+            "instances": instances,
         }
 
     def restore_series(self, entry: dict[str, Any]) -> None:
-        """Put back a series from ``series_snapshot`` data, as :meth:`add` would have."""
+        """Put back a series from ``series_snapshot`` data (or that of entry layout 1, which
+        had no ``shared``), as :meth:`add` would have."""
         series = self._series_for(
             entry["study"],
             entry["series"],
             lambda: restored(entry["study_values"]),
             lambda: restored(entry["series_values"]),
         )
-        for sop, syntax, size, digest, values, frames in entry["instances"]:
-            record = InstanceRecord(
-                series.study, series.uid, sop, syntax, size, digest, restored(values), frames
-            )
+        if "shared" not in entry:
+            self._restore_layout_1(series, entry["instances"])
+            return
+        shared = [restored(values) for values in entry["shared"]]
+        study, uid = series.study, series.uid
+        table, instances = self.instances, series.instances
+        for data in entry["instances"]:
+            record = InstanceRecord.from_snapshot(study, uid, data, shared)
+            if record.sop in table:  # in another folder too: replaced, as add does
+                self._insert(series, record)
+                series = self.series[uid]
+                instances = series.instances
+            else:
+                instances[record.sop] = table[record.sop] = record
+        series.changed()
+
+    def _restore_layout_1(self, series: SeriesRecord, instances: list[list]) -> None:
+        study, uid = series.study, series.uid
+        for sop, syntax, size, digest, values, frames in instances:
+            values = restored(values)
+            record = InstanceRecord.made(study, uid, sop, syntax, size, digest, values, frames)
             self._insert(series, record)
 
     def remove_instance(self, sop: str) -> InstanceRecord | None:

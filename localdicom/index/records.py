@@ -97,7 +97,14 @@ class InstanceRecord:
     __slots__ = ("_packed", "number", "series", "shared", "sop", "study")
 
     def __init__(
-        self,
+        self, study: str, series: str, sop: str, number: Any, shared: tuple, packed: bytes
+    ) -> None:
+        self.study, self.series, self.sop = study, series, sop
+        self.number, self.shared, self._packed = number, shared, packed
+
+    @classmethod
+    def made(
+        cls,
         study: str,
         series: str,
         sop: str,
@@ -106,22 +113,22 @@ class InstanceRecord:
         digest: str,
         values: tuple,
         frame_count: int,
-    ) -> None:
-        self.study, self.series, self.sop = sys.intern(study), sys.intern(series), sop
-        self.number = values[NUMBER_AT]
-        self.shared = (
-            *values[:NUMBER_AT],
-            None,
-            *values[NUMBER_AT + 1 :],
-            sys.intern(transfer_syntax),
+    ) -> InstanceRecord:
+        """The record of an instance of those values (see :func:`compact`)."""
+        return cls(
+            sys.intern(study),
+            sys.intern(series),
+            sop,
+            values[NUMBER_AT],
+            (*values[:NUMBER_AT], None, *values[NUMBER_AT + 1 :], sys.intern(transfer_syntax)),
+            _SIZES.pack(size, frame_count) + bytes.fromhex(digest),
         )
-        self._packed = _SIZES.pack(size, frame_count) + bytes.fromhex(digest)
 
     @classmethod
     def from_stored(cls, stored: StoredInstance, extra: tuple[str, ...] = ()) -> InstanceRecord:
         """The record of a stored instance, its values followed by those of ``extra``."""
         header = stored.header
-        return cls(
+        return cls.made(
             header.study_uid,
             header.series_uid,
             header.sop_uid,
@@ -160,15 +167,20 @@ class InstanceRecord:
         shared = self.shared
         return (*shared[:NUMBER_AT], self.number, *shared[NUMBER_AT + 1 : -1])
 
-    def snapshot(self) -> list:
-        return [
-            self.sop,
-            self.transfer_syntax,
-            self.size,
-            self.digest.hex(),
-            list(self.values),
-            self.frame_count,
-        ]
+    def snapshot(self, place: int) -> list:
+        """The instance as JSON-able data, its tuple of values at ``place`` of its series'
+        (see :meth:`from_snapshot`)."""
+        return [self.sop, self.number, self._packed.hex(), place]
+
+    @classmethod
+    def from_snapshot(
+        cls, study: str, series: str, data: list, shared: list[tuple]
+    ) -> InstanceRecord:
+        """An instance back from :meth:`snapshot` data and its series' tuples of values."""
+        sop, number, packed, place = data
+        if type(number) is list:  # a tuple, in JSON
+            number = tuple(number)
+        return cls(study, series, sop, number, shared[place], bytes.fromhex(packed))
 
     def value(self, tag: str) -> Any:
         return self.at(None if tag == SOP_UID else POSITION[INSTANCE][tag])
