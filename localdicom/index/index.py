@@ -170,14 +170,19 @@ class Index:
         shared = [restored(values) for values in entry["shared"]]
         study, uid = series.study, series.uid
         table, instances = self.instances, series.instances
-        for data in entry["instances"]:
-            record = InstanceRecord.from_snapshot(study, uid, data, shared)
-            if record.sop in table:  # in another folder too: replaced, as add does
+        make, fromhex = InstanceRecord, bytes.fromhex
+        # InstanceRecord.snapshot's data, read here rather than by a method of the record:
+        # this loop runs for every instance at every start, where each call counts.
+        for sop, number, packed, place in entry["instances"]:
+            if type(number) is list:  # a tuple, in JSON
+                number = tuple(number)
+            record = make(study, uid, sop, number, shared[place], fromhex(packed))
+            if sop in table:  # in another folder too: replaced, as add does
                 self._insert(series, record)
                 series = self.series[uid]
                 instances = series.instances
             else:
-                instances[record.sop] = table[record.sop] = record
+                instances[sop] = table[sop] = record
         series.changed()
 
     def _restore_layout_1(self, series: SeriesRecord, instances: list[list]) -> None:

@@ -169,18 +169,8 @@ class InstanceRecord:
 
     def snapshot(self, place: int) -> list:
         """The instance as JSON-able data, its tuple of values at ``place`` of its series'
-        (see :meth:`from_snapshot`)."""
+        (see :meth:`Index.restore_series`)."""
         return [self.sop, self.number, self._packed.hex(), place]
-
-    @classmethod
-    def from_snapshot(
-        cls, study: str, series: str, data: list, shared: list[tuple]
-    ) -> InstanceRecord:
-        """An instance back from :meth:`snapshot` data and its series' tuples of values."""
-        sop, number, packed, place = data
-        if type(number) is list:  # a tuple, in JSON
-            number = tuple(number)
-        return cls(study, series, sop, number, shared[place], bytes.fromhex(packed))
 
     def value(self, tag: str) -> Any:
         return self.at(None if tag == SOP_UID else POSITION[INSTANCE][tag])
