@@ -169,7 +169,7 @@ def p95(urls: list[str]) -> float:
 
 def measure(server: Server, total: int, baseline_kib: int, unindexed: int) -> dict[str, float]:
     started = time.perf_counter()
-    server.start(timeout=600)
+    server.start(timeout=3600)  # a first start at a million reads every sidecar: minutes
     start_s = time.perf_counter() - started
     memory = server.memory_kib()
     studies = len(layout(total)) // 2
