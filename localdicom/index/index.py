@@ -372,10 +372,11 @@ class Index:
             record = self.studies[record.study]
         holders[0] = record
         attributes: Attributes = {}
+        values = [None if holder is None else holder.values for holder in holders]
         for tag, level, position in _lookups(tags):
             holder = holders[level]
             if holder is not None:
-                value = holder.value(tag) if position is None else holder.at(position)
+                value = holder.value(tag) if position is None else values[level][position]
                 attributes[tag] = element(tag, value)
         if self.promoted:
             self._add_promoted(attributes, holders, tags)
