@@ -135,7 +135,7 @@ async def test_the_snapshot_is_unmapped_once_read(stored) -> None:
     catalog, _ = await opened(root)
     assert catalog.index.instances
     assert SNAPSHOT not in Path("/proc/self/maps").read_text()
-    assert snapshot_file.read(Layout(root), SCHEMA), "the snapshot was there to be mapped"
+    assert snapshot_file.read(Layout(root), (SCHEMA,))[1], "the snapshot was there to be mapped"
 
 
 async def test_a_direct_import_leaves_the_snapshot_the_sidecars_build(stored) -> None:

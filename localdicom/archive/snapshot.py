@@ -48,20 +48,15 @@ def stamp(folder: Path) -> dict[str, list[int]]:
         os.close(fd)
 
 
-def read(layout: Layout, schema: str) -> dict[bytes, memoryview]:
-    """Series folder key -> that series' entry as JSON text, parsed only when used, so that
-    a large archive never holds it all parsed at once. Empty if absent, unreadable, or saved
-    by a version that kept other things (``schema``).
+def read(layout: Layout, schemas: tuple[str, ...]) -> tuple[str | None, dict]:
+    """The schema the snapshot was saved under, of ``schemas`` (the current one, then older
+    ones the index can still restore, so that such a snapshot is written anew), and its
+    entries: series folder key -> that series' entry as JSON text, parsed only when used,
+    so that a large archive never holds it all parsed at once. (None, {}) if absent,
+    unreadable, or saved by a version that kept other things.
 
     The texts are views of the file mapped into memory (unmapped when the last view goes),
     not copies: copies freed among the objects of the new index stay in the process."""
-    return read_any(layout, (schema,))[1]
-
-
-def read_any(layout: Layout, schemas: tuple[str, ...]) -> tuple[str | None, dict]:
-    """:func:`read` of a snapshot saved under any of ``schemas`` (the current one, then
-    older ones the index can still restore): the one it was saved under (None if none) and
-    its entries, so that one of an older schema is written anew."""
     try:
         with layout.snapshot.open("rb") as fp:
             first = fp.readline().strip()

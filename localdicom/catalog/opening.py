@@ -25,7 +25,7 @@ def rebuild(archive: Archive, index: Index, report: ScanReport) -> Skipped:
     archive.trash.recover()  # before the scan: a removal cut short is put back or finished
     report.removed_leftovers += scan.clean_incoming(archive)
     report.removed_leftovers += scan.clean_temporary(archive)
-    schema, entries = snapshot.read_any(archive, index.schemas)
+    schema, entries = snapshot.read(archive, index.schemas)
     skipped: Skipped = {}
     unchanged = schema in (None, index.schema)  # one of an older layout is written anew
     for folder in scan.series_folders(archive, report):
