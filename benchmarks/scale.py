@@ -17,7 +17,8 @@ metadata of a 1,000-instance series (first request and repeat). A third start pr
 attribute into the index (``--index-attribute``) and measures the same. Last, the archive is
 imported into another (``localdicom import --link``) and the first start on that one is
 measured: what a user meets right after importing a large dataset. ``--starts`` picks among
-those four.
+those four (the third leaves a snapshot of its own attributes, which the next plain start on
+that archive does not use: it reads every sidecar).
 """
 
 from __future__ import annotations
