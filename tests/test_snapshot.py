@@ -11,7 +11,7 @@ from pathlib import Path
 import orjson
 import pytest
 
-from localdicom.archive import Archive, Layout, Upload, prepare_upload
+from localdicom.archive import Archive, Layout, Upload, prepare_upload, sidecar
 from localdicom.archive import snapshot as snapshot_file
 from localdicom.archive.layout import SNAPSHOT
 from localdicom.catalog import Catalog, OpenReport
@@ -100,13 +100,42 @@ async def test_a_snapshot_line_without_its_key_is_ignored_whole(stored) -> None:
     assert contents(catalog.index) == from_sidecars
 
 
+def layout_1(index: Index, entry: dict) -> dict:
+    """A series' entry as entry layout 1 held it: each instance with all its values."""
+    records = [index.instances[data[0]] for data in entry.pop("instances")]
+    del entry["shared"]
+    entry["instances"] = [
+        [r.sop, r.transfer_syntax, r.size, r.digest.hex(), list(r.values), r.frame_count]
+        for r in records
+    ]
+    return entry
+
+
+async def test_a_snapshot_of_entry_layout_1_is_restored_then_written_anew(stored) -> None:
+    root, from_sidecars = stored
+    catalog, _ = await opened(root)
+    header, *lines = (root / SNAPSHOT).read_bytes().rstrip(b"\n").split(b"\n")
+    assert header == f"{sidecar.FORMAT}/{SCHEMA}".encode()
+    older = [f"{sidecar.FORMAT}/{SCHEMA.rpartition('.')[0]}".encode()]
+    for line in lines:
+        key, _, text = line.partition(b"\t")
+        older.append(key + b"\t" + orjson.dumps(layout_1(catalog.index, orjson.loads(text))))
+    (root / SNAPSHOT).write_bytes(b"\n".join(older) + b"\n")
+    upgraded, report = await opened(root)
+    assert report.scan.from_snapshot == len(SAMPLE_FILES)
+    assert contents(upgraded.index) == from_sidecars
+    assert (root / SNAPSHOT).read_bytes().startswith(header + b"\n")
+    _, report = await opened(root)
+    assert report.scan.from_snapshot == len(SAMPLE_FILES)
+
+
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads /proc/self/maps")
 async def test_the_snapshot_is_unmapped_once_read(stored) -> None:
     root, _ = stored
     catalog, _ = await opened(root)
     assert catalog.index.instances
     assert SNAPSHOT not in Path("/proc/self/maps").read_text()
-    assert snapshot_file.read(Layout(root), SCHEMA), "the snapshot was there to be mapped"
+    assert snapshot_file.read(Layout(root), (SCHEMA,))[1], "the snapshot was there to be mapped"
 
 
 async def test_a_direct_import_leaves_the_snapshot_the_sidecars_build(stored) -> None:

@@ -29,34 +29,45 @@ def stamp(folder: Path) -> dict[str, list[int]]:
     """What identifies the state of a series folder: every file name, and the time and
     size of each sidecar. Adding, removing or replacing an instance (always a rename) or a
     damaged sidecar changes it; a .dcm edited in place does not (``localdicom reindex`` is
-    for that)."""
-    with os.scandir(folder) as entries:
+    for that).
+
+    Each sidecar is looked up in the open folder (``dir_fd``) rather than by its whole path:
+    a start from the snapshot stats every sidecar, and that took 4.1-4.4 rather than 4.8-6.3
+    µs per instance (most of such a start)."""
+    fd = os.open(folder, os.O_RDONLY | os.O_DIRECTORY)
+    try:
         stamps = {}
-        for entry in entries:
-            if entry.name.endswith(SIDECAR_SUFFIX):
-                stat = entry.stat()
-                stamps[entry.name] = [stat.st_mtime_ns, stat.st_size]
+        for name in os.listdir(fd):
+            if name.endswith(SIDECAR_SUFFIX):
+                stat = os.stat(name, dir_fd=fd)
+                stamps[name] = [stat.st_mtime_ns, stat.st_size]
             else:
-                stamps[entry.name] = []
+                stamps[name] = []
         return stamps
+    finally:
+        os.close(fd)
 
 
-def read(layout: Layout, schema: str) -> dict[bytes, memoryview]:
-    """Series folder key -> that series' entry as JSON text, parsed only when used, so that
-    a large archive never holds it all parsed at once. Empty if absent, unreadable, or saved
-    by a version that kept other things (``schema``).
+def read(layout: Layout, schemas: tuple[str, ...]) -> tuple[str | None, dict]:
+    """The schema the snapshot was saved under, of ``schemas`` (the current one, then older
+    ones the index can still restore, so that such a snapshot is written anew), and its
+    entries: series folder key -> that series' entry as JSON text, parsed only when used,
+    so that a large archive never holds it all parsed at once. (None, {}) if absent,
+    unreadable, or saved by a version that kept other things.
 
     The texts are views of the file mapped into memory (unmapped when the last view goes),
     not copies: copies freed among the objects of the new index stay in the process."""
     try:
         with layout.snapshot.open("rb") as fp:
-            if fp.readline().strip() != _first_line(schema):
-                return {}
+            first = fp.readline().strip()
+            schema = next((s for s in schemas if first == _first_line(s)), None)
+            if schema is None:
+                return None, {}
             start = fp.tell()
             mapped = mmap.mmap(fp.fileno(), 0, access=mmap.ACCESS_READ)
-        return _lines(mapped, start)
+        return schema, _lines(mapped, start)
     except (OSError, ValueError):
-        return {}
+        return None, {}
 
 
 def entry(text: memoryview | None) -> dict[str, Any] | None:

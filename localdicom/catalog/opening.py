@@ -25,9 +25,9 @@ def rebuild(archive: Archive, index: Index, report: ScanReport) -> Skipped:
     archive.trash.recover()  # before the scan: a removal cut short is put back or finished
     report.removed_leftovers += scan.clean_incoming(archive)
     report.removed_leftovers += scan.clean_temporary(archive)
-    entries = snapshot.read(archive, index.schema)
+    schema, entries = snapshot.read(archive, index.schemas)
     skipped: Skipped = {}
-    unchanged = True
+    unchanged = schema in (None, index.schema)  # one of an older layout is written anew
     for folder in scan.series_folders(archive, report):
         key = snapshot.key(folder)
         first_skipped = len(report.skipped)

@@ -50,8 +50,19 @@ from localdicom.index.records import (
     uid_of,
 )
 
+#: The layout of a series' entry in the snapshot (:meth:`Index.series_snapshot`). A snapshot
+#: of layout 1 (no number: each instance with all its values) is read too, and written anew.
+ENTRY_LAYOUT = 2
+
+
+def _schemas(tables: bytes) -> tuple[str, str]:
+    """What a snapshot of these tables holds, in the current layout and in layout 1."""
+    digest = hashlib.sha256(tables).hexdigest()[:16]
+    return f"{digest}.{ENTRY_LAYOUT}", digest
+
+
 #: Names what a snapshot of the index holds: a snapshot of other tables is not used.
-SCHEMA = hashlib.sha256(repr(sorted(LEVEL_ATTRIBUTES.items())).encode()).hexdigest()[:16]
+SCHEMA, _SCHEMA_LAYOUT_1 = _schemas(repr(sorted(LEVEL_ATTRIBUTES.items())).encode())
 
 
 class Index:
@@ -103,6 +114,7 @@ class Index:
         self.remove_instance(record.sop)
         if series.uid not in self.series:  # the removal emptied and dropped it
             series = self._series_for(series.study, series.uid, lambda: (), lambda: ())
+        record.share(next(reversed(series.instances.values()), None))
         series.instances[record.sop] = self.instances[record.sop] = record
         series.changed()
 
@@ -112,34 +124,72 @@ class Index:
     def schema(self) -> str:
         """What a snapshot of this index holds (the promoted attributes too): a snapshot
         made with other attributes is not restored (see :mod:`localdicom.catalog.opening`)."""
+        return self.schemas[0]
+
+    @property
+    def schemas(self) -> tuple[str, ...]:
+        """:attr:`schema`, then those of older layouts of entries that it still reads."""
         if not self.promoted:
-            return SCHEMA
-        tables = repr((sorted(LEVEL_ATTRIBUTES.items()), self.promoted)).encode()
-        return hashlib.sha256(tables).hexdigest()[:16]
+            return SCHEMA, _SCHEMA_LAYOUT_1
+        return _schemas(repr((sorted(LEVEL_ATTRIBUTES.items()), self.promoted)).encode())
 
     def series_snapshot(self, series: SeriesRecord) -> dict[str, Any]:
-        """A series and its instances as JSON-able data (see ``restore_series``)."""
+        """A series and its instances as JSON-able data (see ``restore_series``): each
+        distinct tuple of instance values once, in ``shared``."""
         study = self.studies[series.study]
+        shared: list[list] = []
+        places: dict[int, int] = {}  # id of a tuple -> its place in shared
+        instances = []
+        for record in series.instances.values():
+            place = places.get(id(record.shared))
+            if place is None:
+                place = places[id(record.shared)] = len(shared)
+                shared.append(list(record.shared))
+            instances.append(record.snapshot(place))
         return {
             "study": study.uid,
             "series": series.uid,
             "study_values": list(study.values),
             "series_values": list(series.values),
-            "instances": [record.snapshot() for record in series.instances.values()],
+            "shared": shared,
+            "instances": instances,
         }
 
     def restore_series(self, entry: dict[str, Any]) -> None:
-        """Put back a series from ``series_snapshot`` data, as :meth:`add` would have."""
+        """Put back a series from ``series_snapshot`` data (or that of entry layout 1, which
+        had no ``shared``), as :meth:`add` would have."""
         series = self._series_for(
             entry["study"],
             entry["series"],
             lambda: restored(entry["study_values"]),
             lambda: restored(entry["series_values"]),
         )
-        for sop, syntax, size, digest, values, frames in entry["instances"]:
-            record = InstanceRecord(
-                series.study, series.uid, sop, syntax, size, digest, restored(values), frames
-            )
+        if "shared" not in entry:
+            self._restore_layout_1(series, entry["instances"])
+            return
+        shared = [restored(values) for values in entry["shared"]]
+        study, uid = series.study, series.uid
+        table, instances = self.instances, series.instances
+        make, fromhex = InstanceRecord, bytes.fromhex
+        # InstanceRecord.snapshot's data, read here rather than by a method of the record:
+        # this loop runs for every instance at every start, where each call counts.
+        for sop, number, packed, place in entry["instances"]:
+            if type(number) is list:  # a tuple, in JSON
+                number = tuple(number)
+            record = make(study, uid, sop, number, shared[place], fromhex(packed))
+            if sop in table:  # in another folder too: replaced, as add does
+                self._insert(series, record)
+                series = self.series[uid]
+                instances = series.instances
+            else:
+                instances[sop] = table[sop] = record
+        series.changed()
+
+    def _restore_layout_1(self, series: SeriesRecord, instances: list[list]) -> None:
+        study, uid = series.study, series.uid
+        for sop, syntax, size, digest, values, frames in instances:
+            values = restored(values)
+            record = InstanceRecord.made(study, uid, sop, syntax, size, digest, values, frames)
             self._insert(series, record)
 
     def remove_instance(self, sop: str) -> InstanceRecord | None:
@@ -322,10 +372,11 @@ class Index:
             record = self.studies[record.study]
         holders[0] = record
         attributes: Attributes = {}
+        values = [None if holder is None else holder.values for holder in holders]
         for tag, level, position in _lookups(tags):
             holder = holders[level]
             if holder is not None:
-                value = holder.value(tag) if position is None else holder.values[position]
+                value = holder.value(tag) if position is None else values[level][position]
                 attributes[tag] = element(tag, value)
         if self.promoted:
             self._add_promoted(attributes, holders, tags)
@@ -338,7 +389,7 @@ class Index:
         level = LEVEL_OF.get(tag)
         if level is None:
             place = self.promoted_at[tag]
-            return [_instance_of(record).values[place] for record in records]
+            return [_instance_of(record).at(place) for record in records]
         depth = LEVELS.index(level)
         position = None if tag == SOP_UID else POSITION[level].get(tag)
         found = []
@@ -347,7 +398,7 @@ class Index:
             if holder is None:
                 found.append(None)
             else:
-                found.append(holder.value(tag) if position is None else holder.values[position])
+                found.append(holder.value(tag) if position is None else holder.at(position))
         return found
 
     def _at_level(self, record: Record, depth: int) -> Record | None:
@@ -367,7 +418,7 @@ class Index:
             return
         instance = holders[2] or _first_instance(holders[1] or holders[0])
         for tag in asked:
-            attributes[tag] = element(tag, instance.values[self.promoted_at[tag]])
+            attributes[tag] = element(tag, instance.at(self.promoted_at[tag]))
 
     def holds(self, tag: str) -> bool:
         """Whether memory holds ``tag`` for every record that has it."""

@@ -8,6 +8,7 @@ level's tags with attributes promoted into the index (``serve --index-attribute`
 
 from __future__ import annotations
 
+import struct
 import sys
 from collections.abc import Iterable
 from typing import Any
@@ -82,20 +83,28 @@ def element(tag: str, value: Any) -> dict[str, Any]:
     return {"vr": vr, "Value": list(value) if isinstance(value, tuple) else [value]}
 
 
+#: Where an instance's values hold its Instance Number (kept apart: it differs per instance).
+NUMBER_AT = POSITION[INSTANCE]["00200013"]
+_SIZES = struct.Struct("<QI")  # size in bytes, frame count
+
+
 class InstanceRecord:
-    __slots__ = (
-        "digest",
-        "frame_count",
-        "series",
-        "size",
-        "sop",
-        "study",
-        "transfer_syntax",
-        "values",
-    )
+    """An instance, in as few objects as can be: its values but the Instance Number, with
+    its transfer syntax at their end, are one tuple (``shared``) that the next instance of
+    its series with the same values shares (:meth:`share`), and its size, frame count and
+    digest are one bytes object (``_packed``)."""
+
+    __slots__ = ("_packed", "number", "series", "shared", "sop", "study")
 
     def __init__(
-        self,
+        self, study: str, series: str, sop: str, number: Any, shared: tuple, packed: bytes
+    ) -> None:
+        self.study, self.series, self.sop = study, series, sop
+        self.number, self.shared, self._packed = number, shared, packed
+
+    @classmethod
+    def made(
+        cls,
         study: str,
         series: str,
         sop: str,
@@ -104,20 +113,22 @@ class InstanceRecord:
         digest: str,
         values: tuple,
         frame_count: int,
-    ) -> None:
-        self.study, self.series, self.sop = sys.intern(study), sys.intern(series), sop
-        self.transfer_syntax = sys.intern(transfer_syntax)
-        self.size = size
-        self.digest = bytes.fromhex(digest)
-        self.values = values
-        #: Frames of pixel data; 0 for an instance without any (a report, a structure set).
-        self.frame_count = frame_count
+    ) -> InstanceRecord:
+        """The record of an instance of those values (see :func:`compact`)."""
+        return cls(
+            sys.intern(study),
+            sys.intern(series),
+            sop,
+            values[NUMBER_AT],
+            (*values[:NUMBER_AT], None, *values[NUMBER_AT + 1 :], sys.intern(transfer_syntax)),
+            _SIZES.pack(size, frame_count) + bytes.fromhex(digest),
+        )
 
     @classmethod
     def from_stored(cls, stored: StoredInstance, extra: tuple[str, ...] = ()) -> InstanceRecord:
         """The record of a stored instance, its values followed by those of ``extra``."""
         header = stored.header
-        return cls(
+        return cls.made(
             header.study_uid,
             header.series_uid,
             header.sop_uid,
@@ -128,22 +139,47 @@ class InstanceRecord:
             header.frame_count(),
         )
 
-    def snapshot(self) -> list:
-        return [
-            self.sop,
-            self.transfer_syntax,
-            self.size,
-            self.digest.hex(),
-            list(self.values),
-            self.frame_count,
-        ]
+    def share(self, other: InstanceRecord | None) -> None:
+        """Hold ``other``'s tuple of values instead of an equal one of its own."""
+        if other is not None and other.shared == self.shared:
+            self.shared = other.shared
+
+    @property
+    def transfer_syntax(self) -> str:
+        return self.shared[-1]
+
+    @property
+    def size(self) -> int:
+        return _SIZES.unpack_from(self._packed)[0]
+
+    @property
+    def frame_count(self) -> int:
+        """Frames of pixel data: 0 for an instance without any (a report, a structure set)."""
+        return _SIZES.unpack_from(self._packed)[1]
+
+    @property
+    def digest(self) -> bytes:
+        return self._packed[_SIZES.size :]
+
+    @property
+    def values(self) -> tuple:
+        """The level's values, then those of the promoted attributes (see :func:`compact`)."""
+        shared = self.shared
+        return (*shared[:NUMBER_AT], self.number, *shared[NUMBER_AT + 1 : -1])
+
+    def snapshot(self, place: int) -> list:
+        """The instance as JSON-able data, its tuple of values at ``place`` of its series'
+        (see :meth:`Index.restore_series`)."""
+        return [self.sop, self.number, self._packed.hex(), place]
 
     def value(self, tag: str) -> Any:
-        return self.sop if tag == SOP_UID else self.values[POSITION[INSTANCE][tag]]
+        return self.at(None if tag == SOP_UID else POSITION[INSTANCE][tag])
 
     def at(self, place: int | None) -> Any:
         """The value at ``place`` of the values (None: the SOP UID, kept as ``sop``)."""
-        return self.sop if place is None else self.values[place]
+        if place is None:
+            return self.sop
+        return self.number if place == NUMBER_AT else self.shared[place]
 
 
 #: Instances grouped by their values at some places of their values (None: the SOP UID).
@@ -165,6 +201,9 @@ class SeriesRecord:
         if tag == SERIES_INSTANCES:
             return len(self.instances)
         return self.values[POSITION[SERIES][tag]]
+
+    def at(self, place: int) -> Any:
+        return self.values[place]
 
     def changed(self) -> None:
         """Call after adding or removing an instance."""
@@ -212,6 +251,9 @@ class StudyRecord:
             modalities = self.modalities()
             return modalities[0] if len(modalities) == 1 else tuple(modalities)
         return self.values[POSITION[STUDY][tag]]
+
+    def at(self, place: int) -> Any:
+        return self.values[place]
 
     def instance_count(self) -> int:
         return sum(len(series.instances) for series in self.series.values())
@@ -295,7 +337,7 @@ def series_sort_key(series: SeriesRecord) -> tuple:
 
 
 def instance_sort_key(instance: InstanceRecord) -> tuple:
-    return (_number(_first(instance.values[POSITION[INSTANCE]["00200013"]], None)), instance.sop)
+    return (_number(_first(instance.number, None)), instance.sop)
 
 
 def _number(value: Any) -> float:
