@@ -19,8 +19,7 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import evt
 from pynetdicom.dsutils import encode
-from pynetdicom.pdu import A_ASSOCIATE_RQ, P_DATA_TF
-from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
+from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import CTImageStorage
 
@@ -32,6 +31,7 @@ from tests.helpers.dimse import (
     DicomServer,
     assert_still_answers,
     associate,
+    association_request,
     found,
     leftovers,
     small_ct,
@@ -220,21 +220,7 @@ def test_qido_answers_while_a_c_store_is_stalled_mid_dataset(server: DicomServer
     assert_still_answers(server)
 
 
-def association_request() -> bytes:
-    """An A-ASSOCIATE-RQ proposing CT Image Storage, Explicit VR Little Endian (context 1)."""
-    primitive = A_ASSOCIATE()
-    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
-    primitive.calling_ae_title, primitive.called_ae_title = "RAW", "LOCALDICOM"
-    primitive.presentation_context_definition_list = [
-        build_context(CTImageStorage, ExplicitVRLittleEndian)
-    ]
-    primitive.presentation_context_definition_list[0].context_id = 1
-    length = MaximumLengthNotification()
-    length.maximum_length_received = 16384
-    primitive.user_information = [length]
-    pdu = A_ASSOCIATE_RQ()
-    pdu.from_primitive(primitive)
-    return pdu.encode()
+CT_CONTEXT = build_context(CTImageStorage, ExplicitVRLittleEndian)
 
 
 def p_data(control: int, fragment: bytes) -> bytes:
@@ -256,7 +242,10 @@ def test_a_release_in_the_middle_of_a_c_store_is_aborted_and_stores_nothing(serv
     data_set = encode(dataset, False, True)
     release = bytes([0x05, 0, 0, 0, 0, 4, 0, 0, 0, 0])
     answer = answer_to(
-        association_request() + p_data(0x03, command_set) + p_data(0x00, data_set[:100]) + release,
+        association_request(CT_CONTEXT)
+        + p_data(0x03, command_set)
+        + p_data(0x00, data_set[:100])
+        + release,
         server,
     )
     assert answer[0] == 0x02  # A-ASSOCIATE-AC
@@ -272,7 +261,10 @@ def test_a_pdu_longer_than_the_server_offered_is_aborted_unread(server: DicomSer
     one that announces more is refused from its header (A-ABORT, invalid PDU parameter)
     before the server holds any of it."""
     oversize = struct.pack(">BxL", 0x04, (1 << 20) + 7)
-    answer = answer_to(association_request() + oversize + bytes(64), server)
+    answer = answer_to(
+        association_request(CT_CONTEXT) + oversize + bytes(64),
+        server,
+    )
     assert answer[0] == 0x02  # A-ASSOCIATE-AC
     accept_length = struct.unpack(">L", answer[2:6])[0]
     assert answer[6 + accept_length :] == bytes([0x07, 0, 0, 0, 0, 4, 0, 0, 2, 6])

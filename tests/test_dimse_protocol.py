@@ -17,11 +17,9 @@ from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000
 from pynetdicom.dimse_messages import C_ECHO_RSP
 from pynetdicom.dimse_primitives import C_ECHO
 from pynetdicom.dsutils import encode, split_dataset
-from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, A_ASSOCIATE_RQ, P_DATA_TF
+from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, P_DATA_TF
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
-    MaximumLengthNotification,
-    SCP_SCU_RoleSelectionNegotiation,
 )
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelFind
@@ -30,6 +28,7 @@ from localdicom.dimse import pdus
 from localdicom.dimse.messages import BadMessage, decode_command, encode_command
 from localdicom.dimse.negotiation import Policy, Rejected, negotiate, supported_contexts
 from localdicom.dimse.retrieve import data_set_offset
+from tests.helpers.dimse import association_request
 
 
 def read(data: bytes, longest: int = 1 << 20) -> tuple[int, bytes]:
@@ -121,24 +120,9 @@ def test_a_command_set_is_encoded_as_pynetdicom_encodes_it():
 # negotiation (PS3.8 7.1, PS3.7 D.3.3) ------------------------------------------------------
 
 
-def request(*contexts, roles=(), calling="CALLER") -> bytes:
-    primitive = A_ASSOCIATE()
-    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
-    primitive.calling_ae_title, primitive.called_ae_title = calling, "LOCALDICOM"
-    for number, context in enumerate(contexts):
-        context.context_id = 2 * number + 1
-    primitive.presentation_context_definition_list = list(contexts)
-    length = MaximumLengthNotification()
-    length.maximum_length_received = 16384
-    items = [length]
-    for sop_class in roles:
-        role = SCP_SCU_RoleSelectionNegotiation()
-        role.sop_class_uid, role.scu_role, role.scp_role = sop_class, False, True
-        items.append(role)
-    primitive.user_information = items
-    pdu = A_ASSOCIATE_RQ()
-    pdu.from_primitive(primitive)
-    return pdu.encode()[6:]
+def request(*contexts, **options) -> bytes:
+    """An association request's body (after its 6-byte PDU header)."""
+    return association_request(*contexts, **options)[6:]
 
 
 def policy(callers=None) -> Policy:

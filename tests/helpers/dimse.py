@@ -19,7 +19,12 @@ from pydicom.dataset import Dataset
 from pydicom.uid import ExplicitVRLittleEndian
 from pynetdicom import AE, evt
 from pynetdicom.association import Association
-from pynetdicom.pdu import A_ASSOCIATE_RJ
+from pynetdicom.pdu import A_ASSOCIATE_RJ, A_ASSOCIATE_RQ
+from pynetdicom.pdu_primitives import (
+    A_ASSOCIATE,
+    MaximumLengthNotification,
+    SCP_SCU_RoleSelectionNegotiation,
+)
 from pynetdicom.sop_class import CTImageStorage, Verification
 
 from tests.helpers import ct_slice, free_port
@@ -171,3 +176,26 @@ def identifier(level: str | None, **keys: object) -> Dataset:
     for keyword, value in keys.items():
         setattr(ds, keyword, value)
     return ds
+
+
+def association_request(*contexts, roles=(), calling: str = "CALLER") -> bytes:
+    """An A-ASSOCIATE-RQ PDU (PS3.8 9.3.2) encoded by pynetdicom: ``contexts`` numbered 1,
+    3, 5 ..., a Maximum Length of 16 KiB, and the SCP role asked for the SOP classes of
+    ``roles`` (PS3.7 D.3.3.4)."""
+    primitive = A_ASSOCIATE()
+    primitive.application_context_name = "1.2.840.10008.3.1.1.1"
+    primitive.calling_ae_title, primitive.called_ae_title = calling, AE_TITLE
+    for number, context in enumerate(contexts):
+        context.context_id = 2 * number + 1
+    primitive.presentation_context_definition_list = list(contexts)
+    length = MaximumLengthNotification()
+    length.maximum_length_received = 16384
+    items = [length]
+    for sop_class in roles:
+        role = SCP_SCU_RoleSelectionNegotiation()
+        role.sop_class_uid, role.scu_role, role.scp_role = sop_class, False, True
+        items.append(role)
+    primitive.user_information = items
+    pdu = A_ASSOCIATE_RQ()
+    pdu.from_primitive(primitive)
+    return pdu.encode()
