@@ -16,7 +16,8 @@ a source Orthanc (DICOMweb plugin). Then:
   (``POST /dicom-web/servers/target/stow``, STOW-RS).
 
 Every destination is checked afterwards (it holds every instance), and emptied for the next
-round. Prints, for every run (``--rounds``, Orthanc first in each), seconds and instances/s
+round; before each timed run everything is written back and the disk left alone for
+``SETTLE`` seconds (files deleted just before make creating files dearer). Prints, for every run (``--rounds``, Orthanc first in each), seconds and instances/s
 for each side, localdicom's speed-up (Orthanc's seconds / localdicom's), the CPU seconds of
 each side's client (localdicom's process; the Orthanc that retrieves or sends, read from
 /proc), which other load on the machine does not inflate as it does the seconds, and the
@@ -42,6 +43,8 @@ from benchmarks.dataset import uid, write_series
 from benchmarks.servers import Server, orthanc
 
 STUDY, SERIES = "transfer-bench-study", "transfer-bench-series"
+#: Seconds waited after a sync before each timed run (:func:`settle`).
+SETTLE = 6
 
 
 def post(url: str, data: bytes, content_type: str = "application/json") -> bytes:
@@ -115,6 +118,14 @@ def delete_everything(server: Server) -> None:
             urllib.request.urlopen(request, timeout=600).read()
 
 
+def settle(seconds: float) -> None:
+    """Write everything back and wait before a timed run: on this ext4, files deleted just
+    before (the previous run's) make every file created for a while after several times
+    dearer in CPU (see benchmarks.compare), and localdicom creates two per instance."""
+    subprocess.run(["sync"], check=True)
+    time.sleep(seconds)
+
+
 def check(server: Server, count: int) -> None:
     if (held := instances_in(server)) != count:
         raise RuntimeError(f"{server.root} holds {held} instances, not {count}")
@@ -124,8 +135,10 @@ class Bench:
     """The servers of a run: a source Orthanc with the data, an Orthanc that pulls from it
     and pushes to another, and the empty targets of both pushes."""
 
-    def __init__(self, work: Path, files: list[Path]) -> None:
+    def __init__(self, work: Path, files: list[Path], pause: float) -> None:
         self.work = work
+        #: Seconds to let the disk settle before each timed run.
+        self.pause = pause
         self.count = len(files)
         self.servers: list[Server] = []
         self.source = self.start(orthanc(work / "source"))
@@ -155,11 +168,12 @@ class Bench:
         load = os.getloadavg()[0]
         resources = {"Resources": [{"Study": uid(STUDY)}]}
         url = rest(self.puller) + "/dicom-web/servers/source/retrieve"
+        settle(self.pause)
         theirs = timed_post(self.puller, url, resources)
         check(self.puller, self.count)
         delete_everything(self.puller)
         shutil.rmtree(self.archive, ignore_errors=True)
-        subprocess.run(["sync"], check=True)
+        settle(self.pause)
         ours = localdicom("pull", self.source.root, "-a", str(self.archive), "--all", "-j", "4")
         if (held := sum(1 for _ in self.archive.glob("*/*/*.dcm"))) != self.count:
             raise RuntimeError(f"the archive holds {held} instances, not {self.count}")
@@ -168,25 +182,27 @@ class Bench:
     def push(self) -> Row:
         """Push what the last pull stored (pull first)."""
         load = os.getloadavg()[0]
+        settle(self.pause)
         ours = localdicom("push", self.target_ours.root, "-a", str(self.archive), "--all")
         check(self.target_ours, self.count)
         delete_everything(self.target_ours)
         with urllib.request.urlopen(rest(self.pusher) + "/studies", timeout=60) as response:
             study_ids = json.loads(response.read())
         url = rest(self.pusher) + "/dicom-web/servers/target/stow"
+        settle(self.pause)
         theirs = timed_post(self.pusher, url, {"Resources": study_ids})
         check(self.target_theirs, self.count)
         delete_everything(self.target_theirs)
         return Row("push", theirs, ours, load)
 
 
-def run(folder: Path, count: int, rounds: int) -> list[Row]:
+def run(folder: Path, count: int, rounds: int, pause: float = SETTLE) -> list[Row]:
     """Pull then push, ``rounds`` times; Orthanc first in each."""
     files = write_series(folder / "data", STUDY, SERIES, count)
     work = Path(tempfile.mkdtemp(prefix="transfer-bench-", dir=folder))
     bench = None
     try:
-        bench = Bench(work, files)
+        bench = Bench(work, files, pause)
         rows = []
         for _ in range(rounds):
             rows += [bench.pull(), bench.push()]
@@ -228,7 +244,7 @@ def main() -> None:
     folder = args.folder or Path(tempfile.mkdtemp(prefix="transfer-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        rows = run(folder, count, args.rounds)
+        rows = run(folder, count, args.rounds, 0 if args.smoke else SETTLE)
     finally:
         if args.folder is None:  # no cache asked for
             shutil.rmtree(folder, ignore_errors=True)
