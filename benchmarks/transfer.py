@@ -17,10 +17,11 @@ a source Orthanc (DICOMweb plugin). Then:
 
 Every destination is checked afterwards (it holds every instance), and emptied for the next
 round; before each timed run everything is written back and the disk left alone for
-``SETTLE`` seconds (files deleted just before make creating files dearer). Prints, for every run (``--rounds``, Orthanc first in each), seconds and instances/s
-for each side, localdicom's speed-up (Orthanc's seconds / localdicom's), the CPU seconds of
-each side's client (localdicom's process; the Orthanc that retrieves or sends, read from
-/proc), which other load on the machine does not inflate as it does the seconds, and the
+``SETTLE`` seconds (files deleted just before make creating files dearer). Prints, for every
+run (``--rounds``, Orthanc first in each), seconds and instances/s for each side,
+localdicom's speed-up (Orthanc's seconds / localdicom's), the CPU seconds of each side's
+client (localdicom's process; the Orthanc that retrieves or sends, read from /proc), which
+other load on the machine inflates less than the seconds, and the
 load average before the run.
 """
 
