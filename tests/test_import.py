@@ -33,6 +33,7 @@ from localdicom.app import make_app
 from localdicom.archive import sidecar as sidecar_file
 from localdicom.archive.layout import SERVER_FILE
 from localdicom.cli import main
+from localdicom.importer import examine as importer_examine
 from localdicom.importer import run as importer_run
 from localdicom.importer.examine import examine_batch
 from tests.helpers import app_settings, ct_slice, free_port, uid
@@ -134,7 +135,10 @@ def mixed_tree(root: Path) -> None:
     (root / "b" / "dangling").symlink_to(root / "nowhere")
 
 
-def test_nested_folder_with_other_files_mixed_in(tmp_path: Path) -> None:
+@pytest.mark.parametrize("in_memory", [64 << 20, 0], ids=["read-whole", "streamed"])
+def test_nested_folder_with_other_files_mixed_in(tmp_path: Path, monkeypatch, in_memory) -> None:
+    """The same outcome whether a file is examined in memory or streamed (larger ones)."""
+    monkeypatch.setattr(importer_examine, "IN_MEMORY", in_memory)  # the workers are forked
     source, archive = tmp_path / "from-alice", tmp_path / "archive"
     mixed_tree(source)
 
@@ -150,6 +154,8 @@ def test_nested_folder_with_other_files_mixed_in(tmp_path: Path) -> None:
     assert re.search(r"error: .*dangling: a broken symbolic link", result.stdout)
     assert_clean(archive, 4)
     assert {path.stem for path in stored_files(archive)} == {sop(i) for i in range(4)}
+    stored = {path.stem: path.read_bytes() for path in stored_files(archive)}
+    assert stored[sop(0)] == (source / "IM0001").read_bytes()
     assert (source / "IM0001").exists()  # copied, not moved
 
 
