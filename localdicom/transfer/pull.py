@@ -211,6 +211,7 @@ class _Fetchers:
         self.loop = asyncio.get_running_loop()
         self.room = asyncio.Semaphore(AHEAD)
         self.storing: set[asyncio.Future[str | None]] = set()
+        self.failures: list[BaseException] = []
 
     async def run(self, job: Job, stop: Stop) -> None:
         if isinstance(job, list) and len(job) == 1:
@@ -232,11 +233,17 @@ class _Fetchers:
     def _stored(self, future: asyncio.Future) -> None:
         self.storing.discard(future)
         self.room.release()
+        if not future.cancelled() and future.exception() is not None:
+            self.failures.append(future.exception())
 
     async def stored(self) -> None:
-        """Wait for every instance handed over to be stored."""
+        """Wait for every instance handed over to be stored; what went wrong unexpectedly
+        in storing one (a bug, not a refused instance) is raised here, as it was before the
+        storing went on beside the fetching."""
         while self.storing:
             await asyncio.wait(list(self.storing))
+        if self.failures:
+            raise self.failures[0]
 
     async def fail(self, label: str, reason: str) -> None:
         await self.loop.run_in_executor(self.storers, self.intake.fail, label, reason)
