@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import io
 import os
 import signal
 import zipfile
@@ -29,8 +28,6 @@ from localdicom.dicom.header import Header, NotDicom, describe
 from localdicom.importer.sources import HEAD, Source, is_part10
 
 CHUNK = 1 << 20
-#: A file up to this size is read whole and examined in memory; a larger one is streamed.
-IN_MEMORY = 64 << 20
 #: Media Storage SOP Class of a DICOMDIR (PS3.4 Table B.5-1, Media Storage Directory Storage).
 MEDIA_STORAGE_DIRECTORY = "1.2.840.10008.1.3.10"
 
@@ -133,9 +130,6 @@ def _examine_file(source: Source, plan: Plan) -> Examined:
         head = fp.read(HEAD)
         if not is_part10(head):
             return _not_part10(source, fp, head, stat.st_size)
-        if stat.st_size <= IN_MEMORY and plan.deidentifier is None:
-            fp.seek(0)
-            return _examine_bytes(source, plan, fp.read(), stat)
         found = _classify(source, fp, stat.st_size)
         if isinstance(found, Examined):
             return found
@@ -153,32 +147,6 @@ def _examine_file(source: Source, plan: Plan) -> Examined:
         staged.unlink(missing_ok=True)
         return Examined(source, Kind.ERROR, "the file changed while it was being imported")
     result = _instance(source, found, digest, copied, staged=staged)
-    result.copied_across = plan.transfer is not Transfer.COPY
-    return result
-
-
-def _examine_bytes(source: Source, plan: Plan, data: bytes, stat: os.stat_result) -> Examined:
-    """:func:`_examine_file` of a file read whole: parsed, hashed and staged from memory,
-    without a system call per attribute (the parser's seeks) or a second read."""
-    if len(data) != stat.st_size:
-        return Examined(source, Kind.ERROR, "the file changed while it was being imported")
-    found = _classify(source, io.BytesIO(data), stat.st_size)
-    if isinstance(found, Examined):
-        return found
-    digest = hashlib.sha256(data).hexdigest()
-    same_device = stat.st_dev == plan.device
-    if plan.stow or (plan.transfer is not Transfer.COPY and same_device):
-        return _instance(source, found, digest, len(data), in_place=True)
-    if _target(plan, found).exists():  # most likely already stored: copy nothing
-        return _instance(source, found, digest, len(data))
-    staged = _staging_file(plan)
-    try:
-        with staged.open("wb") as out:
-            out.write(data)
-    except BaseException:
-        staged.unlink(missing_ok=True)
-        raise
-    result = _instance(source, found, digest, len(data), staged=staged)
     result.copied_across = plan.transfer is not Transfer.COPY
     return result
 
