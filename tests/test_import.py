@@ -33,7 +33,6 @@ from localdicom.app import make_app
 from localdicom.archive import sidecar as sidecar_file
 from localdicom.archive.layout import SERVER_FILE
 from localdicom.cli import main
-from localdicom.importer import examine as importer_examine
 from localdicom.importer import run as importer_run
 from localdicom.importer.examine import examine_batch
 from tests.helpers import app_settings, ct_slice, free_port, uid
@@ -135,10 +134,7 @@ def mixed_tree(root: Path) -> None:
     (root / "b" / "dangling").symlink_to(root / "nowhere")
 
 
-@pytest.mark.parametrize("in_memory", [64 << 20, 0], ids=["read-whole", "streamed"])
-def test_nested_folder_with_other_files_mixed_in(tmp_path: Path, monkeypatch, in_memory) -> None:
-    """The same outcome whether a file is examined in memory or streamed (larger ones)."""
-    monkeypatch.setattr(importer_examine, "IN_MEMORY", in_memory)  # the workers are forked
+def test_nested_folder_with_other_files_mixed_in(tmp_path: Path) -> None:
     source, archive = tmp_path / "from-alice", tmp_path / "archive"
     mixed_tree(source)
 
