@@ -11,9 +11,11 @@ FOLDER too, so that everything is on one disk, and removed afterwards.
 Both sides end on the disk: the import flushes once at its end (its default), so ``cp -r`` is
 timed with and without a ``sync`` after it. The import is timed as a user runs it, a fresh
 ``localdicom import`` process, interpreter start-up included (its cost is printed apart).
-With ``--repeat N`` each figure is the best of N runs (the least disturbed by other work on
-the machine). The CPU column (user + system seconds of the processes run) does not depend on
-other load: the import is bound by it, mostly parsing headers, spread over one worker per CPU.
+With ``--repeat N`` the three run N times in turn and every run is printed, each import
+beside the ``cp -r; sync`` of its own round, with the load average before the round (the
+machine may be shared). The CPU column (user + system seconds of the processes run) depends
+less on other load than the seconds: the import is bound by it, spread over one worker per
+CPU.
 """
 
 from __future__ import annotations
@@ -40,8 +42,10 @@ class Timing:
     files: int
     size: int
     seconds: float
-    #: CPU time (user + system) of the processes it ran: what other load cannot inflate.
+    #: CPU time (user + system) of the processes it ran: what other load inflates least.
     cpu: float
+    #: The 1-minute load average before the round.
+    load: float
 
     def row(self, reference: float) -> list[str]:
         return [
@@ -53,6 +57,7 @@ class Timing:
             f"{self.size / 1e6 / self.seconds:.0f}",
             f"{self.seconds / reference:.2f}",
             f"{self.cpu:.1f}",
+            f"{self.load:.2f}",
         ]
 
 
@@ -71,20 +76,16 @@ def source_folder(folder: Path, count: int) -> Path:
     return source
 
 
-def timed(
-    action: Callable[[], None], cleanup: Callable[[], None], repeat: int
-) -> tuple[float, float]:
-    """Wall-clock and CPU seconds of the fastest of ``repeat`` runs, each on a clean slate."""
-    best = (float("inf"), 0.0)
-    for _ in range(repeat):
-        cleanup()
-        subprocess.run(["sync"], check=True)  # start with nothing dirty
-        cpu = _children_cpu()
-        started = time.perf_counter()
-        action()
-        best = min(best, (time.perf_counter() - started, _children_cpu() - cpu))
+def timed(action: Callable[[], None], cleanup: Callable[[], None]) -> tuple[float, float]:
+    """Wall-clock and CPU seconds of one run, on a clean slate."""
     cleanup()
-    return best
+    subprocess.run(["sync"], check=True)  # start with nothing dirty
+    cpu = _children_cpu()
+    started = time.perf_counter()
+    action()
+    result = (time.perf_counter() - started, _children_cpu() - cpu)
+    cleanup()
+    return result
 
 
 def _children_cpu() -> float:
@@ -96,7 +97,9 @@ def run(command: list[str]) -> None:
     subprocess.run(command, check=True, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
 
 
-def measure(folder: Path, source: Path, repeat: int, workers: int | None) -> list[Timing]:
+def measure(
+    folder: Path, source: Path, repeat: int, workers: int | None
+) -> tuple[list[list[Timing]], Timing]:
     files = sorted(source.iterdir())
     size = sum(path.stat().st_size for path in files)
     copy, archive = folder / "cp-copy", folder / "archive"
@@ -118,25 +121,35 @@ def measure(folder: Path, source: Path, repeat: int, workers: int | None) -> lis
         command = f"cp -r '{source}' '{copy}'" + (" && sync" if then_sync else "")
         return lambda: run(["sh", "-c", command])
 
-    startup = timed(lambda: run([sys.executable, "-m", "localdicom", "--version"]), _nothing, 3)
-    return [
-        Timing("cp -r", len(files), size, *timed(copied(False), remove_copy, repeat)),
-        Timing("cp -r; sync", len(files), size, *timed(copied(True), remove_copy, repeat)),
-        Timing("localdicom import", len(files), size, *timed(imported, remove_archive, repeat)),
-        Timing("  of which start-up", 0, 0, *startup),
-    ]
+    rounds = []
+    for _ in range(repeat):
+        load = os.getloadavg()[0]
+        rounds.append(
+            [
+                Timing("cp -r", len(files), size, *timed(copied(False), remove_copy), load),
+                Timing("cp -r; sync", len(files), size, *timed(copied(True), remove_copy), load),
+                Timing(
+                    "localdicom import", len(files), size, *timed(imported, remove_archive), load
+                ),
+            ]
+        )
+    version = lambda: run([sys.executable, "-m", "localdicom", "--version"])  # noqa: E731
+    startup = Timing("  start-up alone", 0, 0, *timed(version, _nothing), os.getloadavg()[0])
+    return rounds, startup
 
 
 def _nothing() -> None:
     pass
 
 
-def table(timings: list[Timing]) -> list[str]:
-    reference = timings[1].seconds
-    header = ["", "files", "MB", "seconds", "files/s", "MB/s", "x cp -r; sync", "CPU s"]
-    rows = [header] + [t.row(reference) for t in timings[:3]]
-    startup = timings[3]
+def table(rounds: list[list[Timing]], startup: Timing) -> list[str]:
+    header = ["", "files", "MB", "seconds", "files/s", "MB/s", "x cp -r; sync", "CPU s", "load"]
+    rows = [header]
+    for number, timings in enumerate(rounds, 1):
+        reference = timings[1].seconds
+        rows += [[f"{t.name} (run {number})", *t.row(reference)[1:]] for t in timings]
     rows.append([startup.name, "", "", f"{startup.seconds:.2f}", "", "", "", f"{startup.cpu:.1f}"])
+    rows[-1].append(f"{startup.load:.2f}")
     widths = [max(len(row[i]) for row in rows) for i in range(len(header))]
     return [
         "  ".join(
@@ -153,13 +166,14 @@ def main() -> None:
     )
     parser.add_argument("folder", type=Path, help="cache and scratch space, on the disk to test")
     parser.add_argument("--count", type=int, default=5000, help="slices (default 5000)")
-    parser.add_argument("--repeat", type=int, default=1, help="runs per figure; the best counts")
+    parser.add_argument("--repeat", type=int, default=1, help="rounds, each printed")
     parser.add_argument("--workers", type=int, default=None, help="import --workers")
     args = parser.parse_args()
     folder = args.folder.resolve()
     source = source_folder(folder, args.count)
     print(f"{os.cpu_count()} CPUs; {source}")
-    for line in table(measure(folder, source, args.repeat, args.workers)):
+    print(f"load average before: {os.getloadavg()[0]:.2f}")
+    for line in table(*measure(folder, source, args.repeat, args.workers)):
         print(line)
 
 

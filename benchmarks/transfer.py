@@ -1,8 +1,8 @@
 """``localdicom pull`` and ``push`` against Orthanc's own DICOMweb client, side by side in
 one run.
 
-    python -m benchmarks.transfer FOLDER [--count 1000]   # the full workload
-    python -m benchmarks.transfer --smoke                  # a tiny one, as the tests run it
+    python -m benchmarks.transfer FOLDER [--count 1000] [--rounds 3]   # the full workload
+    python -m benchmarks.transfer --smoke         # a tiny one, as the tests run it
 
 Generates synthetic 512x512 CT instances (cached in FOLDER, ~0.5 MB each) and stores them in
 a source Orthanc (DICOMweb plugin). Then:
@@ -15,26 +15,37 @@ a source Orthanc (DICOMweb plugin). Then:
   second Orthanc sending the study it holds to another empty Orthanc
   (``POST /dicom-web/servers/target/stow``, STOW-RS).
 
-Every destination is checked afterwards (it holds every instance). Prints seconds and
-instances/s for each side and localdicom's speed-up (Orthanc's seconds / localdicom's).
+Every destination is checked afterwards (it holds every instance), and emptied for the next
+round; before each timed run everything is written back and the disk left alone for
+``SETTLE`` seconds (files deleted just before make creating files dearer). Prints, for every
+run (``--rounds``, Orthanc first in each), seconds and instances/s for each side,
+localdicom's speed-up (Orthanc's seconds / localdicom's), the CPU seconds of each side's
+client (localdicom's process; the Orthanc that retrieves or sends, read from /proc), which
+other load on the machine inflates less than the seconds, and the
+load average before the run.
 """
 
 from __future__ import annotations
 
 import argparse
 import json
+import os
+import resource
 import shutil
 import subprocess
 import sys
 import tempfile
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.dataset import uid, write_series
 from benchmarks.servers import Server, orthanc
 
 STUDY, SERIES = "transfer-bench-study", "transfer-bench-series"
+#: Seconds waited after a sync before each timed run (:func:`settle`).
+SETTLE = 6
 
 
 def post(url: str, data: bytes, content_type: str = "application/json") -> bytes:
@@ -58,7 +69,26 @@ def orthanc_with(folder: Path, servers: dict[str, str]) -> Server:
     return orthanc(folder, DicomWeb=dicomweb)
 
 
-def localdicom(*args: str) -> float:
+@dataclass(frozen=True)
+class Timing:
+    """One side of one run: seconds, and the CPU seconds of the client that moved the data
+    (localdicom's process; the Orthanc whose DICOMweb client retrieved or sent)."""
+
+    seconds: float
+    cpu: float
+
+
+@dataclass(frozen=True)
+class Row:
+    name: str
+    orthanc: Timing
+    ours: Timing
+    #: The 1-minute load average just before the run (the machine is shared).
+    load: float
+
+
+def localdicom(*args: str) -> Timing:
+    cpu = _children_cpu()
     started = time.perf_counter()
     done = subprocess.run(
         [sys.executable, "-m", "localdicom", *args], capture_output=True, text=True, check=False
@@ -66,69 +96,140 @@ def localdicom(*args: str) -> float:
     seconds = time.perf_counter() - started
     if done.returncode != 0:
         raise RuntimeError(f"localdicom {args[0]} failed: {done.stdout}{done.stderr}")
-    return seconds
+    return Timing(seconds, _children_cpu() - cpu)
 
 
-def timed_post(url: str, body: dict) -> float:
+def _children_cpu() -> float:
+    usage = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return usage.ru_utime + usage.ru_stime
+
+
+def timed_post(server: Server, url: str, body: dict) -> Timing:
+    """A call that keeps ``server`` busy until it answers, with the CPU it took."""
+    cpu = server.cpu_seconds()
     started = time.perf_counter()
     post(url, json.dumps(body).encode())
-    return time.perf_counter() - started
+    return Timing(time.perf_counter() - started, server.cpu_seconds() - cpu)
 
 
-def run(folder: Path, count: int) -> list[tuple[str, float, float]]:
-    files = write_series(folder / "data", STUDY, SERIES, count)
-    work = Path(tempfile.mkdtemp(prefix="transfer-bench-", dir=folder))
-    servers: list[Server] = []
+def delete_everything(server: Server) -> None:
+    with urllib.request.urlopen(rest(server) + "/studies", timeout=60) as response:
+        for study in json.loads(response.read()):
+            request = urllib.request.Request(rest(server) + f"/studies/{study}", method="DELETE")
+            urllib.request.urlopen(request, timeout=600).read()
 
-    def start(server: Server) -> Server:
-        servers.append(server)
+
+def settle(seconds: float) -> None:
+    """Write everything back and wait before a timed run: on this ext4, files deleted just
+    before (the previous run's) make every file created for a while after several times
+    dearer in CPU (see benchmarks.compare), and localdicom creates two per instance."""
+    subprocess.run(["sync"], check=True)
+    time.sleep(seconds)
+
+
+def check(server: Server, count: int) -> None:
+    if (held := instances_in(server)) != count:
+        raise RuntimeError(f"{server.root} holds {held} instances, not {count}")
+
+
+class Bench:
+    """The servers of a run: a source Orthanc with the data, an Orthanc that pulls from it
+    and pushes to another, and the empty targets of both pushes."""
+
+    def __init__(self, work: Path, files: list[Path], pause: float) -> None:
+        self.work = work
+        #: Seconds to let the disk settle before each timed run.
+        self.pause = pause
+        self.count = len(files)
+        self.servers: list[Server] = []
+        self.source = self.start(orthanc(work / "source"))
+        for path in files:
+            post(rest(self.source) + "/instances", path.read_bytes(), "application/dicom")
+        self.puller = self.start(
+            orthanc_with(work / "puller", {"source": [self.source.root + "/"]})
+        )
+        self.target_ours = self.start(orthanc(work / "target-ours"))
+        self.target_theirs = self.start(orthanc(work / "target-theirs"))
+        target = {"target": [self.target_theirs.root + "/"]}
+        self.pusher = self.start(orthanc_with(work / "pusher", target))
+        for path in files:
+            post(rest(self.pusher) + "/instances", path.read_bytes(), "application/dicom")
+        self.archive = work / "archive"
+
+    def start(self, server: Server) -> Server:
+        self.servers.append(server)
         server.start()
         return server
 
-    try:
-        source = start(orthanc(work / "source"))
-        for path in files:
-            post(rest(source) + "/instances", path.read_bytes(), "application/dicom")
-        puller = start(orthanc_with(work / "puller", {"source": [source.root + "/"]}))
-        orthanc_pull = timed_post(
-            rest(puller) + "/dicom-web/servers/source/retrieve",
-            {"Resources": [{"Study": uid(STUDY)}]},
-        )
-        archive = work / "archive"
-        ours_pull = localdicom("pull", source.root, "-a", str(archive), "--all", "-j", "4")
-        target_ours = start(orthanc(work / "target-ours"))
-        ours_push = localdicom("push", target_ours.root, "-a", str(archive), "--all")
-        target_theirs = start(orthanc(work / "target-theirs"))
-        pusher = start(orthanc_with(work / "pusher", {"target": [target_theirs.root + "/"]}))
-        for path in files:
-            post(rest(pusher) + "/instances", path.read_bytes(), "application/dicom")
-        with urllib.request.urlopen(rest(pusher) + "/studies", timeout=60) as response:
-            study_ids = json.loads(response.read())
-        orthanc_push = timed_post(
-            rest(pusher) + "/dicom-web/servers/target/stow", {"Resources": study_ids}
-        )
-        held = [instances_in(puller), instances_in(target_ours), instances_in(target_theirs)]
-        held.append(sum(1 for _ in archive.glob("*/*/*.dcm")))
-        if held != [count] * 4:
-            raise RuntimeError(f"a destination does not hold every instance: {held}")
-    finally:
-        for server in reversed(servers):
+    def stop(self) -> None:
+        for server in reversed(self.servers):
             server.stop()
+
+    def pull(self) -> Row:
+        load = os.getloadavg()[0]
+        resources = {"Resources": [{"Study": uid(STUDY)}]}
+        url = rest(self.puller) + "/dicom-web/servers/source/retrieve"
+        settle(self.pause)
+        theirs = timed_post(self.puller, url, resources)
+        check(self.puller, self.count)
+        delete_everything(self.puller)
+        shutil.rmtree(self.archive, ignore_errors=True)
+        settle(self.pause)
+        ours = localdicom("pull", self.source.root, "-a", str(self.archive), "--all", "-j", "4")
+        if (held := sum(1 for _ in self.archive.glob("*/*/*.dcm"))) != self.count:
+            raise RuntimeError(f"the archive holds {held} instances, not {self.count}")
+        return Row("pull", theirs, ours, load)
+
+    def push(self) -> Row:
+        """Push what the last pull stored (pull first)."""
+        load = os.getloadavg()[0]
+        settle(self.pause)
+        ours = localdicom("push", self.target_ours.root, "-a", str(self.archive), "--all")
+        check(self.target_ours, self.count)
+        delete_everything(self.target_ours)
+        with urllib.request.urlopen(rest(self.pusher) + "/studies", timeout=60) as response:
+            study_ids = json.loads(response.read())
+        url = rest(self.pusher) + "/dicom-web/servers/target/stow"
+        settle(self.pause)
+        theirs = timed_post(self.pusher, url, {"Resources": study_ids})
+        check(self.target_theirs, self.count)
+        delete_everything(self.target_theirs)
+        return Row("push", theirs, ours, load)
+
+
+def run(folder: Path, count: int, rounds: int, pause: float = SETTLE) -> list[Row]:
+    """Pull then push, ``rounds`` times; Orthanc first in each."""
+    files = write_series(folder / "data", STUDY, SERIES, count)
+    work = Path(tempfile.mkdtemp(prefix="transfer-bench-", dir=folder))
+    bench = None
+    try:
+        bench = Bench(work, files, pause)
+        rows = []
+        for _ in range(rounds):
+            rows += [bench.pull(), bench.push()]
+    finally:
+        if bench is not None:
+            bench.stop()
         shutil.rmtree(work, ignore_errors=True)  # five copies of the data; the cache stays
-    return [("pull", orthanc_pull, ours_pull), ("push", orthanc_push, ours_push)]
+    return sorted(rows, key=lambda row: row.name)
 
 
-def table(rows: list[tuple[str, float, float]], count: int) -> list[str]:
+def table(rows: list[Row], count: int) -> list[str]:
     lines = [
-        f"{count} instances of 512x512 CT (~0.5 MB each)",
+        f"{count} instances of 512x512 CT (~0.5 MB each); CPU: the client's (localdicom's "
+        "process, the Orthanc that retrieves or sends)",
         "",
-        "| transfer | Orthanc s | localdicom s | Orthanc inst/s | localdicom inst/s | speed-up |",
-        "| --- | ---: | ---: | ---: | ---: | ---: |",
+        "| transfer | Orthanc s | localdicom s | Orthanc inst/s | localdicom inst/s | speed-up "
+        "| Orthanc CPU s | localdicom CPU s | load |",
+        "| --- | ---: | ---: | ---: | ---: | ---: | ---: | ---: | ---: |",
     ]
-    for name, theirs, ours in rows:
+    for row in rows:
+        theirs, ours = row.orthanc, row.ours
         lines.append(
-            f"| {name} | {theirs:.2f} | {ours:.2f} | {count / theirs:.0f} | "
-            f"{count / ours:.0f} | {theirs / ours:.2f} |"
+            f"| {row.name} | {theirs.seconds:.2f} | {ours.seconds:.2f} | "
+            f"{count / theirs.seconds:.0f} | {count / ours.seconds:.0f} | "
+            f"{theirs.seconds / ours.seconds:.2f} | {theirs.cpu:.2f} | {ours.cpu:.2f} | "
+            f"{row.load:.2f} |"
         )
     return lines
 
@@ -137,13 +238,14 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("folder", type=Path, nargs="?", help="where instances are cached")
     parser.add_argument("--count", type=int, default=1000)
+    parser.add_argument("--rounds", type=int, default=1, help="pull and push this many times")
     parser.add_argument("--smoke", action="store_true", help="a tiny workload")
     args = parser.parse_args()
     count = 10 if args.smoke else args.count
     folder = args.folder or Path(tempfile.mkdtemp(prefix="transfer-bench-"))
     folder.mkdir(parents=True, exist_ok=True)
     try:
-        rows = run(folder, count)
+        rows = run(folder, count, args.rounds, 0 if args.smoke else SETTLE)
     finally:
         if args.folder is None:  # no cache asked for
             shutil.rmtree(folder, ignore_errors=True)

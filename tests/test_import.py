@@ -150,6 +150,8 @@ def test_nested_folder_with_other_files_mixed_in(tmp_path: Path) -> None:
     assert re.search(r"error: .*dangling: a broken symbolic link", result.stdout)
     assert_clean(archive, 4)
     assert {path.stem for path in stored_files(archive)} == {sop(i) for i in range(4)}
+    stored = {path.stem: path.read_bytes() for path in stored_files(archive)}
+    assert stored[sop(0)] == (source / "IM0001").read_bytes()
     assert (source / "IM0001").exists()  # copied, not moved
 
 

@@ -21,6 +21,7 @@ import pytest
 from localdicom.archive import open_record
 from localdicom.importer import ImportOptions, run_import
 from localdicom.selection import Selection
+from localdicom.transfer import dicomweb
 from localdicom.transfer.dicomweb import Answer, retry_after
 from localdicom.transfer.options import TransferOptions
 from localdicom.transfer.pull import pull
@@ -120,6 +121,19 @@ def test_pull_brings_every_instance_as_stored_and_a_rerun_fetches_nothing(
     assert_same_bytes(archive, originals)
     again = pull(source.url, None, archive, EVERYTHING, token(), QUICK)
     assert (again.stored, again.duplicates, again.size) == (0, len(originals), 0)
+
+
+def test_pull_of_instances_larger_than_kept_in_memory_streams_them_to_disk(
+    source, originals, tmp_path, monkeypatch
+):
+    """An instance over dicomweb.IN_MEMORY goes to the staging folder as it arrives: the
+    same bytes stored, nothing left behind."""
+    monkeypatch.setattr(dicomweb, "IN_MEMORY", 1000)
+    archive = tmp_path / "archive"
+    report = pull(source.url, None, archive, EVERYTHING, token(), QUICK)
+    assert (report.stored, report.errors, report.conflicts) == (len(originals), [], [])
+    assert_same_bytes(archive, originals)
+    assert not list((archive / ".incoming").iterdir())
 
 
 def test_pull_of_one_series_and_by_query(source, originals, tmp_path):

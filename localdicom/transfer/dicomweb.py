@@ -23,6 +23,7 @@ from typing import Any, TypeVar
 import aiohttp
 import orjson
 
+from localdicom.transfer.intake import Received
 from localdicom.transfer.remote import Credentials
 from localdicom.web.multipart import MalformedMultipart, MultipartReader
 
@@ -35,6 +36,9 @@ MAX_WAIT = 60.0
 #: QIDO-RS page size: within what Azure (200) and Google accept as ``limit``.
 PAGE = 200
 CHUNK = 1 << 20
+#: A retrieved instance up to this size is kept in memory until it is stored; a larger one
+#: is written to the staging folder as it arrives (pull keeps a few instances in flight).
+IN_MEMORY = 8 << 20
 #: WADO-RS of an instance in the bytes the remote stores (PS3.18 8.7.3.5.2: transfer-syntax=*).
 AS_STORED = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 
@@ -162,14 +166,14 @@ class DicomwebClient:
 
     # WADO-RS ---------------------------------------------------------------------------
 
-    async def retrieve(self, path: str, target: Path) -> tuple[int, str]:
-        """The instance at ``path`` as stored, into ``target``: its size and SHA-256."""
+    async def retrieve(self, path: str, stage: Callable[[], Path]) -> Received:
+        """The instance at ``path`` as stored (:func:`_receive`)."""
 
-        async def save(response: aiohttp.ClientResponse) -> tuple[int, str]:
+        async def save(response: aiohttp.ClientResponse) -> Received:
             if response.status != 200:
                 answer = await _answer(response)
                 raise RemoteError(self.say(f"WADO-RS answered {answer.status}: {_text(answer)}"))
-            return await _first_part(response, target)
+            return await _first_part(response, stage)
 
         # identity: aiohttp asks for gzip by default, which Orthanc then spends ~0.2 s per
         # instance on, for pixel data that hardly compresses
@@ -180,12 +184,12 @@ class DicomwebClient:
         self,
         path: str,
         stage: Callable[[], Path],
-        take: Callable[[Path, int, str], Awaitable[None]],
+        take: Callable[[Received], Awaitable[None]],
     ) -> str | None:
         """Every instance of the series at ``path`` as stored, in one answer: each part
-        streamed to a file from ``stage`` and handed to ``take`` once whole. None when the
-        answer was read to its end, else why it stopped: what was taken stays taken, and
-        the caller fetches the rest instance by instance (no part is taken twice)."""
+        handed to ``take`` once whole (:func:`_receive`). None when the answer was read to
+        its end, else why it stopped: what was taken stays taken, and the caller fetches
+        the rest instance by instance (no part is taken twice)."""
 
         async def read(response: aiohttp.ClientResponse) -> str | None:
             if response.status != 200:
@@ -194,9 +198,7 @@ class DicomwebClient:
             boundary = _boundary(response.headers.get("Content-Type"))
             try:
                 async for part in MultipartReader(response.content, boundary):
-                    staged = stage()
-                    size, digest = await _save(part.body, staged)
-                    await take(staged, size, digest)
+                    await take(await _receive(part.body, stage))
             except (MalformedMultipart, *RETRIED, aiohttp.ClientError) as exc:
                 return self.say(_reason(exc))
             return None
@@ -247,31 +249,49 @@ async def _answer(response: aiohttp.ClientResponse) -> Answer:
     return Answer(response.status, response.headers.get("Warning", ""), await response.read())
 
 
-async def _first_part(response: aiohttp.ClientResponse, target: Path) -> tuple[int, str]:
-    """Stream the first part of a multipart/related answer to ``target``, hashing it, with
-    the server's own streaming reader (aiohttp's is many times slower on large parts)."""
+async def _first_part(response: aiohttp.ClientResponse, stage: Callable[[], Path]) -> Received:
+    """The first part of a multipart/related answer (:func:`_receive`), with the server's
+    own streaming reader (aiohttp's is many times slower on large parts)."""
     reader = MultipartReader(response.content, _boundary(response.headers.get("Content-Type")))
     try:
         async for part in reader:
-            return await _save(part.body, target)  # the closing boundary is not waited for
+            return await _receive(part.body, stage)  # the closing boundary is not waited for
     except MalformedMultipart as exc:  # a body cut short is worth another attempt
         raise Retry(f"the answer is not whole multipart/related: {exc}") from None
     raise RemoteError("WADO-RS answered a multipart body without an instance")
 
 
-async def _save(body: AsyncIterator[bytes], target: Path) -> tuple[int, str]:
-    """A part's body into ``target`` (removed again if it fails): its size and SHA-256."""
+async def _receive(body: AsyncIterator[bytes], stage: Callable[[], Path]) -> Received:
+    """A part's body: kept in memory up to :data:`IN_MEMORY` bytes (then hashed, parsed
+    and written once by whoever stores it, in another thread), else streamed to a file
+    from ``stage`` as it arrives."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in body:
+        chunks.append(chunk)
+        size += len(chunk)
+        if size > IN_MEMORY:
+            return await _save(chunks, body, stage())
+    return Received(b"".join(chunks), size=size)
+
+
+async def _save(first: list[bytes], rest: AsyncIterator[bytes], target: Path) -> Received:
+    """``first`` then ``rest`` into ``target`` (removed again if it fails), hashed."""
     digest, size = hashlib.sha256(), 0
     try:
         with target.open("wb") as out:
-            async for chunk in body:
+            for chunk in first:
+                digest.update(chunk)
+                out.write(chunk)
+                size += len(chunk)
+            async for chunk in rest:
                 digest.update(chunk)
                 out.write(chunk)
                 size += len(chunk)
     except BaseException:
         target.unlink(missing_ok=True)
         raise
-    return size, digest.hexdigest()
+    return Received(staged=target, size=size, digest=digest.hexdigest())
 
 
 def _boundary(content_type: str | None) -> str | None:

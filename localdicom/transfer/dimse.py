@@ -37,7 +37,7 @@ from localdicom.dicom.uids import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_
 from localdicom.dimse.sending import MAX_CONTEXTS
 from localdicom.importer import ImportOptions, Progress, ingest_sink
 from localdicom.selection import Selection
-from localdicom.transfer.intake import Intake
+from localdicom.transfer.intake import Intake, Received
 from localdicom.transfer.options import TransferOptions
 from localdicom.transfer.plan import Announced, own_level
 from localdicom.transfer.remote import DicomNode
@@ -195,7 +195,9 @@ def pull_dimse(
     import_options = ImportOptions(overwrite=options.overwrite, fsync=options.fsync)
     with ingest_sink(archive_root, import_options) as (sink, server):
         report.server = server
-        intake = Intake(sink, report, record, progress)
+        intake = Intake(
+            sink, report, record, progress, lambda: layout.new_staging_file(sink.staging)
+        )
         receiver = _Receiver(intake, layout, sink.staging, missing)
         _get_all(ae, node, instances, missing, receiver, stop)
     if server is None and report.stored and not options.fsync:
@@ -259,7 +261,8 @@ class _Receiver:
         self.received.add(sop)
         announced = wanted[0].uids if wanted else None
         label = wanted[0].path.lstrip("/") if wanted else sop
-        self.intake.take(staged, staged.stat().st_size, digest, announced, label)
+        received = Received(staged=staged, size=staged.stat().st_size, digest=digest)
+        self.intake.take(received, announced, label)
         return SUCCESS
 
 

@@ -2,13 +2,19 @@
 server running on the archive by STOW-RS) under the same duplicate rule, after checking each
 is what the remote announced.
 
-Files arrive whole in the sink's staging folder (written by the DICOMweb or DIMSE client,
-hashed on the way); :meth:`Intake.take` is called from any thread, one at a time.
+An instance arrives as its bytes in memory, or, larger than the client keeps in memory, as
+a file in the sink's staging folder (hashed on the way). :meth:`Intake.take` is called from
+any thread, several at once: the checks, the hashing and the staged copy of one instance
+(hashing and writing leave the GIL) go on beside another's; the decision and the store are
+one at a time, under the intake's lock.
 """
 
 from __future__ import annotations
 
+import hashlib
+import io
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -16,6 +22,21 @@ from localdicom.archive import TransferRecord
 from localdicom.dicom.header import NotDicom, describe
 from localdicom.importer import Examined, ImportReport, Kind, Progress
 from localdicom.importer.sinks import Sink
+
+
+@dataclass
+class Received:
+    """An instance as it arrived: its bytes (``data``), or a file in the staging folder
+    (``staged``) with its size and SHA-256."""
+
+    data: bytes | None = None
+    staged: Path | None = None
+    size: int = 0
+    digest: str = ""
+
+    def discard(self) -> None:
+        if self.staged is not None:
+            self.staged.unlink(missing_ok=True)
 
 
 @dataclass(frozen=True)
@@ -38,64 +59,91 @@ Expected = tuple[str, ...] | dict[str, tuple[str, str, str]] | None
 
 
 class Intake:
-    """One committer for a pull: checks, stores, counts and records each instance."""
+    """The way in for a pull: checks, stages, stores, counts and records each instance."""
 
     def __init__(
-        self, sink: Sink, report: ImportReport, record: TransferRecord, progress: Progress
+        self,
+        sink: Sink,
+        report: ImportReport,
+        record: TransferRecord,
+        progress: Progress,
+        stage: Callable[[], Path],
     ) -> None:
         self.sink = sink
         self.report = report
         self.pulled = record.digests("pulled")
         self.progress = progress
+        #: A fresh path in the sink's staging folder.
+        self.stage = stage
         self.lock = threading.Lock()
 
-    def take(
-        self,
-        staged: Path,
-        size: int,
-        digest: str,
-        announced: Expected,
-        label: str,
-    ) -> str | None:
-        """Store the file at ``staged`` (removed in any case) if it is the instance announced
-        as (study, series, SOP Instance UID), or one of those (by SOP Instance UID); else
-        count it as an error. Returns the SOP Instance UID the file holds, if it parses."""
-        with self.lock:
-            try:
-                return self._take(staged, size, digest, announced, label)
-            finally:
-                staged.unlink(missing_ok=True)
-                self.progress.advance(1, size)
-
-    def _take(
-        self,
-        staged: Path,
-        size: int,
-        digest: str,
-        announced: Expected,
-        label: str,
-    ) -> str | None:
+    def take(self, received: Received, announced: Expected, label: str) -> str | None:
+        """Store the instance ``received`` (its staged file removed in any case) if it is
+        the instance announced as (study, series, SOP Instance UID), or one of those (by
+        SOP Instance UID); else count it as an error. Returns the SOP Instance UID it holds,
+        if it parses."""
         try:
-            with staged.open("rb") as fp:
-                header = describe(fp)
+            found = self._prepare(received, announced, label)
+            with self.lock:
+                if isinstance(found, str):
+                    self.report.errors.append((label, found))
+                    return None
+                return self._store(found, label)
+        finally:
+            received.discard()
+            with self.lock:
+                self.progress.advance(1, received.size)
+
+    def _prepare(self, received: Received, announced: Expected, label: str) -> Examined | str:
+        """The instance described, checked, hashed and in the staging folder (outside the
+        lock); or why it cannot be stored."""
+        try:
+            if received.data is not None:
+                header = describe(io.BytesIO(received.data))  # parsed in memory: no syscalls
+            else:
+                assert received.staged is not None
+                with received.staged.open("rb") as fp:
+                    header = describe(fp)
         except (NotDicom, OSError) as exc:
-            self.report.errors.append((label, f"not a DICOM instance that can be stored: {exc}"))
-            return None
+            return f"not a DICOM instance that can be stored: {exc}"
         found = (header.study_uid, header.series_uid, header.sop_uid)
         expected = announced.get(header.sop_uid) if isinstance(announced, dict) else announced
         if announced is not None and found[: len(expected or ())] != expected:
-            self.report.errors.append((label, f"the remote sent {'/'.join(found)} instead"))
-            return header.sop_uid
+            return f"the remote sent {'/'.join(found)} instead"
+        if received.data is not None:
+            try:
+                self._write(received)
+            except OSError as exc:
+                return f"not saved: {exc}"
+        assert received.staged is not None
+        item = Examined(Pulled(received.staged, label), Kind.INSTANCE, header=header)  # type: ignore[arg-type]
+        item.size, item.digest, item.staged = received.size, received.digest, received.staged
+        return item
+
+    def _write(self, received: Received) -> None:
+        """The bytes into a file in the staging folder, hashed."""
+        assert received.data is not None
+        received.digest = hashlib.sha256(received.data).hexdigest()
+        received.staged = self.stage()
+        try:
+            with received.staged.open("wb") as out:
+                out.write(received.data)
+        except BaseException:
+            received.discard()
+            raise
+        received.data = None
+
+    def _store(self, item: Examined, label: str) -> str:
+        header = item.header
+        assert header is not None
         report = self.report
         before = report.stored + report.duplicates
-        item = Examined(Pulled(staged, label), Kind.INSTANCE, size=size, header=header)  # type: ignore[arg-type]
-        item.digest, item.staged = digest, staged
         sent = self.sink.store(item, report)
         if sent is not None:
             self.sink.settle(sent, report)
-        report.size += size
+        report.size += item.size
         if report.stored + report.duplicates > before:
-            self.pulled[header.sop_uid] = digest
+            self.pulled[header.sop_uid] = item.digest
         return header.sop_uid
 
     def fail(self, label: str, reason: str) -> None:

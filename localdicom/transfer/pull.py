@@ -28,7 +28,7 @@ from localdicom.importer import (
 from localdicom.selection import Selection
 from localdicom.transfer.dicomweb import DicomwebClient, RemoteError
 from localdicom.transfer.dimse import pull_dimse
-from localdicom.transfer.intake import Intake
+from localdicom.transfer.intake import Expected, Intake, Received
 from localdicom.transfer.options import TransferOptions
 from localdicom.transfer.plan import Announced, WholeSeries, announced, instances_of
 from localdicom.transfer.remote import Credentials, DicomNode
@@ -113,7 +113,9 @@ async def _pull_dicomweb(
         import_options = ImportOptions(overwrite=options.overwrite, fsync=options.fsync)
         with ingest_sink(archive_root, import_options) as (sink, server):
             report.server = server
-            intake = Intake(sink, report, record, progress)
+            intake = Intake(
+                sink, report, record, progress, lambda: layout.new_staging_file(sink.staging)
+            )
             jobs: list[Job] = [*whole, *jobs_of(missing, instances)]
             await _fetch_all(client, layout, sink.staging, jobs, intake, options.jobs, stop)
         if server is None and report.stored and not options.fsync:
@@ -156,6 +158,14 @@ def jobs_of(missing: list[Announced], instances: list[Announced]) -> list[list[A
     return result
 
 
+#: Instances received and not stored yet, at most (the fetchers wait beyond): a few, so that
+#: storing never waits on the network, each at most dicomweb.IN_MEMORY bytes in memory.
+AHEAD = 8
+#: Threads storing at once: one checks, hashes and writes an instance (which leaves the GIL)
+#: while another stores the one before; the stores themselves take turns.
+STORERS = 2
+
+
 async def _fetch_all(
     client: DicomwebClient,
     layout: Layout,
@@ -166,19 +176,22 @@ async def _fetch_all(
     stop: Stop,
 ) -> None:
     """``concurrency`` fetchers, each taking the next series or instance until none is left
-    or a stop is asked for; one committer thread stores what they fetched."""
-    with ThreadPoolExecutor(1, thread_name_prefix="committer") as committer:
-        fetchers = _Fetchers(client, layout, staging, jobs, intake, committer)
+    or a stop is asked for, reading on while what they received is being stored."""
+    with ThreadPoolExecutor(STORERS, thread_name_prefix="storer") as storers:
+        fetchers = _Fetchers(client, layout, staging, jobs, intake, storers)
 
         async def fetcher() -> None:
             while fetchers.queue and not stop.requested:
-                await fetchers.run(fetchers.queue.popleft())
+                await fetchers.run(fetchers.queue.popleft(), stop)
 
-        await asyncio.gather(*(fetcher() for _ in range(max(1, concurrency))))
+        try:
+            await asyncio.gather(*(fetcher() for _ in range(max(1, concurrency))))
+        finally:
+            await fetchers.stored()
 
 
 class _Fetchers:
-    """What the fetchers share: the queue of jobs, the client, the committer thread."""
+    """What the fetchers share: the queue of jobs, the client, the storing threads."""
 
     def __init__(
         self,
@@ -187,45 +200,80 @@ class _Fetchers:
         staging: Path,
         jobs: list[Job],
         intake: Intake,
-        committer: ThreadPoolExecutor,
+        storers: ThreadPoolExecutor,
     ) -> None:
         self.client = client
         self.layout = layout
         self.staging = staging
         self.queue = deque(jobs)
         self.intake = intake
-        self.committer = committer
+        self.storers = storers
         self.loop = asyncio.get_running_loop()
+        self.room = asyncio.Semaphore(AHEAD)
+        self.storing: set[asyncio.Future[str | None]] = set()
+        self.failures: list[BaseException] = []
 
-    async def run(self, job: Job) -> None:
+    async def run(self, job: Job, stop: Stop) -> None:
         if isinstance(job, list) and len(job) == 1:
             await self.instance(job[0])
         else:
-            await self.series(job)
+            await self.series(job, stop)
 
-    async def commit(self, *arguments: object) -> str | None:
-        return await self.loop.run_in_executor(self.committer, self.intake.take, *arguments)
+    async def store(self, received: Received, expected: Expected, label: str) -> asyncio.Future:
+        """Hand an instance to the storing threads, once fewer than AHEAD are on their way;
+        the future gives the SOP Instance UID it holds."""
+        await self.room.acquire()
+        future = self.loop.run_in_executor(
+            self.storers, self.intake.take, received, expected, label
+        )
+        self.storing.add(future)
+        future.add_done_callback(self._stored)
+        return future
+
+    def _stored(self, future: asyncio.Future) -> None:
+        self.storing.discard(future)
+        self.room.release()
+        if not future.cancelled() and future.exception() is not None:
+            self.failures.append(future.exception())
+
+    async def stored(self) -> None:
+        """Wait for every instance handed over to be stored; what went wrong unexpectedly
+        in storing one (a bug, not a refused instance) is raised here, as it was before the
+        storing went on beside the fetching."""
+        while self.storing:
+            await asyncio.wait(list(self.storing))
+        if self.failures:
+            raise self.failures[0]
 
     async def fail(self, label: str, reason: str) -> None:
-        await self.loop.run_in_executor(self.committer, self.intake.fail, label, reason)
+        await self.loop.run_in_executor(self.storers, self.intake.fail, label, reason)
 
     def stage(self) -> Path:
         return self.layout.new_staging_file(self.staging)
 
-    async def series(self, job: Job) -> None:
+    async def series(self, job: Job, stop: Stop) -> None:
         """A series in one answer; what it did not bring goes back in the queue, instance
-        by instance (listed first if the series was not)."""
+        by instance (listed first if the series was not). A stop asked for ends the answer
+        between two instances."""
         if isinstance(job, WholeSeries):
             path, expected = job.path, (job.study, job.series)
         else:
             path = f"/studies/{job[0].study}/series/{job[0].series}"
             expected = {instance.sop: instance.uids for instance in job}
-        taken: set[str | None] = set()
+        futures: list[asyncio.Future] = []
 
-        async def take(staged: Path, size: int, digest: str) -> None:
-            taken.add(await self.commit(staged, size, digest, expected, path.lstrip("/")))
+        async def take(received: Received) -> None:
+            futures.append(await self.store(received, expected, path.lstrip("/")))
+            if stop.requested:
+                raise _Stopped
 
-        stopped = await self.client.retrieve_series(path, self.stage, take)
+        try:
+            stopped = await self.client.retrieve_series(path, self.stage, take)
+        except _Stopped:
+            stopped = "stopped"
+        taken = set(await asyncio.gather(*futures))
+        if stop.requested:
+            return
         if stopped is None and (isinstance(job, WholeSeries) or len(taken) >= len(job)):
             return
         self.client.retries += 1  # the rest is asked for again, instance by instance
@@ -238,19 +286,18 @@ class _Fetchers:
 
     async def instance(self, instance: Announced) -> None:
         label = instance.path.lstrip("/")
-        staged = self.stage()
         try:
-            size, digest = await self.client.retrieve(instance.path, staged)
+            received = await self.client.retrieve(instance.path, self.stage)
         except (RemoteError, OSError) as exc:  # OSError: the staging file (disk full)
-            staged.unlink(missing_ok=True)
             await self.fail(
                 label, str(exc) if isinstance(exc, RemoteError) else f"not saved: {exc}"
             )
             return
-        except BaseException:
-            staged.unlink(missing_ok=True)
-            raise
-        await self.commit(staged, size, digest, instance.uids, label)
+        await self.store(received, instance.uids, label)
+
+
+class _Stopped(Exception):
+    """A stop asked for in the middle of a series' answer."""
 
 
 async def _listed(client: DicomwebClient, series: WholeSeries) -> list[Announced]:
