@@ -189,7 +189,7 @@ class Association:
                 waiting.set_result(message.command)
         elif message.field == C_ECHO:
             self._start(_echo, message)
-        elif message.field in (C_FIND, C_GET, C_MOVE):
+        elif message.field in SERVICES:
             self._start(SERVICES[message.field], message)
         else:
             self._start(_unrecognized, message)
