@@ -133,8 +133,11 @@ async def test_sorting_by_a_column(server: LiveServer, page) -> None:
     assert shown == present + empty
     await page.get_by_role("button", name="Patient ID").click()
     await page.wait_for_url("**sort=-PatientID**")
+    # the header turns as soon as it is clicked; the rows once the new page of studies is in
     await page.wait_for_function(
-        "document.querySelector('th[data-sort=PatientID]').ariaSort === 'descending'"
+        "first => document.querySelector('th[data-sort=PatientID]').ariaSort === 'descending'"
+        " && document.querySelector('#studies tbody tr td:nth-child(3)').innerText === first",
+        arg=present[-1],
     )
     backwards = await page.locator("#studies tbody tr td:nth-child(3)").all_inner_texts()
     assert backwards == present[::-1] + empty
