@@ -70,8 +70,7 @@ async def handle_get(association: Association, request: Message) -> None:
     """C-GET: each instance back to the requestor, on this association."""
     matches = await _selection(association, request, "C-GET")
     if matches is not None:
-        contexts = _storage_contexts(association)
-        await _sub_operations(association, request, matches, _back(association, contexts))
+        await _sub_operations(association, request, matches, _back(association))
 
 
 async def handle_move(association: Association, request: Message) -> None:
@@ -171,10 +170,9 @@ def _storage_contexts(association: Association) -> dict[tuple[str, str], int]:
     }
 
 
-def _back(association: Association, contexts: dict[tuple[str, str], int]) -> Sender:
-    accepted: dict[str, list[str]] = {}
-    for sop_class, syntax in contexts:
-        accepted.setdefault(sop_class, []).append(syntax)
+def _back(association: Association) -> Sender:
+    contexts = _storage_contexts(association)
+    accepted = sendable_syntaxes(association.contexts.values())
 
     async def send(match: Match) -> int | None:
         outgoing = await _outgoing(association, match, accepted)
