@@ -22,7 +22,7 @@ from pydicom.fileset import FileSet
 
 from localdicom import packaging
 from localdicom.cli import main
-from tests.test_import_deidentify import found_in, identifiers, leaked, write_sources
+from tests.test_import_deidentify import found_in, identifiers, imported, leaked
 
 RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 
@@ -31,12 +31,7 @@ RLE_LOSSLESS = "1.2.840.10008.1.2.5"
 def study(tmp_path_factory) -> tuple[Path, list[pydicom.Dataset]]:
     """An archive of the liver SEG, the three CT slices it segments and an ultrasound image,
     as they were (not de-identified), with pydicom's reading of the originals."""
-    folder = tmp_path_factory.mktemp("export-deid")
-    originals = write_sources(folder / "source")
-    archive = folder / "archive"
-    result = CliRunner().invoke(main, ["import", str(folder / "source"), "--archive", str(archive)])
-    assert result.exit_code == 0, result.output
-    return archive, originals
+    return imported(tmp_path_factory.mktemp("export-deid"))
 
 
 def export(archive: Path, dest: Path, key: Path, *args: str | Path) -> tuple[int, str]:

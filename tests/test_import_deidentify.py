@@ -8,6 +8,7 @@ import re
 import stat
 import zipfile
 from pathlib import Path
+from typing import Any
 
 import pydicom
 import pytest
@@ -56,6 +57,28 @@ def identifiers(datasets: list[pydicom.Dataset]) -> set[bytes]:
     return {value for value in found if len(value) > 2}
 
 
+def imported(folder: Path) -> tuple[Path, list[pydicom.Dataset]]:
+    """An archive of the sources as they were (not de-identified), imported into
+    ``folder``, with pydicom's reading of the originals."""
+    originals = write_sources(folder / "source")
+    archive = folder / "archive"
+    result = CliRunner().invoke(main, ["import", str(folder / "source"), "--archive", str(archive)])
+    assert result.exit_code == 0, result.output
+    return archive, originals
+
+
+def assert_seg_on_its_ct_series(datasets: list[pydicom.Dataset]) -> tuple[pydicom.Dataset, Any]:
+    """The SEG among ``datasets`` references exactly their CT instances, as one series; the
+    SEG and its Referenced Series item."""
+    (seg,) = [ds for ds in datasets if ds.Modality == "SEG"]
+    cts = {ds.SOPInstanceUID: ds for ds in datasets if ds.Modality == "CT"}
+    referenced = seg.ReferencedSeriesSequence[0]
+    listed = {item.ReferencedSOPInstanceUID for item in referenced.ReferencedInstanceSequence}
+    assert listed == set(cts)
+    assert {ct.SeriesInstanceUID for ct in cts.values()} == {referenced.SeriesInstanceUID}
+    return seg, referenced
+
+
 def stored(archive: Path) -> list[Path]:
     return sorted(archive.glob("*/*/*.dcm"))
 
@@ -102,13 +125,9 @@ def test_the_stored_seg_references_its_stored_ct_series(tmp_path: Path) -> None:
     write_sources(tmp_path / "source")
     archive, key = tmp_path / "archive", tmp_path / "deid.json"
     run("import", tmp_path / "source", "--archive", archive, "--deidentify", "--deid-key", key)
-    datasets = [pydicom.dcmread(path) for path in stored(archive)]
-    (seg,) = [ds for ds in datasets if ds.Modality == "SEG"]
-    cts = {ds.SOPInstanceUID: ds for ds in datasets if ds.Modality == "CT"}
-    referenced = seg.ReferencedSeriesSequence[0]
-    wanted = {item.ReferencedSOPInstanceUID for item in referenced.ReferencedInstanceSequence}
-    assert wanted == set(cts)
-    assert {ct.SeriesInstanceUID for ct in cts.values()} == {referenced.SeriesInstanceUID}
+    seg, referenced = assert_seg_on_its_ct_series(
+        [pydicom.dcmread(path) for path in stored(archive)]
+    )
     assert (archive / seg.StudyInstanceUID / referenced.SeriesInstanceUID).is_dir()
 
 

@@ -23,7 +23,7 @@ from localdicom.cli import main
 from tests.helpers import free_port, orthanc
 from tests.helpers.live import LiveServer, request
 from tests.test_export_deidentify import assert_nothing_leaks
-from tests.test_import_deidentify import write_sources
+from tests.test_import_deidentify import assert_seg_on_its_ct_series, imported
 from tests.test_transfer import remote_bytes
 
 pytestmark = pytest.mark.slow  # servers in subprocesses
@@ -33,12 +33,7 @@ pytestmark = pytest.mark.slow  # servers in subprocesses
 def study(tmp_path_factory) -> tuple[Path, list[pydicom.Dataset]]:
     """An archive of the liver SEG, its three CT slices and an ultrasound image, as they
     were, with pydicom's reading of the originals."""
-    folder = tmp_path_factory.mktemp("push-deid")
-    originals = write_sources(folder / "source")
-    archive = folder / "archive"
-    result = CliRunner().invoke(main, ["import", str(folder / "source"), "--archive", str(archive)])
-    assert result.exit_code == 0, result.output
-    return archive, originals
+    return imported(tmp_path_factory.mktemp("push-deid"))
 
 
 @pytest.fixture
@@ -79,15 +74,6 @@ def exported(archive: Path, key: Path, dest: Path) -> dict[str, bytes]:
     result = CliRunner().invoke(main, ["export", *arguments])
     assert result.exit_code == 0, result.output
     return {path.stem: path.read_bytes() for path in dest.rglob("*.dcm")}
-
-
-def assert_seg_on_its_ct_series(datasets: list[pydicom.Dataset]) -> None:
-    (seg,) = [ds for ds in datasets if ds.Modality == "SEG"]
-    cts = {ds.SOPInstanceUID: ds for ds in datasets if ds.Modality == "CT"}
-    referenced = seg.ReferencedSeriesSequence[0]
-    listed = {item.ReferencedSOPInstanceUID for item in referenced.ReferencedInstanceSequence}
-    assert listed == set(cts)
-    assert {ct.SeriesInstanceUID for ct in cts.values()} == {referenced.SeriesInstanceUID}
 
 
 def test_push_over_dicomweb_sends_what_export_writes_and_no_identifier(
