@@ -210,7 +210,8 @@ def test_every_kind_of_command_element_is_encoded_as_pydicom_encodes_it():
 def test_a_stored_files_data_set_starts_where_pynetdicom_finds_it(name: str):
     """PS3.10 7.1: what a C-GET sends of a stored file is what follows its File Meta."""
     path = Path(get_testdata_file(name))
-    assert data_set_offset(path) == split_dataset(path)[1]
+    with open(path, "rb") as file:
+        assert data_set_offset(file) == split_dataset(path)[1]
 
 
 def test_a_file_meta_without_its_group_length_first_is_read_element_by_element(tmp_path):
@@ -220,7 +221,8 @@ def test_a_file_meta_without_its_group_length_first_is_read_element_by_element(t
         file.write(bytes(128) + b"DICM")
         write_dataset(DicomFileLike(file), dataset.file_meta)  # explicit VR little endian
         start = file.tell()
-    assert data_set_offset(tmp_path / "no-length.dcm") == start
+    with open(tmp_path / "no-length.dcm", "rb") as file:
+        assert data_set_offset(file) == start
 
 
 def test_a_command_set_written_by_pydicom_is_read_back_whole():

@@ -14,8 +14,7 @@ import logging
 import os
 from collections.abc import AsyncIterator, Callable
 from contextlib import suppress
-from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pydicom.dataset import Dataset
 from pynetdicom.presentation import PresentationContext
@@ -273,22 +272,20 @@ class Association:
                 self._flush()
                 await self.writer.drain()
 
-    async def send_file(self, context_id: int, command: Command, path: Path, offset: int) -> None:
-        """One message whose data set is a file's bytes from ``offset`` on, read straight into
-        its P-DATA-TFs a block at a time (the archive replaces files by renaming: an open one
+    async def send_file(self, context_id: int, command: Command, file: BinaryIO) -> None:
+        """One message whose data set is the rest of an open ``file``, read straight into its
+        P-DATA-TFs a block at a time (the archive replaces files by renaming: an open one
         stays whole)."""
         async with self._sending:
             self._queue(context_id, encode_command(command), True)
             self._flush()
-            with open(path, "rb") as file:
-                file.seek(offset)
-                remaining = os.fstat(file.fileno()).st_size - offset
-                while True:
-                    block, remaining = pdus.read_pdus(file, context_id, self.fragment, remaining)
-                    self.writer.write(block)
-                    await self.writer.drain()
-                    if remaining == 0:
-                        return
+            remaining = os.fstat(file.fileno()).st_size - file.tell()
+            while True:
+                block, remaining = pdus.read_pdus(file, context_id, self.fragment, remaining)
+                self.writer.write(block)
+                await self.writer.drain()
+                if remaining == 0:
+                    return
 
     def _queue(self, context_id: int, data: bytes, is_command: bool) -> None:
         """Add a message's PDUs to what goes out when this task next yields to the loop: the

@@ -185,8 +185,9 @@ def _back(association: Association) -> Sender:
         command = _store_request(match, message_id)
         try:
             if isinstance(content, Path):
-                offset = data_set_offset(content)  # a read of 144 bytes, cached by the OS
-                await association.send_file(context_id, command, content, offset)
+                with open(content, "rb") as file:
+                    file.seek(data_set_offset(file))
+                    await association.send_file(context_id, command, file)
             else:
                 data_set = content[data_set_offset(BytesIO(content)) :]
                 await association.send(context_id, command, data_set)
@@ -230,12 +231,9 @@ def _store_request(match: Match, message_id: int) -> Command:
     }
 
 
-def data_set_offset(file: Path | BinaryIO) -> int:
+def data_set_offset(file: BinaryIO) -> int:
     """Where a DICOM file's data set starts: after its preamble and File Meta Information,
     whose group length says where it ends (PS3.10 7.1) when it comes first, as it should."""
-    if isinstance(file, Path):
-        with open(file, "rb") as opened:
-            return data_set_offset(opened)
     start = file.read(GROUP_LENGTH_END)
     if start[PREAMBLE:GROUP_LENGTH_VALUE] == b"DICM" + GROUP_LENGTH_ELEMENT:
         return GROUP_LENGTH_END + int.from_bytes(start[GROUP_LENGTH_VALUE:], "little")
