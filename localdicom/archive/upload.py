@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import functools
+import io
 import os
 from concurrent import futures
 from dataclasses import dataclass
@@ -29,10 +30,10 @@ class Upload:
 
 
 #: An instance up to this size is held in memory while it arrives, and written to its file
-#: by :func:`prepare_upload` (in a worker process, or a thread), not by the event loop: a
-#: new file's pages cost the CPU that writes them (1.5 ms for 512 KB on this project's
-#: benchmark machine), and with that cost off the loop, which then only receives, uploads
-#: sent eight at a time went about 10% faster. A larger one is written as it arrives.
+#: by :func:`prepare_upload` while it is parsed and hashed; a larger one is written to its
+#: file as it arrives. Writing a new file costs the CPU that receives it (on this project's
+#: benchmark machine, 1.5 ms for 512 KB, more than parsing it): held, that cost leaves the
+#: event loop, which then only receives, and is paid beside the parsing, not before it.
 HELD_BYTES = 16 * 1024 * 1024
 
 
@@ -87,31 +88,44 @@ class StagingFile:
 def prepare_upload(path: Path, fsync: bool, held: bytes | None = None) -> Upload:
     """Parse and hash an upload and write its sidecar next to it; if ``fsync``, flush the
     upload to disk meanwhile, in a thread (a flush waits on the disk, parsing on the CPU).
-    An upload ``held`` in memory is first written to ``path`` here, not in that thread:
-    there, each return from a system call waited for the GIL that parsing held (up to the
-    5 ms switch interval), and uploads sent one at a time went slower.
+    An upload ``held`` in memory is written to ``path`` in that thread too, and parsed and
+    hashed from memory meanwhile.
 
     This runs beside the other uploads (in a worker process, or in a thread of the server
     for an upload alone), so that the commit, one batch at a time, is only renames and a
     flush of their folders. The sidecar is not flushed: it is derived from the .dcm, and a
     start that finds it lost or stale after a power cut writes it again."""
-    if held is not None:
-        write_new(path, held, fsync=False)
-    with path.open("rb") as fp:  # parsed, hashed and flushed through one descriptor
-        flushes = [_flusher().submit(os.fsync, fp.fileno())] if fsync else []
-        try:
-            header = describe_opened(fp, path)
-            digest = file_digest(fp)
-            stat = os.fstat(fp.fileno())
-        finally:  # never leave the flush running on a file the caller may now remove
-            futures.wait(flushes)
-    for flush in flushes:
-        flush.result()
-    written = sidecar_of(path)
+    if held is None:
+        with path.open("rb") as fp:  # parsed, hashed and flushed through one descriptor
+            header, digest = _described(fp, path, _flushing(fp.fileno(), fsync))
+    else:
+        written = _flusher().submit(write_new, path, held, fsync)
+        header, digest = _described(io.BytesIO(held), path, [written])
+    stat = path.stat()
+    written_sidecar = sidecar_of(path)
     write_new(
-        written, sidecar.document(header, digest, stat.st_size, stat.st_mtime_ns), fsync=False
+        written_sidecar,
+        sidecar.document(header, digest, stat.st_size, stat.st_mtime_ns),
+        fsync=False,
     )
-    return Upload(path, header, digest, written)
+    return Upload(path, header, digest, written_sidecar)
+
+
+def _flushing(fd: int, fsync: bool) -> list[futures.Future]:
+    return [_flusher().submit(os.fsync, fd)] if fsync else []
+
+
+def _described(fp: BinaryIO, path: Path, writes: list[futures.Future]) -> tuple[Header, str]:
+    """The header and digest of the upload in ``fp``, once ``writes`` (its file written or
+    flushed, in the flusher thread) are done; their error is raised, if any."""
+    try:
+        header = describe_opened(fp, path)
+        digest = file_digest(fp)
+    finally:  # never leave a write running on a file the caller may now remove
+        futures.wait(writes)
+    for write in writes:
+        write.result()
+    return header, digest
 
 
 def remove(path: Path) -> None:
