@@ -23,9 +23,7 @@ What :class:`Workers` guarantees:
 Each worker has a socket to the server: the event loop writes a call to an idle worker and
 reads the answer when it comes, and no thread of the server takes part, where
 concurrent.futures' ProcessPoolExecutor passes every call to a feeder thread and every
-answer to a manager thread, which cost the server CPU on every call. Where Linux gives
-``memfd_create``, each worker also shares :data:`SHARED_BYTES` of memory with the server,
-through which a call's ``shared`` bytes (an upload held in memory) reach it.
+answer to a manager thread, which cost the server CPU on every call.
 """
 
 from __future__ import annotations
@@ -34,7 +32,6 @@ import asyncio
 import functools
 import io
 import logging
-import mmap
 import multiprocessing
 import os
 import pickle
@@ -65,10 +62,6 @@ LENGTH = struct.Struct("!Q")
 #: Bytes read ahead from a worker before reading pauses; answers (decoded frames) can be
 #: tens of MB and are read whole anyway.
 READ_AHEAD = 1 << 24
-#: Memory each worker shares with the server. Bytes copied there cost the server 15 us for
-#: 512 KB, where sent through the socket they cost 0.7 ms (copied into socket buffers the
-#: kernel allocates for them), on this project's benchmark machine.
-SHARED_BYTES = 16 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -76,9 +69,6 @@ class _Worker:
     process: BaseProcess
     reader: asyncio.StreamReader
     writer: asyncio.StreamWriter
-    #: The memory shared with the worker (None where there is none), written by the
-    #: server only while the worker is given a call.
-    shared: mmap.mmap | None
 
 
 class Workers:
@@ -96,27 +86,23 @@ class Workers:
         #: Tasks nobody may await to their end (a start, a call whose caller went away).
         self._tasks: set[asyncio.Future] = set()
 
-    async def run(self, function: Callable[..., T], *args: Any, shared: bytes | None = None) -> T:
+    async def run(self, function: Callable[..., T], *args: Any) -> T:
         """``function(*args)`` in a worker process; exceptions come back as raised there,
-        :class:`BrokenProcessPool` if the worker died meanwhile. ``shared`` bytes are
-        passed as a last argument, through the memory shared with the worker when they fit
-        there (then as a memoryview, valid until the function returns)."""
+        :class:`BrokenProcessPool` if the worker died meanwhile."""
+        call = _message((function, args))
         worker = await self._live_worker()
-        call = _call_message(function, args, shared, worker.shared)
         # A caller that goes away leaves the call to finish, so the worker's answer is read
         # before it is given another call.
         return await asyncio.shield(self._keep(self._call(worker, call)))
 
-    async def run_or_thread(
-        self, function: Callable[..., T], *args: Any, shared: bytes | None = None
-    ) -> T:
-        """:meth:`run` once a worker is up, else in a thread of this process while they
-        start: for light work, which should not wait for processes to start."""
+    async def run_or_thread(self, function: Callable[..., T], *args: Any) -> T:
+        """``function(*args)`` in a worker process once one is up, else in a thread of
+        this process while they start: for light work, which should not wait for processes
+        to start."""
         if self._up:
-            return await self.run(function, *args, shared=shared)
+            return await self.run(function, *args)
         self._replenish()
-        last = () if shared is None else (shared,)
-        return await asyncio.to_thread(function, *args, *last)
+        return await asyncio.to_thread(function, *args)
 
     def close(self) -> None:
         """Close every worker's socket: a worker exits when it reads the end of it."""
@@ -220,35 +206,8 @@ async def _start_worker() -> _Worker:
         raise
     finally:
         theirs.close()
-    shared = _share_memory(ours)
     reader, writer = await asyncio.open_connection(sock=ours, limit=READ_AHEAD)
-    return _Worker(process, reader, writer, shared)
-
-
-def _share_memory(connection: socket.socket) -> mmap.mmap | None:
-    """Memory for a worker to share, sent to it over ``connection`` as a descriptor (its
-    first message; no descriptor where there is no ``memfd_create``)."""
-    if not hasattr(os, "memfd_create"):
-        socket.send_fds(connection, [b"-"], [])
-        return None
-    fd = os.memfd_create("localdicom-worker", os.MFD_CLOEXEC)
-    try:
-        os.ftruncate(fd, SHARED_BYTES)
-        socket.send_fds(connection, [b"+"], [fd])
-        return mmap.mmap(fd, SHARED_BYTES)
-    finally:
-        os.close(fd)
-
-
-def _shared_memory(connection: socket.socket) -> mmap.mmap | None:
-    """The worker's side of :func:`_share_memory`."""
-    _, fds, _, _ = socket.recv_fds(connection, 1, 1)
-    if not fds:
-        return None
-    try:
-        return mmap.mmap(fds[0], SHARED_BYTES)
-    finally:
-        os.close(fds[0])
+    return _Worker(process, reader, writer)
 
 
 @functools.cache
@@ -256,19 +215,6 @@ def _context() -> multiprocessing.context.BaseContext:
     context = multiprocessing.get_context("forkserver")
     context.set_forkserver_preload(PRELOAD)
     return context
-
-
-def _call_message(
-    function: Callable, args: tuple, shared: bytes | None, memory: mmap.mmap | None
-) -> memoryview:
-    """A call: the function, its arguments, and how many bytes of the shared memory follow
-    them as a last argument (None: none)."""
-    if shared is None:
-        return _message((function, args, None))
-    if memory is None or len(shared) > len(memory):
-        return _message((function, (*args, shared), None))
-    memory[: len(shared)] = shared
-    return _message((function, args, len(shared)))
 
 
 def _message(content: Any) -> memoryview:
@@ -286,22 +232,17 @@ def _serve(connection: socket.socket, server: int) -> None:
     the server closes the socket (or ends)."""
     signal.signal(signal.SIGINT, signal.SIG_IGN)  # Ctrl-C is for the server, which stops us
     exit_with(server)
-    shared = _shared_memory(connection)
     calls = connection.makefile("rb")
     while True:
         length = calls.read(LENGTH.size)
         if len(length) < LENGTH.size:
             return
-        connection.sendall(_outcome(calls.read(LENGTH.unpack(length)[0]), shared))
+        connection.sendall(_outcome(calls.read(LENGTH.unpack(length)[0])))
 
 
-def _outcome(call: bytes, shared: mmap.mmap | None) -> memoryview:
+def _outcome(call: bytes) -> memoryview:
     try:
-        function, args, length = pickle.loads(call)
-        if length is not None:
-            assert shared is not None
-            with memoryview(shared)[:length] as view:
-                return _message((True, function(*args, view), None))
+        function, args = pickle.loads(call)
         return _message((True, function(*args), None))
     except Exception as exc:
         error, where = exc, traceback.format_exc()

@@ -11,7 +11,6 @@ orders events (requests sent, answers received); it does not time them.
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import itertools
 import os
 import signal
@@ -33,7 +32,7 @@ from pydicom.pixels import pixel_array
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from localdicom.dicom.header import NotDicom
-from localdicom.workers import SHARED_BYTES, Workers
+from localdicom.workers import Workers
 from tests.helpers import SAMPLES, process_tree
 from tests.helpers.http import url_path
 from tests.helpers.live import LiveServer, request, stow_file
@@ -387,31 +386,6 @@ async def test_a_large_answer_comes_back_whole() -> None:
         assert await workers.run(bytes, data) == data
     finally:
         workers.close()
-
-
-def _received(label: str, data: bytes | memoryview) -> tuple[str, str, str]:
-    return label, type(data).__name__, hashlib.sha256(data).hexdigest()
-
-
-async def test_shared_bytes_reach_the_worker_as_its_last_argument() -> None:
-    """Through the memory shared with each worker where Linux gives memfd_create (as a
-    memoryview), pickled along with the call where they do not fit (as bytes); each call,
-    two workers taking turns, gets its own."""
-    workers = Workers(2)
-    small = [os.urandom(100_000 + n) for n in range(12)]
-    large = os.urandom(SHARED_BYTES + 1)
-    try:
-        answers = await asyncio.gather(
-            *(workers.run(_received, str(n), shared=data) for n, data in enumerate(small)),
-            workers.run(_received, "large", shared=large),
-        )
-    finally:
-        workers.close()
-    shared = "memoryview" if hasattr(os, "memfd_create") else "bytes"
-    assert answers == [
-        *((str(n), shared, hashlib.sha256(data).hexdigest()) for n, data in enumerate(small)),
-        ("large", "bytes", hashlib.sha256(large).hexdigest()),
-    ]
 
 
 async def test_a_call_whose_caller_went_away_is_finished_before_the_next() -> None:

@@ -21,7 +21,7 @@ from localdicom.archive.scan import ScanReport
 from localdicom.archive.sidecar import StoredInstance
 from localdicom.archive.transfers import TransferRecord, open_record
 from localdicom.archive.trash import Trash, Trashed, Why
-from localdicom.archive.upload import Spooled, StagingFile, Upload, prepare_upload
+from localdicom.archive.upload import StagingFile, Upload, prepare_upload
 
 __all__ = [
     "Archive",
@@ -31,7 +31,6 @@ __all__ = [
     "FeedEntry",
     "Layout",
     "ScanReport",
-    "Spooled",
     "StagingFile",
     "StoredInstance",
     "TransferRecord",

@@ -22,7 +22,6 @@ from typing import Any
 from localdicom.archive import (
     Archive,
     ScanReport,
-    Spooled,
     Upload,
     Why,
     prepare_upload,
@@ -69,7 +68,7 @@ class Catalog(FeedReading, Removing):
         self,
         archive: Archive,
         *,
-        prepare: Callable[[Path, bytes | None], Awaitable[Upload]],
+        prepare: Callable[[Path], Awaitable[Upload]],
         overwrite: bool = False,
         index_attributes: tuple[str, ...] = (),
         keep_removed: bool = True,
@@ -260,27 +259,37 @@ class Catalog(FeedReading, Removing):
         """
         return await self.check(await self.spool(chunks), study)
 
-    async def spool(self, chunks: AsyncIterator[bytes]) -> Spooled:
-        """Stream one instance into the upload area (:class:`StagingFile`), for
-        :meth:`check`; raises :class:`StoreFailed` (a full disk) or the stream's error,
-        leaving nothing behind."""
-        staging = self.archive.new_upload()
+    async def spool(self, chunks: AsyncIterator[bytes]) -> Path:
+        """Stream one instance to a new file of the upload area, for :meth:`check`; raises
+        :class:`StoreFailed` (a full disk) or the stream's error, leaving nothing behind."""
+        staging = _writing(self.archive.new_upload)
         self._uploads.add(staging.path)
         try:
             async for chunk in chunks:
                 _writing(staging.write, chunk)
-            return _writing(staging.close)
+            _writing(staging.close)
         except BaseException:
             staging.abandon()
             self._uploads.discard(staging.path)
             raise
+        return staging.path
 
-    async def check(self, incoming: Spooled, study: str | None = None) -> Upload:
+    def stage_copy(self, source: Path) -> Path:
+        """Bring a file written elsewhere into the upload area, for :meth:`store_staged`
+        (blocking, for the thread of a way in that writes its own files: a C-STORE
+        receiver). Raises :class:`StoreFailed` (a full disk)."""
+        return _writing(self.archive.stage_copy, source)
+
+    async def store_staged(self, incoming: Path) -> Stored:
+        """:meth:`check` then :meth:`commit` a file already in the upload area."""
+        self._uploads.add(incoming)
+        return await self.commit(await self.check(incoming))
+
+    async def check(self, incoming: Path, study: str | None = None) -> Upload:
         """Parse, hash and flush a :meth:`spool`-ed upload: the second half of :meth:`receive`,
         which may run while the next upload of a request streams in."""
-        preparing = asyncio.ensure_future(self._prepared(incoming))
         try:
-            prepared = await asyncio.shield(preparing)
+            prepared = await self._prepared(incoming)
             if study is not None and prepared.header.study_uid != study:
                 raise StoreFailed(
                     FailureReason.DATASET_DOES_NOT_MATCH,
@@ -288,33 +297,22 @@ class Catalog(FeedReading, Removing):
                     f"the URL, {study}",
                     prepared.header,
                 )
-        except asyncio.CancelledError:  # its caller went away, not the preparation
-            preparing.add_done_callback(functools.partial(self._prepared_for_none, incoming))
-            raise
         except BaseException:
-            self._remove_upload(incoming.path)
+            self._remove_upload(incoming)
             raise
         return prepared
 
-    def _prepared_for_none(self, incoming: Spooled, preparing: asyncio.Future) -> None:
-        """Remove an upload whose caller went away once its preparation, which goes on in a
-        thread or a worker and may still be writing the file, is done."""
-        if not preparing.cancelled():
-            preparing.exception()  # retrieved: nobody waits for it any more
-        self._remove_upload(incoming.path)
-
-    def _prepare(self, incoming: Spooled) -> Awaitable[Upload]:
+    def _prepare(self, incoming: Path) -> Awaitable[Upload]:
         """Prepare an upload in the worker processes, where concurrent uploads use every
         core and leave this process's GIL to the server; or, when it is the only upload in
         progress, in a thread here, where it is done sooner without the hand-over to a
         process and back. A query that comes in meanwhile waits for the GIL at most as long
         as parsing holds it."""
-        if self._uploads == {incoming.path}:
-            fsync = self.archive.fsync
-            return asyncio.to_thread(prepare_upload, incoming.path, fsync, incoming.held)
-        return self._prepare_elsewhere(incoming.path, incoming.held)
+        if self._uploads == {incoming}:
+            return asyncio.to_thread(prepare_upload, incoming, self.archive.fsync)
+        return self._prepare_elsewhere(incoming)
 
-    async def _prepared(self, incoming: Spooled) -> Upload:
+    async def _prepared(self, incoming: Path) -> Upload:
         try:
             return await self._prepare(incoming)
         except NotDicom as exc:
