@@ -14,10 +14,10 @@ from pathlib import Path
 import pydicom
 import pytest
 
-from localdicom.archive import Archive, Upload, prepare_upload
+from localdicom.archive import Archive, Upload
 from localdicom.archive import archive as archive_module
 from localdicom.catalog import Catalog, FailureReason, Stored, StoreFailed
-from tests.helpers import SAMPLES
+from tests.helpers import SAMPLES, prepare_here
 
 SAMPLE = SAMPLES / "blue-circle.dcm"
 
@@ -30,7 +30,7 @@ class Elsewhere:
 
     async def __call__(self, path: Path) -> Upload:
         self.prepared.append(path)
-        return await asyncio.to_thread(prepare_upload, path, False)
+        return await prepare_here(path)
 
 
 @pytest.fixture

@@ -29,7 +29,7 @@ from pynetdicom.sop_class import (
     StudyRootQueryRetrieveInformationModelFind,
 )
 
-from localdicom.archive import Archive, Upload, prepare_upload
+from localdicom.archive import Archive
 from localdicom.catalog import Catalog
 from localdicom.dimse import find
 from localdicom.dimse.find import handle_find
@@ -44,6 +44,7 @@ from tests.helpers import (
     SOP_RED_TRIANGLE,
     STUDY_UID,
     free_port,
+    prepare_here,
     write_series,
 )
 from tests.helpers.dimse import identifier
@@ -466,14 +467,11 @@ def image_query() -> Message:
 def node(tmp_path: Path) -> Node:
     """A Catalog holding the samples (each test runs the handler on a loop of its own)."""
 
-    async def prepare(path: Path) -> Upload:
-        return await asyncio.to_thread(prepare_upload, path, False)
-
     async def chunks(data: bytes) -> AsyncIterator[bytes]:
         yield data
 
     async def stocked() -> Catalog:
-        catalog = Catalog(Archive(tmp_path / "archive", fsync=False), prepare=prepare)
+        catalog = Catalog(Archive(tmp_path / "archive", fsync=False), prepare=prepare_here)
         await catalog.open()
         for path in sorted(SAMPLES.glob("*.dcm")):
             await catalog.store(chunks(path.read_bytes()))

@@ -10,7 +10,6 @@ datasets sent, never from the server's answers.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import io
 from collections.abc import AsyncIterator, Callable
@@ -25,11 +24,11 @@ from pydicom.dataset import Dataset
 from pydicom.uid import generate_uid
 
 from localdicom.app import make_app
-from localdicom.archive import Archive, Upload, prepare_upload
+from localdicom.archive import Archive
 from localdicom.catalog import Catalog
 from localdicom.catalog.searching import matched_in_sidecars
 from localdicom.dicom.qido import parse_condition
-from tests.helpers import app_settings
+from tests.helpers import app_settings, prepare_here
 
 CORPUS = ("CT_small.dcm", "MR_small.dcm", "MR2_J2KI.dcm", "JPEG2000.dcm", "US1_J2KR.dcm")
 UID_KEYWORD = {"studies": "StudyInstanceUID", "series": "SeriesInstanceUID"}
@@ -270,14 +269,10 @@ def test_dicomweb_client_searches_an_attribute_memory_does_not_hold(live_server)
 # the index snapshot: made with the attributes the index held ---------------------------------
 
 
-async def _prepare_here(path: Path) -> Upload:
-    return await asyncio.to_thread(prepare_upload, path, False)
-
-
 async def _opened(root: Path, promoted: tuple[str, ...]) -> tuple[Catalog, int]:
     """A Catalog on ``root`` and how many instances its start took from the snapshot."""
     catalog = Catalog(
-        Archive(root, fsync=False), prepare=_prepare_here, index_attributes=_tags(promoted)
+        Archive(root, fsync=False), prepare=prepare_here, index_attributes=_tags(promoted)
     )
     report = await catalog.open()
     return catalog, report.scan.from_snapshot

@@ -3,7 +3,6 @@ and a damaged snapshot costs only the time to read the folders it no longer desc
 
 from __future__ import annotations
 
-import asyncio
 import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -11,20 +10,16 @@ from pathlib import Path
 import orjson
 import pytest
 
-from localdicom.archive import Archive, Layout, Upload, prepare_upload, sidecar
+from localdicom.archive import Archive, Layout, sidecar
 from localdicom.archive import snapshot as snapshot_file
 from localdicom.archive.layout import SNAPSHOT
 from localdicom.catalog import Catalog, OpenReport
 from localdicom.importer import run_import
 from localdicom.index import SCHEMA, Index
-from tests.helpers import SAMPLES
+from tests.helpers import SAMPLES, prepare_here
 from tests.helpers.corpus import pydicom_file
 
 SAMPLE_FILES = sorted(SAMPLES.glob("*.dcm"))  # one study, two series
-
-
-async def prepare_here(path: Path) -> Upload:
-    return await asyncio.to_thread(prepare_upload, path, False)
 
 
 async def opened(root: Path) -> tuple[Catalog, OpenReport]:

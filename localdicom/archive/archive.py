@@ -41,20 +41,6 @@ class Archive(Layout):
     def new_upload(self) -> StagingFile:
         return StagingFile(self.new_staging_file())
 
-    def stage_copy(self, source: Path) -> Path:
-        """A file written elsewhere (a DICOM receiver's temporary file) brought into the
-        upload area: hard-linked where it is on the archive's file system, else copied."""
-        staged = self.new_staging_file()
-        try:
-            os.link(source, staged)
-        except OSError:
-            try:
-                shutil.copyfile(source, staged)
-            except BaseException:
-                staged.unlink(missing_ok=True)
-                raise
-        return staged
-
     # reading -------------------------------------------------------------------------------
 
     def read_ranges(self, dcm: Path, ranges: list[ByteRange]) -> bytes:

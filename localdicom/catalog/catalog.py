@@ -274,17 +274,6 @@ class Catalog(FeedReading, Removing):
             raise
         return staging.path
 
-    def stage_copy(self, source: Path) -> Path:
-        """Bring a file written elsewhere into the upload area, for :meth:`store_staged`
-        (blocking, for the thread of a way in that writes its own files: a C-STORE
-        receiver). Raises :class:`StoreFailed` (a full disk)."""
-        return _writing(self.archive.stage_copy, source)
-
-    async def store_staged(self, incoming: Path) -> Stored:
-        """:meth:`check` then :meth:`commit` a file already in the upload area."""
-        self._uploads.add(incoming)
-        return await self.commit(await self.check(incoming))
-
     async def check(self, incoming: Path, study: str | None = None) -> Upload:
         """Parse, hash and flush a :meth:`spool`-ed upload: the second half of :meth:`receive`,
         which may run while the next upload of a request streams in."""

@@ -17,6 +17,7 @@ The submodules group the rest by what it talks to:
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -27,6 +28,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from benchmarks.dataset import ct_slice, uid, write_series
 from benchmarks.servers import Server, free_port, orthanc, process_tree
 from localdicom.app import Settings, make_app
+from localdicom.archive import Upload, prepare_upload
 
 __all__ = [
     "REPOSITORY",
@@ -64,6 +66,12 @@ def app_settings(archive: Path, **options: Any) -> Settings:
     a test about durability asks for ``fsync=True``."""
     options.setdefault("fsync", False)
     return Settings(archive=archive, **options)
+
+
+async def prepare_here(path: Path) -> Upload:
+    """A Catalog's ``prepare`` in a thread of the test, without fsync: the worker processes'
+    work without them."""
+    return await asyncio.to_thread(prepare_upload, path, False)
 
 
 @asynccontextmanager
