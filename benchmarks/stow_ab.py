@@ -3,13 +3,16 @@
     python -m localdicom serve /scratch/a --port 8101 &            # one build
     (cd ../other-checkout && python -m localdicom serve /scratch/b --port 8102 &)
     python -m benchmarks.stow_ab http://127.0.0.1:8101 http://127.0.0.1:8102 --concurrency 8
+    python -m benchmarks.stow_ab URL_A URL_B --pid PID_A --pid PID_B   # and CPU per instance
 
 Each round sends every server COUNT new 512x512 CT slices (``benchmarks.dataset``, a new
 series each time: nothing is a re-send), one per request, CONCURRENCY at a time; the servers
 take turns, in the opposite order every other round, so a machine whose speed drifts (a
-shared one) favours none. The rate of every round is printed, and the median. Bodies are
-built before the clock starts; the first round of each server is a warm-up and not counted.
-Any DICOMweb base URL works (Orthanc's ``/dicom-web`` too).
+shared one) favours none. The rate of every round is printed, and the median; with a
+``--pid`` per server (the server's process), also the CPU its process tree (worker
+processes included) spent per instance, read from /proc, which moves less with other load
+than the rate. Bodies are built before the clock starts; the first round of each server is
+a warm-up and not counted. Any DICOMweb base URL works (Orthanc's ``/dicom-web`` too).
 """
 
 from __future__ import annotations
@@ -17,13 +20,16 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
+import os
 import statistics
 import time
 import uuid
+from pathlib import Path
 
 import aiohttp
 
 from benchmarks.dataset import ct_slice
+from benchmarks.servers import process_tree
 
 
 def request_body(study: str, series: str, index: int) -> tuple[bytes, str]:
@@ -57,21 +63,42 @@ async def one_round(
     return len(bodies) / (time.perf_counter() - started)
 
 
-async def compare(roots: list[str], rounds: int, count: int, concurrency: int) -> None:
-    rates: dict[str, list[float]] = {root: [] for root in roots}
+def cpu_seconds(pid: int | None) -> float:
+    """User and system CPU of a process and its descendants (0 without a pid)."""
+    if pid is None:
+        return 0.0
+    ticks = 0
+    for each in process_tree(pid):
+        try:
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+        except OSError:  # it has just exited
+            continue
+        ticks += int(fields[11]) + int(fields[12])
+    return ticks / os.sysconf("SC_CLK_TCK")
+
+
+async def compare(
+    servers: dict[str, int | None], rounds: int, count: int, concurrency: int
+) -> None:
+    rates: dict[str, list[float]] = {root: [] for root in servers}
+    cpu: dict[str, list[float]] = {root: [] for root in servers}
+    roots = list(servers)
     async with aiohttp.ClientSession() as session:
         for number in range(rounds + 1):
             for root in roots if number % 2 == 0 else roots[::-1]:
                 series = f"stow-ab-{uuid.uuid4().hex}"
                 bodies = [request_body("stow-ab", series, index) for index in range(count)]
+                before = cpu_seconds(servers[root])
                 rate = await one_round(session, root, bodies, concurrency)
                 if number:  # the first round warms each server up
                     rates[root].append(rate)
-    print(f"| server | c{concurrency} median, instances/s | every round |")
-    print("| --- | ---: | --- |")
-    for root, each in rates.items():
-        listed = ", ".join(f"{rate:.0f}" for rate in each)
-        print(f"| {root} | {statistics.median(each):.1f} | {listed} |")
+                    cpu[root].append((cpu_seconds(servers[root]) - before) / count * 1000)
+    print(f"| server | c{concurrency} instances/s, median | every round | CPU ms per instance |")
+    print("| --- | ---: | --- | --- |")
+    for root in roots:
+        listed = ", ".join(f"{rate:.0f}" for rate in rates[root])
+        spent = ", ".join(f"{ms:.1f}" for ms in cpu[root]) if servers[root] else "-"
+        print(f"| {root} | {statistics.median(rates[root]):.1f} | {listed} | {spent} |")
 
 
 def main() -> None:
@@ -80,8 +107,15 @@ def main() -> None:
     parser.add_argument("--rounds", type=int, default=8)
     parser.add_argument("--count", type=int, default=200, help="instances per round")
     parser.add_argument("--concurrency", type=int, default=8)
+    parser.add_argument(
+        "--pid", type=int, action="append", default=[], help="each server's process, in order"
+    )
     options = parser.parse_args()
-    asyncio.run(compare(options.roots, options.rounds, options.count, options.concurrency))
+    if options.pid and len(options.pid) != len(options.roots):
+        parser.error("give a --pid for every URL, or none")
+    pids = options.pid or [None] * len(options.roots)
+    servers = dict(zip(options.roots, pids, strict=True))
+    asyncio.run(compare(servers, options.rounds, options.count, options.concurrency))
 
 
 if __name__ == "__main__":
