@@ -61,15 +61,7 @@ class Server:
         those that ended and were waited for (counted in their parent's), so that a process
         ending between two readings (localdicom's survey of the archive at startup) does not
         make the difference negative."""
-        if not self.process:
-            return 0.0
-        ticks = 0
-        for pid in process_tree(self.process.pid):
-            with contextlib.suppress(OSError):  # the process has just exited
-                fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
-                # utime, stime, cutime, cstime (proc(5))
-                ticks += sum(int(value) for value in fields[11:15])
-        return ticks / os.sysconf("SC_CLK_TCK")
+        return tree_cpu_seconds(self.process.pid) if self.process else 0.0
 
     def memory_kib(self) -> int:
         """Memory of the process and all its descendants (a forkserver's workers are its
@@ -92,6 +84,17 @@ class Server:
                     if name in total:
                         total[name] += int(value.split()[0])
         return total
+
+
+def tree_cpu_seconds(pid: int) -> float:
+    """See :meth:`Server.cpu_seconds`: of process ``pid`` and its descendants."""
+    ticks = 0
+    for each in process_tree(pid):
+        with contextlib.suppress(OSError):  # the process has just exited
+            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
+            # utime, stime, cutime, cstime (proc(5))
+            ticks += sum(int(value) for value in fields[11:15])
+    return ticks / os.sysconf("SC_CLK_TCK")
 
 
 def process_tree(pid: int) -> list[int]:

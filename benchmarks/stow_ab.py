@@ -20,16 +20,14 @@ from __future__ import annotations
 import argparse
 import asyncio
 import io
-import os
 import statistics
 import time
 import uuid
-from pathlib import Path
 
 import aiohttp
 
 from benchmarks.dataset import ct_slice
-from benchmarks.servers import process_tree
+from benchmarks.servers import tree_cpu_seconds
 
 
 def request_body(study: str, series: str, index: int) -> tuple[bytes, str]:
@@ -63,20 +61,6 @@ async def one_round(
     return len(bodies) / (time.perf_counter() - started)
 
 
-def cpu_seconds(pid: int | None) -> float:
-    """User and system CPU of a process and its descendants (0 without a pid)."""
-    if pid is None:
-        return 0.0
-    ticks = 0
-    for each in process_tree(pid):
-        try:
-            fields = Path(f"/proc/{each}/stat").read_text().rsplit(")", 1)[1].split()
-        except OSError:  # it has just exited
-            continue
-        ticks += int(fields[11]) + int(fields[12])
-    return ticks / os.sysconf("SC_CLK_TCK")
-
-
 async def compare(
     servers: dict[str, int | None], rounds: int, count: int, concurrency: int
 ) -> None:
@@ -88,11 +72,13 @@ async def compare(
             for root in roots if number % 2 == 0 else roots[::-1]:
                 series = f"stow-ab-{uuid.uuid4().hex}"
                 bodies = [request_body("stow-ab", series, index) for index in range(count)]
-                before = cpu_seconds(servers[root])
+                pid = servers[root]
+                before = tree_cpu_seconds(pid) if pid else 0.0
                 rate = await one_round(session, root, bodies, concurrency)
                 if number:  # the first round warms each server up
                     rates[root].append(rate)
-                    cpu[root].append((cpu_seconds(servers[root]) - before) / count * 1000)
+                    if pid:
+                        cpu[root].append((tree_cpu_seconds(pid) - before) / count * 1000)
     print(f"| server | c{concurrency} instances/s, median | every round | CPU ms per instance |")
     print("| --- | ---: | --- | --- |")
     for root in roots:

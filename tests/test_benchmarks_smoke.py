@@ -28,8 +28,13 @@ pytestmark = [
 
 def smoke(benchmark: str) -> str:
     """The table ``python -m benchmarks.<benchmark> --smoke`` prints; it must exit 0."""
+    return run(benchmark, "--smoke")
+
+
+def run(benchmark: str, *arguments: str) -> str:
+    """What ``python -m benchmarks.<benchmark> ARGUMENTS`` prints; it must exit 0."""
     result = subprocess.run(
-        [sys.executable, "-m", f"benchmarks.{benchmark}", "--smoke"],
+        [sys.executable, "-m", f"benchmarks.{benchmark}", *arguments],
         cwd=REPOSITORY,
         capture_output=True,
         text=True,
@@ -72,3 +77,16 @@ def test_transfer_smoke_prints_pull_and_push_against_orthanc():
     rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| pu")]
     assert [row[0].strip() for row in rows] == ["pull", "push"], table
     assert all(re.fullmatch(r"\d+\.\d\d", cell.strip()) for row in rows for cell in row[1:3])
+
+
+def test_stow_ab_stores_new_instances_each_round_and_prints_rate_and_cpu(live_server):
+    """Orthanc is not needed here: any DICOMweb server is a side of the A/B."""
+    assert live_server.process is not None
+    pid = str(live_server.process.pid)
+    table = run("stow_ab", live_server.url, "--pid", pid, "--rounds", "2", "--count", "3")
+    (row,) = [line.split("|")[1:-1] for line in table.splitlines() if "127.0.0.1" in line]
+    assert re.fullmatch(r"\d+\.\d", row[1].strip()), row
+    assert len(row[2].split(",")) == len(row[3].split(",")) == 2, "every counted round"
+    assert all(re.fullmatch(r"\d+\.\d", ms.strip()) for ms in row[3].split(",")), row
+    counted = {path.stem for path in live_server.archive.rglob("*.dcm")}
+    assert len(counted) == 3 * 3, "the warm-up round and the two counted, each new instances"
