@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import zipfile
 from collections.abc import Iterator
 from pathlib import Path
@@ -226,7 +227,8 @@ async def test_quick_viewer_wheel_steps_through_frames(server: LiveServer, page)
     await page.wait_for_function(
         f"document.querySelector('#image').dataset.frame === '{len(frames) - 1}'"
     )
-    assert "slice=" in page.url
+    # the URL follows once the wheel and keys rest (viewer.js: remember(), after 300 ms)
+    await page.wait_for_url(re.compile(rf"[?&]slice={len(frames)}(&|$)"))
     assert not page.problems.seen, page.problems.seen
 
 
