@@ -1,8 +1,9 @@
 """What several test modules share; fixtures are in tests/conftest.py.
 
 ``tests.helpers`` holds the sample files' identifiers, the settings and in-process client the
-tests build an app with, and what the benchmarks also use (a free port, a process tree,
-synthetic CT slices): this module is the only place the tests take those from ``benchmarks``.
+tests build an app with, a Catalog's ``prepare`` without worker processes, and what the
+benchmarks also use (a free port, a process tree, synthetic CT slices): this module is the
+only place the tests take those from ``benchmarks``.
 The submodules group the rest by what it talks to:
 
 * ``tests.helpers.live``: ``localdicom serve`` in a subprocess and blocking HTTP to it;
@@ -45,6 +46,7 @@ __all__ = [
     "ct_slice",
     "free_port",
     "orthanc",
+    "prepare_here",
     "process_tree",
     "uid",
     "write_series",
