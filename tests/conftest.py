@@ -34,3 +34,22 @@ def live_server(archive_dir: Path) -> Iterator[LiveServer]:
     server.start()
     yield server
     server.stop()
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Iterator[None]:
+    """A failed browser test reports what its page saw and waited for, and the end of its
+    live server's log: a wait that timed out says nothing of why."""
+    outcome = yield
+    report = outcome.get_result()
+    if report.when != "call" or not report.failed:
+        return
+    arguments = getattr(item, "funcargs", {})
+    problems = getattr(arguments.get("page"), "problems", None)
+    if problems is not None:
+        report.sections.append(("the page", problems.report()))
+    server = arguments.get("server", arguments.get("live_server"))
+    log = getattr(server, "log", None)
+    if isinstance(log, Path) and log.exists():
+        tail = log.read_text(errors="replace").splitlines()[-60:]
+        report.sections.append(("the end of the server's log", "\n".join(tail)))

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 import os
+import time
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -56,14 +57,30 @@ async def chromium() -> AsyncIterator:
 
 
 class Problems:
-    """HTTP errors, failed requests, script errors and CORS messages seen by the page."""
+    """HTTP errors, failed requests, script errors and CORS messages seen by the page, and
+    the requests still unanswered: what a failed test reports (tests/conftest.py), so that
+    a wait that timed out says what the page was waiting for."""
 
     def __init__(self, page) -> None:
         self.seen: list[str] = []
+        self.pending: dict[object, tuple[str, float]] = {}
+        page.on("request", lambda r: self.pending.update({r: (r.url, time.monotonic())}))
+        page.on("requestfinished", lambda r: self.pending.pop(r, None))
+        page.on("requestfailed", self._failed)
         page.on("response", self._response)
-        page.on("requestfailed", lambda r: self.seen.append(f"failed {r.url}: {r.failure}"))
         page.on("console", self._console)
         page.on("pageerror", lambda error: self.seen.append(f"page error: {error}"))
+
+    def report(self) -> str:
+        now = time.monotonic()
+        unanswered = [f"{now - t:.1f} s: {url}" for url, t in self.pending.values()]
+        return "\n".join(
+            ["seen:", *self.seen, "still unanswered (waiting since):", *unanswered]
+        )
+
+    def _failed(self, request) -> None:
+        self.pending.pop(request, None)
+        self.seen.append(f"failed {request.url}: {request.failure}")
 
     def _response(self, response) -> None:
         if response.status >= 400:
