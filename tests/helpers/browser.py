@@ -74,9 +74,7 @@ class Problems:
     def report(self) -> str:
         now = time.monotonic()
         unanswered = [f"{now - t:.1f} s: {url}" for url, t in self.pending.values()]
-        return "\n".join(
-            ["seen:", *self.seen, "still unanswered (waiting since):", *unanswered]
-        )
+        return "\n".join(["seen:", *self.seen, "still unanswered (waiting since):", *unanswered])
 
     def _failed(self, request) -> None:
         self.pending.pop(request, None)
