@@ -125,7 +125,9 @@ async def _open_catalog(app: web.Application) -> AsyncIterator[None]:
         overwrite=settings.overwrite,
         index_attributes=settings.index_attributes,
         keep_removed=settings.trash,
-        prepare=lambda path: workers.run_or_thread(prepare_upload, path, settings.fsync),
+        prepare=lambda path, held: workers.run_or_thread(
+            prepare_upload, path, settings.fsync, shared=held
+        ),
     )
     report = await catalog.open()
     studies, series, instances = catalog.counts()

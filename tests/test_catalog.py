@@ -1,14 +1,15 @@
 """Where the catalog prepares an upload (parses, hashes, flushes it): in this process when it
 is the only upload in progress, in the workers when others are, and after any failure
-still by that rule. How it commits uploads that wait together: as one group, with the
-duplicate policy applied as if one after the other."""
+still by that rule. An upload held in memory or spilled to its file, and one whose caller
+went away while it was prepared, leave nothing behind. How it commits uploads that wait
+together: as one group, with the duplicate policy applied as if one after the other."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import io
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
 import pydicom
@@ -16,6 +17,7 @@ import pytest
 
 from localdicom.archive import Archive, Upload
 from localdicom.archive import archive as archive_module
+from localdicom.archive import upload as upload_module
 from localdicom.catalog import Catalog, FailureReason, Stored, StoreFailed
 from tests.helpers import SAMPLES, prepare_here
 
@@ -28,9 +30,9 @@ class Elsewhere:
     def __init__(self) -> None:
         self.prepared: list[Path] = []
 
-    async def __call__(self, path: Path) -> Upload:
+    async def __call__(self, path: Path, held: Sequence[bytes] | None) -> Upload:
         self.prepared.append(path)
-        return await prepare_here(path)
+        return await prepare_here(path, held)
 
 
 @pytest.fixture
@@ -51,10 +53,15 @@ def instance(sop: str, **changes: str) -> bytes:
     return buffer.getvalue()
 
 
-async def chunks(data: bytes, pause: asyncio.Event | None = None) -> AsyncIterator[bytes]:
-    """``data`` in two halves, waiting for ``pause`` to be set between them."""
+async def chunks(
+    data: bytes, pause: asyncio.Event | None = None, paused: asyncio.Event | None = None
+) -> AsyncIterator[bytes]:
+    """``data`` in two halves, waiting for ``pause`` to be set between them (and setting
+    ``paused`` when it starts to wait)."""
     yield data[: len(data) // 2]
     if pause is not None:
+        if paused is not None:
+            paused.set()
         await pause.wait()
     yield data[len(data) // 2 :]
 
@@ -71,12 +78,11 @@ async def test_an_upload_alone_is_prepared_here(catalog) -> None:
 
 async def test_uploads_in_progress_together_are_prepared_elsewhere(catalog) -> None:
     catalog, elsewhere = catalog
-    pause = asyncio.Event()
+    pause, paused = asyncio.Event(), asyncio.Event()
     first = asyncio.create_task(
-        catalog.receive(chunks(instance("1.2.826.0.1.3680043.8.498.101"), pause))
+        catalog.receive(chunks(instance("1.2.826.0.1.3680043.8.498.101"), pause, paused))
     )
-    while not list(catalog.archive.incoming.iterdir()):  # the first has begun to arrive
-        await asyncio.sleep(0.01)
+    await paused.wait()  # the first has begun to arrive
     second = await catalog.receive(chunks(instance("1.2.826.0.1.3680043.8.498.102")))
     pause.set()
     first_upload = await first
@@ -96,6 +102,69 @@ async def test_a_failed_upload_leaves_the_next_alone(catalog) -> None:
     await catalog.store(chunks(instance("1.2.826.0.1.3680043.8.498.105")))
     assert elsewhere.prepared == []
     assert list(catalog.archive.incoming.iterdir()) == []
+
+
+async def test_an_upload_too_large_to_hold_is_spilled_to_its_file_as_it_comes(
+    catalog, monkeypatch
+) -> None:
+    catalog, _ = catalog
+    data = instance("1.2.826.0.1.3680043.8.498.106")
+    monkeypatch.setattr(upload_module, "HELD_BYTES", len(data) // 3)
+    pause, paused = asyncio.Event(), asyncio.Event()
+    storing = asyncio.create_task(catalog.store(chunks(data, pause, paused)))
+    await paused.wait()
+    (spilled,) = catalog.archive.incoming.iterdir()  # half of it, over the limit
+    assert spilled.read_bytes() == data[: len(data) // 2]
+    pause.set()
+    stored = await storing
+    record = catalog.index.instances[stored.header.sop_uid]
+    assert catalog.path_of(record).read_bytes() == data
+    assert record.digest.hex() == hashlib.sha256(data).hexdigest()
+    assert list(catalog.archive.incoming.iterdir()) == []
+
+
+async def test_an_upload_held_in_memory_has_no_file_until_it_is_prepared(catalog) -> None:
+    catalog, _ = catalog
+    pause, paused = asyncio.Event(), asyncio.Event()
+    receiving = asyncio.create_task(
+        catalog.receive(chunks(instance("1.2.826.0.1.3680043.8.498.107"), pause, paused))
+    )
+    await paused.wait()
+    assert list(catalog.archive.incoming.iterdir()) == []
+    pause.set()
+    upload = await receiving
+    assert upload.path.is_file() and upload.sidecar is not None and upload.sidecar.is_file()
+    catalog.discard(upload)
+    assert list(catalog.archive.incoming.iterdir()) == []
+
+
+async def test_an_upload_whose_caller_went_away_is_removed_once_prepared(tmp_path) -> None:
+    """The preparation goes on in its thread or worker (it cannot be stopped there) and
+    writes the file; the upload is removed after it, not before."""
+    let_go, preparing, prepared = asyncio.Event(), asyncio.Event(), asyncio.Event()
+
+    async def slow(path: Path, held: Sequence[bytes] | None) -> Upload:
+        preparing.set()
+        await let_go.wait()
+        try:
+            return await prepare_here(path, held)
+        finally:
+            prepared.set()
+
+    catalog = Catalog(Archive(tmp_path / "archive", fsync=False), prepare=slow)
+    await catalog.open()
+    await catalog.spool(chunks(instance("1.2.826.0.1.3680043.8.498.108")))  # not alone
+    spooled = await catalog.spool(chunks(instance("1.2.826.0.1.3680043.8.498.109")))
+    checking = asyncio.create_task(catalog.check(spooled))
+    await preparing.wait()
+    checking.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await checking
+    let_go.set()
+    await prepared.wait()
+    await asyncio.sleep(0)  # the removal runs as the preparation's done callback
+    assert not spooled.path.exists()
+    assert sorted(catalog.archive.incoming.iterdir()) == []
 
 
 async def commit_together(catalog: Catalog, *datas: bytes) -> list[Stored | BaseException]:

@@ -23,6 +23,7 @@ from pynetdicom.pdu import P_DATA_TF
 from pynetdicom.presentation import build_context
 from pynetdicom.sop_class import CTImageStorage
 
+from localdicom.archive.held import HELD_BYTES
 from localdicom.dimse.server import MAX_ASSOCIATIONS
 from tests.helpers import ct_slice
 from tests.helpers.dimse import (
@@ -54,8 +55,14 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[DicomServer]:
 
 
 def big_ct(series: str) -> Dataset:
-    """About 20 MB: twenty PDUs at the server's largest, 1 MiB."""
+    """About 20 MB: twenty PDUs at the server's largest, 1 MiB; more than the server holds
+    in memory while it arrives."""
     return ct_slice(f"study-of-{series}", series, 0, size=3200)
+
+
+#: P-DATA-TF PDUs of :func:`big_ct` after which the server has begun to write it to the
+#: upload area, where a test sees it arrive: past what it holds in memory.
+PAST_HELD = HELD_BYTES // (1 << 20) + 2
 
 
 def spooling(server: DicomServer, at_least: int = 1) -> bool:
@@ -122,7 +129,7 @@ def cut_after(server: DicomServer, pdus: int, how: str) -> Callable[[evt.Event],
 @pytest.mark.parametrize("how", ["A-ABORT", "connection closed"])
 def test_c_store_cut_midway_stores_nothing_and_leaves_nothing(server: DicomServer, how: str):
     dataset = big_ct(f"cut-{how}")
-    call = associate(server, handlers=[(evt.EVT_PDU_SENT, cut_after(server, 4, how))])
+    call = associate(server, handlers=[(evt.EVT_PDU_SENT, cut_after(server, PAST_HELD, how))])
     assert call.assoc.is_established
     answer = call.assoc.send_c_store(dataset)
     assert "Status" not in answer  # no response: the association ended first
@@ -194,7 +201,7 @@ def test_qido_answers_while_a_c_store_is_stalled_mid_dataset(server: DicomServer
     stored.assoc.release()
     dataset = big_ct("stalled")
     stalled, go_on, result = threading.Event(), threading.Event(), {}
-    call = associate(server, handlers=[(evt.EVT_PDU_SENT, stall_after(3, stalled, go_on))])
+    call = associate(server, handlers=[(evt.EVT_PDU_SENT, stall_after(PAST_HELD, stalled, go_on))])
     sender = threading.Thread(
         target=lambda: result.setdefault("status", call.assoc.send_c_store(dataset))
     )

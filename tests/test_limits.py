@@ -44,6 +44,7 @@ from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.uid import ExplicitVRLittleEndian, SecondaryCaptureImageStorage, generate_uid
 
 from localdicom.app import Settings, make_app
+from localdicom.archive import held
 from localdicom.dicom.qido import LEVELS, QueryError, parse_query
 from localdicom.workers import Workers
 from tests.helpers import (
@@ -229,7 +230,9 @@ async def test_client_leaving_mid_upload_leaves_nothing(
 
 class SmallDisk:
     """Files opened for writing under ``root`` share ``free`` bytes; a write beyond them
-    writes what fits and fails with ENOSPC, as on a full file system. None: unlimited."""
+    writes what fits and fails with ENOSPC, as on a full file system. None: unlimited.
+    Uploads held in memory are written by descriptor (``held.write_held``): a write of
+    theirs beyond ``free`` writes nothing (O_DIRECT takes whole blocks only)."""
 
     def __init__(self, root: Path, free: int | None = None) -> None:
         self.root = root.resolve()
@@ -247,15 +250,28 @@ class SmallDisk:
                 return _Metered(fp, disk)
             return fp
 
+        real_write_all = held._write_all
+
+        def write_all(fd: int, data: memoryview) -> None:
+            path = Path(os.readlink(f"/proc/self/fd/{fd}"))
+            if disk.free is not None and path.is_relative_to(disk.root):
+                if len(data) > disk.free:
+                    disk.free = 0
+                    disk.failures += 1
+                    raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+                disk.free -= len(data)
+            real_write_all(fd, data)
+
         monkeypatch.setattr(pathlib.Path, "open", open_)
+        monkeypatch.setattr(held, "_write_all", write_all)
         # The disk is simulated in this process: uploads are parsed (and their sidecars
         # written) in a thread of it, not in the worker processes.
         monkeypatch.setattr(Workers, "run_or_thread", _in_a_thread)
         return self
 
 
-async def _in_a_thread(_workers: Workers, function: Any, *args: Any) -> Any:
-    return await asyncio.to_thread(function, *args)
+async def _in_a_thread(_workers: Workers, function: Any, *args: Any, **shared: Any) -> Any:
+    return await Workers.in_thread(function, *args, **shared)
 
 
 class _Metered:

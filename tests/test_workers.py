@@ -11,7 +11,9 @@ orders events (requests sent, answers received); it does not time them.
 from __future__ import annotations
 
 import asyncio
+import hashlib
 import itertools
+import mmap
 import os
 import signal
 import subprocess
@@ -32,7 +34,7 @@ from pydicom.pixels import pixel_array
 from pydicom.uid import ExplicitVRLittleEndian, generate_uid
 
 from localdicom.dicom.header import NotDicom
-from localdicom.workers import Workers
+from localdicom.workers import SHARED_BYTES, Workers
 from tests.helpers import SAMPLES, process_tree
 from tests.helpers.http import url_path
 from tests.helpers.live import LiveServer, request, stow_file
@@ -386,6 +388,48 @@ async def test_a_large_answer_comes_back_whole() -> None:
         assert await workers.run(bytes, data) == data
     finally:
         workers.close()
+
+
+def _received(label: str, data: memoryview) -> tuple[str, str, bool, str]:
+    """What a worker was given: a view of page-aligned memory (aligned if a view of it
+    starting one byte in still fits in a page), and its digest."""
+    start = np.frombuffer(data, dtype=np.uint8).ctypes.data if len(data) else 0
+    return label, type(data).__name__, start % mmap.PAGESIZE == 0, _digest(data)
+
+
+def _digest(data: bytes | memoryview) -> str:
+    return hashlib.sha256(data).hexdigest()
+
+
+async def test_shared_bytes_reach_the_worker_as_a_page_aligned_view_after_its_arguments() -> None:
+    """Through the memory shared with each worker where Linux gives memfd_create, pickled
+    along with the call where they do not fit; either way a view of page-aligned memory
+    (O_DIRECT writes need it), each call its own, with two workers taking turns."""
+    workers = Workers(2)
+    small = [[os.urandom(100_000 + n), os.urandom(n)] for n in range(12)]
+    large = [os.urandom(SHARED_BYTES), b"1"]
+    try:
+        answers = await asyncio.gather(
+            *(workers.run(_received, str(n), shared=chunks) for n, chunks in enumerate(small)),
+            workers.run(_received, "large", shared=large),
+        )
+    finally:
+        workers.close()
+    assert answers == [
+        *((str(n), "memoryview", True, _digest(b"".join(c))) for n, c in enumerate(small)),
+        ("large", "memoryview", True, _digest(b"".join(large))),
+    ]
+
+
+async def test_shared_bytes_reach_a_thread_the_same_way_while_workers_start() -> None:
+    workers = Workers(1)
+    chunks = [os.urandom(5000), os.urandom(7)]
+    try:
+        answer = await workers.run_or_thread(_received, "early", shared=chunks)
+        await workers.run(os.getpid)  # the worker it started is up before it is closed
+    finally:
+        workers.close()
+    assert answer == ("early", "memoryview", True, _digest(b"".join(chunks)))
 
 
 async def test_a_call_whose_caller_went_away_is_finished_before_the_next() -> None:

@@ -1,9 +1,9 @@
 """The archive folder on disk: the only code that names, reads or writes its files.
 
 :mod:`.layout` names every path, :mod:`.sidecar` owns the sidecar format, :mod:`.snapshot`
-the index snapshot, :mod:`.scan` the startup read, :mod:`.upload` instances on their way in,
-:mod:`.archive` the writes, :mod:`.trash` what was removed, :mod:`.changefeed` the log of
-the changes, and :mod:`.lock` who may write.
+the index snapshot, :mod:`.scan` the startup read, :mod:`.upload` instances on their way in
+(:mod:`.held` those held in memory), :mod:`.archive` the writes, :mod:`.trash` what was
+removed, :mod:`.changefeed` the log of the changes, and :mod:`.lock` who may write.
 """
 
 from localdicom.archive.archive import Archive
@@ -21,7 +21,13 @@ from localdicom.archive.scan import ScanReport
 from localdicom.archive.sidecar import StoredInstance
 from localdicom.archive.transfers import TransferRecord, open_record
 from localdicom.archive.trash import Trash, Trashed, Why
-from localdicom.archive.upload import StagingFile, Upload, prepare_upload
+from localdicom.archive.upload import (
+    Spooled,
+    StagingFile,
+    Upload,
+    prepare_spooled,
+    prepare_upload,
+)
 
 __all__ = [
     "Archive",
@@ -31,6 +37,7 @@ __all__ = [
     "FeedEntry",
     "Layout",
     "ScanReport",
+    "Spooled",
     "StagingFile",
     "StoredInstance",
     "TransferRecord",
@@ -42,6 +49,7 @@ __all__ = [
     "announce_server",
     "archive_lock",
     "open_record",
+    "prepare_spooled",
     "prepare_upload",
     "running_server",
     "server_token",

@@ -1,10 +1,13 @@
-"""An instance on its way in: its bytes in the upload area, then parsed, hashed and given
-its sidecar there, ready to be renamed into place by :meth:`Archive.commit_uploads`."""
+"""An instance on its way in: its bytes held in memory or in the upload area, then written
+there, parsed, hashed and given its sidecar, ready to be renamed into place by
+:meth:`Archive.commit_uploads`."""
 
 from __future__ import annotations
 
 import contextlib
 import functools
+import hashlib
+import io
 import os
 from concurrent import futures
 from dataclasses import dataclass
@@ -13,6 +16,7 @@ from typing import BinaryIO
 
 from localdicom.archive import sidecar
 from localdicom.archive.files import file_digest, write_new
+from localdicom.archive.held import HELD_BYTES, MemoryFile, aligned, write_held
 from localdicom.archive.layout import sidecar_of
 from localdicom.dicom.header import Header, describe_opened
 
@@ -28,52 +32,111 @@ class Upload:
     sidecar: Path | None = None
 
 
-class StagingFile:
-    """A new file in the upload area that an instance's bytes are written to as they come.
+@dataclass(frozen=True)
+class Spooled:
+    """An instance received: its ``path`` in the upload area, and its bytes if they were
+    ``held`` in memory instead (then nothing is at ``path`` until it is prepared)."""
 
-    Writes go to the page cache and return at once, so callers on the event loop call
-    :meth:`write` directly; a failure of the file is an ``OSError`` (a full disk)."""
+    path: Path
+    held: tuple[bytes, ...] | None = None
+
+
+class StagingFile:
+    """An instance's bytes as they come: held in memory up to :data:`HELD_BYTES`, beyond
+    that written to a new file in the upload area.
+
+    Writes to the page cache return at once, so callers on the event loop call :meth:`write`
+    directly; a failure of the file is an ``OSError`` (a full disk)."""
 
     def __init__(self, path: Path) -> None:
         self.path = path
-        self._fp: BinaryIO = path.open("xb")
+        self._held: list[bytes] = []
+        self._size = 0
+        self._fp: BinaryIO | None = None
 
     def write(self, chunk: bytes) -> None:
+        if self._fp is None:
+            self._held.append(chunk)
+            self._size += len(chunk)
+            if self._size <= HELD_BYTES:
+                return
+            self._fp = self.path.open("xb")
+            chunk = b"".join(self._held)
+            self._held = []
         self._fp.write(chunk)
 
-    def close(self) -> None:
+    def close(self) -> Spooled:
+        if self._fp is None:
+            return Spooled(self.path, tuple(self._held))
         self._fp.close()
+        return Spooled(self.path)
 
     def abandon(self) -> None:
         """Close quietly and remove what was written."""
-        with contextlib.suppress(OSError):
-            self._fp.close()
+        self._held = []
+        if self._fp is not None:
+            with contextlib.suppress(OSError):
+                self._fp.close()
         remove(self.path)
 
 
-def prepare_upload(path: Path, fsync: bool) -> Upload:
-    """Parse and hash an upload and write its sidecar next to it; if ``fsync``, flush the
-    upload to disk meanwhile, in a thread (a flush waits on the disk, parsing on the CPU).
+def prepare_upload(path: Path, fsync: bool, held: memoryview | None = None) -> Upload:
+    """Parse and hash an upload and write its sidecar next to it.
+
+    An upload in its file is flushed meanwhile if ``fsync``, in a thread (a flush waits on
+    the disk, parsing on the CPU). One ``held`` in page-aligned memory
+    (:func:`localdicom.archive.held.aligned`, or a worker process's shared memory) is
+    first written to ``path`` (:func:`write_held`: past the page cache when flushed), then
+    parsed and hashed where it is.
 
     This runs beside the other uploads (in a worker process, or in a thread of the server
     for an upload alone), so that the commit, one batch at a time, is only renames and a
     flush of their folders. The sidecar is not flushed: it is derived from the .dcm, and a
     start that finds it lost or stale after a power cut writes it again."""
-    with path.open("rb") as fp:  # parsed, hashed and flushed through one descriptor
-        flushes = [_flusher().submit(os.fsync, fp.fileno())] if fsync else []
-        try:
-            header = describe_opened(fp, path)
-            digest = file_digest(fp)
+    if held is None:
+        with path.open("rb") as fp:  # parsed, hashed and flushed through one descriptor
+            flushes = [_flusher().submit(os.fsync, fp.fileno())] if fsync else []
+            header, digest = _described(fp, path, flushes)
             stat = os.fstat(fp.fileno())
-        finally:  # never leave the flush running on a file the caller may now remove
-            futures.wait(flushes)
-    for flush in flushes:
-        flush.result()
+    else:
+        # Written here, not in the flusher thread beside the parsing: there each of its
+        # system calls waited for the GIL this thread held, and (A/B with
+        # benchmarks/stow_ab.py) eight uploads at a time cost more CPU, one at a time
+        # went no faster.
+        write_held(path, held, fsync)
+        reader = io.BufferedReader(MemoryFile(held, str(path)))
+        header, digest = _described(reader, path, [], held)
+        stat = path.stat()
     written = sidecar_of(path)
     write_new(
         written, sidecar.document(header, digest, stat.st_size, stat.st_mtime_ns), fsync=False
     )
     return Upload(path, header, digest, written)
+
+
+def _described(
+    fp: BinaryIO, path: Path, writes: list[futures.Future], held: memoryview | None = None
+) -> tuple[Header, str]:
+    """The header and digest of the upload in ``fp`` (``held`` in memory, if it is), once
+    ``writes`` (its file written or flushed, in the flusher thread) are done; their error
+    is raised, if any."""
+    try:
+        header = describe_opened(fp, path)
+        digest = file_digest(fp) if held is None else hashlib.sha256(held).hexdigest()
+    finally:  # never leave a write running on a file the caller may now remove
+        futures.wait(writes)
+    for write in writes:
+        write.result()
+    return header, digest
+
+
+def prepare_spooled(spooled: Spooled, fsync: bool) -> Upload:
+    """:func:`prepare_upload` in this process, its held bytes gathered into page-aligned
+    memory reused from upload to upload."""
+    if spooled.held is None:
+        return prepare_upload(spooled.path, fsync)
+    with aligned(spooled.held) as held:
+        return prepare_upload(spooled.path, fsync, held)
 
 
 def remove(path: Path) -> None:

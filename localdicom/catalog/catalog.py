@@ -22,9 +22,10 @@ from typing import Any
 from localdicom.archive import (
     Archive,
     ScanReport,
+    Spooled,
     Upload,
     Why,
-    prepare_upload,
+    prepare_spooled,
     sidecar,
 )
 from localdicom.archive.upload import remove as remove_upload
@@ -68,14 +69,15 @@ class Catalog(FeedReading, Removing):
         self,
         archive: Archive,
         *,
-        prepare: Callable[[Path], Awaitable[Upload]],
+        prepare: Callable[[Path, tuple[bytes, ...] | None], Awaitable[Upload]],
         overwrite: bool = False,
         index_attributes: tuple[str, ...] = (),
         keep_removed: bool = True,
     ) -> None:
-        """``prepare`` runs :func:`prepare_upload` on an upload with the archive's fsync
-        setting somewhere else than this process: in the worker processes when the server
-        runs (parsing holds the GIL for milliseconds); see :meth:`_prepare`.
+        """``prepare`` runs :func:`prepare_upload` on an upload (its path, and its bytes if
+        they are held in memory) with the archive's fsync setting somewhere else than this
+        process: in the worker processes when the server runs (parsing holds the GIL for
+        milliseconds); see :meth:`_prepare`.
         ``index_attributes`` (tags) are kept in memory per instance besides the built-in
         ones, so that searches on them need no sidecar. ``keep_removed``: deleted and
         replaced instances go to the archive's trash (False: they are gone for good)."""
@@ -259,26 +261,27 @@ class Catalog(FeedReading, Removing):
         """
         return await self.check(await self.spool(chunks), study)
 
-    async def spool(self, chunks: AsyncIterator[bytes]) -> Path:
-        """Stream one instance to a new file of the upload area, for :meth:`check`; raises
-        :class:`StoreFailed` (a full disk) or the stream's error, leaving nothing behind."""
-        staging = _writing(self.archive.new_upload)
+    async def spool(self, chunks: AsyncIterator[bytes]) -> Spooled:
+        """Stream one instance into the upload area (:class:`StagingFile`: held in memory if
+        small enough), for :meth:`check`; raises :class:`StoreFailed` (a full disk) or the
+        stream's error, leaving nothing behind."""
+        staging = self.archive.new_upload()
         self._uploads.add(staging.path)
         try:
             async for chunk in chunks:
                 _writing(staging.write, chunk)
-            _writing(staging.close)
+            return _writing(staging.close)
         except BaseException:
             staging.abandon()
             self._uploads.discard(staging.path)
             raise
-        return staging.path
 
-    async def check(self, incoming: Path, study: str | None = None) -> Upload:
+    async def check(self, incoming: Spooled, study: str | None = None) -> Upload:
         """Parse, hash and flush a :meth:`spool`-ed upload: the second half of :meth:`receive`,
         which may run while the next upload of a request streams in."""
+        preparing = asyncio.ensure_future(self._prepared(incoming))
         try:
-            prepared = await self._prepared(incoming)
+            prepared = await asyncio.shield(preparing)
             if study is not None and prepared.header.study_uid != study:
                 raise StoreFailed(
                     FailureReason.DATASET_DOES_NOT_MATCH,
@@ -286,22 +289,32 @@ class Catalog(FeedReading, Removing):
                     f"the URL, {study}",
                     prepared.header,
                 )
+        except asyncio.CancelledError:  # its caller went away, not the preparation
+            preparing.add_done_callback(functools.partial(self._prepared_for_none, incoming))
+            raise
         except BaseException:
-            self._remove_upload(incoming)
+            self._remove_upload(incoming.path)
             raise
         return prepared
 
-    def _prepare(self, incoming: Path) -> Awaitable[Upload]:
+    def _prepared_for_none(self, incoming: Spooled, preparing: asyncio.Future) -> None:
+        """Remove an upload whose caller went away once its preparation is done: it goes on
+        in a thread or a worker, and may be writing the file yet."""
+        if not preparing.cancelled():
+            preparing.exception()  # retrieved: nobody waits for it any more
+        self._remove_upload(incoming.path)
+
+    def _prepare(self, incoming: Spooled) -> Awaitable[Upload]:
         """Prepare an upload in the worker processes, where concurrent uploads use every
         core and leave this process's GIL to the server; or, when it is the only upload in
         progress, in a thread here, where it is done sooner without the hand-over to a
         process and back. A query that comes in meanwhile waits for the GIL at most as long
         as parsing holds it."""
-        if self._uploads == {incoming}:
-            return asyncio.to_thread(prepare_upload, incoming, self.archive.fsync)
-        return self._prepare_elsewhere(incoming)
+        if self._uploads == {incoming.path}:
+            return asyncio.to_thread(prepare_spooled, incoming, self.archive.fsync)
+        return self._prepare_elsewhere(incoming.path, incoming.held)
 
-    async def _prepared(self, incoming: Path) -> Upload:
+    async def _prepared(self, incoming: Spooled) -> Upload:
         try:
             return await self._prepare(incoming)
         except NotDicom as exc:

@@ -19,7 +19,7 @@ The submodules group the rest by what it talks to:
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Sequence
 from contextlib import asynccontextmanager
 from pathlib import Path
 from typing import Any
@@ -29,7 +29,7 @@ from aiohttp.test_utils import TestClient, TestServer
 from benchmarks.dataset import ct_slice, uid, write_series
 from benchmarks.servers import Server, free_port, orthanc, process_tree
 from localdicom.app import Settings, make_app
-from localdicom.archive import Upload, prepare_upload
+from localdicom.archive import Spooled, Upload, prepare_spooled
 
 __all__ = [
     "REPOSITORY",
@@ -70,10 +70,10 @@ def app_settings(archive: Path, **options: Any) -> Settings:
     return Settings(archive=archive, **options)
 
 
-async def prepare_here(path: Path) -> Upload:
+async def prepare_here(path: Path, held: Sequence[bytes] | None = None) -> Upload:
     """A Catalog's ``prepare`` in a thread of the test, without fsync: the worker processes'
     work without them."""
-    return await asyncio.to_thread(prepare_upload, path, False)
+    return await asyncio.to_thread(prepare_spooled, Spooled(path, held), False)
 
 
 @asynccontextmanager

@@ -1,0 +1,131 @@
+"""An upload held in memory: written to its file whole whatever its length (O_DIRECT for
+the aligned part where the file system takes it, open(2)), never over a file already there,
+nothing left of a write that failed; read back through :class:`MemoryFile` as through a
+file; gathered into page-aligned memory that is reused."""
+
+from __future__ import annotations
+
+import errno
+import io
+import os
+import random
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pytest
+
+from localdicom.archive import held as held_module
+from localdicom.archive.held import BLOCK, MemoryFile, aligned, write_held
+from tests.helpers import SAMPLES
+
+SIZES = [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 512 * 1024 + 123]
+
+
+def accepts_direct(folder: Path) -> bool:
+    probe = folder / "probe"
+    try:
+        os.close(os.open(probe, os.O_WRONLY | os.O_CREAT | os.O_DIRECT, 0o644))
+    except OSError:
+        return False
+    finally:
+        probe.unlink(missing_ok=True)
+    return True
+
+
+@pytest.fixture(params=["disk", "tmpfs"])
+def folder(request, tmp_path: Path) -> Iterator[Path]:
+    """The test's own folder, and one on tmpfs (which refused O_DIRECT before Linux 6.6)."""
+    if request.param == "disk":
+        yield tmp_path
+        return
+    shm = Path("/dev/shm")
+    if not shm.is_dir():
+        pytest.skip("no /dev/shm here")
+    folder = shm / f"localdicom-test-{os.getpid()}-{tmp_path.name}"
+    folder.mkdir()
+    yield folder
+    for path in folder.iterdir():
+        path.unlink()
+    folder.rmdir()
+
+
+@pytest.mark.parametrize("fsync", [True, False])
+@pytest.mark.parametrize("size", SIZES)
+def test_written_whole_whatever_its_length(folder: Path, size: int, fsync: bool) -> None:
+    data = os.urandom(size)
+    with aligned([data[: size // 3], data[size // 3 :]]) as view:
+        write_held(folder / "upload", view, fsync)
+    assert (folder / "upload").read_bytes() == data
+
+
+def test_flushed_uploads_go_past_the_page_cache_where_the_file_system_allows(
+    tmp_path: Path, monkeypatch
+) -> None:
+    """O_DIRECT is on for the blocks that are whole, then off for the rest."""
+    switched: list[int] = []
+    stop = held_module._stop_direct
+    monkeypatch.setattr(held_module, "_stop_direct", lambda fd: stop(switched.append(fd) or fd))
+    data = os.urandom(3 * BLOCK + 5)
+    with aligned([data]) as view:
+        write_held(tmp_path / "flushed", view, fsync=True)
+        write_held(tmp_path / "not-flushed", view, fsync=False)
+    assert len(switched) == (1 if accepts_direct(tmp_path) else 0)
+    assert (tmp_path / "flushed").read_bytes() == (tmp_path / "not-flushed").read_bytes() == data
+
+
+def test_a_file_already_there_is_left_as_it_was(tmp_path: Path) -> None:
+    (tmp_path / "upload").write_bytes(b"stored before")
+    with aligned([b"something else"]) as view, pytest.raises(FileExistsError):
+        write_held(tmp_path / "upload", view, fsync=True)
+    assert (tmp_path / "upload").read_bytes() == b"stored before"
+
+
+def test_a_write_that_fails_leaves_no_file(tmp_path: Path, monkeypatch) -> None:
+    def full(fd: int, data) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(held_module.os, "write", full)
+    with aligned([os.urandom(2 * BLOCK)]) as view, pytest.raises(OSError) as failure:
+        write_held(tmp_path / "upload", view, fsync=True)
+    assert failure.value.errno == errno.ENOSPC
+    assert list(tmp_path.iterdir()) == []
+
+
+def test_a_memory_file_reads_and_seeks_as_a_file_does() -> None:
+    data = os.urandom(50_000)
+    ours, theirs = MemoryFile(memoryview(data), "held"), io.BytesIO(data)
+    steps = random.Random(7)
+    for _ in range(500):
+        if steps.random() < 0.3:
+            offset, whence = steps.randrange(-100, 60_000), steps.choice([0, 1, 2])
+            if whence == 0:
+                offset = abs(offset)
+            assert ours.seek(offset, whence) == theirs.seek(offset, whence)
+        else:
+            size = steps.randrange(0, 9000)
+            assert ours.read(size) == theirs.read(size)
+        assert ours.tell() == theirs.tell()
+
+
+def test_pydicom_reads_a_memory_file_as_it_reads_the_file() -> None:
+    path = SAMPLES / "red-triangle.dcm"
+    with aligned([path.read_bytes()]) as view:
+        ds = pydicom.dcmread(io.BufferedReader(MemoryFile(view, str(path))))
+        assert ds == pydicom.dcmread(path)
+
+
+def test_gathered_memory_is_page_aligned_and_reused() -> None:
+    """Reused, its pages are touched once: new pages are what costs (see held.py)."""
+
+    def start(view: memoryview) -> int:
+        return np.frombuffer(view, dtype=np.uint8).ctypes.data
+
+    with aligned([b"a" * 10, b"b" * 5]) as first:
+        assert bytes(first) == b"a" * 10 + b"b" * 5
+        where = start(first)
+        with aligned([b"c"]) as second:  # held at the same time: other memory
+            assert start(second) != where and bytes(second) == b"c"
+    with aligned([b"d" * 3]) as again:
+        assert start(again) == where and where % BLOCK == 0
