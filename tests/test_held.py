@@ -1,7 +1,9 @@
 """An upload held in memory: written to its file whole whatever its length (O_DIRECT for
 the aligned part where the file system takes it, open(2)), never over a file already there,
 nothing left of a write that failed; read back through :class:`MemoryFile` as through a
-file; gathered into page-aligned memory that is reused."""
+file; gathered into page-aligned memory that is reused. A file so written is not in the
+page cache until :func:`read_ahead` has it read (preadv2 with RWF_NOWAIT tells: it fails
+with EAGAIN rather than wait for the disk)."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import errno
 import io
 import os
 import random
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -17,6 +20,7 @@ import pydicom
 import pytest
 
 from localdicom.archive import held as held_module
+from localdicom.archive.files import read_ahead
 from localdicom.archive.held import BLOCK, MemoryFile, aligned, write_held
 from tests.helpers import SAMPLES
 
@@ -129,3 +133,30 @@ def test_gathered_memory_is_page_aligned_and_reused() -> None:
             assert start(second) != where and bytes(second) == b"c"
     with aligned([b"d" * 3]) as again:
         assert start(again) == where and where % BLOCK == 0
+
+
+def cached(path: Path) -> bool:
+    """Whether the first block of ``path`` is in the page cache."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.preadv(fd, [bytearray(BLOCK)], 0, os.RWF_NOWAIT)
+    except BlockingIOError:
+        return False
+    finally:
+        os.close(fd)
+    return True
+
+
+@pytest.mark.skipif(not hasattr(os, "RWF_NOWAIT"), reason="no preadv2 RWF_NOWAIT here")
+def test_written_past_the_page_cache_then_read_ahead_into_it(tmp_path: Path) -> None:
+    if not accepts_direct(tmp_path):
+        pytest.skip(f"{tmp_path} does not take O_DIRECT")
+    path = tmp_path / "stored"
+    with aligned([os.urandom(64 * BLOCK)]) as view:
+        write_held(path, view, fsync=True)
+    assert not cached(path)
+    read_ahead([tmp_path / "gone", path])  # a file gone meanwhile is passed over
+    deadline = time.monotonic() + 30
+    while not cached(path):  # the kernel reads it in the background
+        assert time.monotonic() < deadline, "never read into the page cache"
+        time.sleep(0.01)

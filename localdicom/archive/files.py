@@ -7,6 +7,7 @@ from __future__ import annotations
 import hashlib
 import os
 import uuid
+from collections.abc import Iterable
 from pathlib import Path
 from typing import BinaryIO
 
@@ -53,6 +54,25 @@ def write_atomically(path: Path, data: bytes, fsync: bool, mode: int | None = No
         os.replace(temporary, path)
     finally:
         temporary.unlink(missing_ok=True)
+
+
+def read_ahead(paths: Iterable[Path]) -> None:
+    """Have the kernel read these files into the page cache in the background
+    (``posix_fadvise`` WILLNEED), for a sender that will reach them in a moment: a file not
+    read since it was written with O_DIRECT (``held.py``), or since the machine started, is
+    on the disk only, and reading it then would wait for the disk. Files gone meanwhile, or
+    a system without ``posix_fadvise``, are passed over."""
+    if not hasattr(os, "posix_fadvise"):
+        return
+    for path in paths:
+        try:
+            fd = os.open(path, os.O_RDONLY)
+        except OSError:
+            continue
+        try:
+            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+        finally:
+            os.close(fd)
 
 
 def fsync_path(path: Path) -> None:

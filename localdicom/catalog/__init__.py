@@ -1,12 +1,13 @@
 """THE door to the archive: everything that finds, reads, stores or deletes an instance goes
 through a :class:`Catalog`, and every way in shares :mod:`.ingest`'s duplicate rule.
 
-The index's record types, :class:`Upload` (an instance received and not yet committed) and
-:class:`Why` (why instances go to the trash) are given out from here so that callers never
-reach the index or the archive.
+The index's record types, :class:`Upload` (an instance received and not yet committed),
+:class:`Why` (why instances go to the trash) and :func:`read_ahead` (for senders of stored
+files) are given out from here so that callers never reach the index or the archive.
 """
 
 from localdicom.archive import FeedEntry, Upload, Why, WindowGone
+from localdicom.archive.files import read_ahead
 from localdicom.catalog.catalog import Catalog, OpenReport
 from localdicom.catalog.ingest import (
     Decision,
@@ -41,4 +42,5 @@ __all__ = [
     "WindowGone",
     "conflict_message",
     "decide",
+    "read_ahead",
 ]

@@ -27,6 +27,7 @@ from pydicom.filereader import read_dataset, read_preamble
 from pynetdicom import AE
 from pynetdicom.association import Association as Outbound
 
+from localdicom.catalog import read_ahead
 from localdicom.dicom.pixels import transcode
 from localdicom.dicom.syntaxes import instance_targets
 from localdicom.dimse.messages import (
@@ -57,6 +58,9 @@ SOME_FAILED, ALL_FAILED = 0xB000, 0xA702
 WARNINGS = frozenset({0xB000, 0xB006, 0xB007})
 #: Seconds to wait for the receiver's answer to one sub-operation.
 SUB_OPERATION_TIMEOUT = 120
+#: Instances whose files are read ahead (:func:`read_ahead`) at a time, one window before
+#: they are sent.
+READ_AHEAD = 32
 
 #: A Part 10 file: the preamble, "DICM", then (0002,0000) UL of length 4, explicit VR.
 PREAMBLE, GROUP_LENGTH_VALUE, GROUP_LENGTH_END = 128, 140, 144
@@ -118,6 +122,9 @@ async def _sub_operations(
     C-CANCEL (PS3.4 C.4.2.3, C.4.3.3)."""
     completed, warned, failed = 0, 0, []
     for done, match in enumerate(matches):
+        if done % READ_AHEAD == 0:  # the next window's files (at first, this one's too)
+            ahead = matches[done + READ_AHEAD if done else 0 : done + 2 * READ_AHEAD]
+            await asyncio.to_thread(read_ahead, [each.path for each in ahead])
         if request.message_id in association.cancelled:
             logger.info("retrieve from %s cancelled", association.caller)
             counts = _counts(completed, warned, failed, remaining=len(matches) - done)

@@ -25,6 +25,8 @@ from typing import BinaryIO, Protocol
 from aiohttp import web
 from multidict import CIMultiDict
 
+from localdicom.catalog import read_ahead
+
 logger = logging.getLogger(__name__)
 
 CHUNK = 256 * 1024
@@ -444,7 +446,10 @@ async def _send_file(transport: asyncio.Transport, fp: BinaryIO, size: int) -> b
 
 
 def _open_unchanged(parts: list[FilePart]) -> list[BinaryIO | None]:
-    """Each part's file open for reading, or None where it no longer has the part's size."""
+    """Each part's file open for reading, or None where it no longer has the part's size;
+    read ahead meanwhile (:func:`read_ahead`), so that sendfile(2) on the event loop does
+    not wait for the disk."""
+    read_ahead(part.path for part in parts)
     files: list[BinaryIO | None] = []
     for part in parts:
         try:
