@@ -96,38 +96,28 @@ def prepare_upload(path: Path, fsync: bool, held: memoryview | None = None) -> U
     if held is None:
         with path.open("rb") as fp:  # parsed, hashed and flushed through one descriptor
             flushes = [_flusher().submit(os.fsync, fp.fileno())] if fsync else []
-            header, digest = _described(fp, path, flushes)
-            stat = os.fstat(fp.fileno())
+            try:
+                header = describe_opened(fp, path)
+                digest = file_digest(fp)
+                stat = os.fstat(fp.fileno())
+            finally:  # never leave the flush running on a file the caller may now remove
+                futures.wait(flushes)
+        for flush in flushes:
+            flush.result()
     else:
         # Written here, not in the flusher thread beside the parsing: there each of its
         # system calls waited for the GIL this thread held, and (A/B with
         # benchmarks/stow_ab.py) eight uploads at a time cost more CPU, one at a time
         # went no faster.
         write_held(path, held, fsync)
-        reader = io.BufferedReader(MemoryFile(held, str(path)))
-        header, digest = _described(reader, path, [], held)
+        header = describe_opened(io.BufferedReader(MemoryFile(held, str(path))), path)
+        digest = hashlib.sha256(held).hexdigest()
         stat = path.stat()
     written = sidecar_of(path)
     write_new(
         written, sidecar.document(header, digest, stat.st_size, stat.st_mtime_ns), fsync=False
     )
     return Upload(path, header, digest, written)
-
-
-def _described(
-    fp: BinaryIO, path: Path, writes: list[futures.Future], held: memoryview | None = None
-) -> tuple[Header, str]:
-    """The header and digest of the upload in ``fp`` (``held`` in memory, if it is), once
-    ``writes`` (its file written or flushed, in the flusher thread) are done; their error
-    is raised, if any."""
-    try:
-        header = describe_opened(fp, path)
-        digest = file_digest(fp) if held is None else hashlib.sha256(held).hexdigest()
-    finally:  # never leave a write running on a file the caller may now remove
-        futures.wait(writes)
-    for write in writes:
-        write.result()
-    return header, digest
 
 
 def prepare_spooled(spooled: Spooled, fsync: bool) -> Upload:
