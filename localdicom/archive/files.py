@@ -57,22 +57,26 @@ def write_atomically(path: Path, data: bytes, fsync: bool, mode: int | None = No
 
 
 def read_ahead(paths: Iterable[Path]) -> None:
-    """Have the kernel read these files into the page cache in the background
-    (``posix_fadvise`` WILLNEED), for a sender that will reach them in a moment: a file not
-    read since it was written with O_DIRECT (``held.py``), or since the machine started, is
-    on the disk only, and reading it then would wait for the disk. Files gone meanwhile, or
-    a system without ``posix_fadvise``, are passed over."""
-    if not hasattr(os, "posix_fadvise"):
-        return
+    """:func:`will_need` each of these files; files gone meanwhile are passed over."""
     for path in paths:
         try:
             fd = os.open(path, os.O_RDONLY)
         except OSError:
             continue
         try:
-            os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
+            will_need(fd)
         finally:
             os.close(fd)
+
+
+def will_need(fd: int) -> None:
+    """Have the kernel read the open file into the page cache in the background
+    (``posix_fadvise`` WILLNEED), for a sender that will reach it in a moment: a file not
+    read since it was written with O_DIRECT (``held.py``), or since the machine started, is
+    on the disk only, and reading it then would wait for the disk. Nothing where there is
+    no ``posix_fadvise``."""
+    if hasattr(os, "posix_fadvise"):
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_WILLNEED)
 
 
 def fsync_path(path: Path) -> None:

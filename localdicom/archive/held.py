@@ -39,10 +39,10 @@ _DIRECT = getattr(os, "O_DIRECT", 0)
 def write_held(path: Path, held: memoryview, fsync: bool) -> None:
     """``held`` (page-aligned, as :func:`aligned` and the worker processes give it) in a
     new file at ``path``, flushed if ``fsync``; removed again if that fails."""
-    fd = _create(path, direct=fsync)
+    fd, direct = _create(path, direct=fsync)
     try:
-        whole = len(held) - len(held) % BLOCK
-        if _is_direct(fd):
+        if direct:
+            whole = len(held) - len(held) % BLOCK
             _write_all(fd, held[:whole])
             _stop_direct(fd)
             held = held[whole:]
@@ -56,20 +56,17 @@ def write_held(path: Path, held: memoryview, fsync: bool) -> None:
     os.close(fd)
 
 
-def _create(path: Path, direct: bool) -> int:
+def _create(path: Path, direct: bool) -> tuple[int, bool]:
+    """A new file open for writing, and whether with O_DIRECT (asked, and taken)."""
     flags = os.O_WRONLY | os.O_CREAT | os.O_EXCL | getattr(os, "O_CLOEXEC", 0)
     if direct and _DIRECT:
         try:
-            return os.open(path, flags | _DIRECT, 0o644)
+            return os.open(path, flags | _DIRECT, 0o644), True
         except OSError as exc:  # a file system without O_DIRECT (tmpfs before Linux 6.6)
             if exc.errno != errno.EINVAL:
                 raise
             path.unlink(missing_ok=True)
-    return os.open(path, flags, 0o644)
-
-
-def _is_direct(fd: int) -> bool:
-    return bool(_DIRECT) and bool(fcntl.fcntl(fd, fcntl.F_GETFL) & _DIRECT)
+    return os.open(path, flags, 0o644), False
 
 
 def _stop_direct(fd: int) -> None:

@@ -2,12 +2,13 @@
 through a :class:`Catalog`, and every way in shares :mod:`.ingest`'s duplicate rule.
 
 The index's record types, :class:`Upload` (an instance received and not yet committed),
-:class:`Why` (why instances go to the trash) and :func:`read_ahead` (for senders of stored
-files) are given out from here so that callers never reach the index or the archive.
+:class:`Why` (why instances go to the trash), :func:`read_ahead` and :func:`will_need` (for
+senders of stored files) are given out from here so that callers never reach the index or
+the archive.
 """
 
 from localdicom.archive import FeedEntry, Upload, Why, WindowGone
-from localdicom.archive.files import read_ahead
+from localdicom.archive.files import read_ahead, will_need
 from localdicom.catalog.catalog import Catalog, OpenReport
 from localdicom.catalog.ingest import (
     Decision,
@@ -43,4 +44,5 @@ __all__ = [
     "conflict_message",
     "decide",
     "read_ahead",
+    "will_need",
 ]

@@ -25,7 +25,7 @@ from typing import BinaryIO, Protocol
 from aiohttp import web
 from multidict import CIMultiDict
 
-from localdicom.catalog import read_ahead
+from localdicom.catalog import will_need
 
 logger = logging.getLogger(__name__)
 
@@ -447,9 +447,8 @@ async def _send_file(transport: asyncio.Transport, fp: BinaryIO, size: int) -> b
 
 def _open_unchanged(parts: list[FilePart]) -> list[BinaryIO | None]:
     """Each part's file open for reading, or None where it no longer has the part's size;
-    read ahead meanwhile (:func:`read_ahead`), so that sendfile(2) on the event loop does
+    read ahead meanwhile (:func:`will_need`), so that sendfile(2) on the event loop does
     not wait for the disk."""
-    read_ahead(part.path for part in parts)
     files: list[BinaryIO | None] = []
     for part in parts:
         try:
@@ -460,6 +459,8 @@ def _open_unchanged(parts: list[FilePart]) -> list[BinaryIO | None]:
         if os.fstat(fp.fileno()).st_size != part.size:
             fp.close()
             fp = None
+        else:
+            will_need(fp.fileno())
         files.append(fp)
     return files
 
