@@ -1,7 +1,7 @@
 """An upload held in memory: written to its file whole whatever its length (O_DIRECT for
 the aligned part where the file system takes it, open(2)), never over a file already there,
 nothing left of a write that failed; read back through :class:`MemoryFile` as through a
-file; gathered into page-aligned memory that is reused. A file on the disk only is in the
+file; gathered or read into page-aligned memory that is reused. A file on the disk only is in the
 page cache once :func:`read_ahead` has had it read (preadv2 with RWF_NOWAIT tells: it fails
 with EAGAIN rather than wait for the disk)."""
 
@@ -21,7 +21,7 @@ import pytest
 
 from localdicom.archive import held as held_module
 from localdicom.archive.files import read_ahead
-from localdicom.archive.held import BLOCK, MemoryFile, aligned, write_held
+from localdicom.archive.held import BLOCK, MemoryFile, aligned, read_whole, write_held
 from tests.helpers import SAMPLES
 
 SIZES = [0, 1, BLOCK - 1, BLOCK, BLOCK + 1, 512 * 1024 + 123]
@@ -133,6 +133,24 @@ def test_gathered_memory_is_page_aligned_and_reused() -> None:
             assert start(second) != where and bytes(second) == b"c"
     with aligned([b"d" * 3]) as again:
         assert start(again) == where and where % BLOCK == 0
+
+
+@pytest.mark.parametrize("change", [0, 1, 4096, -1, -4096])
+def test_a_file_read_whole_says_it_changed_size(tmp_path: Path, change: int) -> None:
+    """Read whole for the size it had: one byte more when it has grown since, fewer when it
+    has shrunk, so that the caller can tell (an import copies files others may write)."""
+    path = tmp_path / "file"
+    size = 512 * 1024 + 123
+    data = os.urandom(size + max(change, 0))
+    path.write_bytes(data[: size + change])
+    with path.open("rb") as fp:
+        fp.read(132)  # where the reader has got to does not matter
+        with read_whole(fp, size) as view:
+            read = bytes(view)
+    if change > 0:
+        assert read == data[: size + 1]
+    else:
+        assert read == data[: size + change]
 
 
 def cached(path: Path) -> bool:

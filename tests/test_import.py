@@ -9,6 +9,7 @@ what it stores. Summary numbers are checked exactly.
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import re
@@ -20,6 +21,7 @@ import time
 import warnings
 import zipfile
 from pathlib import Path
+from typing import BinaryIO
 
 import click
 import pydicom
@@ -30,9 +32,11 @@ from pydicom.fileset import FileSet
 from pydicom.uid import generate_uid
 
 from localdicom.app import make_app
+from localdicom.archive import held
 from localdicom.archive import sidecar as sidecar_file
 from localdicom.archive.layout import SERVER_FILE
 from localdicom.cli import main
+from localdicom.importer import examine as examine_module
 from localdicom.importer import run as importer_run
 from localdicom.importer.examine import examine_batch
 from tests.helpers import app_settings, ct_slice, free_port, uid
@@ -390,6 +394,58 @@ def test_a_worker_that_dies_is_reported(tmp_path: Path, monkeypatch) -> None:
     expect(result, 1, errors=3)  # one batch: the three files
     assert result.stdout.count("not examined: a worker process died") == 3
     assert list((archive / ".incoming").iterdir()) == []
+
+
+def test_a_full_disk_is_an_error_and_leaves_nothing_behind(tmp_path: Path, monkeypatch) -> None:
+    """The workers (forked from this process, the simulation with them) stage each copy and
+    its sidecar; one that cannot be written is an error naming the file, not a read error,
+    and nothing of it stays in the archive."""
+    source, archive = tmp_path / "source", tmp_path / "archive"
+    files = [ct(source / f"IM{i}", i) for i in range(3)]
+
+    def no_space(_fd: int, _data: memoryview) -> None:
+        raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+    monkeypatch.setattr(held, "_write_all", no_space)
+    result = run("import", source, "--archive", archive, "--workers", "1")
+
+    expect(result, 1, errors=3)
+    for file in files:
+        assert f"{file}: cannot be written to the archive: No space left on device" in result.stdout
+    assert stored_files(archive) == []
+    assert list((archive / ".incoming").iterdir()) == []
+
+
+def test_a_file_that_grows_while_it_is_copied_is_not_stored(tmp_path: Path, monkeypatch) -> None:
+    """The size read is the size found first: a file another program is still writing is
+    an error (to import again once it is complete), never a copy cut short."""
+    archive = tmp_path / "archive"
+    file = ct(tmp_path / "IM0", 0)
+    reading = examine_module.read_whole
+
+    def written_to_meanwhile(fp: BinaryIO, size: int):
+        with file.open("ab") as more:
+            more.write(b"\0" * 100)
+        return reading(fp, size)
+
+    monkeypatch.setattr(examine_module, "read_whole", written_to_meanwhile)
+    result = run("import", file, "--archive", archive, "--workers", "1")
+
+    expect(result, 1, errors=1)
+    assert f"{file}: the file changed while it was being imported" in result.stdout
+    assert_clean(archive, 0)
+
+
+def test_fsync_stores_each_instance_flushed(tmp_path: Path) -> None:
+    source, archive = tmp_path / "source", tmp_path / "archive"
+    files = [ct(source / f"IM{i}", i) for i in range(3)]
+
+    expect(run("import", source, "--archive", archive, "--fsync"), stored=3)
+
+    assert sorted(path.read_bytes() for path in stored_files(archive)) == sorted(
+        file.read_bytes() for file in files
+    )
+    assert_clean(archive, 3)
 
 
 # move, link, overwrite ----------------------------------------------------------------------

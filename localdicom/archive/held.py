@@ -27,6 +27,7 @@ import os
 import threading
 from collections.abc import Iterable, Iterator
 from pathlib import Path
+from typing import BinaryIO
 
 #: An upload up to this size is held in memory while it arrives; a larger one is written to
 #: its file as it comes.
@@ -36,10 +37,13 @@ BLOCK = mmap.PAGESIZE
 _DIRECT = getattr(os, "O_DIRECT", 0)
 
 
-def write_held(path: Path, held: memoryview, fsync: bool) -> None:
+def write_held(path: Path, held: memoryview, fsync: bool, direct: bool | None = None) -> None:
     """``held`` (page-aligned, as :func:`aligned` and the worker processes give it) in a
-    new file at ``path``, flushed if ``fsync``; removed again if that fails."""
-    fd, direct = _create(path, direct=fsync)
+    new file at ``path``, flushed if ``fsync``; removed again if that fails. Past the page
+    cache if ``direct``, by default when flushed: a write that is not flushed returns
+    sooner through the page cache, unless the disk is to have it soon anyway (an import
+    ends with one ``sync``)."""
+    fd, direct = _create(path, direct=fsync if direct is None else direct)
     try:
         if direct:
             whole = len(held) - len(held) % BLOCK
@@ -116,18 +120,41 @@ _free_lock = threading.Lock()
 
 
 @contextlib.contextmanager
-def aligned(chunks: Iterable[bytes]) -> Iterator[memoryview]:
-    """``chunks`` gathered into page-aligned memory, reused from call to call (by as many
-    threads as gather at once): a view valid until the block ends."""
+def _memory() -> Iterator[mmap.mmap]:
+    """:data:`HELD_BYTES` of page-aligned memory, reused from call to call (by as many
+    threads as hold some at once). Private: a process forked meanwhile gets its own copy
+    of what it touches, never memory its parent writes in."""
     with _free_lock:
-        memory = _free.pop() if _free else mmap.mmap(-1, HELD_BYTES)
+        memory = _free.pop() if _free else mmap.mmap(-1, HELD_BYTES, flags=mmap.MAP_PRIVATE)
     try:
+        yield memory
+    finally:
+        with _free_lock:
+            _free.append(memory)
+
+
+@contextlib.contextmanager
+def aligned(chunks: Iterable[bytes]) -> Iterator[memoryview]:
+    """``chunks`` gathered into page-aligned memory: a view valid until the block ends."""
+    with _memory() as memory:
         size = 0
         for chunk in chunks:
             memory[size : size + len(chunk)] = chunk
             size += len(chunk)
         with memoryview(memory)[:size] as view:
             yield view
-    finally:
-        with _free_lock:
-            _free.append(memory)
+
+
+@contextlib.contextmanager
+def read_whole(fp: BinaryIO, size: int) -> Iterator[memoryview]:
+    """The file open in ``fp``, of ``size`` bytes (under :data:`HELD_BYTES`), read from its
+    start into page-aligned memory: a view valid until the block ends, one byte longer
+    than ``size`` if the file has grown since, shorter if it has shrunk."""
+    with _memory() as memory, memoryview(memory) as whole:
+        fp.seek(0)
+        wanted = size + 1
+        done = 0
+        while done < wanted and (count := fp.readinto(whole[done:wanted])):  # type: ignore[attr-defined]
+            done += count
+        with whole[:done] as view:
+            yield view

@@ -24,7 +24,7 @@ from localdicom.dicom.header import Header, describe_opened
 @dataclass(frozen=True)
 class Upload:
     """An instance in the upload area, parsed and hashed; ``sidecar`` written beside it, or
-    None when the commit writes it (an import's staged copy)."""
+    None when the commit writes it."""
 
     path: Path
     header: Header
@@ -91,8 +91,7 @@ def prepare_upload(path: Path, fsync: bool, held: memoryview | None = None) -> U
 
     This runs beside the other uploads (in a worker process, or in a thread of the server
     for an upload alone), so that the commit, one batch at a time, is only renames and a
-    flush of their folders. The sidecar is not flushed: it is derived from the .dcm, and a
-    start that finds it lost or stale after a power cut writes it again."""
+    flush of their folders."""
     if held is None:
         with path.open("rb") as fp:  # parsed, hashed and flushed through one descriptor
             flushes = [_flusher().submit(os.fsync, fp.fileno())] if fsync else []
@@ -113,11 +112,18 @@ def prepare_upload(path: Path, fsync: bool, held: memoryview | None = None) -> U
         header = describe_opened(io.BufferedReader(MemoryFile(held, str(path))), path)
         digest = hashlib.sha256(held).hexdigest()
         stat = path.stat()
+    return Upload(path, header, digest, write_sidecar(path, header, digest, stat))
+
+
+def write_sidecar(path: Path, header: Header, digest: str, stat: os.stat_result) -> Path:
+    """The sidecar of the upload at ``path`` beside it, for the commit to rename along.
+    Not flushed: it is derived from the .dcm, and a start that finds it lost or stale
+    after a power cut writes it again."""
     written = sidecar_of(path)
     write_new(
         written, sidecar.document(header, digest, stat.st_size, stat.st_mtime_ns), fsync=False
     )
-    return Upload(path, header, digest, written)
+    return written
 
 
 def prepare_spooled(spooled: Spooled, fsync: bool) -> Upload:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import functools
 import hashlib
+import io
 import os
 import signal
 import zipfile
@@ -23,6 +24,8 @@ from pydicom.errors import InvalidDicomError
 
 from localdicom.archive import Layout
 from localdicom.archive.files import file_digest
+from localdicom.archive.held import HELD_BYTES, MemoryFile, read_whole, write_held
+from localdicom.archive.upload import write_sidecar
 from localdicom.deid import Deidentifier, DeidentifyError, Pseudonym, deidentify_part10
 from localdicom.dicom.header import Header, NotDicom, describe
 from localdicom.importer.sources import HEAD, Source, is_part10
@@ -67,6 +70,8 @@ class Plan:
     #: --deidentify: what is staged is the de-identified instance, never the source.
     deidentifier: Deidentifier | None = None
     reject_burned_in: bool = False
+    #: --fsync: a copy staged is flushed before it is handed over.
+    fsync: bool = False
 
 
 @dataclass
@@ -81,6 +86,8 @@ class Examined:
     digest: str = ""
     #: A copy in the staging folder that the committer renames into place or deletes.
     staged: Path | None = None
+    #: Its sidecar, written beside it, or None if the commit is to write it.
+    sidecar: Path | None = None
     #: The source itself is to be renamed or linked into place (same file system).
     in_place: bool = False
     #: --move or --link had to copy because the source is on another file system.
@@ -93,9 +100,10 @@ class Examined:
     review: str = ""
 
     def discard(self) -> None:
-        """Remove the staged copy, if one was made."""
-        if self.staged is not None:
-            self.staged.unlink(missing_ok=True)
+        """Remove the staged copy and its sidecar, if they were made."""
+        for path in (self.staged, self.sidecar):
+            if path is not None:
+                path.unlink(missing_ok=True)
 
 
 def worker_init() -> None:
@@ -130,6 +138,8 @@ def _examine_file(source: Source, plan: Plan) -> Examined:
         head = fp.read(HEAD)
         if not is_part10(head):
             return _not_part10(source, fp, head, stat.st_size)
+        if _copied(plan, stat) and stat.st_size < HELD_BYTES:
+            return _held_copy(source, fp, stat.st_size, plan)
         found = _classify(source, fp, stat.st_size)
         if isinstance(found, Examined):
             return found
@@ -147,6 +157,42 @@ def _examine_file(source: Source, plan: Plan) -> Examined:
         staged.unlink(missing_ok=True)
         return Examined(source, Kind.ERROR, "the file changed while it was being imported")
     result = _instance(source, found, digest, copied, staged=staged)
+    result.copied_across = plan.transfer is not Transfer.COPY
+    return result
+
+
+def _copied(plan: Plan, stat: os.stat_result) -> bool:
+    """Whether an instance in this file is stored as a copy of it (neither sent to a
+    server, nor de-identified, nor moved or linked within one file system)."""
+    if plan.stow or plan.deidentifier is not None:
+        return False
+    return plan.transfer is Transfer.COPY or stat.st_dev != plan.device
+
+
+def _held_copy(source: Source, fp: BinaryIO, size: int, plan: Plan) -> Examined:
+    """A copy of the file read once into memory, parsed and hashed there, and staged past
+    the page cache (:func:`write_held`) with its sidecar: creating a copy's pages costs
+    more CPU than all else an import does on a virtual machine that hands free memory back
+    to its host (see :mod:`localdicom.archive.held`), and the import ends with a ``sync``
+    that would write them out anyway. The sidecar is written here, beside the other
+    workers, rather than by the one committer."""
+    with read_whole(fp, size) as held:
+        if len(held) != size:
+            return Examined(source, Kind.ERROR, "the file changed while it was being imported")
+        found = _classify(source, io.BufferedReader(MemoryFile(held, str(source.path))), size)
+        if isinstance(found, Examined):
+            return found
+        digest = hashlib.sha256(held).hexdigest()
+        if _target(plan, found).exists():  # most likely already stored: copy nothing
+            return _instance(source, found, digest, size)
+        staged = _staging_file(plan)
+        try:
+            write_held(staged, held, plan.fsync, direct=True)
+            written = write_sidecar(staged, found, digest, os.stat(staged))
+        except OSError as exc:  # a full disk: the archive is not to be left half written
+            staged.unlink(missing_ok=True)
+            return Examined(source, Kind.ERROR, f"cannot be written to the archive: {why(exc)}")
+    result = _instance(source, found, digest, size, staged=staged, sidecar=written)
     result.copied_across = plan.transfer is not Transfer.COPY
     return result
 

@@ -203,6 +203,7 @@ class _Run:
             device=archive.root.stat().st_dev,
             deidentifier=deidentifier,
             reject_burned_in=bool(options.deidentify and options.deidentify.reject_burned_in),
+            fsync=options.fsync,
         )
 
     def execute(self, collected: Collected) -> None:

@@ -98,7 +98,8 @@ class DirectSink:
         incoming = self._incoming(item, report)
         try:
             replacing = () if existing is None else (header.sop_uid,)  # an update in the feed
-            upload = Upload(incoming, header, item.digest)
+            written = item.sidecar if incoming == item.staged else None
+            upload = Upload(incoming, header, item.digest, written)
             (result,) = self.archive.commit_uploads([upload], replacing)
         finally:
             if incoming != item.source.path:
@@ -109,7 +110,7 @@ class DirectSink:
             raise result
         if kept is not None:
             self.archive.trash.seal(kept)
-        item.staged = None
+        item.staged = item.sidecar = None
         target = self.archive.instance_file(header.study_uid, header.series_uid, header.sop_uid)
         if existing is not None and existing != target:  # replaced by one of another series
             study, series = existing.parent.parent.name, existing.parent.name
