@@ -135,6 +135,19 @@ def test_gathered_memory_is_page_aligned_and_reused() -> None:
         assert start(again) == where and where % BLOCK == 0
 
 
+def test_memory_held_is_a_forked_process_s_own() -> None:
+    """Private memory: what a process forked meanwhile (an import's workers) writes in the
+    memory it inherited is not what its parent reads, and the other way round."""
+    with aligned([b"parent"]) as view:
+        pid = os.fork()
+        if pid == 0:
+            view[:6] = b"child!"
+            os._exit(0 if bytes(view) == b"child!" else 1)
+        _, status = os.waitpid(pid, 0)
+        assert os.waitstatus_to_exitcode(status) == 0
+        assert bytes(view) == b"parent"
+
+
 @pytest.mark.parametrize("change", [0, 1, 4096, -1, -4096])
 def test_a_file_read_whole_says_it_changed_size(tmp_path: Path, change: int) -> None:
     """Read whole for the size it had: one byte more when it has grown since, fewer when it
