@@ -19,7 +19,8 @@ waits six minutes before it starts.
 
 Both sides end on the disk: the import flushes once at its end (its default), so ``cp -r`` is
 timed with and without a ``sync`` after it. The import is timed as a user runs it, a fresh
-``localdicom import`` process, interpreter start-up included (its cost is printed apart).
+``localdicom import`` process, interpreter start-up included (its cost is printed apart:
+``localdicom import --help``).
 With ``--repeat N`` the three run N times in turn and every run is printed, each import
 beside the ``cp -r; sync`` of its own round, with the load average before the round (the
 machine may be shared). The CPU column (user + system seconds of the processes run) depends
@@ -149,8 +150,8 @@ def measure(
             )
     finally:
         remove_results(folder)
-    version = lambda: run([sys.executable, "-m", "localdicom", "--version"])  # noqa: E731
-    startup = Timing("  start-up alone", 0, 0, *timed(version), os.getloadavg()[0])
+    started = lambda: run([sys.executable, "-m", "localdicom", "import", "--help"])  # noqa: E731
+    startup = Timing("  start-up alone", 0, 0, *timed(started), os.getloadavg()[0])
     return rounds, startup
 
 

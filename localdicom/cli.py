@@ -5,69 +5,43 @@ from __future__ import annotations
 import asyncio
 import dataclasses
 import logging
-import multiprocessing
-import os
 import shlex
-import signal
 import sys
-import threading
 from collections.abc import Sequence
-from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
 from typing import Any
 
 import click
-from aiohttp import web
-from aiohttp.abc import AbstractAccessLogger
 
 from localdicom import __version__
-from localdicom.app import CATALOG, DIMSE, make_app
-from localdicom.archive import Layout, announce_server, sidecar, withdraw_server
+from localdicom.archive import sidecar
 from localdicom.console import EXIT_CODES, Bar
-from localdicom.export import export
 from localdicom.importer import (
     ArchiveBusy,
     CannotImport,
     Deidentify,
-    Found,
     ImportOptions,
     Transfer,
     run_import,
-    survey,
 )
 from localdicom.listing import format_table, human_size, list_studies, listing_rows
 from localdicom.reindex import reindex
 from localdicom.settings import Settings, options
-from localdicom.stable import StableCommand, watching
-from localdicom.transfer.commands import pull, push
-from localdicom.trashbin import trash
-from localdicom.web.security import browser_link, is_loopback_address
-from localdicom.web.viewer import check_dist
-from localdicom.workers import exit_with
-
-
-class RequestLog(AbstractAccessLogger):
-    """One line per request: method, path, status, bytes sent, milliseconds. A ``token``
-    in the query (the link that logs a browser in) is written as ``***``: logs are read and
-    shared more widely than the token should be."""
-
-    def log(self, request: web.BaseRequest, response: web.StreamResponse, time: float) -> None:
-        path = request.path_qs
-        if "token" in request.query:
-            path = request.rel_url.update_query(token="***").path_qs
-        self.logger.info(
-            "%s %s %d %d %.1fms",
-            request.method,
-            path,
-            response.status,
-            response.body_length,
-            time * 1000,
-        )
 
 
 class OneLineErrors(click.Group):
     """Command-line mistakes are reported in one line (what is wrong and where the help is),
-    not click's three-line usage block, and never as a traceback."""
+    not click's three-line usage block, and never as a traceback. The commands defined in
+    other modules are imported when named (:func:`_elsewhere`): with them, every command
+    started 0.1-0.4 s later (aiohttp, pynetdicom, the converters)."""
+
+    def list_commands(self, ctx: click.Context) -> list[str]:
+        return sorted([*super().list_commands(ctx), *ELSEWHERE])
+
+    def get_command(self, ctx: click.Context, cmd_name: str) -> click.Command | None:
+        if cmd_name in ELSEWHERE:
+            return _elsewhere(cmd_name)
+        return super().get_command(ctx, cmd_name)
 
     def main(self, *args: Any, **kwargs: Any) -> Any:
         if kwargs.get("standalone_mode", True) is False:
@@ -86,6 +60,22 @@ class OneLineErrors(click.Group):
             click.echo("Interrupted.", err=True)
             sys.exit(130)
         sys.exit(code if isinstance(code, int) else 0)
+
+
+#: The commands defined in the modules of what they do.
+ELSEWHERE = ("export", "pull", "push", "trash")
+
+
+def _elsewhere(name: str) -> click.Command:
+    if name == "export":
+        from localdicom.export import export as command
+    elif name == "trash":
+        from localdicom.trashbin import trash as command
+    elif name == "pull":
+        from localdicom.transfer.commands import pull as command
+    else:
+        from localdicom.transfer.commands import push as command
+    return command
 
 
 def _print_version(ctx: click.Context, _param: click.Parameter, value: bool) -> None:
@@ -140,9 +130,12 @@ def serve(
       localdicom serve ./archive --dicom-port 11112 --dicom-peer ORTHANC=127.0.0.1:4242
       localdicom serve ./archive --on-stable-study './segment.sh' --stable-seconds 30
     """
+    from localdicom import serving  # aiohttp and the app, for this command only
+    from localdicom.web.viewer import check_dist
+
     settings = Settings(archive=archive.resolve(), **chosen)
-    _check_exposure(settings.host, settings.token, insecure)
-    _check_dicom_exposure(settings, insecure)
+    serving.check_exposure(settings.host, settings.token, insecure)
+    serving.check_dicom_exposure(settings, insecure)
     if settings.viewer is not None:
         try:
             check_dist(settings.viewer)
@@ -151,9 +144,10 @@ def serve(
         settings = dataclasses.replace(settings, viewer=settings.viewer.resolve())
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s")
     if import_found:
-        _found_outside_layout(archive, True, settings.workers)
+        serving.found_outside_layout(archive, True, settings.workers)
     stable = _stable_command(on_stable_study, stable_seconds)
-    asyncio.run(_serve(settings, survey=None if import_found else archive, stable=stable))
+    survey = None if import_found else archive
+    asyncio.run(serving.serve_until_stopped(settings, survey=survey, stable=stable))
 
 
 def _stable_command(command: str | None, seconds: float) -> tuple[str, float] | None:
@@ -167,123 +161,6 @@ def _stable_command(command: str | None, seconds: float) -> tuple[str, float] | 
     if not words:
         raise click.BadParameter("the command is empty", param_hint="--on-stable-study")
     return command, seconds
-
-
-def _check_dicom_exposure(settings: Settings, insecure: bool) -> None:
-    """DICOM has no access token: a DICOM port beyond loopback takes calls only from the
-    --dicom-peer AE titles, and without any it is refused unless --insecure."""
-    host = settings.dicom_host or settings.host
-    if settings.dicom_port is None or settings.dicom_peers or insecure:
-        return
-    if not is_loopback_address(host):
-        raise click.UsageError(
-            f"--dicom-port on {host} exposes the archive to any DICOM node on the network: "
-            "name the nodes allowed to connect with --dicom-peer AE=HOST:PORT, or pass "
-            "--insecure to accept every caller"
-        )
-
-
-def _check_exposure(host: str, token: str | None, insecure: bool) -> None:
-    """Refuse to put an unprotected archive on the network by accident."""
-    if token or insecure or is_loopback_address(host):
-        return
-    raise click.UsageError(
-        f"--host {host} exposes the archive to the network: give an access token with "
-        "--token (or LOCALDICOM_TOKEN), or pass --insecure to serve it without one"
-    )
-
-
-async def _serve(
-    settings: Settings, survey: Path | None, stable: tuple[str, float] | None = None
-) -> None:
-    """Run until SIGINT or SIGTERM, announcing the server in the archive meanwhile so that
-    ``localdicom import`` stores through it rather than behind its back, and running the
-    ``stable`` (--on-stable-study, --stable-seconds) command meanwhile. Once serving, say
-    what the ``survey`` folder holds outside the layout: walking a large archive takes
-    seconds, which neither the first answer nor the index rebuild should wait for."""
-    runner = web.AppRunner(make_app(settings), access_log_class=RequestLog)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # the real one when --port 0
-    url = f"http://{settings.host}:{port}"
-    logging.getLogger("localdicom").info(
-        "localdicom %s serving DICOMweb at %s/ (also /v1, /v2, /dicom-web)%s",
-        __version__,
-        url,
-        _dimse_line(runner.app, settings),
-    )
-    if settings.token:
-        logging.getLogger("localdicom").info("in a browser: %s", browser_link(url, settings.token))
-    layout = Layout(settings.archive)
-    announce_server(layout, url, settings.token)
-    if survey is not None:
-        threading.Thread(
-            target=_found_outside_layout, args=(survey, False, None), daemon=True
-        ).start()
-    stopping = asyncio.Event()
-    loop = asyncio.get_running_loop()
-    for signal_number in (signal.SIGINT, signal.SIGTERM):
-        loop.add_signal_handler(signal_number, stopping.set)
-    command = stable and StableCommand(*stable, settings.archive, url, settings.token)
-    try:
-        async with watching(runner.app[CATALOG], command):
-            await stopping.wait()
-    finally:
-        withdraw_server(layout, url)
-        await runner.cleanup()
-
-
-def _dimse_line(app: web.Application, settings: Settings) -> str:
-    dimse = app.get(DIMSE)
-    if dimse is None:
-        return ""
-    host = settings.dicom_host or settings.host
-    return f" and DICOM as AE title {settings.ae_title} at {host}:{dimse.port}"
-
-
-# files outside the layout ------------------------------------------------------------
-
-
-def _found_outside_layout(archive: Path, do_import: bool, workers: int | None) -> None:
-    """Say what ARCHIVE holds outside its layout (the server would not see it), or import it."""
-    if not archive.is_dir():
-        return
-    log = logging.getLogger("localdicom")
-    found = survey(archive) if do_import else _survey_apart(archive)
-    if not (found.dicom or found.zips):
-        return
-    what = f"{found.dicom} DICOM files and {found.zips} zip files"
-    if not do_import:
-        log.warning(
-            "%s holds %s outside its layout (e.g. %s): they are not served. Import them into "
-            "the layout (the originals stay where they are) with\n    localdicom import %s "
-            "--archive %s\nor start with --import-found.",
-            archive,
-            what,
-            found.example,
-            shlex.quote(str(archive)),
-            shlex.quote(str(archive)),
-        )
-        return
-    log.info("importing %s found in %s outside its layout", what, archive)
-    try:
-        report = run_import([archive], archive, ImportOptions(workers=workers))
-    except (CannotImport, ArchiveBusy) as exc:
-        log.warning("not imported: %s", exc)
-        return
-    for line in report.lines():
-        log.info("%s", line)
-
-
-def _survey_apart(archive: Path) -> Found:
-    """:func:`survey` in a process of its own, beside a running server: walking a large
-    archive holds the GIL for seconds (2 s at 100k instances), which the first queries
-    would wait on. Spawned, not forked from the worker processes' forkserver, which must be
-    started with their modules loaded."""
-    spawn = multiprocessing.get_context("spawn")
-    with ProcessPoolExecutor(1, spawn, initializer=exit_with, initargs=(os.getpid(),)) as pool:
-        return pool.submit(survey, archive).result()
 
 
 # import --------------------------------------------------------------------------------------
@@ -412,9 +289,3 @@ def ls(archive: Path, series: bool) -> int:
             f"localdicom trash ls {archive}"
         )
     return 0
-
-
-main.add_command(export)
-main.add_command(trash)
-main.add_command(pull)
-main.add_command(push)

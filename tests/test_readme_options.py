@@ -27,9 +27,12 @@ def _flags(command: click.Command) -> dict[str, click.Option]:
 
 def _commands(group: click.Group = main, prefix: str = "") -> dict[str, click.Command]:
     """Every command by the name the table uses: "serve", and "trash restore" for the
-    subcommands of a group."""
+    subcommands of a group; as click lists them, those imported only when named too."""
     found: dict[str, click.Command] = {}
-    for name, command in group.commands.items():
+    context = click.Context(group)
+    for name in group.list_commands(context):
+        command = group.get_command(context, name)
+        assert command is not None, name
         found[prefix + name] = command
         if isinstance(command, click.Group):
             found |= _commands(command, f"{prefix}{name} ")

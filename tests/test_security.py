@@ -20,7 +20,8 @@ from aiohttp.test_utils import make_mocked_request
 from click.testing import CliRunner
 
 from localdicom.app import make_app
-from localdicom.cli import RequestLog, main
+from localdicom.cli import main
+from localdicom.serving import RequestLog
 from localdicom.web.security import COOKIE, host_name, is_loopback_address
 from tests.helpers import STUDY_UID, app_settings, free_port
 
