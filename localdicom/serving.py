@@ -2,7 +2,7 @@
 loop until SIGINT or SIGTERM, announced in the archive meanwhile, and the checks before it.
 
 Apart from :mod:`localdicom.cli` so that the other commands start without importing aiohttp
-and the whole app: ``import localdicom.cli`` took 0.9 s with them, 0.55 s without.
+and the whole app: ``localdicom ls`` took 0.88-1.25 s with them, 0.65-0.79 s without.
 """
 
 from __future__ import annotations
