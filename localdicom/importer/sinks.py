@@ -98,8 +98,7 @@ class DirectSink:
         incoming = self._incoming(item, report)
         try:
             replacing = () if existing is None else (header.sop_uid,)  # an update in the feed
-            written = item.sidecar if incoming == item.staged else None
-            upload = Upload(incoming, header, item.digest, written)
+            upload = Upload(incoming, header, item.digest, item.sidecar)  # None unless staged
             (result,) = self.archive.commit_uploads([upload], replacing)
         finally:
             if incoming != item.source.path:
