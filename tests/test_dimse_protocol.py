@@ -22,11 +22,22 @@ from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
 )
 from pynetdicom.presentation import build_context
-from pynetdicom.sop_class import CTImageStorage, StudyRootQueryRetrieveInformationModelFind
+from pynetdicom.sop_class import (
+    CTImageStorage,
+    MRImageStorage,
+    StudyRootQueryRetrieveInformationModelFind,
+)
 
 from localdicom.dimse import pdus
 from localdicom.dimse.messages import BadMessage, decode_command, encode_command
-from localdicom.dimse.negotiation import Policy, Rejected, negotiate, supported_contexts
+from localdicom.dimse.negotiation import (
+    AGREEMENT_BYTES,
+    AGREEMENTS_KEPT,
+    Policy,
+    Rejected,
+    negotiate,
+    supported_contexts,
+)
 from localdicom.dimse.retrieve import data_set_offset
 from tests.helpers.dimse import association_request
 
@@ -175,6 +186,41 @@ def test_beyond_the_associations_served_at_once_a_caller_is_rejected_transiently
     with pytest.raises(Rejected) as rejected:
         negotiate(request(build_context(CTImageStorage)), policy(), full=True)
     assert rejection(rejected.value.answer) == (0x02, 0x03, 0x02)
+
+
+def test_a_request_made_before_gets_the_same_agreement_from_memory():
+    body = request(build_context(CTImageStorage), roles=[CTImageStorage])
+    chosen = policy()
+    first = negotiate(body, chosen, full=False)
+    assert negotiate(body, chosen, full=False) is first
+    assert negotiate(request(build_context(CTImageStorage)), chosen, False) is not first
+    with pytest.raises(Rejected) as rejected:  # remembered, but beyond the limit all the same
+        negotiate(body, chosen, full=True)
+    assert rejection(rejected.value.answer) == (0x02, 0x03, 0x02)
+
+
+def test_a_caller_not_listed_is_rejected_every_time():
+    chosen = policy({"A"})
+    for _ in range(2):
+        with pytest.raises(Rejected):
+            negotiate(request(build_context(CTImageStorage), calling="STRANGER"), chosen, False)
+    assert not chosen.agreed
+
+
+def test_agreements_kept_are_the_latest_and_none_larger_than_the_limit():
+    chosen = policy()
+    bodies = [request(build_context(CTImageStorage), calling=f"C{n}") for n in range(65)]
+    for body in bodies:
+        negotiate(body, chosen, full=False)
+    assert list(chosen.agreed) == bodies[-AGREEMENTS_KEPT:]
+    syntaxes = [f"1.2.3.{n}.{'9' * 50}" for n in range(1100)]  # 58-61 characters each
+    # an item's length is 16-bit (PS3.8 9.3.2.2): the syntaxes in two contexts
+    large = request(
+        *(build_context(MRImageStorage, part) for part in (syntaxes[::2], syntaxes[1::2]))
+    )
+    assert len(large) > AGREEMENT_BYTES
+    agreement, _ = negotiate(large, chosen, full=False)
+    assert not agreement.contexts and large not in chosen.agreed
 
 
 def test_an_association_request_that_cannot_be_decoded_is_a_protocol_error():
