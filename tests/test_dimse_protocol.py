@@ -13,10 +13,10 @@ from pydicom.data import get_testdata_file
 from pydicom.dataset import Dataset
 from pydicom.filebase import DicomFileLike
 from pydicom.filewriter import write_dataset
-from pydicom.uid import ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless
+from pydicom.uid import UID, ExplicitVRLittleEndian, ImplicitVRLittleEndian, JPEG2000Lossless
 from pynetdicom.dimse_messages import C_ECHO_RSP
 from pynetdicom.dimse_primitives import C_ECHO
-from pynetdicom.dsutils import encode, split_dataset
+from pynetdicom.dsutils import create_file_meta, encode, encode_file_meta, split_dataset
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RJ, P_DATA_TF
 from pynetdicom.pdu_primitives import (
     A_ASSOCIATE,
@@ -39,6 +39,7 @@ from localdicom.dimse.negotiation import (
     supported_contexts,
 )
 from localdicom.dimse.retrieve import data_set_offset
+from localdicom.dimse.store import file_meta
 from tests.helpers.dimse import association_request
 
 
@@ -328,3 +329,23 @@ def test_a_files_data_set_is_read_into_p_data_pdus_pynetdicom_reads(size, monkey
     assert [item.data[0] for item in items] == [0x00] * (len(items) - 1) + [0x02]
     assert {item.presentation_context_id for item in items} == {7}
     assert all(len(item.data) - 1 <= 16378 for item in items)
+
+
+# the File Meta Information written before a received data set (PS3.10 7.1) ----------------
+
+
+@pytest.mark.parametrize("sop", ["1.2.3.4", "1.2.3.45", "1.2.3.\u00e94"])  # even, odd, not ASCII
+def test_a_received_instance_gets_the_file_meta_pynetdicom_writes(sop: str):
+    meta = file_meta(CTImageStorage, sop, JPEG2000Lossless)
+    expected = create_file_meta(
+        sop_class_uid=UID(CTImageStorage),
+        sop_instance_uid=UID(sop.encode("ascii", "replace").decode()),
+        transfer_syntax=UID(JPEG2000Lossless),
+    )
+    assert meta == bytes(128) + b"DICM" + encode_file_meta(expected)
+    data_set = Dataset()
+    data_set.SOPInstanceUID = "1.2.3.4"
+    read = pydicom.dcmread(BytesIO(meta + encode(data_set, False, True)))
+    assert read.file_meta.TransferSyntaxUID == JPEG2000Lossless
+    assert read.file_meta.MediaStorageSOPClassUID == CTImageStorage
+    assert read.SOPInstanceUID == "1.2.3.4"

@@ -27,6 +27,10 @@ MAX_ASSOCIATIONS = 32
 #: Largest PDU this server receives (a large C-STORE in few PDUs; a peer cannot make it
 #: hold more than this at once).
 MAX_PDU = 1 << 20
+#: Bytes a connection's reader buffers before it stops reading the socket for a while (it
+#: stops at twice this): asyncio's 64 KiB paused and resumed it (two system calls each) for
+#: every 128 KiB PDU dcmtk sends.
+READ_BUFFER = 256 * 1024
 #: Seconds to wait for the association request (PS3.8 9.1.5, the ARTIM timer), and for
 #: anything at all on an established association.
 ACSE_TIMEOUT = 30
@@ -48,7 +52,7 @@ class DimseServer:
         self.associations = 0
 
     async def start(self, host: str, port: int) -> None:
-        self.server = await asyncio.start_server(self._connected, host, port)
+        self.server = await asyncio.start_server(self._connected, host, port, limit=READ_BUFFER)
 
     @property
     def port(self) -> int:

@@ -9,12 +9,12 @@ decoded whole in memory. An association that ends in the middle leaves nothing b
 from __future__ import annotations
 
 import logging
+import struct
 from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
-from pydicom.uid import UID
-from pynetdicom.dsutils import create_file_meta, encode_file_meta
+from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
 from localdicom.catalog import FailureReason, StoreFailed
 from localdicom.dimse.messages import SUCCESS, Message
@@ -36,6 +36,9 @@ STATUS_OF = {
 ERROR_COMMENT_LENGTH = 64
 #: PS3.10 7.1: a 128-byte preamble, then the prefix "DICM".
 PREAMBLE = bytes(128) + b"DICM"
+#: (0002,0000) UL, 4 bytes; and (0002,0001) OB, 00 01 (PS3.10 Table 7.1-1).
+META_GROUP_LENGTH = b"\x02\x00\x00\x00UL\x04\x00"
+META_VERSION = b"\x02\x00\x01\x00OB\x00\x00\x02\x00\x00\x00\x00\x01"
 
 
 async def handle_store(
@@ -62,14 +65,34 @@ async def handle_store(
 
 async def _part10(request: Message, data_set: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
     """The received data set as a DICOM file: the File Meta Information first."""
-    meta = create_file_meta(
-        sop_class_uid=UID(request.sop_class),
-        sop_instance_uid=UID(request.command.get("AffectedSOPInstanceUID", "")),
-        transfer_syntax=request.context.transfer_syntax[0],
-    )
-    yield PREAMBLE + encode_file_meta(meta)
+    sop_instance = request.command.get("AffectedSOPInstanceUID", "")
+    yield file_meta(request.sop_class, sop_instance, request.context.transfer_syntax[0])
     async for chunk in data_set:
         yield chunk
+
+
+def file_meta(sop_class: str, sop_instance: str, transfer_syntax: str) -> bytes:
+    """The preamble and File Meta Information (PS3.10 7.1) of a received data set, in
+    Explicit VR Little Endian, written directly: pydicom's Dataset and writer took a third of
+    what the event loop spent on a C-STORE."""
+    group = META_VERSION + b"".join(
+        _meta_element(element, vr, text)
+        for element, vr, text in (
+            (0x0002, b"UI", sop_class),
+            (0x0003, b"UI", sop_instance),
+            (0x0010, b"UI", transfer_syntax),
+            (0x0012, b"UI", PYNETDICOM_IMPLEMENTATION_UID),
+            (0x0013, b"SH", PYNETDICOM_IMPLEMENTATION_VERSION),
+        )
+    )
+    return PREAMBLE + META_GROUP_LENGTH + struct.pack("<L", len(group)) + group
+
+
+def _meta_element(element: int, vr: bytes, text: str) -> bytes:
+    """A group 2 element, its value padded to an even length (PS3.5 6.2: UI with a NUL)."""
+    value = text.encode("ascii", "replace")
+    value += (b"\0" if vr == b"UI" else b" ") * (len(value) % 2)
+    return struct.pack("<HH2sH", 0x0002, element, vr, len(value)) + value
 
 
 def comment(failure: Exception) -> Dataset:
