@@ -8,6 +8,7 @@ and the whole app: ``localdicom ls`` took 0.88-1.25 s with them, 0.65-0.79 s wit
 from __future__ import annotations
 
 import asyncio
+import errno
 import logging
 import multiprocessing
 import os
@@ -83,10 +84,11 @@ async def serve_until_stopped(
     what the ``survey`` folder holds outside the layout: walking a large archive takes
     seconds, which neither the first answer nor the index rebuild should wait for."""
     runner = web.AppRunner(make_app(settings), access_log_class=RequestLog)
-    await runner.setup()
-    site = web.TCPSite(runner, settings.host, settings.port)
-    await site.start()
-    port = site._server.sockets[0].getsockname()[1]  # the real one when --port 0
+    try:
+        port = await _start(runner, settings)
+    except BaseException:
+        await runner.cleanup()  # workers and a DICOM listener already started stop again
+        raise
     url = f"http://{settings.host}:{port}"
     logging.getLogger("localdicom").info(
         "localdicom %s serving DICOMweb at %s/ (also /v1, /v2, /dicom-web)%s",
@@ -113,6 +115,34 @@ async def serve_until_stopped(
     finally:
         withdraw_server(layout, url)
         await runner.cleanup()
+
+
+async def _start(runner: web.AppRunner, settings: Settings) -> int:
+    """Open the archive, start the DICOM listener (if any) and listen for HTTP; the HTTP port
+    (the one chosen when --port 0). A port in use or an archive that cannot be written is a
+    one-line error, not a traceback."""
+    try:
+        await runner.setup()
+    except OSError as exc:
+        if exc.filename is None and settings.dicom_port is not None:  # not a file: the port
+            host = settings.dicom_host or settings.host
+            raise _cannot_listen("DICOM", host, settings.dicom_port, "--dicom-port", exc) from None
+        raise click.ClickException(f"the server cannot start: {exc}") from None
+    site = web.TCPSite(runner, settings.host, settings.port)
+    try:
+        await site.start()
+    except OSError as exc:
+        raise _cannot_listen("HTTP", settings.host, settings.port, "--port", exc) from None
+    return site._server.sockets[0].getsockname()[1]
+
+
+def _cannot_listen(
+    service: str, host: str, port: int, option: str, exc: OSError
+) -> click.ClickException:
+    reason = os.strerror(exc.errno).lower() if exc.errno else str(exc)
+    if exc.errno == errno.EADDRINUSE:
+        reason += f"; is another server using it? Choose another port with {option}"
+    return click.ClickException(f"cannot listen for {service} on {host}:{port}: {reason}")
 
 
 def _dimse_line(app: web.Application, settings: Settings) -> str:

@@ -6,6 +6,7 @@ import base64
 import http.cookiejar
 import json
 import logging
+import socket
 import subprocess
 import sys
 import time
@@ -204,6 +205,32 @@ def test_network_address_without_token_refuses_to_start(tmp_path: Path) -> None:
     assert result.exception is not None
     assert "--token" in str(result.exception)
     assert "--insecure" in str(result.exception)
+
+
+def _serve(*args: str) -> subprocess.CompletedProcess:
+    command = [sys.executable, "-m", "localdicom", "serve", *args]
+    return subprocess.run(command, capture_output=True, text=True, timeout=120, check=False)
+
+
+@pytest.mark.parametrize("service, option", [("HTTP", "--port"), ("DICOM", "--dicom-port")])
+def test_a_port_in_use_is_a_one_line_error(tmp_path: Path, service: str, option: str) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = str(taken.getsockname()[1])
+        ports = [option, port] if service == "HTTP" else ["--port", "0", option, port]
+        result = _serve(str(tmp_path / "archive"), *ports)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    last = result.stderr.splitlines()[-1]
+    assert last.startswith(f"Error: cannot listen for {service} on 127.0.0.1:{port}: address")
+    assert last.endswith(f"Choose another port with {option}")
+
+
+def test_an_archive_that_cannot_be_created_is_a_one_line_error(tmp_path: Path) -> None:
+    (tmp_path / "a-file").write_bytes(b"")
+    result = _serve(str(tmp_path / "a-file" / "archive"), "--port", "0")
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert result.stderr.splitlines()[-1].startswith("Error: the server cannot start: [Errno 20]")
 
 
 # HTTP Basic beside Bearer (RFC 7617): the token as the password, any user name ----------------
