@@ -39,6 +39,11 @@ NUMBER_FORMATS = {"US": "<H", "SS": "<h", "UL": "<L", "SL": "<l", "FL": "<f", "F
 LONG_LENGTH_VRS = frozenset(
     ["OB", "OD", "OF", "OL", "OV", "OW", "SQ", "SV", "UC", "UN", "UR", "UT", "UV"]
 )
+#: Element headers (PS3.5 7.1.1-7.1.3): implicit VR; explicit VR with a 32-bit length after
+#: two reserved bytes; explicit VR with a 16-bit length.
+IMPLICIT_HEADER = struct.Struct("<HHL")
+LONG_HEADER = struct.Struct("<HH2s2xL")
+SHORT_HEADER = struct.Struct("<HH2sH")
 #: PS3.5 Table 6.2-1: a DS value holds at most 16 characters.
 DS_LENGTH = 16
 
@@ -46,12 +51,12 @@ DS_LENGTH = 16
 def write(elements: dict[str, dict[str, Any]], implicit: bool) -> bytes | None:
     """``elements`` (tag -> DICOM JSON) as a data set, or None when one needs pydicom."""
     encoded = []
-    for number in sorted(int(tag, 16) for tag in elements):
-        element = elements[f"{number:08X}"]
+    for number, tag in sorted((int(tag, 16), tag) for tag in elements):
+        element = elements[tag]
         value = _value(element)
         if value is None or not number & 0xFFFF:  # group lengths: pydicom's to drop
             return None
-        encoded.append(_header(number, element["vr"], len(value), implicit) + value)
+        encoded += (_header(number, element["vr"], len(value), implicit), value)
     return b"".join(encoded)
 
 
@@ -64,7 +69,10 @@ def _value(element: dict[str, Any]) -> bytes | None:
         return b"".join(struct.pack(NUMBER_FORMATS[vr], number) for number in values)
     if vr not in TEXT_VRS:
         return None
-    texts = [_text(vr, value) for value in values]
+    if len(values) == 1 and type(values[0]) is str and vr != "PN":  # most values: one text
+        texts = values
+    else:
+        texts = [_text(vr, value) for value in values]
     if any(text is None for text in texts):
         return None
     data = "\\".join(texts).encode("ascii" if vr == "UI" else "utf-8")  # type: ignore[arg-type]
@@ -86,7 +94,7 @@ def _text(vr: str, value: Any) -> str | None:
 def _header(tag: int, vr: str, length: int, implicit: bool) -> bytes:
     group, element = tag >> 16, tag & 0xFFFF
     if implicit:
-        return struct.pack("<HHL", group, element, length)
+        return IMPLICIT_HEADER.pack(group, element, length)
     if vr in LONG_LENGTH_VRS:
-        return struct.pack("<HH2s2xL", group, element, vr.encode(), length)
-    return struct.pack("<HH2sH", group, element, vr.encode(), length)
+        return LONG_HEADER.pack(group, element, vr.encode(), length)
+    return SHORT_HEADER.pack(group, element, vr.encode(), length)

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import struct
+from collections.abc import Iterable
 from dataclasses import dataclass, field
 from io import BytesIO
 from typing import Any
@@ -110,8 +111,21 @@ def decode_command(data: bytes) -> Command:
 def encode_command(fields: Command) -> bytes:
     """A command set of ``fields`` (keyword: value), in Implicit VR Little Endian with its
     Command Group Length first (PS3.7 E.1: the bytes after it). Written here, not by
-    pydicom: building and writing a Dataset cost more than the rest of a C-STORE's answer."""
-    in_order = sorted(fields.items(), key=lambda field: _element(field[0]))
+    pydicom: building and writing a Dataset cost more than the rest of a C-STORE's answer.
+    The same command again (every pending response of a C-FIND) is encoded once."""
+    try:
+        return _encoded_command(tuple(fields.items()))
+    except TypeError:  # a list value (an AT or a multi-valued element): unhashable
+        return _encode_command(fields.items())
+
+
+@functools.lru_cache(maxsize=256)
+def _encoded_command(fields: tuple[tuple[str, Any], ...]) -> bytes:
+    return _encode_command(fields)
+
+
+def _encode_command(fields: Iterable[tuple[str, Any]]) -> bytes:
+    in_order = sorted(fields, key=lambda field: _element(field[0]))
     body = b"".join(_encoded_element(keyword, value) for keyword, value in in_order)
     return ELEMENT.pack(0, 0, 4) + struct.pack("<L", len(body)) + body
 
