@@ -20,18 +20,19 @@ from pynetdicom.dsutils import decode, encode
 from pynetdicom.pdu import A_ASSOCIATE_AC, A_ASSOCIATE_RQ
 from pynetdicom.pdu_primitives import A_ASSOCIATE, MaximumLengthNotification
 from pynetdicom.presentation import build_context
-from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind
+from pynetdicom.sop_class import StudyRootQueryRetrieveInformationModelFind, Verification
 
 HEADER = struct.Struct(">BxL")
 ELEMENT = struct.Struct("<HHL")  # implicit VR little endian: group, element, length
 STATUS, DATA_SET_TYPE, NO_DATA_SET = 0x0900, 0x0800, 0x0101
 PENDING = (0xFF00, 0xFF01)
 MAXIMUM_PDU = 1 << 20
+FIND, ECHO = 1, 3  # presentation context IDs
 
 
 class BareFind:
-    """One association, one presentation context (Study Root FIND, Implicit VR Little
-    Endian), queries one after another."""
+    """One association, two presentation contexts (Study Root FIND and Verification, Implicit
+    VR Little Endian), queries (or echoes) one after another."""
 
     def __init__(self, port: int, called: str, calling: str) -> None:
         self.sock = socket.create_connection(("127.0.0.1", port))
@@ -45,22 +46,26 @@ class BareFind:
         answer = A_ASSOCIATE_AC()
         answer.decode(HEADER.pack(kind, len(body)) + body)
         results = answer.to_primitive().presentation_context_definition_results_list
-        if not any(context.result == 0 for context in results):
+        if not any(context.result == 0 for context in results if context.context_id == FIND):
             raise ConnectionError("Study Root C-FIND not accepted")
 
     def request(self, identifier: Dataset) -> bytes:
         """The PDUs of a C-FIND-RQ for ``identifier`` (built before the clock starts)."""
-        self.message_id += 1
-        command = Dataset()
-        command.AffectedSOPClassUID = StudyRootQueryRetrieveInformationModelFind
-        command.CommandField, command.MessageID = 0x0020, self.message_id
+        command = self._command(StudyRootQueryRetrieveInformationModelFind, 0x0020)
         command.Priority, command.CommandDataSetType = 0, 0x0000
-        body = encode(command, True, True)
-        command_set = ELEMENT.pack(0, 0, 4) + struct.pack("<L", len(body)) + body
-        return _p_data(command_set, 0x03) + _p_data(encode(identifier, True, True), 0x02)
+        identifier_set = encode(identifier, True, True)
+        return _p_data(_command_set(command), 0x03, FIND) + _p_data(identifier_set, 0x02, FIND)
+
+    def echo_request(self) -> bytes:
+        """The PDU of a C-ECHO-RQ (PS3.7 9.3.5), a request that asks for nothing: its round
+        trip is what any request costs before the server does anything for it."""
+        command = self._command(Verification, 0x0030)
+        command.CommandDataSetType = 0x0101
+        return _p_data(_command_set(command), 0x03, ECHO)
 
     def find(self, request: bytes) -> tuple[int, list[bytes]]:
-        """Send a prepared request; the final status and each match's identifier bytes."""
+        """Send a prepared request; the final status and each match's identifier bytes (an
+        echo's: its status and none)."""
         self.sock.sendall(request)
         matches: list[bytes] = []
         command, data = bytearray(), bytearray()
@@ -81,6 +86,13 @@ class BareFind:
                     command.clear()
                     if status not in PENDING:
                         return status, matches
+
+    def _command(self, sop_class: str, field: int) -> Dataset:
+        self.message_id += 1
+        command = Dataset()
+        command.AffectedSOPClassUID = sop_class
+        command.CommandField, command.MessageID = field, self.message_id
+        return command
 
     def release(self) -> None:
         self.sock.sendall(HEADER.pack(0x05, 4) + bytes(4))
@@ -103,9 +115,10 @@ def _association_request(called: str, calling: str) -> bytes:
     primitive = A_ASSOCIATE()
     primitive.application_context_name = "1.2.840.10008.3.1.1.1"
     primitive.calling_ae_title, primitive.called_ae_title = calling, called
-    context = build_context(StudyRootQueryRetrieveInformationModelFind, ImplicitVRLittleEndian)
-    context.context_id = 1
-    primitive.presentation_context_definition_list = [context]
+    find = build_context(StudyRootQueryRetrieveInformationModelFind, ImplicitVRLittleEndian)
+    echo = build_context(Verification, ImplicitVRLittleEndian)
+    find.context_id, echo.context_id = FIND, ECHO
+    primitive.presentation_context_definition_list = [find, echo]
     length = MaximumLengthNotification()
     length.maximum_length_received = MAXIMUM_PDU
     primitive.user_information = [length]
@@ -114,8 +127,14 @@ def _association_request(called: str, calling: str) -> bytes:
     return pdu.encode()
 
 
-def _p_data(fragment: bytes, control: int) -> bytes:
-    item = struct.pack(">LBB", len(fragment) + 2, 1, control) + fragment
+def _command_set(command: Dataset) -> bytes:
+    """A command set with its Command Group Length first (PS3.7 E.1)."""
+    body = encode(command, True, True)
+    return ELEMENT.pack(0, 0, 4) + struct.pack("<L", len(body)) + body
+
+
+def _p_data(fragment: bytes, control: int, context_id: int) -> bytes:
+    item = struct.pack(">LBB", len(fragment) + 2, context_id, control) + fragment
     return HEADER.pack(0x04, len(item)) + item
 
 

@@ -875,14 +875,19 @@ def table_row(name: str, unit: str, figures: list[list[Figure]]) -> str:
     errors = [sum(f.errors for f in each) for each in figures]
     if any(errors):
         shown, ratio = (
-            ["failed" if e else f"{v:.1f}" for v, e in zip(values, errors, strict=True)],
+            ["failed" if e else _figure(v) for v, e in zip(values, errors, strict=True)],
             "n/a",
         )
     else:
-        shown = [f"{v:.1f}" for v in values]
+        shown = [_figure(v) for v in values]
         better, worse = (values[1], values[0]) if unit == RATE else (values[0], values[1])
         ratio = f"{better / worse:.2f}" if worse else "n/a"  # e.g. no CPU tick in a tiny run
     return f"| {name} | {unit} | {shown[0]} | {shown[1]} | {ratio} | {errors[0]}/{errors[1]} |"
+
+
+def _figure(value: float) -> str:
+    """One decimal, or two below 1 (a round trip of a tenth of a millisecond)."""
+    return f"{value:.2f}" if value < 1 else f"{value:.1f}"
 
 
 def main() -> None:

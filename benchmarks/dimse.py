@@ -13,7 +13,8 @@ measures, with C++ clients where the client's own cost would otherwise weigh (dc
 - C-FIND (PS3.4 C, Study Root): a bare requestor over one kept association
   (:mod:`benchmarks.bare_find`: pynetdicom's own requestor costs milliseconds per query,
   more than the servers), the same query many times; every answer's result set is checked
-  against what was stored;
+  against what was stored. C-ECHO (PS3.7 9.1.5) the same way: the round trip of a request
+  that asks for nothing, the floor under every query;
 - C-GET (PS3.4 C.4.3) of a whole series: getscu, each instance written as received
   (``+B``); the instances received are checked after the clock stopped.
 
@@ -247,8 +248,13 @@ def query(level: str, **keys: str) -> Dataset:
     return ds
 
 
-def c_find(node: Node, identifier: Dataset, check: Callable, repetitions: int) -> Figure:
-    """The same query ``repetitions`` times over one association (:class:`BareFind`); raises
+def _echoed(final: int, matches: list[Dataset]) -> None:
+    assert final == 0x0000 and not matches, f"C-ECHO answered 0x{final:04X}"
+
+
+def c_find(node: Node, identifier: Dataset | None, check: Callable, repetitions: int) -> Figure:
+    """The same query (a C-ECHO when ``identifier`` is None) ``repetitions`` times over one
+    association (:class:`BareFind`); raises
     Unsupported if the first answer is a failure status. An association that breaks ends the
     measurement, with an error counted. The clock covers sending the prepared request and
     reading every response; the identifiers are decoded and checked after it stopped."""
@@ -259,7 +265,7 @@ def c_find(node: Node, identifier: Dataset, check: Callable, repetitions: int) -
     tally, elapsed = Tally(), 0.0
     try:
         for repetition in range(repetitions):
-            request = client.request(identifier)
+            request = client.echo_request() if identifier is None else client.request(identifier)
             started = time.perf_counter()
             try:
                 final, matches = client.find(request)
@@ -289,12 +295,15 @@ def expect(tag: str, expected: set[str]) -> Callable[[int, list[Dataset]], None]
     return check
 
 
-def find_operations(data: Data) -> dict[str, tuple[Dataset, Callable]]:
-    """Name -> (identifier, check). Return keys are asked for as a viewer asks for them."""
+def find_operations(data: Data) -> dict[str, tuple[Dataset | None, Callable]]:
+    """Name -> (identifier, check). Return keys are asked for as a viewer asks for them. The
+    C-ECHO (no identifier) is the floor under every query: the round trip of a request,
+    framing and dispatch included, before the server does any work for it."""
     studies = data.studies
     in_range = {s for s, a in studies.items() if "20150101" <= a["StudyDate"] <= "20171231"}
     study_keys = {"StudyInstanceUID": "", "PatientName": "", "StudyDate": "", "PatientID": ""}
     return {
+        "C-ECHO, a request that asks for nothing": (None, _echoed),
         "C-FIND study, exact PatientID": (
             query("STUDY", **{**study_keys, "PatientID": "P007"}),
             expect("StudyInstanceUID", {s for s, a in studies.items() if a["PatientID"] == "P007"}),
