@@ -254,10 +254,10 @@ def _echoed(final: int, matches: list[Dataset]) -> None:
 
 def c_find(node: Node, identifier: Dataset | None, check: Callable, repetitions: int) -> Figure:
     """The same query (a C-ECHO when ``identifier`` is None) ``repetitions`` times over one
-    association (:class:`BareFind`); raises
-    Unsupported if the first answer is a failure status. An association that breaks ends the
-    measurement, with an error counted. The clock covers sending the prepared request and
-    reading every response; the identifiers are decoded and checked after it stopped."""
+    association (:class:`BareFind`); raises Unsupported if the first answer is a failure
+    status. An association that breaks ends the measurement, with an error counted. The
+    clock covers sending the prepared request and reading every response; the identifiers
+    are decoded and checked after it stopped."""
     try:
         client = BareFind(node.port, node.ae_title, CALLING)
     except ConnectionError as error:
