@@ -184,9 +184,11 @@ def test_a_caller_not_listed_is_rejected_permanently():
 
 
 def test_beyond_the_associations_served_at_once_a_caller_is_rejected_transiently():
+    chosen = policy()
     with pytest.raises(Rejected) as rejected:
-        negotiate(request(build_context(CTImageStorage)), policy(), full=True)
+        negotiate(request(build_context(CTImageStorage)), chosen, full=True)
     assert rejection(rejected.value.answer) == (0x02, 0x03, 0x02)
+    assert not chosen.agreed  # refused before any agreement was worked out
 
 
 def test_a_request_made_before_gets_the_same_agreement_from_memory():

@@ -123,21 +123,23 @@ def negotiate(body: bytes, policy: Policy, full: bool) -> tuple[Agreement, bytes
     spends on anything else but sending."""
     known = policy.agreed.get(body)
     if known is None:
-        known = _negotiated(body, policy)
+        known = _negotiated(body, policy, full)
         if len(body) <= AGREEMENT_BYTES:
             if len(policy.agreed) >= AGREEMENTS_KEPT:
                 del policy.agreed[next(iter(policy.agreed))]  # the oldest
             policy.agreed[body] = known
-    if full:
-        raise Rejected(_reject(*TOO_MANY), "as many associations as served at once")
+    elif full:
+        raise Rejected(*_too_many())
     return known
 
 
-def _negotiated(body: bytes, policy: Policy) -> tuple[Agreement, bytes]:
+def _negotiated(body: bytes, policy: Policy, full: bool) -> tuple[Agreement, bytes]:
     request = _decoded(body)
     calling = request.calling_ae_title.strip()
     if policy.callers is not None and calling not in policy.callers:
         raise Rejected(_reject(*CALLER_UNKNOWN), f"calling AE title {calling!r} not accepted")
+    if full:  # refused before the contexts are worked out
+        raise Rejected(*_too_many())
     proposed = request.presentation_context_definition_list
     roles = {
         item.sop_class_uid: (item.scu_role, item.scp_role)
@@ -179,6 +181,10 @@ def _accept(
     pdu = A_ASSOCIATE_AC()
     pdu.from_primitive(answer)
     return pdu.encode()
+
+
+def _too_many() -> tuple[bytes, str]:
+    return _reject(*TOO_MANY), "as many associations as served at once"
 
 
 def _reject(result: int, source: int, reason: int) -> bytes:
