@@ -25,6 +25,7 @@ from aiohttp.abc import AbstractAccessLogger
 from localdicom import __version__
 from localdicom.app import CATALOG, DIMSE, make_app
 from localdicom.archive import Layout, announce_server, withdraw_server
+from localdicom.dimse.server import CannotListen
 from localdicom.importer import ArchiveBusy, CannotImport, Found, ImportOptions, run_import, survey
 from localdicom.settings import Settings
 from localdicom.stable import StableCommand, watching
@@ -123,10 +124,9 @@ async def _start(runner: web.AppRunner, settings: Settings) -> int:
     one-line error, not a traceback."""
     try:
         await runner.setup()
+    except CannotListen as exc:
+        raise _cannot_listen("DICOM", exc.host, exc.port, "--dicom-port", exc.error) from None
     except OSError as exc:
-        if exc.filename is None and settings.dicom_port is not None:  # not a file: the port
-            host = settings.dicom_host or settings.host
-            raise _cannot_listen("DICOM", host, settings.dicom_port, "--dicom-port", exc) from None
         raise click.ClickException(f"the server cannot start: {exc}") from None
     site = web.TCPSite(runner, settings.host, settings.port)
     try:

@@ -37,6 +37,14 @@ ACSE_TIMEOUT = 30
 NETWORK_TIMEOUT = 120
 
 
+class CannotListen(Exception):
+    """The DICOM port could not be opened (in use, not permitted): where, and why."""
+
+    def __init__(self, host: str, port: int, error: OSError) -> None:
+        super().__init__(f"cannot listen on {host}:{port}: {error}")
+        self.host, self.port, self.error = host, port, error
+
+
 class DimseServer:
     """Listens for associations until :meth:`close`."""
 
@@ -52,7 +60,10 @@ class DimseServer:
         self.associations = 0
 
     async def start(self, host: str, port: int) -> None:
-        self.server = await asyncio.start_server(self._connected, host, port, limit=READ_BUFFER)
+        try:
+            self.server = await asyncio.start_server(self._connected, host, port, limit=READ_BUFFER)
+        except OSError as exc:
+            raise CannotListen(host, port, exc) from exc
 
     @property
     def port(self) -> int:
