@@ -616,6 +616,14 @@ def operations(data: Dataset, workload: Workload) -> list[Operation]:
             None,
         ),
         (
+            # the floor under every search: the HTTP exchange, and a lookup that finds nothing
+            "QIDO study, no match",
+            "studies?PatientID=NOBODY",
+            set(),
+            "0020000D",
+            None,
+        ),
+        (
             "QIDO study, wildcard PatientName",
             "studies?PatientName=P01*",
             matching(lambda a: a["PatientName"].startswith("P01")),

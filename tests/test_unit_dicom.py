@@ -358,6 +358,15 @@ def test_fuzzymatching_of_person_names_matches_word_prefixes_in_any_case(
         assert not accepts(condition, person(name)), name
 
 
+def test_a_person_name_matches_by_any_of_its_component_groups():
+    """PS3.4 C.2.2.2: matching on PN is on each component group (PS3.18 F.2.2 names them)."""
+    condition = parse_query([("PatientName", "山田*")], STUDY).conditions[PATIENT_NAME]
+    assert accepts(condition, person("Yamada^Tarou", "山田^太郎"))
+    assert not accepts(condition, person("Yamada^Tarou"))
+    assert accepts(Universal(), {})  # present without a value: still a match for "*"
+    assert not accepts(condition, {})
+
+
 def test_without_fuzzymatching_a_name_matches_whole():
     condition = parse_query([("PatientName", "john")], STUDY).conditions[PATIENT_NAME]
     assert not accepts(condition, person("Doe^John"))
