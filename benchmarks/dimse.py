@@ -234,8 +234,8 @@ def load(node: Node, folders: list[Path]) -> None:
         )
         for folder in folders
     ]
-    for folder, process in zip(folders, processes, strict=True):
-        output = process.communicate()[0]
+    outputs = [process.communicate()[0] for process in processes]
+    for folder, process, output in zip(folders, processes, outputs, strict=True):
         if process.returncode:
             raise RuntimeError(f"loading {folder} into {node.name}: {output[-500:]!r}")
 
