@@ -255,9 +255,8 @@ class SmallDisk:
         def write_all(fd: int, data: memoryview) -> None:
             path = Path(os.readlink(f"/proc/self/fd/{fd}"))
             if disk.free is not None and path.is_relative_to(disk.root):
-                if len(data) > disk.free:
-                    disk.free = 0
-                    disk.failures += 1
+                if len(data) > disk.free:  # nothing written: the space stays free for
+                    disk.failures += 1  # a smaller write (another upload's, in any order)
                     raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
                 disk.free -= len(data)
             real_write_all(fd, data)
