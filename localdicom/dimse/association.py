@@ -122,6 +122,9 @@ class Association:
             await pdus.linger(self.reader, self.close_timeout)
         except (asyncio.IncompleteReadError, ConnectionError):
             logger.info("connection with %s lost", self.caller)
+        except asyncio.CancelledError:  # the server is stopping: the peer is told (PS3.8 7.3)
+            self._emit(pdus.abort(source=pdus.USER))
+            raise
         finally:
             await self._end()
 

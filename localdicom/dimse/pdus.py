@@ -28,9 +28,10 @@ BLOCK = 4 << 20
 PDV_HEADER = struct.Struct(">LBB")
 COMMAND, LAST = 0x01, 0x02
 
-#: A-ABORT sources and reasons (PS3.8 Table 9-26): the service provider, for an
-#: unrecognized or unexpected PDU, or an invalid PDU parameter value.
-PROVIDER = 0x02
+#: A-ABORT sources and reasons (PS3.8 Table 9-26): the service user (this server itself,
+#: stopping; its reason is not significant), or the service provider, for an unrecognized or
+#: unexpected PDU, or an invalid PDU parameter value.
+USER, PROVIDER = 0x00, 0x02
 UNRECOGNIZED_PDU, UNEXPECTED_PDU, INVALID_PARAMETER = 0x01, 0x02, 0x06
 
 

@@ -84,6 +84,11 @@ class DimseServer:
         self.connections.add(task)
         try:
             await self._serve(reader, writer)
+        except asyncio.CancelledError:
+            # The server is stopping (:meth:`close`); an association has told its peer. The
+            # task ends rather than raise: Python 3.11's start_server would log the
+            # cancellation with a traceback (its streams.py reads the task's exception).
+            pass
         finally:
             self.connections.discard(task)
             writer.close()
