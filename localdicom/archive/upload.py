@@ -104,11 +104,10 @@ def prepare_upload(path: Path, fsync: bool, held: memoryview | None = None) -> U
         for flush in flushes:
             flush.result()
     else:
-        # Written here, not in the flusher thread beside the parsing: there each of its
-        # system calls waited for the GIL this thread held, and (A/B with
-        # benchmarks/stow_ab.py) eight uploads at a time cost more CPU, one at a time
-        # went no faster.
-        # The hash runs in one call that lets the GIL go, so on another CPU: a 512 KB CT
+        # Written here, not in the thread beside the parsing: there each of its system
+        # calls waited for the GIL this thread held, and (A/B with benchmarks/stow_ab.py)
+        # eight uploads at a time cost more CPU, one at a time went no faster. The hash,
+        # one call that lets the GIL go, runs there instead, on another CPU: a 512 KB CT
         # slice was prepared in 1.28 rather than 1.58 ms (p50 of 120, alternated, in one
         # process), at the same CPU time.
         hashing = _beside().submit(_sha256, held)
