@@ -32,6 +32,11 @@ from localdicom.stable import StableCommand, watching
 from localdicom.web.security import browser_link, is_loopback_address
 from localdicom.workers import exit_with
 
+#: On Ctrl-C or SIGTERM, how long the requests in progress get to finish before they are
+#: cancelled (an upload cut short stores nothing): aiohttp's default, 60 s, let a client
+#: stalled mid-upload keep the server, and its DICOM listener, running that long.
+STOP_GRACE_SECONDS = 5.0
+
 
 class RequestLog(AbstractAccessLogger):
     """One line per request: method, path, status, bytes sent, milliseconds. A ``token``
@@ -84,7 +89,9 @@ async def serve_until_stopped(
     ``stable`` (--on-stable-study, --stable-seconds) command meanwhile. Once serving, say
     what the ``survey`` folder holds outside the layout: walking a large archive takes
     seconds, which neither the first answer nor the index rebuild should wait for."""
-    runner = web.AppRunner(make_app(settings), access_log_class=RequestLog)
+    runner = web.AppRunner(
+        make_app(settings), access_log_class=RequestLog, shutdown_timeout=STOP_GRACE_SECONDS
+    )
     try:
         port = await _start(runner, settings)
     except BaseException:

@@ -7,11 +7,14 @@ starts it again on the same folder.
 
 from __future__ import annotations
 
+import socket
+import time
 from typing import Any
 
 import pytest
 import requests
 
+from localdicom.archive.held import HELD_BYTES
 from tests.helpers.served import (
     AS_STORED,
     DICOM_JSON,
@@ -140,3 +143,25 @@ def test_leftover_temporary_files_are_removed(live_server, archive_dir, stored) 
     assert not part.exists()
     assert not temporary.exists()
     assert_serves(live_server, stored)
+
+
+def test_a_stalled_upload_does_not_hold_a_stopping_server(live_server, archive_dir) -> None:
+    """Ctrl-C or SIGTERM gives the requests in progress a few seconds, then cancels them: a
+    client stalled mid-upload, which --upload-timeout would end only after 60 s, does not
+    keep the server running that long, and its partial upload is deleted."""
+    boundary = "stalled"
+    head = (
+        f"POST /studies HTTP/1.1\r\nHost: 127.0.0.1:{live_server.port}\r\n"
+        f'Content-Type: multipart/related; type="application/dicom"; boundary={boundary}\r\n'
+        f"Content-Length: {1 << 30}\r\n\r\n--{boundary}\r\nContent-Type: application/dicom\r\n\r\n"
+    )
+    incoming = archive_dir / ".incoming"
+    with socket.create_connection(("127.0.0.1", live_server.port)) as sock:
+        sock.sendall(head.encode() + bytes(HELD_BYTES + (1 << 20)))  # past what is held in memory
+        while not (incoming.is_dir() and any(p.stat().st_size for p in incoming.iterdir())):
+            time.sleep(0.05)  # the server is writing the upload: it is mid-request
+        live_server.process.terminate()
+        live_server.process.wait(timeout=120)
+    log = live_server.log.read_text()
+    assert "sent nothing for" not in log  # stopped before the upload's idle timeout ended it
+    assert list(incoming.iterdir()) == []
