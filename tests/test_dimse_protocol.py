@@ -4,6 +4,7 @@ encoders and decoders of the same PDUs and command sets (PS3.8 9.3, PS3.7 E)."""
 from __future__ import annotations
 
 import asyncio
+import socket
 from io import BytesIO
 from pathlib import Path
 
@@ -29,10 +30,12 @@ from pynetdicom.sop_class import (
 )
 
 from localdicom.dimse import pdus
+from localdicom.dimse.association import Association
 from localdicom.dimse.messages import BadMessage, decode_command, encode_command
 from localdicom.dimse.negotiation import (
     AGREEMENT_BYTES,
     AGREEMENTS_KEPT,
+    Agreement,
     Policy,
     Rejected,
     negotiate,
@@ -351,3 +354,24 @@ def test_a_received_instance_gets_the_file_meta_pynetdicom_writes(sop: str):
     assert read.file_meta.TransferSyntaxUID == JPEG2000Lossless
     assert read.file_meta.MediaStorageSOPClassUID == CTImageStorage
     assert read.SOPInstanceUID == "1.2.3.4"
+
+
+async def test_a_peer_that_stops_reading_loses_the_association_instead_of_holding_it() -> None:
+    """A requestor that takes none of a C-GET's data is cut off once nothing has left for
+    the network timeout (PS3.8 leaves it to implementations, as dcmtk's -to and pynetdicom's
+    network_timeout), instead of holding the association, and a stopping server, for ever.
+    The timeout here is short; the server's is NETWORK_TIMEOUT."""
+    ours, theirs = socket.socketpair()  # theirs is never read
+    reader, writer = await asyncio.open_connection(sock=ours)
+    agreement = Agreement("STALLED", 0, {})
+    association = Association(None, agreement, (reader, writer), (1 << 20, 0.2, 0.2), "test")  # type: ignore[arg-type]
+    command = {"CommandField": 0x8030, "MessageIDBeingRespondedTo": 1, "Status": 0}
+    try:
+        with pytest.raises(ConnectionError, match="took nothing"):
+            async with asyncio.timeout(60):  # a regression waits for ever: fail it instead
+                for _ in range(64):  # far more than the socket's buffers hold
+                    await association.send(1, command, bytes(1 << 20))
+        assert writer.transport.is_closing()
+    finally:
+        writer.close()
+        theirs.close()

@@ -236,7 +236,7 @@ class Association:
             await asyncio.wait(tasks)
         self._flush()
         with suppress(ConnectionError):
-            await self.writer.drain()
+            await self._drain(self.close_timeout)
         self.writer.close()
 
     # writing -----------------------------------------------------------------------------
@@ -273,7 +273,7 @@ class Association:
                 self._queue(context_id, data, False)
             if self._queued_bytes >= FLUSH_BYTES:
                 self._flush()
-                await self.writer.drain()
+                await self._drain(self.idle_timeout)
 
     async def send_file(self, context_id: int, command: Command, file: BinaryIO) -> None:
         """One message whose data set is the rest of an open ``file``, read straight into its
@@ -286,9 +286,26 @@ class Association:
             while True:
                 block, remaining = pdus.read_pdus(file, context_id, self.fragment, remaining)
                 self.writer.write(block)
-                await self.writer.drain()
+                await self._drain(self.idle_timeout)
                 if remaining == 0:
                     return
+
+    async def _drain(self, seconds: float) -> None:
+        """Wait until the peer has taken what was written, up to its buffers. A peer that
+        takes nothing for ``seconds`` (it stopped reading) loses the connection, rather than
+        hold this association, and a server that stops, for ever; a slow one is waited for."""
+        transport = self.writer.transport
+        while True:
+            waiting = transport.get_write_buffer_size()
+            try:
+                async with asyncio.timeout(seconds):
+                    await self.writer.drain()
+                return
+            except TimeoutError:
+                if transport.get_write_buffer_size() < waiting:
+                    continue
+                transport.abort()
+                raise ConnectionError(f"{self.caller} took nothing for {seconds:g} s") from None
 
     def _queue(self, context_id: int, data: bytes, is_command: bool) -> None:
         """Add a message's PDUs to what goes out when this task next yields to the loop: the
