@@ -57,6 +57,7 @@ from tests.helpers import (
     ct_slice,
     free_port,
 )
+from tests.helpers.http import raw_stow
 from tests.helpers.live import LiveServer
 from tests.helpers.stocked import (
     BOUNDARY,
@@ -168,13 +169,6 @@ def test_default_limits_are_documented_values():
 # clients that stall or leave -------------------------------------------------------------
 
 
-def _raw_stow(content_type: str, length: int) -> bytes:
-    return (
-        f"POST /studies HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
-        f"Content-Length: {length}\r\nAccept: application/dicom+json\r\n\r\n"
-    ).encode()
-
-
 def _partial_bodies() -> Iterator[Any]:
     _, whole = new_instance()
     _, cut = new_instance()
@@ -192,7 +186,7 @@ async def test_stalled_upload_is_408_and_leaves_nothing(
     server = stocked.client.server
     reader, writer = await asyncio.open_connection(server.host, server.port)
     started = time.monotonic()
-    writer.write(_raw_stow(content_type, length) + sent)
+    writer.write(raw_stow(content_type, length) + sent)
     await writer.drain()
     answer = await asyncio.wait_for(reader.read(), timeout=10)  # the server closes: EOF
     waited = time.monotonic() - started
@@ -212,7 +206,7 @@ async def test_client_leaving_mid_upload_leaves_nothing(
     stocked = await stocked_app(aiohttp_client, archive_dir)
     server = stocked.client.server
     _, writer = await asyncio.open_connection(server.host, server.port)
-    writer.write(_raw_stow(content_type, length) + sent)
+    writer.write(raw_stow(content_type, length) + sent)
     await writer.drain()
     await asyncio.sleep(0.2)
     writer.close()

@@ -15,6 +15,7 @@ import pytest
 import requests
 
 from localdicom.archive.held import HELD_BYTES
+from tests.helpers.http import raw_stow
 from tests.helpers.served import (
     AS_STORED,
     DICOM_JSON,
@@ -149,15 +150,11 @@ def test_a_stalled_upload_does_not_hold_a_stopping_server(live_server, archive_d
     """Ctrl-C or SIGTERM gives the requests in progress a few seconds, then cancels them: a
     client stalled mid-upload, which --upload-timeout would end only after 60 s, does not
     keep the server running that long, and its partial upload is deleted."""
-    boundary = "stalled"
-    head = (
-        f"POST /studies HTTP/1.1\r\nHost: 127.0.0.1:{live_server.port}\r\n"
-        f'Content-Type: multipart/related; type="application/dicom"; boundary={boundary}\r\n'
-        f"Content-Length: {1 << 30}\r\n\r\n--{boundary}\r\nContent-Type: application/dicom\r\n\r\n"
-    )
+    head = raw_stow('multipart/related; type="application/dicom"; boundary=stalled', 1 << 30)
+    head += b"--stalled\r\nContent-Type: application/dicom\r\n\r\n"
     incoming = archive_dir / ".incoming"
     with socket.create_connection(("127.0.0.1", live_server.port)) as sock:
-        sock.sendall(head.encode() + bytes(HELD_BYTES + (1 << 20)))  # past what is held in memory
+        sock.sendall(head + bytes(HELD_BYTES + (1 << 20)))  # past what is held in memory
         while not (incoming.is_dir() and any(p.stat().st_size for p in incoming.iterdir())):
             time.sleep(0.05)  # the server is writing the upload: it is mid-request
         live_server.process.terminate()

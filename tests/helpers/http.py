@@ -9,6 +9,15 @@ from urllib.parse import urlsplit
 import aiohttp
 
 
+def raw_stow(content_type: str, length: int) -> bytes:
+    """The head of a STOW-RS request written straight to a socket, announcing ``length``
+    bytes of body: for a client that then sends less, or stalls."""
+    return (
+        f"POST /studies HTTP/1.1\r\nHost: 127.0.0.1\r\nContent-Type: {content_type}\r\n"
+        f"Content-Length: {length}\r\nAccept: application/dicom+json\r\n\r\n"
+    ).encode()
+
+
 async def stow(client, data: bytes) -> aiohttp.ClientResponse:
     """STOW-RS one Part 10 file as a single application/dicom body; the answer is read."""
     response = await client.post(
