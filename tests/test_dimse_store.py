@@ -1,11 +1,14 @@
 """C-STORE SCP (PS3.4 B.2) of ``serve --dicom-port``, from outside: dcmtk's storescu and
-pynetdicom as callers, DICOMweb to see the result. Hostile callers: test_dimse_hostile.py.
+pynetdicom as callers, DICOMweb to see the result; and, in this process, a full disk
+(simulated). Hostile callers: test_dimse_hostile.py.
 
 What is compared is always pydicom's reading of the original file, never the server's output.
 """
 
 from __future__ import annotations
 
+import asyncio
+import socket
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -18,8 +21,20 @@ from pydicom.data import get_testdata_file
 from pydicom.dataelem import DataElement
 from pydicom.dataset import Dataset
 from pydicom.tag import Tag
+from pydicom.uid import ExplicitVRLittleEndian
+from pynetdicom.dsutils import encode
+from pynetdicom.presentation import build_context
+from pynetdicom.sop_class import CTImageStorage
 
-from tests.helpers import REPOSITORY, free_port
+from localdicom.archive import Archive
+from localdicom.archive.held import HELD_BYTES
+from localdicom.catalog import Catalog
+from localdicom.dimse import pdus
+from localdicom.dimse.association import Association
+from localdicom.dimse.messages import decode_command, encode_command
+from localdicom.dimse.negotiation import Agreement
+from localdicom.dimse.node import Node
+from tests.helpers import REPOSITORY, free_port, prepare_here
 from tests.helpers.dimse import (
     AE_TITLE,
     DicomServer,
@@ -32,6 +47,7 @@ from tests.helpers.dimse import (
     small_ct,
     start_dicom_server,
 )
+from tests.helpers.disk import SmallDisk
 from tests.helpers.live import LiveServer
 
 #: storescu proposes the file's own transfer syntax only when told which (PS3.5 10, A.4):
@@ -222,3 +238,76 @@ def test_with_peers_beyond_loopback_only_their_ae_titles_may_call(tmp_path: Path
         peer.assoc.release()
     finally:
         live.stop()
+
+
+# a full disk, in this process ----------------------------------------------------------------
+
+
+def store_request(dataset: Dataset, message_id: int) -> list[bytes | memoryview]:
+    """A C-STORE-RQ (PS3.7 9.3.1.1) and its data set in P-DATA-TFs of 16 KiB, as a
+    requestor whose Maximum Length is that sends them, on presentation context 1."""
+    command = encode_command(
+        {
+            "CommandField": 0x0001,
+            "MessageID": message_id,
+            "Priority": 0,
+            "CommandDataSetType": 0x0000,
+            "AffectedSOPClassUID": dataset.SOPClassUID,
+            "AffectedSOPInstanceUID": dataset.SOPInstanceUID,
+        }
+    )
+    pieces: list[bytes | memoryview] = []
+    for data, is_command in ((command, True), (encode(dataset, False, True), False)):
+        for pdu in pdus.message_pdus(1, data, is_command, 16384 - 6):
+            pieces += pdu
+    return pieces
+
+
+async def status_of_response(reader: asyncio.StreamReader) -> int:
+    kind, body = await pdus.read_pdu(reader, 1 << 20)
+    assert kind == pdus.P_DATA_TF
+    ((_, control, fragment),) = pdus.fragments(body)
+    assert control == pdus.COMMAND | pdus.LAST
+    return decode_command(bytes(fragment))["Status"]
+
+
+async def test_a_full_disk_mid_data_set_is_a700_once_it_is_read_and_the_next_store_succeeds(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+):
+    """An instance larger than what is held in memory (HELD_BYTES) goes to its file as it
+    arrives, and meets a full disk there: the rest of its data set is read and dropped, the
+    answer is Refused: Out of Resources (A700, PS3.4 B.2.3), nothing is left behind, and the
+    association goes on: with room again, its next C-STORE is stored."""
+    catalog = Catalog(Archive(tmp_path / "archive", fsync=False), prepare=prepare_here)
+    await catalog.open()
+    disk = SmallDisk(catalog.archive.root, 1 << 20).install(monkeypatch)
+    context = build_context(CTImageStorage, ExplicitVRLittleEndian)
+    context.context_id = 1
+    ours, theirs = socket.socketpair()
+    association = Association(
+        Node(catalog, None, AE_TITLE, {}),  # type: ignore[arg-type]
+        Agreement("FULL", 16384, {1: context}),
+        await asyncio.open_connection(sock=ours),
+        (1 << 20, 30.0, 1.0),
+        "test",
+    )
+    serving = asyncio.create_task(association.serve())
+    reader, writer = await asyncio.open_connection(sock=theirs)
+    large, small = small_ct("1.2.3.4.5"), small_ct("1.2.3.4.5", 1)
+    large.PixelData = bytes(HELD_BYTES + (1 << 20))
+    try:
+        async with asyncio.timeout(60):  # a regression stops reading for ever: fail it instead
+            writer.writelines(store_request(large, 1))
+            await writer.drain()
+            assert await status_of_response(reader) == 0xA700
+            assert disk.failures == 1 and list(catalog.archive.incoming.iterdir()) == []
+            disk.free = None
+            writer.writelines(store_request(small, 2))
+            assert await status_of_response(reader) == 0x0000
+    finally:
+        writer.close()
+        await asyncio.wait_for(serving, 30)  # the association ends with its connection
+    assert [record.sop for record in catalog.instances_of(small.StudyInstanceUID)] == [
+        small.SOPInstanceUID
+    ]
+    assert list(catalog.archive.incoming.iterdir()) == []

@@ -13,6 +13,7 @@ import os
 import shutil
 from collections.abc import Collection
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from pathlib import Path
 
 from localdicom.archive import sidecar
@@ -59,9 +60,18 @@ class Archive(Layout):
     ) -> list[sidecar.StoredInstance | OSError]:
         """Place several prepared uploads, each recorded in the change feed (an update for
         the SOP Instance UIDs in ``replacing``, else a create), then flush each folder they
-        went to once: a group commit, one flush of the feed and of each folder for a batch
-        instead of one per instance. Each upload gets its instance, or the error that kept
-        it out (all of them if a flush failed: then none is known to be durable).
+        went to once: a group commit, one append to the feed and one flush of it and of
+        each folder for a batch instead of one per instance. Each upload gets its
+        instance, or the error that kept it out (all of them if a flush failed: then none
+        is known to be durable).
+
+        Everything that needs space (folders, sidecars, the feed's lines) is written before
+        anything is replaced, so an OSError (a full disk) leaves the archive as it was: no
+        instance is stored that the feed does not record. Only the renames follow (one
+        that fails leaves a change in the feed whose instance is not there, the lesser harm
+        for a follower than an instance it never hears of). A crash between an instance's
+        two renames leaves a .dcm whose sidecar is missing or stale, which the next start
+        regenerates.
 
         The feed is flushed beside the folders, in another thread, so that the file
         system can make both durable in one journal commit: flushed after them, it cut the
@@ -69,33 +79,38 @@ class Archive(Layout):
         slices, 3 rounds); beside them it cost nothing measurable. Both are flushed before
         any upload of the batch is acknowledged."""
         results: list[sidecar.StoredInstance | OSError] = []
-        folders: list[Path] = []
-        for upload in uploads:
-            action = "update" if upload.header.sop_uid in replacing else "create"
+        ready: dict[int, _Ready] = {}
+        for at, upload in enumerate(uploads):
             try:
-                stored, touched = self._place(upload, action)
+                ready[at] = self._ready(upload)
             except OSError as exc:
                 results.append(exc)
                 continue
-            results.append(stored)
-            folders += touched
+            results.append(sidecar.StoredInstance(upload.header, ready[at].size, upload.digest))
+        headers = [each.upload.header for each in ready.values()]
+        changes = [_change("update" if h.sop_uid in replacing else "create", h) for h in headers]
+        try:
+            self.changes.append(changes, fsync=False)
+        except OSError as exc:
+            for at, each in ready.items():
+                each.abandon()
+                results[at] = exc
+            ready = {}
+        folders: list[Path] = []
+        for at, each in ready.items():
+            try:
+                folders += each.rename()
+            except OSError as exc:
+                results[at] = exc
         try:
             self._flush(folders)
         except OSError as exc:
             return [exc for _ in results]
         return results
 
-    def _place(self, upload: Upload, action: str) -> tuple[sidecar.StoredInstance, list[Path]]:
-        """Move an upload into place with its sidecar, replacing any old copy, and record
-        the ``action`` in the change feed; a sidecar not written yet (:attr:`Upload.sidecar`
-        None) is written here. Returns the folders whose entries changed.
-
-        Everything that needs space (folders, the sidecar, the feed's line) is written
-        before anything is replaced, so an OSError (a full disk) leaves the archive as it
-        was: no instance is stored that the feed does not record. Only the two renames
-        follow (one that fails leaves a change in the feed whose instance is not there, the
-        lesser harm for a follower than an instance it never hears of). A crash between them
-        leaves a .dcm whose sidecar is missing or stale, which the next start regenerates."""
+    def _ready(self, upload: Upload) -> _Ready:
+        """An upload's folders made and its sidecar written (here, if it was not yet: see
+        :attr:`Upload.sidecar`), ready to be renamed into place."""
         header = upload.header
         target = self.instance_file(header.study_uid, header.series_uid, header.sop_uid)
         created = self._make_folders(target.parent)
@@ -106,15 +121,7 @@ class Archive(Layout):
                 fsync_path(upload.path)
             document = sidecar.document(header, upload.digest, stat.st_size, stat.st_mtime_ns)
             written = write_temporary(sidecar_of(target), document, self.fsync)
-        try:
-            self.changes.append([_change(action, header)], fsync=False)
-            os.replace(upload.path, target)
-            os.replace(written, sidecar_of(target))
-        except BaseException:  # renamed, it is gone: no unlink that fails on every commit
-            written.unlink(missing_ok=True)
-            raise
-        folders = [target.parent, *(each.parent for each in created)]
-        return sidecar.StoredInstance(header, stat.st_size, upload.digest), folders
+        return _Ready(upload, target, written, stat.st_size, created)
 
     def _flush(self, folders: list[Path]) -> None:
         """Make renames into ``folders``, the entries of new folders (each folder flushed
@@ -200,6 +207,34 @@ class Archive(Layout):
         """Drop the cached thumbnails of an instance that was deleted or replaced."""
         for path in self.thumbnails_of(sop):
             path.unlink(missing_ok=True)
+
+
+@dataclass(frozen=True)
+class _Ready:
+    """An upload whose folders and sidecar (``written``) are there: only its renames to
+    ``target`` are left."""
+
+    upload: Upload
+    target: Path
+    written: Path
+    size: int
+    created: list[Path]
+
+    def rename(self) -> list[Path]:
+        """The upload and its sidecar into place; the folders whose entries changed."""
+        try:
+            os.replace(self.upload.path, self.target)
+            os.replace(self.written, sidecar_of(self.target))
+        except BaseException:  # renamed, it is gone: no unlink that fails on every commit
+            self.written.unlink(missing_ok=True)
+            raise
+        return [self.target.parent, *(each.parent for each in self.created)]
+
+    def abandon(self) -> None:
+        """Not to be placed: the sidecar written for it alone goes (one the upload came
+        with is removed along with the upload)."""
+        if self.written != self.upload.sidecar:
+            self.written.unlink(missing_ok=True)
 
 
 def _change(action: str, header: Header) -> Change:

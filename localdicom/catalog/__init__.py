@@ -9,6 +9,7 @@ the archive.
 
 from localdicom.archive import FeedEntry, Upload, Why, WindowGone
 from localdicom.archive.files import read_ahead, will_need
+from localdicom.catalog.arriving import Arriving
 from localdicom.catalog.catalog import Catalog, OpenReport
 from localdicom.catalog.ingest import (
     Decision,
@@ -24,6 +25,7 @@ from localdicom.catalog.searching import Match
 from localdicom.index import InstanceRecord, Record, SeriesRecord, StudyRecord
 
 __all__ = [
+    "Arriving",
     "Catalog",
     "Decision",
     "FailureReason",

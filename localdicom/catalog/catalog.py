@@ -23,6 +23,7 @@ from localdicom.archive import (
     Archive,
     ScanReport,
     Spooled,
+    StagingFile,
     Upload,
     Why,
     prepare_spooled,
@@ -30,6 +31,7 @@ from localdicom.archive import (
 )
 from localdicom.archive.upload import remove as remove_upload
 from localdicom.catalog import metadata, opening, searching
+from localdicom.catalog.arriving import Arriving
 from localdicom.catalog.feed import FeedReading
 from localdicom.catalog.ingest import (
     Decision,
@@ -38,6 +40,7 @@ from localdicom.catalog.ingest import (
     StoreFailed,
     conflict_message,
     decide,
+    out_of_resources,
 )
 from localdicom.catalog.removing import Removing
 from localdicom.catalog.searching import Match
@@ -265,16 +268,39 @@ class Catalog(FeedReading, Removing):
         """Stream one instance into the upload area (:class:`StagingFile`: held in memory if
         small enough), for :meth:`check`; raises :class:`StoreFailed` (a full disk) or the
         stream's error, leaving nothing behind."""
-        staging = self.archive.new_upload()
-        self._uploads.add(staging.path)
+        staging = self.upload()
         try:
             async for chunk in chunks:
                 _writing(staging.write, chunk)
+        except BaseException:
+            self.abandon(staging)
+            raise
+        return self.spooled(staging)
+
+    def upload(self) -> StagingFile:
+        """A new upload, for :meth:`spooled` once its bytes are all written, or
+        :meth:`abandon`. A write's OSError is a full disk."""
+        staging = self.archive.new_upload()
+        self._uploads.add(staging.path)
+        return staging
+
+    def arriving(self) -> Arriving:
+        """An instance whose pieces the caller writes as it reads them (:mod:`.arriving`)."""
+        return Arriving(self, self.upload())
+
+    def spooled(self, staging: StagingFile) -> Spooled:
+        """An :meth:`upload` whose bytes are all there, for :meth:`check`; raises
+        :class:`StoreFailed` (a full disk), leaving nothing behind."""
+        try:
             return _writing(staging.close)
         except BaseException:
-            staging.abandon()
-            self._uploads.discard(staging.path)
+            self.abandon(staging)
             raise
+
+    def abandon(self, staging: StagingFile) -> None:
+        """An :meth:`upload` that will not be stored, and what of it was written."""
+        staging.abandon()
+        self._uploads.discard(staging.path)
 
     async def check(self, incoming: Spooled, study: str | None = None) -> Upload:
         """Parse, hash and flush a :meth:`spool`-ed upload: the second half of :meth:`receive`,
@@ -330,7 +356,7 @@ class Catalog(FeedReading, Removing):
                 "not stored: the process parsing it stopped; send it again",
             ) from exc
         except OSError as exc:  # writing the sidecar
-            raise _out_of_resources(exc) from exc
+            raise out_of_resources(exc) from exc
 
     def discard(self, received: Upload) -> None:
         self._remove_upload(received.path)
@@ -408,7 +434,7 @@ class Catalog(FeedReading, Removing):
         self.feed_changed.set()
         for (received, stored, existing), result in zip(placing, results, strict=True):
             if isinstance(result, OSError):
-                _settle(stored, _out_of_resources(result, received.header))
+                _settle(stored, out_of_resources(result, received.header))
                 continue
             if existing is not None:  # replaced (--overwrite): only now is the old copy dropped
                 await self._drop_replaced(existing, received.header)
@@ -431,7 +457,7 @@ class Catalog(FeedReading, Removing):
                 try:
                     pending = (existing.sop, await asyncio.to_thread(keep))
                 except OSError as exc:
-                    _settle(stored, _out_of_resources(exc, received.header))
+                    _settle(stored, out_of_resources(exc, received.header))
                     continue
             chosen.append((received, stored, existing))
             kept.append(pending)
@@ -493,14 +519,9 @@ def _settle(stored: asyncio.Future[Stored], outcome: Stored | StoreFailed) -> No
         stored.set_result(outcome)
 
 
-def _out_of_resources(exc: OSError, header: Header | None = None) -> StoreFailed:
-    message = f"the archive cannot be written: {exc}"
-    return StoreFailed(FailureReason.OUT_OF_RESOURCES, message, header)
-
-
 def _writing(function: Callable[..., Any], *args: Any) -> Any:
     """Call a file operation of an upload; its OSError is the archive's failure (A700)."""
     try:
         return function(*args)
     except OSError as exc:
-        raise _out_of_resources(exc) from exc
+        raise out_of_resources(exc) from exc

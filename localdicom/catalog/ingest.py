@@ -71,6 +71,12 @@ class StoreFailed(Exception):
         self.sop_uid = header.sop_uid if header else sop_uid
 
 
+def out_of_resources(exc: OSError, header: Header | None = None) -> StoreFailed:
+    """The failure of an instance the archive could not write (a full disk)."""
+    message = f"the archive cannot be written: {exc}"
+    return StoreFailed(FailureReason.OUT_OF_RESOURCES, message, header)
+
+
 @dataclass(frozen=True)
 class Stored:
     header: Header

@@ -12,13 +12,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
-from collections.abc import AsyncIterator, Callable
+from collections.abc import Callable
 from contextlib import suppress
 from typing import TYPE_CHECKING, Any, BinaryIO
 
 from pydicom.dataset import Dataset
 from pynetdicom.presentation import PresentationContext
 
+from localdicom.catalog import Arriving
 from localdicom.dimse import find, pdus, retrieve, store
 from localdicom.dimse.messages import (
     C_CANCEL,
@@ -51,10 +52,6 @@ UNRECOGNIZED_OPERATION = 0x0211
 IDENTIFIER_LIMIT = 1 << 20
 #: Bytes of queued PDUs beyond which a sender writes them and waits for the socket.
 FLUSH_BYTES = 1 << 20
-#: Data fragments of a C-STORE received ahead of the Catalog's writing.
-STORE_QUEUE = 4
-
-_END = object()
 SERVICES = {C_FIND: find.handle_find, C_GET: retrieve.handle_get, C_MOVE: retrieve.handle_move}
 
 
@@ -80,8 +77,8 @@ class Association:
         self._command = bytearray()
         self._receiving: Message | None = None  # a request whose data set is arriving
         self._data = bytearray()
-        self._store_stream: asyncio.Queue | None = None
-        self._storing: asyncio.Task | None = None
+        self._arriving: Arriving | None = None  # the instance of a C-STORE being received
+        self._stores: set[asyncio.Task] = set()  # C-STOREs received whole, being stored
         self._responses: dict[int, asyncio.Future[Command]] = {}
         self._sending = asyncio.Lock()
         self._queued: list[bytes | memoryview] = []
@@ -102,7 +99,7 @@ class Association:
                 async with asyncio.timeout(self.idle_timeout):
                     kind, body = await pdus.read_pdu(self.reader, self.maximum_pdu)
                 if kind == pdus.P_DATA_TF:
-                    await self._p_data(body)
+                    self._p_data(body)
                 elif kind == pdus.RELEASE_RQ:
                     await self._release()
                     await pdus.linger(self.reader, self.close_timeout)
@@ -128,7 +125,7 @@ class Association:
         finally:
             await self._end()
 
-    async def _p_data(self, body: bytes) -> None:
+    def _p_data(self, body: bytes) -> None:
         for context_id, control, fragment in pdus.fragments(body):
             context = self.contexts.get(context_id)
             if context is None:
@@ -141,7 +138,7 @@ class Association:
                 if last:
                     self._command_complete(context)
             else:
-                await self._data_fragment(fragment, last)
+                self._data_fragment(fragment, last)
 
     def _command_complete(self, context: PresentationContext) -> None:
         if self._receiving is not None:
@@ -153,23 +150,22 @@ class Association:
         self._command.clear()
         if not message.has_data_set:
             self._dispatch(message)
-        elif message.field == C_STORE:
-            self._receiving = message
-            self._store_stream = asyncio.Queue(STORE_QUEUE)
-            chunks = _data_set_chunks(self._store_stream)
-            self._storing = self._start(store.handle_store, message, chunks)
         else:
             self._receiving = message
+            if message.field == C_STORE:
+                self._arriving = store.incoming(self.node.catalog, message)
 
-    async def _data_fragment(self, fragment: memoryview, last: bool) -> None:
+    def _data_fragment(self, fragment: memoryview, last: bool) -> None:
         message = self._receiving
         if message is None:
             raise pdus.ProtocolError(pdus.UNEXPECTED_PDU, "a data set with no command")
-        if self._store_stream is not None:
-            await self._store_stream.put(fragment)  # a view of the PDU read: no copy
+        if self._arriving is not None:
+            self._arriving.write(fragment)  # a view of the PDU read: no copy
             if last:
-                await self._store_stream.put(_END)
-                self._store_stream = None
+                task = self._start(store.handle_store, message, self._arriving)
+                self._stores.add(task)
+                task.add_done_callback(self._stores.discard)
+                self._arriving = None
         else:
             self._data += fragment
             if len(self._data) > IDENTIFIER_LIMIT:
@@ -222,15 +218,14 @@ class Association:
     async def _end(self) -> None:
         """Stop what the association started: a C-STORE cut short fails (its partial data
         set is discarded by the Catalog), a whole one is stored, the rest is cancelled."""
-        if self._store_stream is not None:
-            while not self._store_stream.empty():
-                self._store_stream.get_nowait()
-            self._store_stream.put_nowait(ConnectionError("the association ended"))
+        if self._arriving is not None:
+            self._arriving.abandon()
+            self._arriving = None
         for waiting in self._responses.values():
             waiting.cancel()
         tasks = list(self._tasks)
         for task in tasks:
-            if task is not self._storing:
+            if task not in self._stores:
                 task.cancel()
         if tasks:
             await asyncio.wait(tasks)
@@ -346,11 +341,3 @@ async def _echo(association: Association, message: Message) -> None:
 async def _unrecognized(association: Association, message: Message) -> None:
     logger.warning("%s sent command 0x%04X, not served", association.caller, message.field)
     await association.respond(message, UNRECOGNIZED_OPERATION)
-
-
-async def _data_set_chunks(stream: asyncio.Queue) -> AsyncIterator[bytes]:
-    """A C-STORE's data set as it arrives; raises if the association ends first."""
-    while (chunk := await stream.get()) is not _END:
-        if isinstance(chunk, BaseException):
-            raise chunk
-        yield chunk

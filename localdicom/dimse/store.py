@@ -10,13 +10,12 @@ from __future__ import annotations
 
 import logging
 import struct
-from collections.abc import AsyncIterator
 from typing import TYPE_CHECKING
 
 from pydicom.dataset import Dataset
 from pynetdicom import PYNETDICOM_IMPLEMENTATION_UID, PYNETDICOM_IMPLEMENTATION_VERSION
 
-from localdicom.catalog import FailureReason, StoreFailed
+from localdicom.catalog import Arriving, Catalog, FailureReason, StoreFailed
 from localdicom.dimse.messages import SUCCESS, Message
 
 if TYPE_CHECKING:
@@ -41,18 +40,22 @@ META_GROUP_LENGTH = b"\x02\x00\x00\x00UL\x04\x00"
 META_VERSION = b"\x02\x00\x01\x00OB\x00\x00\x02\x00\x00\x00\x00\x01"
 
 
-async def handle_store(
-    association: Association, request: Message, data_set: AsyncIterator[bytes]
-) -> None:
-    """Store one received instance; answer its status (and why, on failure)."""
+def incoming(catalog: Catalog, request: Message) -> Arriving:
+    """The instance a C-STORE request announces, arriving: its File Meta Information
+    written first, then each data set fragment as it is read."""
+    arriving = catalog.arriving()
+    sop_instance = request.command.get("AffectedSOPInstanceUID", "")
+    arriving.write(file_meta(request.sop_class, sop_instance, request.context.transfer_syntax[0]))
+    return arriving
+
+
+async def handle_store(association: Association, request: Message, arriving: Arriving) -> None:
+    """Store one received instance, whole; answer its status (and why, on failure)."""
     try:
-        stored = await association.node.catalog.store(_part10(request, data_set))
+        stored = await arriving.store()
     except StoreFailed as failure:
         logger.warning("C-STORE from %s refused: %s", association.caller, failure)
         await association.respond(request, STATUS_OF[failure.reason], details=comment(failure))
-        return
-    except ConnectionError:
-        logger.info("C-STORE from %s cut short: nothing stored", association.caller)
         return
     logger.info(
         "C-STORE from %s: %s %s",
@@ -61,14 +64,6 @@ async def handle_store(
         "already present" if stored.already_present else "stored",
     )
     await association.respond(request, SUCCESS)
-
-
-async def _part10(request: Message, data_set: AsyncIterator[bytes]) -> AsyncIterator[bytes]:
-    """The received data set as a DICOM file: the File Meta Information first."""
-    sop_instance = request.command.get("AffectedSOPInstanceUID", "")
-    yield file_meta(request.sop_class, sop_instance, request.context.transfer_syntax[0])
-    async for chunk in data_set:
-        yield chunk
 
 
 def file_meta(sop_class: str, sop_instance: str, transfer_syntax: str) -> bytes:
