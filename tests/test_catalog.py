@@ -2,13 +2,15 @@
 is the only upload in progress, in the workers when others are, and after any failure
 still by that rule. An upload held in memory or spilled to its file, and one whose caller
 went away while it was prepared, leave nothing behind. How it commits uploads that wait
-together: as one group, with the duplicate policy applied as if one after the other."""
+together: as one group, with the duplicate policy applied as if one after the other; and a
+whole upload alone (a C-STORE's), prepared and placed in one thread."""
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
 import io
+import threading
 from collections.abc import AsyncIterator, Sequence
 from pathlib import Path
 
@@ -19,6 +21,7 @@ from localdicom.archive import Archive, Upload
 from localdicom.archive import archive as archive_module
 from localdicom.archive import upload as upload_module
 from localdicom.catalog import Catalog, FailureReason, Stored, StoreFailed
+from localdicom.catalog import catalog as catalog_module
 from tests.helpers import SAMPLES, prepare_here
 
 SAMPLE = SAMPLES / "blue-circle.dcm"
@@ -210,3 +213,77 @@ async def test_with_overwrite_the_last_copy_in_a_group_wins(catalog) -> None:
     record = catalog.index.instances["1.2.826.0.1.3680043.8.498.121"]
     assert catalog.path_of(record).read_bytes() == other
     assert record.digest.hex() == hashlib.sha256(other).hexdigest()
+
+
+# a whole upload alone: prepared and placed in one thread ------------------------------------
+
+
+async def test_a_whole_upload_alone_is_placed_in_the_thread_that_prepared_it(
+    catalog, monkeypatch
+) -> None:
+    """No hand-over to the commit queue (Catalog.commit) for an instance stored first."""
+    catalog, elsewhere = catalog
+
+    async def no_queue(*_: object) -> None:
+        raise AssertionError("a lone upload went through the commit queue")
+
+    monkeypatch.setattr(catalog, "commit", no_queue)
+    data = instance("1.2.826.0.1.3680043.8.498.120")
+    stored = await catalog.store_whole(await catalog.spool(chunks(data)))
+    assert not stored.already_present and elsewhere.prepared == []
+    record = catalog.index.instances[stored.header.sop_uid]
+    assert catalog.path_of(record).read_bytes() == data
+    assert record.digest.hex() == hashlib.sha256(data).hexdigest()
+    assert list(catalog.archive.incoming.iterdir()) == []
+
+
+async def test_a_whole_upload_of_a_stored_uid_meets_the_duplicate_policy(catalog) -> None:
+    catalog, _ = catalog
+    data = instance("1.2.826.0.1.3680043.8.498.121")
+    await catalog.store_whole(await catalog.spool(chunks(data)))
+    again = await catalog.store_whole(await catalog.spool(chunks(data)))
+    assert again.already_present
+    other = instance("1.2.826.0.1.3680043.8.498.121", PatientID="someone else")
+    with pytest.raises(StoreFailed) as refused:
+        await catalog.store_whole(await catalog.spool(chunks(other)))
+    assert refused.value.reason == FailureReason.DUPLICATE_SOP_INSTANCE
+    (record,) = catalog.index.instances.values()
+    assert catalog.path_of(record).read_bytes() == data
+    assert list(catalog.archive.incoming.iterdir()) == []
+
+
+async def test_a_whole_upload_that_is_no_dicom_is_refused_and_leaves_nothing(catalog) -> None:
+    catalog, _ = catalog
+    with pytest.raises(StoreFailed) as refused:
+        await catalog.store_whole(await catalog.spool(chunks(b"not DICOM at all" * 100)))
+    assert refused.value.reason == FailureReason.CANNOT_UNDERSTAND
+    assert list(catalog.archive.incoming.iterdir()) == [] and not catalog.index.instances
+
+
+async def test_a_whole_upload_whose_caller_went_away_is_still_placed_and_indexed(
+    catalog, monkeypatch
+) -> None:
+    """The thread cannot be stopped: what it placed is stored, so it is indexed too."""
+    catalog, _ = catalog
+    preparing, let_go = threading.Event(), threading.Event()
+    real = catalog_module.prepare_spooled
+
+    def slow(*args: object) -> Upload:
+        preparing.set()
+        let_go.wait(30)
+        return real(*args)
+
+    monkeypatch.setattr(catalog_module, "prepare_spooled", slow)
+    data = instance("1.2.826.0.1.3680043.8.498.122")
+    storing = asyncio.create_task(catalog.store_whole(await catalog.spool(chunks(data))))
+    await asyncio.to_thread(preparing.wait, 30)
+    storing.cancel()
+    with pytest.raises(asyncio.CancelledError):
+        await storing
+    let_go.set()
+    async with asyncio.timeout(30):
+        while not catalog.index.instances:
+            await asyncio.sleep(0.01)
+    (record,) = catalog.index.instances.values()
+    assert catalog.path_of(record).read_bytes() == data
+    assert list(catalog.archive.incoming.iterdir()) == []

@@ -42,10 +42,10 @@ class Arriving:
             self._staging = None
 
     async def store(self) -> Stored:
-        """Check and commit the whole instance as every way in does; raises
-        :class:`StoreFailed`."""
+        """Check and commit the whole instance as every way in does
+        (:meth:`Catalog.store_whole`); raises :class:`StoreFailed`."""
         if self._staging is None:
             raise self._failure or StoreFailed(FailureReason.PROCESSING_FAILURE, "abandoned")
         spooled = self._catalog.spooled(self._staging)
         self._staging = None
-        return await self._catalog.commit(await self._catalog.check(spooled))
+        return await self._catalog.store_whole(spooled)

@@ -9,11 +9,12 @@ from queries before its files go.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import gc
 import logging
 import time
-from collections.abc import AsyncIterator, Awaitable, Callable, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
 from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass
 from pathlib import Path
@@ -341,22 +342,69 @@ class Catalog(FeedReading, Removing):
         return self._prepare_elsewhere(incoming.path, incoming.held)
 
     async def _prepared(self, incoming: Spooled) -> Upload:
-        try:
+        with _preparation_failures():
             return await self._prepare(incoming)
-        except NotDicom as exc:
-            raise StoreFailed(
-                FailureReason.CANNOT_UNDERSTAND,
-                f"not stored: {exc}",
-                sop_class_uid=exc.sop_class_uid,
-                sop_uid=exc.sop_uid,
-            ) from exc
-        except BrokenExecutor as exc:  # a worker died, maybe on another request's data
-            raise StoreFailed(
-                FailureReason.PROCESSING_FAILURE,
-                "not stored: the process parsing it stopped; send it again",
-            ) from exc
-        except OSError as exc:  # writing the sidecar
-            raise out_of_resources(exc) from exc
+
+    async def store_whole(self, incoming: Spooled) -> Stored:
+        """:meth:`check` then :meth:`commit` an upload whose bytes are all there (a
+        C-STORE's). When it is the only upload in progress and no commit is waiting or
+        running, its preparation and its placing run in one thread: one hand-over to a
+        thread and back instead of two, about 0.2 ms of an instance's 4 ms over one DICOM
+        association (storescu, A/B of two servers: 222.0 against 233.9 per s). An upload
+        that arrives meanwhile is prepared beside it and committed after it; an instance
+        whose SOP Instance UID is stored already goes the usual way, to the duplicate rule.
+        """
+        if self._uploads != {incoming.path} or self._to_commit or self._commit_lock.locked():
+            return await self.commit(await self.check(incoming))
+        placing = asyncio.ensure_future(self._place_alone(incoming))
+        try:
+            upload, placed = await asyncio.shield(placing)
+        except asyncio.CancelledError:  # its caller went away, not the placing
+            placing.add_done_callback(functools.partial(self._placed_for_none, incoming))
+            raise
+        except BaseException:
+            self._remove_upload(incoming.path)
+            raise
+        if placed is None:
+            return await self.commit(upload)
+        if isinstance(placed, OSError):
+            self._remove_upload(incoming.path)
+            raise out_of_resources(placed, upload.header)
+        return Stored(upload.header, already_present=False)
+
+    async def _place_alone(
+        self, incoming: Spooled
+    ) -> tuple[Upload, sidecar.StoredInstance | OSError | None]:
+        """Prepare and place a lone upload in one thread, holding the commit lock until it
+        is indexed (a batch placed meanwhile could hold the same SOP Instance UID); None
+        when its SOP Instance UID is stored already, and nothing was placed."""
+        async with self._commit_lock:
+            with _preparation_failures():
+                upload, placed = await asyncio.to_thread(self._prepared_and_placed, incoming)
+            if isinstance(placed, sidecar.StoredInstance):
+                self.feed_changed.set()
+                self.index.add(placed)
+                self._uploads.discard(upload.path)
+            return upload, placed
+
+    def _prepared_and_placed(
+        self, incoming: Spooled
+    ) -> tuple[Upload, sidecar.StoredInstance | OSError | None]:
+        upload = prepare_spooled(incoming, self.archive.fsync)
+        if upload.header.sop_uid in self.index.instances:  # read only: the lock is held
+            return upload, None
+        (placed,) = self.archive.commit_uploads([upload])
+        return upload, placed
+
+    def _placed_for_none(self, incoming: Spooled, placing: asyncio.Future) -> None:
+        """Once the placing of an upload whose caller went away is done: what was not
+        placed is removed (what was is stored, and indexed)."""
+        if placing.cancelled() or placing.exception() is not None:
+            self._remove_upload(incoming.path)
+            return
+        upload, placed = placing.result()
+        if not isinstance(placed, sidecar.StoredInstance):
+            self._remove_upload(upload.path)
 
     def discard(self, received: Upload) -> None:
         self._remove_upload(received.path)
@@ -517,6 +565,27 @@ def _settle(stored: asyncio.Future[Stored], outcome: Stored | StoreFailed) -> No
         stored.set_exception(outcome)
     else:
         stored.set_result(outcome)
+
+
+@contextlib.contextmanager
+def _preparation_failures() -> Iterator[None]:
+    """Why an upload could not be prepared, as the failure of its store."""
+    try:
+        yield
+    except NotDicom as exc:
+        raise StoreFailed(
+            FailureReason.CANNOT_UNDERSTAND,
+            f"not stored: {exc}",
+            sop_class_uid=exc.sop_class_uid,
+            sop_uid=exc.sop_uid,
+        ) from exc
+    except BrokenExecutor as exc:  # a worker died, maybe on another request's data
+        raise StoreFailed(
+            FailureReason.PROCESSING_FAILURE,
+            "not stored: the process parsing it stopped; send it again",
+        ) from exc
+    except OSError as exc:  # writing the sidecar
+        raise out_of_resources(exc) from exc
 
 
 def _writing(function: Callable[..., Any], *args: Any) -> Any:
