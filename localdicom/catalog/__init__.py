@@ -7,7 +7,7 @@ senders of stored files) are given out from here so that callers never reach the
 the archive.
 """
 
-from localdicom.archive import FeedEntry, Upload, Why, WindowGone
+from localdicom.archive import FeedEntry, Spooled, Upload, Why, WindowGone
 from localdicom.archive.files import read_ahead, will_need
 from localdicom.catalog.arriving import Arriving
 from localdicom.catalog.catalog import Catalog, OpenReport
@@ -37,6 +37,7 @@ __all__ = [
     "RemovalFailed",
     "SeriesRecord",
     "SnapshotKeeper",
+    "Spooled",
     "StoreFailed",
     "Stored",
     "StudyRecord",

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import orjson
 from aiohttp import web
 
-from localdicom.catalog import Catalog, FailureReason, Stored, StoreFailed, Upload
+from localdicom.catalog import Catalog, FailureReason, Spooled, Stored, StoreFailed, Upload
 from localdicom.dicom.header import instance_path
 from localdicom.web import native
 from localdicom.web.context import catalog, uid
@@ -196,49 +196,65 @@ async def _store_parts(
     broken body (400) stores nothing and replaces nothing.
 
     A part is checked (parsed, hashed, flushed) while the next ones stream in, up to
-    :data:`CHECKS_AHEAD` at a time."""
+    :data:`CHECKS_AHEAD` at a time, from when the next one begins; the only part of a body
+    is stored at once when the body ends (:meth:`Catalog.store_whole`)."""
     checks: list[asyncio.Task[Upload | StoreFailed]] = []
+    last: Spooled | StoreFailed | None = None  # received, not yet checked
     try:
         async for part in reader:
-            checks.append(asyncio.ensure_future(await _receive_part(catalog, part, study)))
+            if last is not None:
+                checks.append(asyncio.ensure_future(_checked(catalog, last, study)))
+            last = None
+            last = await _receive_part(catalog, part)
             running = [check for check in checks if not check.done()]
             if len(running) >= CHECKS_AHEAD:
                 await asyncio.wait(running, return_when=asyncio.FIRST_COMPLETED)
+        if last is None:
+            raise bad_request("the multipart/related body has no parts, nothing to store")
+        if not checks:
+            return [await _whole(catalog, last, study)]
+        checks.append(asyncio.ensure_future(_checked(catalog, last, study)))
+        last = None
         received = await asyncio.gather(*checks)
     except BaseException as exc:  # a broken body, a limit, a stall, a disconnect
+        if isinstance(last, Spooled):
+            catalog.discard(last)
         for item in await asyncio.gather(*checks, return_exceptions=True):
             if isinstance(item, Upload):
                 catalog.discard(item)
         if isinstance(exc, MalformedMultipart):
             raise bad_request(f"malformed multipart/related body, nothing stored: {exc}") from None
         raise
-    if not received:
-        raise bad_request("the multipart/related body has no parts, nothing to store")
     # committed together: one folder flush for the whole request (Catalog.commit)
     return list(await asyncio.gather(*(_commit(catalog, item) for item in received)))
 
 
-async def _receive_part(
-    catalog: Catalog, part: Part, study: str | None
-) -> Awaitable[Upload | StoreFailed]:
-    """Stream a part to the upload area; what is left is its check, to await."""
+async def _receive_part(catalog: Catalog, part: Part) -> Spooled | StoreFailed:
+    """Stream a part to the upload area; what is left is its check."""
     media_type = _part_media_type(part.content_type)
     if media_type not in DICOM_PART_TYPES:
-        return _failed(
-            StoreFailed(
-                FailureReason.CANNOT_UNDERSTAND,
-                f"a part of type {media_type!r} was skipped; parts must be application/dicom",
-            )
+        return StoreFailed(
+            FailureReason.CANNOT_UNDERSTAND,
+            f"a part of type {media_type!r} was skipped; parts must be application/dicom",
         )
     try:
-        incoming = await catalog.spool(part.body)
+        return await catalog.spool(part.body)
     except StoreFailed as failure:
-        return _failed(failure)
-    return _outcome(catalog.check(incoming, study))
+        return failure
 
 
-async def _failed(failure: StoreFailed) -> StoreFailed:
-    return failure
+async def _checked(
+    catalog: Catalog, received: Spooled | StoreFailed, study: str | None
+) -> Upload | StoreFailed:
+    if isinstance(received, StoreFailed):
+        return received
+    return await _outcome(catalog.check(received, study))
+
+
+async def _whole(catalog: Catalog, received: Spooled | StoreFailed, study: str | None) -> Outcome:
+    if isinstance(received, StoreFailed):
+        return received
+    return await _outcome(catalog.store_whole(received, study))
 
 
 async def _outcome(step: Awaitable[T]) -> T | StoreFailed:
