@@ -219,6 +219,7 @@ class Association:
         """Stop what the association started: a C-STORE cut short fails (its partial data
         set is discarded by the Catalog), a whole one is stored, the rest is cancelled."""
         if self._arriving is not None:
+            logger.info("C-STORE from %s cut short: nothing stored", self.caller)
             self._arriving.abandon()
             self._arriving = None
         for waiting in self._responses.values():

@@ -204,7 +204,7 @@ async def _store_parts(
         async for part in reader:
             if last is not None:
                 checks.append(asyncio.ensure_future(_checked(catalog, last, study)))
-            last = None
+            last = None  # its check is begun: a failure below must not discard it again
             last = await _receive_part(catalog, part)
             running = [check for check in checks if not check.done()]
             if len(running) >= CHECKS_AHEAD:
