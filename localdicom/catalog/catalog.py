@@ -18,7 +18,7 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from concurrent.futures import BrokenExecutor
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from localdicom.archive import (
     Archive,
@@ -49,6 +49,7 @@ from localdicom.dicom.header import ByteRange, Header, NotDicom
 from localdicom.dicom.qido import Query
 from localdicom.index import Index, InstanceRecord, Record, SeriesRecord, StudyRecord
 
+T = TypeVar("T")
 logger = logging.getLogger(__name__)
 
 Commit = tuple[Upload, "asyncio.Future[Stored]"]
@@ -306,17 +307,41 @@ class Catalog(FeedReading, Removing):
     async def check(self, incoming: Spooled, study: str | None = None) -> Upload:
         """Parse, hash and flush a :meth:`spool`-ed upload: the second half of :meth:`receive`,
         which may run while the next upload of a request streams in."""
-        preparing = asyncio.ensure_future(self._prepared(incoming))
+        prepared = await self._outliving(
+            self._prepared(incoming), incoming, self._prepared_for_none
+        )
+        self._require_study(prepared, study)
+        return prepared
+
+    async def _outliving(
+        self,
+        work: Awaitable[T],
+        incoming: Spooled,
+        orphaned: Callable[[Spooled, asyncio.Future], None],
+    ) -> T:
+        """``work`` on an upload, which goes on in a thread or a worker if its caller goes
+        away (then ``orphaned`` cleans up once it is done); a failure removes the upload."""
+        running = asyncio.ensure_future(work)
         try:
-            prepared = await asyncio.shield(preparing)
-            _check_study(prepared, study)
-        except asyncio.CancelledError:  # its caller went away, not the preparation
-            preparing.add_done_callback(functools.partial(self._prepared_for_none, incoming))
+            return await asyncio.shield(running)
+        except asyncio.CancelledError:  # its caller went away, not the work
+            running.add_done_callback(functools.partial(orphaned, incoming))
             raise
         except BaseException:
             self._remove_upload(incoming.path)
             raise
-        return prepared
+
+    def _require_study(self, prepared: Upload, study: str | None) -> None:
+        """An instance sent to a study's URL must be of that study (PS3.18 10.5.1); one
+        that is not is removed."""
+        if study is not None and prepared.header.study_uid != study:
+            self._remove_upload(prepared.path)
+            raise StoreFailed(
+                FailureReason.DATASET_DOES_NOT_MATCH,
+                f"its StudyInstanceUID {prepared.header.study_uid} is not the study of "
+                f"the URL, {study}",
+                prepared.header,
+            )
 
     def _prepared_for_none(self, incoming: Spooled, preparing: asyncio.Future) -> None:
         """Remove an upload whose caller went away once its preparation is done: it goes on
@@ -350,21 +375,11 @@ class Catalog(FeedReading, Removing):
         already, or that is not of the ``study`` the request named, goes the usual way."""
         if self._uploads != {incoming.path} or self._to_commit or self._commit_lock.locked():
             return await self.commit(await self.check(incoming, study))
-        placing = asyncio.ensure_future(self._place_alone(incoming, study))
-        try:
-            upload, placed = await asyncio.shield(placing)
-        except asyncio.CancelledError:  # its caller went away, not the placing
-            placing.add_done_callback(functools.partial(self._placed_for_none, incoming))
-            raise
-        except BaseException:
-            self._remove_upload(incoming.path)
-            raise
+        upload, placed = await self._outliving(
+            self._place_alone(incoming, study), incoming, self._placed_for_none
+        )
         if placed is None:
-            try:
-                _check_study(upload, study)
-            except StoreFailed:
-                self.discard(upload)
-                raise
+            self._require_study(upload, study)
             return await self.commit(upload)
         if isinstance(placed, OSError):
             self._remove_upload(incoming.path)
@@ -567,17 +582,6 @@ def _settle(stored: asyncio.Future[Stored], outcome: Stored | StoreFailed) -> No
         stored.set_exception(outcome)
     else:
         stored.set_result(outcome)
-
-
-def _check_study(prepared: Upload, study: str | None) -> None:
-    """An instance sent to a study's URL must be of that study (PS3.18 10.5.1)."""
-    if study is not None and prepared.header.study_uid != study:
-        raise StoreFailed(
-            FailureReason.DATASET_DOES_NOT_MATCH,
-            f"its StudyInstanceUID {prepared.header.study_uid} is not the study of "
-            f"the URL, {study}",
-            prepared.header,
-        )
 
 
 @contextlib.contextmanager
