@@ -14,6 +14,10 @@ to both servers' figures nor competes with them for the CPU. Searches, and one o
 series reads, go over a bare socket instead of aiohttp's client, whose own cost per request
 (about 0.4 ms) or per byte is as large as what is measured. Prints one table: Orthanc's
 figure, localdicom's, and the ratio (higher is better for localdicom), medians over rounds.
+A store has two more rows: the CPU time each server spent per item, and the cache flushes
+the disk made per item while it stored (read from the kernel's counters of the whole disk:
+nothing else should write meanwhile). The flushes have no ratio: they say how each server
+makes what it acknowledges durable, which its rate pays for.
 """
 
 from __future__ import annotations
@@ -22,6 +26,7 @@ import argparse
 import asyncio
 import hashlib
 import json
+import math
 import os
 import socket
 import statistics
@@ -51,14 +56,19 @@ MODALITIES = ("CT", "MR", "US", "CR", "MG")
 DICOM_JSON = "application/dicom+json"
 SERIES_ACCEPT = 'multipart/related; type="application/dicom"; transfer-syntax=*'
 READ_AHEAD = 1 << 22  # room kept free when reading a body of unknown length
-RATE, CPU = "items/s", "CPU ms/item"
+RATE, CPU, FLUSHES = "items/s", "CPU ms/item", "flushes/item"
 #: Each unit's field of a Figure, and the suffix of its row when an operation has several.
 UNITS = {
     RATE: ("rate", ""),
     "ms p50": ("p50", "p50"),
     "ms p95": ("p95", "p95"),
     CPU: ("cpu", "server CPU"),
+    FLUSHES: ("flushes", "disk flushes"),
 }
+#: What is shown of an operation that stores: its rate, and the server's CPU time and the
+#: disk's cache flushes per item stored (the flushes say how each server makes what it
+#: acknowledges durable, which the rate pays for).
+STORED = (RATE, CPU, FLUSHES)
 
 
 @dataclass
@@ -460,6 +470,8 @@ class Figure:
     requests: int = 0
     #: CPU time the server (all its processes) spent per item, in ms.
     cpu: float = 0.0
+    #: Disk cache flushes per item while the server stored (:func:`flushes_per_item`).
+    flushes: float = math.nan
 
 
 class Tally:
@@ -701,9 +713,9 @@ def operations(data: Dataset, workload: Workload) -> list[Operation]:
     ops = [
         # with the servers' CPU time per instance: on a machine of few cores shared with the
         # client, what decides the rate at concurrency 8
-        Operation("STOW 1/request, c1", (RATE, CPU), stow("c1")),
-        Operation("STOW 1/request, c8", (RATE, CPU), stow("c8"), concurrency=8),
-        Operation("STOW 20/request, c1", (RATE, CPU), stow("batch"), items_per_request=20),
+        Operation("STOW 1/request, c1", STORED, stow("c1")),
+        Operation("STOW 1/request, c8", STORED, stow("c8"), concurrency=8),
+        Operation("STOW 20/request, c1", STORED, stow("batch"), items_per_request=20),
     ]
     latency = ("ms p50", "ms p95")
     for name, *query in queries:
@@ -812,10 +824,11 @@ async def run(workload: Workload, folder: Path, only: str | None = None) -> None
                 for op in ops:
                     for client, server in order:
                         revive(server, crashes)
-                        cpu = server.cpu_seconds()
+                        cpu, flushes = server.cpu_seconds(), server.disk_flushes()
                         figure = await measure_operation(op, client, round_)
                         items = figure.requests * op.items_per_request
                         figure.cpu = (server.cpu_seconds() - cpu) * 1000 / max(items, 1)
+                        figure.flushes = flushes_per_item(flushes, server.disk_flushes(), items)
                         figure.rate *= op.items_per_request
                         results.setdefault((op.name, client.root), []).append(figure)
     finally:
@@ -867,6 +880,14 @@ def report(workload, ops, servers, results, peaks, crashes) -> None:
     print(f"| crashes (restarted) | | {crashes[names[0]]} | {crashes[names[1]]} | | |")
 
 
+def flushes_per_item(before: int | None, after: int | None, items: int) -> float:
+    """Disk flushes per item between two readings of :meth:`Server.disk_flushes`; NaN
+    where the disk does not count them."""
+    if before is None or after is None:
+        return math.nan
+    return (after - before) / max(items, 1)
+
+
 def table_header(names: list[str]) -> str:
     """The head of the table, the two servers named in the order of their columns."""
     return (
@@ -890,11 +911,16 @@ def table_row(name: str, unit: str, figures: list[list[Figure]]) -> str:
         shown = [_figure(v) for v in values]
         better, worse = (values[1], values[0]) if unit == RATE else (values[0], values[1])
         ratio = f"{better / worse:.2f}" if worse else "n/a"  # e.g. no CPU tick in a tiny run
+        if unit == FLUSHES:  # neither better nor worse: how much each made durable, and when
+            ratio = ""
     return f"| {name} | {unit} | {shown[0]} | {shown[1]} | {ratio} | {errors[0]}/{errors[1]} |"
 
 
 def _figure(value: float) -> str:
-    """One decimal, or two below 1 (a round trip of a tenth of a millisecond)."""
+    """One decimal, or two below 1 (a round trip of a tenth of a millisecond); "n/a" for
+    what was not measured (NaN)."""
+    if math.isnan(value):
+        return "n/a"
     return f"{value:.2f}" if value < 1 else f"{value:.1f}"
 
 

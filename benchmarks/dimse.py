@@ -25,7 +25,8 @@ is measured is the kernel's 40 ms timer. localdicom runs as it ships.
 A server that answers a service with a failure status (a service localdicom does not provide
 yet) gets "n/a" in its column instead of a figure. Prints one table as benchmarks.compare
 does: Orthanc's figure, localdicom's and the ratio (higher is better for localdicom), medians
-over rounds; C-STORE is measured once per server (a second round would store nothing new).
+over rounds, with the server's CPU time and the disk's cache flushes per instance stored;
+C-STORE is measured once per server (a second round would store nothing new).
 """
 
 from __future__ import annotations
@@ -51,9 +52,11 @@ from benchmarks.bare_find import BareFind, decoded
 from benchmarks.compare import (
     CPU,
     RATE,
+    STORED,
     UNITS,
     Figure,
     Tally,
+    flushes_per_item,
     settle_disk,
     table_header,
     table_row,
@@ -192,7 +195,7 @@ def c_store(node: Node, series: str, files: list[Path], associations: int) -> Fi
     """``files`` (the series so named) sent by ``associations`` storescu processes at once,
     each its share."""
     shares = [files[k::associations] for k in range(associations)]
-    tally, cpu = Tally(), node.server.cpu_seconds()
+    tally, cpu, flushes = Tally(), node.server.cpu_seconds(), node.server.disk_flushes()
     started = time.perf_counter()
     processes = [
         subprocess.Popen(
@@ -206,6 +209,7 @@ def c_store(node: Node, series: str, files: list[Path], associations: int) -> Fi
     outputs = [process.communicate()[0] for process in processes]
     elapsed = time.perf_counter() - started
     tally.figure.cpu = (node.server.cpu_seconds() - cpu) * 1000 / len(files)
+    tally.figure.flushes = flushes_per_item(flushes, node.server.disk_flushes(), len(files))
     for process, output in zip(processes, outputs, strict=True):
         if process.returncode:
             tally.failed(RuntimeError(f"storescu exited {process.returncode}: {output[-300:]!r}"))
@@ -412,7 +416,7 @@ def stores(nodes: list[Node], data: Data, results: Results) -> list[Operation]:
         ]
     ):
         name = f"C-STORE {len(files)} CT 512x512, {label}"
-        operations.append((name, (RATE, CPU)))
+        operations.append((name, STORED))
         for node in nodes if index % 2 == 0 else nodes[::-1]:
             print(f"{name}: {node.name} ...", flush=True)
             measure(results, name, node, partial(c_store, node, series, files, count))

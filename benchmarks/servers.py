@@ -63,6 +63,11 @@ class Server:
         make the difference negative."""
         return tree_cpu_seconds(self.process.pid) if self.process else 0.0
 
+    def disk_flushes(self) -> int | None:
+        """Cache flushes completed so far by the disk that holds this server's folder
+        (:func:`disk_flushes`)."""
+        return disk_flushes(self.log.parent)
+
     def memory_kib(self) -> int:
         """Memory of the process and all its descendants (a forkserver's workers are its
         grandchildren): the sum of their proportional set sizes, so that pages the workers
@@ -95,6 +100,22 @@ def tree_cpu_seconds(pid: int) -> float:
             # utime, stime, cutime, cstime (proc(5))
             ticks += sum(int(value) for value in fields[11:15])
     return ticks / os.sysconf("SC_CLK_TCK")
+
+
+def disk_flushes(path: Path) -> int | None:
+    """Cache flushes the block device holding ``path`` has completed: what fsync and
+    fdatasync ask of a disk to make writes durable, counted by the kernel for the whole
+    device (field 16 of /sys/dev/block/MAJOR:MINOR/stat, Linux 5.5 and later; see the
+    kernel's Documentation/admin-guide/iostats.rst). Read before and after one server's
+    run, with nothing else writing, the difference is that server's. None where the kernel
+    does not count them, or ``path`` is on no block device (a container's overlay)."""
+    device = os.stat(path).st_dev
+    stat = Path(f"/sys/dev/block/{os.major(device)}:{os.minor(device)}/stat")
+    try:
+        fields = stat.read_text().split()
+    except OSError:
+        return None
+    return int(fields[15]) if len(fields) > 15 else None
 
 
 def process_tree(pid: int) -> list[int]:
