@@ -14,6 +14,7 @@ import sys
 
 import pytest
 
+from benchmarks.servers import free_port, localdicom
 from tests.helpers import REPOSITORY
 
 pytestmark = [
@@ -98,3 +99,25 @@ def test_stow_ab_stores_new_instances_each_round_and_prints_rate_and_cpu(live_se
     assert all(re.fullmatch(r"\d+\.\d", ms.strip()) for ms in row[3].split(",")), row
     counted = {path.stem for path in live_server.archive.rglob("*.dcm")}
     assert len(counted) == 3 * 3, "the warm-up round and the two counted, each new instances"
+
+
+def test_cstore_ab_sends_new_instances_each_round_and_prints_rate_and_cpu(tmp_path):
+    """Orthanc is not needed here either: a localdicom listener is a side of the A/B."""
+    port = str(free_port())
+    server = localdicom(tmp_path, "--dicom-port", port)
+    server.start()
+    try:
+        assert server.process is not None
+        pid = str(server.process.pid)
+        arguments = ["--pid", pid, "--rounds", "2", "--count", "3"]
+        table = run("cstore_ab", port, *arguments, "--associations", "1", "--associations", "2")
+    finally:
+        server.stop()
+    rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith(f"| {port}")]
+    assert [row[1].strip() for row in rows] == ["1", "2"], table
+    for row in rows:
+        assert re.fullmatch(r"\d+\.\d", row[2].strip()), row
+        assert len(row[3].split(",")) == len(row[4].split(",")) == 2, "every counted round"
+        assert all(re.fullmatch(r"\d+\.\d", ms.strip()) for ms in row[4].split(",")), row
+    stored = {path.stem for path in (tmp_path / "archive").rglob("*.dcm")}
+    assert len(stored) == 3 * 2 * 3, "each round, for each count of associations, new instances"
