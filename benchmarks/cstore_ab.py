@@ -21,16 +21,14 @@ import argparse
 import os
 import shutil
 import statistics
-import subprocess
 import tempfile
-import time
 import uuid
 from pathlib import Path
 
 from pydicom.dataset import Dataset
 
 from benchmarks.dataset import ct_slice, uid
-from benchmarks.dimse import CALLING, CLIENT_ENVIRONMENT, DCMTK
+from benchmarks.dimse import CALLING, DCMTK, send_at_once
 from benchmarks.servers import tree_cpu_seconds
 
 
@@ -52,23 +50,11 @@ def new_series(slices: list[Dataset], folder: Path) -> list[Path]:
 
 def send(port: int, ae_title: str, files: list[Path], associations: int) -> float:
     """Instances stored per second: ``files`` split among ``associations`` storescu."""
-    shares = [files[k::associations] for k in range(associations)]
-    command = [str(DCMTK / "storescu"), "-aet", CALLING, "-aec", ae_title, "127.0.0.1", str(port)]
-    started = time.perf_counter()
-    processes = [
-        subprocess.Popen(
-            [*command, *map(str, share)],
-            stdout=subprocess.PIPE,
-            stderr=subprocess.STDOUT,
-            env=CLIENT_ENVIRONMENT,
-        )
-        for share in shares
-    ]
-    outputs = [process.communicate()[0] for process in processes]
-    elapsed = time.perf_counter() - started
-    for process, output in zip(processes, outputs, strict=True):
-        if process.returncode:
-            raise SystemExit(f"storescu to port {port} failed: {output[-500:]!r}")
+    storescu = [str(DCMTK / "storescu"), "-aet", CALLING, "-aec", ae_title]
+    elapsed, ended = send_at_once([*storescu, "127.0.0.1", str(port)], files, associations)
+    for code, output in ended:
+        if code:
+            raise SystemExit(f"storescu to port {port} exited {code}: {output[-500:]!r}")
     return len(files) / elapsed
 
 

@@ -194,12 +194,30 @@ def stored_count(node: Node, study: str, series: str) -> int:
 def c_store(node: Node, series: str, files: list[Path], associations: int) -> Figure:
     """``files`` (the series so named) sent by ``associations`` storescu processes at once,
     each its share."""
-    shares = [files[k::associations] for k in range(associations)]
     tally, cpu, flushes = Tally(), node.server.cpu_seconds(), node.server.disk_flushes()
+    elapsed, ended = send_at_once(dcmtk("storescu", node), files, associations)
+    tally.figure.cpu = (node.server.cpu_seconds() - cpu) * 1000 / len(files)
+    tally.figure.flushes = flushes_per_item(flushes, node.server.disk_flushes(), len(files))
+    for code, output in ended:
+        if code:
+            tally.failed(RuntimeError(f"storescu exited {code}: {output[-300:]!r}"))
+    tally.latencies.append(elapsed * 1000)
+    study, series_uid = uid("store-study"), uid(series)
+    tally.checks.append(lambda: _all_stored(node, study, series_uid, len(files)))
+    return tally.result(len(files), elapsed)
+
+
+def send_at_once(
+    storescu: list[str], files: list[Path], associations: int
+) -> tuple[float, list[tuple[int, bytes]]]:
+    """``files`` split among ``associations`` storescu processes (the command ``storescu``,
+    each its share of the files appended) run at once: the seconds until the last ended,
+    and each one's exit code and output."""
+    shares = [files[k::associations] for k in range(associations)]
     started = time.perf_counter()
     processes = [
         subprocess.Popen(
-            [*dcmtk("storescu", node), *map(str, share)],
+            [*storescu, *map(str, share)],
             stdout=subprocess.PIPE,
             stderr=subprocess.STDOUT,
             env=CLIENT_ENVIRONMENT,
@@ -208,15 +226,7 @@ def c_store(node: Node, series: str, files: list[Path], associations: int) -> Fi
     ]
     outputs = [process.communicate()[0] for process in processes]
     elapsed = time.perf_counter() - started
-    tally.figure.cpu = (node.server.cpu_seconds() - cpu) * 1000 / len(files)
-    tally.figure.flushes = flushes_per_item(flushes, node.server.disk_flushes(), len(files))
-    for process, output in zip(processes, outputs, strict=True):
-        if process.returncode:
-            tally.failed(RuntimeError(f"storescu exited {process.returncode}: {output[-300:]!r}"))
-    tally.latencies.append(elapsed * 1000)
-    study, series_uid = uid("store-study"), uid(series)
-    tally.checks.append(lambda: _all_stored(node, study, series_uid, len(files)))
-    return tally.result(len(files), elapsed)
+    return elapsed, [(p.returncode, out) for p, out in zip(processes, outputs, strict=True)]
 
 
 def _all_stored(node: Node, study: str, series: str, count: int) -> None:
