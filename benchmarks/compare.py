@@ -711,8 +711,8 @@ def operations(data: Dataset, workload: Workload) -> list[Operation]:
         ),
     ]
     ops = [
-        # with the servers' CPU time per instance: on a machine of few cores shared with the
-        # client, what decides the rate at concurrency 8
+        # with the servers' CPU time per instance (on a machine of few cores shared with the
+        # client, what decides the rate at concurrency 8) and the disk's flushes
         Operation("STOW 1/request, c1", STORED, stow("c1")),
         Operation("STOW 1/request, c8", STORED, stow("c8"), concurrency=8),
         Operation("STOW 20/request, c1", STORED, stow("batch"), items_per_request=20),
@@ -911,8 +911,8 @@ def table_row(name: str, unit: str, figures: list[list[Figure]]) -> str:
         shown = [_figure(v) for v in values]
         better, worse = (values[1], values[0]) if unit == RATE else (values[0], values[1])
         ratio = f"{better / worse:.2f}" if worse else "n/a"  # e.g. no CPU tick in a tiny run
-        if unit == FLUSHES:  # neither better nor worse: how much each made durable, and when
-            ratio = ""
+    if unit == FLUSHES:  # neither better nor worse: how much each made durable, and when
+        ratio = ""
     return f"| {name} | {unit} | {shown[0]} | {shown[1]} | {ratio} | {errors[0]}/{errors[1]} |"
 
 

@@ -53,6 +53,11 @@ def test_compare_smoke_runs_and_localdicom_answers_everything_right():
     assert len(measured) >= 20, table
     for row in measured:
         assert row[-2].strip().endswith("/0"), f"localdicom answered wrongly: {'|'.join(row)}"
+    flushes = [row for row in measured if row[2].strip() == "flushes/item"]
+    assert len(flushes) == 3, "one row per STOW-RS measurement"
+    for row in flushes:  # each acknowledged instance was flushed to the disk, where counted
+        ours = row[4].strip()
+        assert ours == "n/a" or float(ours) >= 1, f"{row[1]}: {ours} flushes per instance"
 
 
 def test_dimse_smoke_prints_the_table_and_nothing_answered_wrongly():
