@@ -16,7 +16,7 @@ import contextlib
 import functools
 import logging
 import re
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, TypeVar
 
@@ -203,7 +203,7 @@ async def _store_parts(
     try:
         async for part in reader:
             if last is not None:
-                checks.append(asyncio.ensure_future(_checked(catalog, last, study)))
+                checks.append(asyncio.ensure_future(_onward(catalog.check, last, study)))
             last = None  # its check is begun: a failure below must not discard it again
             last = await _receive_part(catalog, part)
             running = [check for check in checks if not check.done()]
@@ -212,8 +212,8 @@ async def _store_parts(
         if last is None:
             raise bad_request("the multipart/related body has no parts, nothing to store")
         if not checks:
-            return [await _whole(catalog, last, study)]
-        checks.append(asyncio.ensure_future(_checked(catalog, last, study)))
+            return [await _onward(catalog.store_whole, last, study)]
+        checks.append(asyncio.ensure_future(_onward(catalog.check, last, study)))
         last = None
         received = await asyncio.gather(*checks)
     except BaseException as exc:  # a broken body, a limit, a stall, a disconnect
@@ -243,18 +243,16 @@ async def _receive_part(catalog: Catalog, part: Part) -> Spooled | StoreFailed:
         return failure
 
 
-async def _checked(
-    catalog: Catalog, received: Spooled | StoreFailed, study: str | None
-) -> Upload | StoreFailed:
+async def _onward(
+    step: Callable[[Spooled, str | None], Awaitable[T]],
+    received: Spooled | StoreFailed,
+    study: str | None,
+) -> T | StoreFailed:
+    """A received part's next step (its check, or its whole store); a part refused as it
+    arrived stays refused."""
     if isinstance(received, StoreFailed):
         return received
-    return await _outcome(catalog.check(received, study))
-
-
-async def _whole(catalog: Catalog, received: Spooled | StoreFailed, study: str | None) -> Outcome:
-    if isinstance(received, StoreFailed):
-        return received
-    return await _outcome(catalog.store_whole(received, study))
+    return await _outcome(step(received, study))
 
 
 async def _outcome(step: Awaitable[T]) -> T | StoreFailed:
