@@ -69,6 +69,15 @@ async def chunks(
     yield data[len(data) // 2 :]
 
 
+def assert_stored_as_sent(catalog: Catalog, sop: str, data: bytes) -> None:
+    """The instance is in place byte for byte, indexed under the digest of those bytes, and
+    nothing of it is left in the upload area."""
+    record = catalog.index.instances[sop]
+    assert catalog.path_of(record).read_bytes() == data
+    assert record.digest.hex() == hashlib.sha256(data).hexdigest()
+    assert list(catalog.archive.incoming.iterdir()) == []
+
+
 async def test_an_upload_alone_is_prepared_here(catalog) -> None:
     catalog, elsewhere = catalog
     data = instance("1.2.826.0.1.3680043.8.498.100")
@@ -120,10 +129,7 @@ async def test_an_upload_too_large_to_hold_is_spilled_to_its_file_as_it_comes(
     assert spilled.read_bytes() == data[: len(data) // 2]
     pause.set()
     stored = await storing
-    record = catalog.index.instances[stored.header.sop_uid]
-    assert catalog.path_of(record).read_bytes() == data
-    assert record.digest.hex() == hashlib.sha256(data).hexdigest()
-    assert list(catalog.archive.incoming.iterdir()) == []
+    assert_stored_as_sent(catalog, stored.header.sop_uid, data)
 
 
 async def test_an_upload_held_in_memory_has_no_file_until_it_is_prepared(catalog) -> None:
@@ -231,10 +237,7 @@ async def test_a_whole_upload_alone_is_placed_in_the_thread_that_prepared_it(
     data = instance("1.2.826.0.1.3680043.8.498.120")
     stored = await catalog.store_whole(await catalog.spool(chunks(data)))
     assert not stored.already_present and elsewhere.prepared == []
-    record = catalog.index.instances[stored.header.sop_uid]
-    assert catalog.path_of(record).read_bytes() == data
-    assert record.digest.hex() == hashlib.sha256(data).hexdigest()
-    assert list(catalog.archive.incoming.iterdir()) == []
+    assert_stored_as_sent(catalog, stored.header.sop_uid, data)
 
 
 async def test_a_whole_upload_of_a_stored_uid_meets_the_duplicate_policy(catalog) -> None:
