@@ -40,7 +40,7 @@ from pathlib import Path
 from benchmarks.dataset import ct_slice
 from benchmarks.servers import Server, localdicom
 from localdicom.archive import sidecar
-from localdicom.dicom.header import describe
+from localdicom.dicom.describing import describe
 
 ROOT = "1.2.826.0.1.3680043.8.498"
 # Placeholders and the formats that replace them: each the same length as its placeholder.

@@ -13,19 +13,10 @@ from typing import Any
 
 import click
 
-from localdicom import __version__
-from localdicom.archive import sidecar
+from localdicom import __version__, importer
+from localdicom.archive import ArchiveBusy, sidecar
 from localdicom.console import EXIT_CODES, Bar
-from localdicom.importer import (
-    ArchiveBusy,
-    CannotImport,
-    Deidentify,
-    ImportOptions,
-    Transfer,
-    run_import,
-)
 from localdicom.listing import format_table, human_size, list_studies, listing_rows
-from localdicom.reindex import reindex
 from localdicom.settings import Settings, options
 
 
@@ -210,14 +201,14 @@ def import_(
       localdicom import ~/scans --archive ./archive --link
       localdicom import ~/scans --archive ./shared --deidentify --deid-key ~/private/key.json
     """
-    deid = Deidentify.chosen(deidentify, deid_key, deid_options, reject_burned_in)
-    options = ImportOptions(
-        Transfer(transfer), overwrite, workers, fsync, deid, keep_replaced=trash
+    deid = importer.Deidentify.chosen(deidentify, deid_key, deid_options, reject_burned_in)
+    options = importer.ImportOptions(
+        importer.Transfer(transfer), overwrite, workers, fsync, deid, keep_replaced=trash
     )
     try:
         with Bar("Importing") as bar:
-            report = run_import(sources, archive, options, bar)
-    except (CannotImport, ArchiveBusy) as exc:
+            report = importer.run_import(sources, archive, options, bar)
+    except (importer.CannotImport, ArchiveBusy) as exc:
         raise click.ClickException(str(exc)) from None
     for line in report.lines(verbose=verbose):
         click.echo(line)
@@ -243,6 +234,8 @@ def reindex_(archive: Path, only_stale: bool, workers: int | None) -> int:
       localdicom reindex ./archive
       localdicom reindex ./archive --only-stale --workers 4
     """
+    from localdicom.reindex import reindex  # pydicom, for this command only
+
     try:
         with Bar("Reindexing") as bar:
             report = reindex(archive, only_stale=only_stale, workers=workers, progress=bar)

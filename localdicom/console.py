@@ -1,10 +1,14 @@
-"""What every command of ``localdicom`` shares in how it talks to a person: the exit codes
-and a progress bar."""
+"""What every command of ``localdicom`` shares in how it talks to a person: the exit codes,
+a progress bar, and Ctrl-C."""
 
 from __future__ import annotations
 
+import contextlib
+import signal
 import sys
+import threading
 import time
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import click
@@ -59,3 +63,18 @@ class Bar:
             seconds = max(time.perf_counter() - self.started, 1e-6)
             rate = f"{self.files / seconds:.0f} files/s {self.size / 1e6 / seconds:.1f} MB/s"
             self.bar.update(files, rate)
+
+
+@contextlib.contextmanager
+def stopping_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """SIGINT and SIGTERM call ``stop`` instead of raising in the middle of a commit."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    numbers = (signal.SIGINT, signal.SIGTERM)
+    previous = [signal.signal(number, lambda *_: stop()) for number in numbers]
+    try:
+        yield
+    finally:
+        for number, handler in zip(numbers, previous, strict=True):
+            signal.signal(number, handler)

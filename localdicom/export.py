@@ -36,7 +36,7 @@ from localdicom.deid import (
     burned_in,
     deidentify_part10,
 )
-from localdicom.dicom.header import describe
+from localdicom.dicom.describing import describe
 from localdicom.dicom.pixels import transcode
 from localdicom.dicom.syntaxes import INSTANCE_TARGETS, can_encode, instance_targets
 from localdicom.importer.report import review_lines

@@ -22,9 +22,9 @@ from pathlib import Path
 from typing import Any, ClassVar, NamedTuple, TypeVar
 
 import click
-from pydicom.datadict import dictionary_VR, tag_for_keyword
 
-from localdicom.dicom.confidentiality import DeidOption
+from localdicom.dicom.confidentiality_options import DeidOption
+from localdicom.dicom.dictionary import dictionary_VR, tag_for_keyword
 from localdicom.dicom.qido import UNMATCHABLE_VRS
 
 F = TypeVar("F", bound=Callable[..., Any])

@@ -57,8 +57,8 @@ logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
 PRELOAD = [
-    "localdicom.archive",
-    "localdicom.dicom.header",
+    "localdicom.archive.upload",
+    "localdicom.dicom.describing",
     "localdicom.dicom.pixels",
     "localdicom.workers",
 ]

@@ -26,8 +26,9 @@ from pydicom.dataset import Dataset
 from pydicom.multival import MultiValue
 from pydicom.valuerep import PersonName
 
+from localdicom.dicom.describing import describe
 from localdicom.dicom.dicomxml import NAME_COMPONENTS, NAMESPACE, native_xml
-from localdicom.dicom.header import NotDicom, describe
+from localdicom.dicom.header import NotDicom
 from tests.helpers.corpus import corpus_files
 
 NS = {"d": NAMESPACE}

@@ -1,4 +1,4 @@
-"""Header parsing (``localdicom.dicom.header.describe``) against pydicom's own reading.
+"""Header parsing (``localdicom.dicom.describing.describe``) against pydicom's own reading.
 
 Converted values are shared between instances whose bytes are the same; these tests check that
 what the sharing keys on is enough: the same bytes under another character set or byte order
@@ -14,7 +14,7 @@ import pytest
 from pydicom.filewriter import dcmwrite
 from pydicom.uid import ExplicitVRBigEndian, ExplicitVRLittleEndian
 
-from localdicom.dicom.header import describe
+from localdicom.dicom.describing import describe
 from tests.helpers import SAMPLES
 
 #: Bytes that are "Ã¼" in ISO 8859-1 and "ü" in UTF-8.

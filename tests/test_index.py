@@ -9,7 +9,7 @@ import pydicom
 import pytest
 
 from localdicom.archive import StoredInstance
-from localdicom.dicom.header import describe
+from localdicom.dicom.describing import describe
 from localdicom.dicom.qido import parse_query
 from localdicom.index import Index
 from tests.helpers import SAMPLES

@@ -27,8 +27,8 @@ from pydicom.fileset import FileSet
 
 from localdicom import packaging
 from localdicom.cli import main
+from localdicom.dicom.describing import describe
 from localdicom.dicom.dicomdir import DicomDir, file_id
-from localdicom.dicom.header import describe
 from localdicom.dicom.uids import EXPLICIT_VR_LITTLE_ENDIAN
 from tests.helpers import SAMPLES, STUDY_UID, app_client
 from tests.helpers.corpus import pydicom_file

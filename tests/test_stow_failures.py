@@ -16,7 +16,8 @@ import pydicom.data.download
 import pytest
 from pydicom.errors import InvalidDicomError
 
-from localdicom.dicom.header import NotDicom, describe
+from localdicom.dicom.describing import describe
+from localdicom.dicom.header import NotDicom
 from tests.helpers.corpus import corpus_files
 
 CANNOT_UNDERSTAND = 0xC000

@@ -6,52 +6,32 @@ the index snapshot, :mod:`.scan` the startup read, :mod:`.upload` instances on t
 removed, :mod:`.changefeed` the log of the changes, and :mod:`.lock` who may write.
 """
 
-from localdicom.archive.archive import Archive
-from localdicom.archive.changefeed import Change, ChangeFeed, FeedEntry, WindowGone
-from localdicom.archive.layout import Layout
-from localdicom.archive.lock import (
-    ArchiveBusy,
-    announce_server,
-    archive_lock,
-    running_server,
-    server_token,
-    withdraw_server,
-)
-from localdicom.archive.scan import ScanReport
-from localdicom.archive.sidecar import StoredInstance
-from localdicom.archive.transfers import TransferRecord, open_record
-from localdicom.archive.trash import Trash, Trashed, Why
-from localdicom.archive.upload import (
-    Spooled,
-    StagingFile,
-    Upload,
-    prepare_spooled,
-    prepare_upload,
-)
+from localdicom.lazy import lazy_exports
 
-__all__ = [
-    "Archive",
-    "ArchiveBusy",
-    "Change",
-    "ChangeFeed",
-    "FeedEntry",
-    "Layout",
-    "ScanReport",
-    "Spooled",
-    "StagingFile",
-    "StoredInstance",
-    "TransferRecord",
-    "Trash",
-    "Trashed",
-    "Upload",
-    "Why",
-    "WindowGone",
-    "announce_server",
-    "archive_lock",
-    "open_record",
-    "prepare_spooled",
-    "prepare_upload",
-    "running_server",
-    "server_token",
-    "withdraw_server",
-]
+__getattr__, __all__ = lazy_exports(
+    __name__,
+    {
+        "localdicom.archive.archive": ["Archive"],
+        "localdicom.archive.changefeed": ["Change", "ChangeFeed", "FeedEntry", "WindowGone"],
+        "localdicom.archive.layout": ["Layout"],
+        "localdicom.archive.lock": [
+            "ArchiveBusy",
+            "announce_server",
+            "archive_lock",
+            "running_server",
+            "server_token",
+            "withdraw_server",
+        ],
+        "localdicom.archive.scan": ["ScanReport"],
+        "localdicom.archive.sidecar": ["StoredInstance"],
+        "localdicom.archive.transfers": ["TransferRecord", "open_record"],
+        "localdicom.archive.trash": ["Trash", "Trashed", "Why"],
+        "localdicom.archive.upload": [
+            "Spooled",
+            "StagingFile",
+            "Upload",
+            "prepare_spooled",
+            "prepare_upload",
+        ],
+    },
+)

@@ -18,7 +18,8 @@ from localdicom.archive import sidecar
 from localdicom.archive.files import file_digest, write_new
 from localdicom.archive.held import HELD_BYTES, MemoryFile, aligned, write_held
 from localdicom.archive.layout import sidecar_of
-from localdicom.dicom.header import Header, describe_opened
+from localdicom.dicom.describing import describe_opened
+from localdicom.dicom.header import Header
 
 
 @dataclass(frozen=True)

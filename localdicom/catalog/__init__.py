@@ -7,45 +7,26 @@ senders of stored files) are given out from here so that callers never reach the
 the archive.
 """
 
-from localdicom.archive import FeedEntry, Spooled, Upload, Why, WindowGone
-from localdicom.archive.files import read_ahead, will_need
-from localdicom.catalog.arriving import Arriving
-from localdicom.catalog.catalog import Catalog, OpenReport
-from localdicom.catalog.ingest import (
-    Decision,
-    FailureReason,
-    Stored,
-    StoreFailed,
-    conflict_message,
-    decide,
-)
-from localdicom.catalog.opening import SnapshotKeeper
-from localdicom.catalog.removing import RemovalFailed
-from localdicom.catalog.searching import Match
-from localdicom.index import InstanceRecord, Record, SeriesRecord, StudyRecord
+from localdicom.lazy import lazy_exports
 
-__all__ = [
-    "Arriving",
-    "Catalog",
-    "Decision",
-    "FailureReason",
-    "FeedEntry",
-    "InstanceRecord",
-    "Match",
-    "OpenReport",
-    "Record",
-    "RemovalFailed",
-    "SeriesRecord",
-    "SnapshotKeeper",
-    "Spooled",
-    "StoreFailed",
-    "Stored",
-    "StudyRecord",
-    "Upload",
-    "Why",
-    "WindowGone",
-    "conflict_message",
-    "decide",
-    "read_ahead",
-    "will_need",
-]
+__getattr__, __all__ = lazy_exports(
+    __name__,
+    {
+        "localdicom.archive": ["FeedEntry", "Spooled", "Upload", "Why", "WindowGone"],
+        "localdicom.archive.files": ["read_ahead", "will_need"],
+        "localdicom.catalog.arriving": ["Arriving"],
+        "localdicom.catalog.catalog": ["Catalog", "OpenReport"],
+        "localdicom.catalog.ingest": [
+            "Decision",
+            "FailureReason",
+            "Stored",
+            "StoreFailed",
+            "conflict_message",
+            "decide",
+        ],
+        "localdicom.catalog.opening": ["SnapshotKeeper"],
+        "localdicom.catalog.removing": ["RemovalFailed"],
+        "localdicom.catalog.searching": ["Match"],
+        "localdicom.index": ["InstanceRecord", "Record", "SeriesRecord", "StudyRecord"],
+    },
+)

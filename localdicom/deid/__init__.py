@@ -17,30 +17,21 @@ Dataset (a copy is returned; the pixel data is shared, never changed).
 ``--deid-option``, ``--reject-burned-in``), checked the same way for every command.
 """
 
-from localdicom.deid.choice import Deidentify
-from localdicom.deid.keyfile import KeyFileError, load_key, record_patients
-from localdicom.dicom.confidentiality import DeidOption
-from localdicom.dicom.deidentify import (
-    Deidentifier,
-    DeidentifyError,
-    DeidKey,
-    Outcome,
-    Pseudonym,
-    burned_in,
-    deidentify_part10,
-)
+from localdicom.lazy import lazy_exports
 
-__all__ = [
-    "DeidKey",
-    "DeidOption",
-    "Deidentifier",
-    "Deidentify",
-    "DeidentifyError",
-    "KeyFileError",
-    "Outcome",
-    "Pseudonym",
-    "burned_in",
-    "deidentify_part10",
-    "load_key",
-    "record_patients",
-]
+__getattr__, __all__ = lazy_exports(
+    __name__,
+    {
+        "localdicom.deid.choice": ["Deidentify"],
+        "localdicom.deid.keyfile": ["KeyFileError", "load_key", "record_patients"],
+        "localdicom.dicom.confidentiality_options": ["DeidOption"],
+        "localdicom.dicom.deidentify": [
+            "Deidentifier",
+            "DeidentifyError",
+            "Outcome",
+            "burned_in",
+            "deidentify_part10",
+        ],
+        "localdicom.dicom.pseudonyms": ["DeidKey", "Pseudonym"],
+    },
+)

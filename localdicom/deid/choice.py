@@ -8,11 +8,15 @@ from __future__ import annotations
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import click
 
 from localdicom.deid.keyfile import KeyFileError, load_key, record_patients
-from localdicom.dicom.deidentify import Deidentifier, Pseudonym
+from localdicom.dicom.pseudonyms import Pseudonym
+
+if TYPE_CHECKING:
+    from localdicom.dicom.deidentify import Deidentifier
 
 
 @dataclass(frozen=True)
@@ -46,6 +50,8 @@ class Deidentify:
     def open(self, outside: Iterable[tuple[str, Path]]) -> Deidentifier:
         """The deidentifier of the key file, created when absent; refused (KeyFileError)
         when the key lies inside one of the ``outside`` places, given as (what, path)."""
+        from localdicom.dicom.deidentify import Deidentifier  # pydicom: only when it is used
+
         where = self.key.resolve()
         for what, path in outside:
             if where.is_relative_to(path.resolve()):

@@ -20,7 +20,7 @@ import secrets
 from collections.abc import Iterable
 from pathlib import Path
 
-from localdicom.dicom.deidentify import DeidKey, Pseudonym
+from localdicom.dicom.pseudonyms import DeidKey, Pseudonym
 
 FORMAT = 1
 

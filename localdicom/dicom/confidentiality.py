@@ -22,24 +22,14 @@ Where the table comes from (evaluated in 2026; default install GPL-free):
 from __future__ import annotations
 
 from collections.abc import Iterable
-from enum import StrEnum
 
 from dicomanonymizer.dicom_anonymization_databases import dicomfields_2026c as basic
 
 from localdicom.dicom import confidentiality_options as columns
+from localdicom.dicom.confidentiality_options import DeidOption
 
 #: The edition of the standard the Basic Profile column is taken from.
 EDITION = "2026c"
-
-
-class DeidOption(StrEnum):
-    """The options of PS3.15 E.3 offered, by the name given to --deid-option."""
-
-    RETAIN_MODIFIED_DATES = "retain-modified-dates"
-    RETAIN_PATIENT_CHARACTERISTICS = "retain-patient-characteristics"
-    RETAIN_DEVICE_IDENTITY = "retain-device-identity"
-    RETAIN_SAFE_PRIVATE = "retain-safe-private"
-    CLEAN_DESCRIPTORS = "clean-descriptors"
 
 
 #: CID 7050 "De-identification Method" codes (PS3.16), scheme DCM.

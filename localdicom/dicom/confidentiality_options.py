@@ -8,6 +8,19 @@ is missing here and gets the Basic Profile's action: more is removed, never less
 Profile column itself comes from the dicom-anonymizer package (:mod:`.confidentiality`).
 """
 
+from enum import StrEnum
+
+
+class DeidOption(StrEnum):
+    """The options of PS3.15 E.3 offered, by the name given to --deid-option."""
+
+    RETAIN_MODIFIED_DATES = "retain-modified-dates"
+    RETAIN_PATIENT_CHARACTERISTICS = "retain-patient-characteristics"
+    RETAIN_DEVICE_IDENTITY = "retain-device-identity"
+    RETAIN_SAFE_PRIVATE = "retain-safe-private"
+    CLEAN_DESCRIPTORS = "clean-descriptors"
+
+
 #: rtnLongModifDatesOpt column.
 MODIFIED_DATES: dict[int, str] = {
     0x00080015: "C",  # InstanceCoercionDateTime

@@ -15,76 +15,72 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
-from pydicom.datadict import dictionary_VR, keyword_for_tag, tag_for_keyword
-
+from localdicom.dicom.dictionary import dictionary_VR, keyword_for_tag, tag_for_keyword
 from localdicom.dicom.uids import InvalidUID, check_uid
 
 STUDY, SERIES, INSTANCE = "study", "series", "instance"
 LEVELS = (STUDY, SERIES, INSTANCE)
 
 
-def _tags(*keywords: str) -> tuple[str, ...]:
-    return tuple(f"{tag_for_keyword(keyword):08X}" for keyword in keywords)
-
-
 #: Attributes kept in memory per level: what PS3.18 Tables 10.6.1-5 and 10.6.3-3 ask a server
 #: to match and return, plus the descriptive attributes viewers' study lists show.
 LEVEL_ATTRIBUTES: dict[str, tuple[str, ...]] = {
-    STUDY: _tags(
-        "SpecificCharacterSet",
-        "StudyDate",
-        "StudyTime",
-        "AccessionNumber",
-        "ReferringPhysicianName",
-        "TimezoneOffsetFromUTC",
-        "StudyDescription",
-        "PatientName",
-        "PatientID",
-        "IssuerOfPatientID",
-        "PatientBirthDate",
-        "PatientSex",
-        "PatientAge",
-        "StudyInstanceUID",
-        "StudyID",
-        "InstitutionName",
+    STUDY: (
+        "00080005",  # SpecificCharacterSet
+        "00080020",  # StudyDate
+        "00080030",  # StudyTime
+        "00080050",  # AccessionNumber
+        "00080090",  # ReferringPhysicianName
+        "00080201",  # TimezoneOffsetFromUTC
+        "00081030",  # StudyDescription
+        "00100010",  # PatientName
+        "00100020",  # PatientID
+        "00100021",  # IssuerOfPatientID
+        "00100030",  # PatientBirthDate
+        "00100040",  # PatientSex
+        "00101010",  # PatientAge
+        "0020000D",  # StudyInstanceUID
+        "00200010",  # StudyID
+        "00080080",  # InstitutionName
     ),
-    SERIES: _tags(
-        "Modality",
-        "SeriesDescription",
-        "SeriesInstanceUID",
-        "SeriesNumber",
-        "SeriesDate",
-        "SeriesTime",
-        "BodyPartExamined",
-        "ProtocolName",
-        "Laterality",
-        "Manufacturer",
-        "PerformedProcedureStepStartDate",
-        "PerformedProcedureStepStartTime",
+    SERIES: (
+        "00080060",  # Modality
+        "0008103E",  # SeriesDescription
+        "0020000E",  # SeriesInstanceUID
+        "00200011",  # SeriesNumber
+        "00080021",  # SeriesDate
+        "00080031",  # SeriesTime
+        "00180015",  # BodyPartExamined
+        "00181030",  # ProtocolName
+        "00200060",  # Laterality
+        "00080070",  # Manufacturer
+        "00400244",  # PerformedProcedureStepStartDate
+        "00400245",  # PerformedProcedureStepStartTime
     ),
-    INSTANCE: _tags(
-        "SOPClassUID",
-        "SOPInstanceUID",
-        "InstanceNumber",
-        "ContentDate",
-        "ContentTime",
-        "AcquisitionNumber",
-        "ImageType",
-        "Rows",
-        "Columns",
-        "BitsAllocated",
-        "NumberOfFrames",
+    INSTANCE: (
+        "00080016",  # SOPClassUID
+        "00080018",  # SOPInstanceUID
+        "00200013",  # InstanceNumber
+        "00080023",  # ContentDate
+        "00080033",  # ContentTime
+        "00200012",  # AcquisitionNumber
+        "00080008",  # ImageType
+        "00280010",  # Rows
+        "00280011",  # Columns
+        "00280100",  # BitsAllocated
+        "00280008",  # NumberOfFrames
     ),
 }
 
 #: Attributes the server computes rather than copies (PS3.18 Table 10.6.3-3).
-MODALITIES_IN_STUDY, STUDY_SERIES, STUDY_INSTANCES, SERIES_INSTANCES = _tags(
-    "ModalitiesInStudy",
-    "NumberOfStudyRelatedSeries",
-    "NumberOfStudyRelatedInstances",
-    "NumberOfSeriesRelatedInstances",
+MODALITIES_IN_STUDY, STUDY_SERIES, STUDY_INSTANCES, SERIES_INSTANCES = (
+    "00080061",  # ModalitiesInStudy
+    "00201206",  # NumberOfStudyRelatedSeries
+    "00201208",  # NumberOfStudyRelatedInstances
+    "00201209",  # NumberOfSeriesRelatedInstances
 )
-RETRIEVE_URL, INSTANCE_AVAILABILITY = _tags("RetrieveURL", "InstanceAvailability")
+RETRIEVE_URL = "00081190"  # RetrieveURL
+INSTANCE_AVAILABILITY = "00080056"  # InstanceAvailability
 COMPUTED: dict[str, tuple[str, ...]] = {
     STUDY: (MODALITIES_IN_STUDY, STUDY_SERIES, STUDY_INSTANCES),
     SERIES: (SERIES_INSTANCES,),
@@ -93,52 +89,52 @@ COMPUTED: dict[str, tuple[str, ...]] = {
 
 #: Returned for every match at each level (PS3.18 Table 10.6.3-3), when present.
 DEFAULT_RETURN: dict[str, tuple[str, ...]] = {
-    STUDY: _tags(
-        "SpecificCharacterSet",
-        "StudyDate",
-        "StudyTime",
-        "AccessionNumber",
-        "InstanceAvailability",
-        "ModalitiesInStudy",
-        "ReferringPhysicianName",
-        "TimezoneOffsetFromUTC",
-        "RetrieveURL",
-        "PatientName",
-        "PatientID",
-        "PatientBirthDate",
-        "PatientSex",
-        "StudyInstanceUID",
-        "StudyID",
-        "NumberOfStudyRelatedSeries",
-        "NumberOfStudyRelatedInstances",
+    STUDY: (
+        "00080005",  # SpecificCharacterSet
+        "00080020",  # StudyDate
+        "00080030",  # StudyTime
+        "00080050",  # AccessionNumber
+        "00080056",  # InstanceAvailability
+        "00080061",  # ModalitiesInStudy
+        "00080090",  # ReferringPhysicianName
+        "00080201",  # TimezoneOffsetFromUTC
+        "00081190",  # RetrieveURL
+        "00100010",  # PatientName
+        "00100020",  # PatientID
+        "00100030",  # PatientBirthDate
+        "00100040",  # PatientSex
+        "0020000D",  # StudyInstanceUID
+        "00200010",  # StudyID
+        "00201206",  # NumberOfStudyRelatedSeries
+        "00201208",  # NumberOfStudyRelatedInstances
     ),
-    SERIES: _tags(
-        "SpecificCharacterSet",
-        "Modality",
-        "TimezoneOffsetFromUTC",
-        "SeriesDescription",
-        "RetrieveURL",
-        "SeriesInstanceUID",
-        "SeriesNumber",
-        "NumberOfSeriesRelatedInstances",
-        "PerformedProcedureStepStartDate",
-        "PerformedProcedureStepStartTime",
-        "StudyInstanceUID",
+    SERIES: (
+        "00080005",  # SpecificCharacterSet
+        "00080060",  # Modality
+        "00080201",  # TimezoneOffsetFromUTC
+        "0008103E",  # SeriesDescription
+        "00081190",  # RetrieveURL
+        "0020000E",  # SeriesInstanceUID
+        "00200011",  # SeriesNumber
+        "00201209",  # NumberOfSeriesRelatedInstances
+        "00400244",  # PerformedProcedureStepStartDate
+        "00400245",  # PerformedProcedureStepStartTime
+        "0020000D",  # StudyInstanceUID
     ),
-    INSTANCE: _tags(
-        "SpecificCharacterSet",
-        "SOPClassUID",
-        "SOPInstanceUID",
-        "InstanceAvailability",
-        "TimezoneOffsetFromUTC",
-        "RetrieveURL",
-        "InstanceNumber",
-        "Rows",
-        "Columns",
-        "BitsAllocated",
-        "NumberOfFrames",
-        "StudyInstanceUID",
-        "SeriesInstanceUID",
+    INSTANCE: (
+        "00080005",  # SpecificCharacterSet
+        "00080016",  # SOPClassUID
+        "00080018",  # SOPInstanceUID
+        "00080056",  # InstanceAvailability
+        "00080201",  # TimezoneOffsetFromUTC
+        "00081190",  # RetrieveURL
+        "00200013",  # InstanceNumber
+        "00280010",  # Rows
+        "00280011",  # Columns
+        "00280100",  # BitsAllocated
+        "00280008",  # NumberOfFrames
+        "0020000D",  # StudyInstanceUID
+        "0020000E",  # SeriesInstanceUID
     ),
 }
 

@@ -8,35 +8,21 @@ import, :mod:`.sinks` commits (directly, or through the running server by STOW-R
 :mod:`.report` counts.
 """
 
-from localdicom.archive import ArchiveBusy
-from localdicom.importer.examine import Examined, Kind, Transfer, why
-from localdicom.importer.report import ImportReport, NoProgress, Progress, count
-from localdicom.importer.run import (
-    CannotImport,
-    Deidentify,
-    ImportOptions,
-    ingest_sink,
-    run_import,
-    stopping_on_signals,
-)
-from localdicom.importer.sources import Found, survey
+from localdicom.lazy import lazy_exports
 
-__all__ = [
-    "ArchiveBusy",
-    "CannotImport",
-    "Deidentify",
-    "Examined",
-    "Found",
-    "ImportOptions",
-    "ImportReport",
-    "Kind",
-    "NoProgress",
-    "Progress",
-    "Transfer",
-    "count",
-    "ingest_sink",
-    "run_import",
-    "stopping_on_signals",
-    "survey",
-    "why",
-]
+__getattr__, __all__ = lazy_exports(
+    __name__,
+    {
+        "localdicom.archive": ["ArchiveBusy"],
+        "localdicom.importer.examine": ["Examined", "Kind", "Transfer", "why"],
+        "localdicom.importer.report": ["ImportReport", "NoProgress", "Progress", "count"],
+        "localdicom.importer.run": [
+            "CannotImport",
+            "Deidentify",
+            "ImportOptions",
+            "ingest_sink",
+            "run_import",
+        ],
+        "localdicom.importer.sources": ["Found", "survey"],
+    },
+)

@@ -27,7 +27,8 @@ from localdicom.archive.files import file_digest
 from localdicom.archive.held import HELD_BYTES, MemoryFile, read_whole, write_held
 from localdicom.archive.upload import write_sidecar
 from localdicom.deid import Deidentifier, DeidentifyError, Pseudonym, deidentify_part10
-from localdicom.dicom.header import Header, NotDicom, describe
+from localdicom.dicom.describing import describe
+from localdicom.dicom.header import Header, NotDicom
 from localdicom.importer.sources import HEAD, Source, is_part10
 
 CHUNK = 1 << 20

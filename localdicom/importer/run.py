@@ -14,8 +14,6 @@ from __future__ import annotations
 import contextlib
 import http.client
 import os
-import signal
-import threading
 import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -26,6 +24,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localdicom.archive import Archive, archive_lock, running_server, server_token
+from localdicom.console import stopping_on_signals
 from localdicom.deid import Deidentifier, Deidentify, KeyFileError, Pseudonym
 from localdicom.importer.examine import (
     Examined,
@@ -342,18 +341,3 @@ class _Run:
             else:
                 found.append(located)
         self._enqueue(found)
-
-
-@contextlib.contextmanager
-def stopping_on_signals(stop: Callable[[], None]) -> Iterator[None]:
-    """SIGINT and SIGTERM call ``stop`` instead of raising in the middle of a commit."""
-    if threading.current_thread() is not threading.main_thread():
-        yield
-        return
-    numbers = (signal.SIGINT, signal.SIGTERM)
-    previous = [signal.signal(number, lambda *_: stop()) for number in numbers]
-    try:
-        yield
-    finally:
-        for number, handler in zip(numbers, previous, strict=True):
-            signal.signal(number, handler)

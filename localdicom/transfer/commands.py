@@ -9,17 +9,14 @@ from typing import Any
 
 import click
 
+from localdicom import importer
 from localdicom.archive import ArchiveBusy
 from localdicom.console import EXIT_CODES, Bar
 from localdicom.deid import Deidentify, KeyFileError
-from localdicom.export import Deidentifying
-from localdicom.importer import CannotImport
 from localdicom.selection import selection_from
 from localdicom.settings import options
-from localdicom.transfer.deidentified import PushDeid
 from localdicom.transfer.follow import Follow
 from localdicom.transfer.options import TransferOptions
-from localdicom.transfer.pull import pull as run_pull
 from localdicom.transfer.push import push as run_push
 from localdicom.transfer.remote import BadRemote, credentials, parse_remote, tls_context
 from localdicom.transfer.report import TransferReport
@@ -46,6 +43,8 @@ def pull(remote: str, **chosen: Any) -> int:
           --query PatientID=123 --query StudyDate=20240101-20241231
       localdicom pull dicom://ORTHANC@pacs:4242 --archive ./archive --query Modality=CT
     """
+    from localdicom.transfer.pull import pull as run_pull  # pydicom and pynetdicom: here only
+
     return _run(run_pull, "Pulling", remote, **chosen)
 
 
@@ -82,6 +81,9 @@ def push(remote: str, **chosen: Any) -> int:
         raise click.UsageError("--follow keeps sending: it does not go with --dry-run")
     deid = None
     if choice is not None:
+        from localdicom.export import Deidentifying  # pydicom: only to de-identify
+        from localdicom.transfer.deidentified import PushDeid
+
         try:
             deidentifier = choice.open([("the archive", chosen["archive"])])
         except KeyFileError as exc:
@@ -139,7 +141,7 @@ def _run(
             report: TransferReport = command(
                 address, node, archive, selection, secrets, transfer, bar
             )
-    except (CannotImport, ArchiveBusy) as exc:
+    except (importer.CannotImport, ArchiveBusy) as exc:
         raise click.ClickException(secrets.hide(str(exc))) from None
     lines = report.dry_run_lines() if transfer.dry_run else report.lines(verbose=verbose)
     for line in lines:

@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 import aiohttp
 import orjson
 
-from localdicom.transfer.intake import Received
+from localdicom.transfer.received import Received
 from localdicom.transfer.remote import Credentials
 from localdicom.web.multipart import MalformedMultipart, MultipartReader
 

@@ -37,9 +37,10 @@ from localdicom.dicom.uids import EXPLICIT_VR_LITTLE_ENDIAN, IMPLICIT_VR_LITTLE_
 from localdicom.dimse.sending import MAX_CONTEXTS
 from localdicom.importer import ImportOptions, Progress, ingest_sink
 from localdicom.selection import Selection
-from localdicom.transfer.intake import Intake, Received
+from localdicom.transfer.intake import Intake
 from localdicom.transfer.options import TransferOptions
 from localdicom.transfer.plan import Announced, own_level
+from localdicom.transfer.received import Received
 from localdicom.transfer.remote import DicomNode
 from localdicom.transfer.report import TransferReport
 from localdicom.transfer.running import is_pulled

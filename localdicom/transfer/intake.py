@@ -19,24 +19,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localdicom.archive import TransferRecord
-from localdicom.dicom.header import NotDicom, describe
+from localdicom.dicom.describing import describe
+from localdicom.dicom.header import NotDicom
 from localdicom.importer import Examined, ImportReport, Kind, Progress
 from localdicom.importer.sinks import Sink
-
-
-@dataclass
-class Received:
-    """An instance as it arrived: its bytes (``data``), or a file in the staging folder
-    (``staged``) with its size and SHA-256."""
-
-    data: bytes | None = None
-    staged: Path | None = None
-    size: int = 0
-    digest: str = ""
-
-    def discard(self) -> None:
-        if self.staged is not None:
-            self.staged.unlink(missing_ok=True)
+from localdicom.transfer.received import Received
 
 
 @dataclass(frozen=True)

@@ -18,19 +18,20 @@ from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
 from localdicom.archive import Layout, TransferRecord, open_record
+from localdicom.console import stopping_on_signals
 from localdicom.importer import (
     ImportOptions,
     NoProgress,
     Progress,
     ingest_sink,
-    stopping_on_signals,
 )
 from localdicom.selection import Selection
 from localdicom.transfer.dicomweb import DicomwebClient, RemoteError
 from localdicom.transfer.dimse import pull_dimse
-from localdicom.transfer.intake import Expected, Intake, Received
+from localdicom.transfer.intake import Expected, Intake
 from localdicom.transfer.options import TransferOptions
 from localdicom.transfer.plan import Announced, WholeSeries, announced, instances_of
+from localdicom.transfer.received import Received
 from localdicom.transfer.remote import Credentials, DicomNode
 from localdicom.transfer.report import TransferReport
 from localdicom.transfer.running import Stop, is_pulled

@@ -15,20 +15,22 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from localdicom.archive import StoredInstance, TransferRecord, open_record
 from localdicom.catalog import FailureReason
-from localdicom.importer import NoProgress, Progress, stopping_on_signals
+from localdicom.console import stopping_on_signals
+from localdicom.importer import NoProgress, Progress
 from localdicom.selection import Selection, local_instances
-from localdicom.transfer.cstore import push_dimse
-from localdicom.transfer.deidentified import PushDeid
 from localdicom.transfer.dicomweb import Answer, DicomwebClient, RemoteError
 from localdicom.transfer.options import TransferOptions
 from localdicom.transfer.remote import Credentials, DicomNode
 from localdicom.transfer.report import TransferReport
 from localdicom.transfer.running import Stop
 from localdicom.workers import Workers
+
+if TYPE_CHECKING:
+    from localdicom.transfer.deidentified import PushDeid
 
 #: STOW-RS response attributes (PS3.18 Table 10.5.3-1, PS3.3 C.12.1.1.x).
 REFERENCED_SOP_SEQUENCE, FAILED_SOP_SEQUENCE = "00081199", "00081198"
@@ -105,6 +107,8 @@ class Pushing:
         self.progress.advance(len(selected) - len(instances), 0)
         try:
             if self.node is not None:
+                from localdicom.transfer.cstore import push_dimse  # pynetdicom: for DICOM only
+
                 push_dimse(self, instances)
             elif instances:
                 asyncio.run(_push_dicomweb(self, instances))

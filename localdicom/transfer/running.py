@@ -1,5 +1,5 @@
 """What pull and push share while they run: a stop asked for by Ctrl-C (taken by
-:func:`localdicom.importer.stopping_on_signals`), and whether an instance is known pulled
+:func:`localdicom.console.stopping_on_signals`), and whether an instance is known pulled
 already."""
 
 from __future__ import annotations

@@ -20,8 +20,9 @@ from collections.abc import AsyncIterator, Iterable, Iterator, Mapping
 from aiohttp import web
 
 from localdicom.catalog import Catalog, InstanceRecord
+from localdicom.dicom.describing import bulk_by_parsing
 from localdicom.dicom.frames import bulk_unit, to_little_endian
-from localdicom.dicom.header import Header, bulk_by_parsing
+from localdicom.dicom.header import Header
 from localdicom.dicom.pixels import encode_frames
 from localdicom.dicom.syntaxes import OCTET_STREAM, can_decode
 from localdicom.dicom.uids import (

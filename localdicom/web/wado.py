@@ -15,8 +15,9 @@ from pathlib import Path
 from aiohttp import web
 
 from localdicom.catalog import Catalog, InstanceRecord
+from localdicom.dicom.describing import bulk_by_parsing
 from localdicom.dicom.frames import PIXEL_DATA_PATHS, bulk_unit, to_little_endian
-from localdicom.dicom.header import ByteRange, bulk_by_parsing
+from localdicom.dicom.header import ByteRange
 from localdicom.dicom.pixels import transcode
 from localdicom.dicom.syntaxes import OCTET_STREAM, instance_targets
 from localdicom.dicom.uids import (
