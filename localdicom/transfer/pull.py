@@ -27,7 +27,6 @@ from localdicom.importer import (
 )
 from localdicom.selection import Selection
 from localdicom.transfer.dicomweb import DicomwebClient, RemoteError
-from localdicom.transfer.dimse import pull_dimse
 from localdicom.transfer.intake import Expected, Intake
 from localdicom.transfer.options import TransferOptions
 from localdicom.transfer.plan import Announced, WholeSeries, announced, instances_of
@@ -55,6 +54,8 @@ def pull(
     try:
         with stopping_on_signals(stop):
             if node is not None:
+                from localdicom.transfer.dimse import pull_dimse  # pynetdicom: for DICOM only
+
                 pull_dimse(node, archive_root, selection, options, report, record, progress, stop)
             else:
                 asyncio.run(
