@@ -19,6 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from localdicom.archive import TransferRecord
+from localdicom.archive.held import aligned, write_held
 from localdicom.dicom.describing import describe
 from localdicom.dicom.header import NotDicom
 from localdicom.importer import Examined, ImportReport, Kind, Progress
@@ -108,13 +109,17 @@ class Intake:
         return item
 
     def _write(self, received: Received) -> None:
-        """The bytes into a file in the staging folder, hashed."""
+        """The bytes into a file in the staging folder, hashed. Written past the page cache
+        (:func:`write_held`), as the import writes its copies: the pull ends with a ``sync``
+        that otherwise waited 0.25-0.30 s for 500 MB of them (0.015-0.025 s written this
+        way; 1,000 CT from an Orthanc, in 3.35 rather than 3.45 s and in 3.25 rather than
+        3.36 s, medians of two A/Bs of 6 rounds each)."""
         assert received.data is not None
         received.digest = hashlib.sha256(received.data).hexdigest()
         received.staged = self.stage()
         try:
-            with received.staged.open("wb") as out:
-                out.write(received.data)
+            with aligned([received.data]) as held:
+                write_held(received.staged, held, fsync=False, direct=True)
         except BaseException:
             received.discard()
             raise
