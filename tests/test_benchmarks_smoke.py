@@ -93,6 +93,15 @@ def test_transfer_smoke_prints_pull_and_push_against_orthanc():
     assert all(re.fullmatch(r"\d+\.\d\d", cell.strip()) for row in rows for cell in row[1:3])
 
 
+def test_pull_ab_pulls_each_checkout_every_round_and_prints_seconds_and_cpu():
+    table = run("pull_ab", ".", ".", "--count", "3", "--rounds", "2", "--settle", "0")
+    rows = [line.split("|")[1:-1] for line in table.splitlines() if line.startswith("| /")]
+    assert [row[0].strip() for row in rows] == [str(REPOSITORY)] * 2, table
+    for row in rows:  # it checks that every pull stored every instance
+        assert len(row[2].split(",")) == len(row[4].split(",")) == 2, "every counted round"
+        assert all(re.fullmatch(r"\d+\.\d\d", cell.strip()) for cell in (row[1], row[3])), row
+
+
 def test_stow_ab_stores_new_instances_each_round_and_prints_rate_and_cpu(live_server):
     """Orthanc is not needed here: any DICOMweb server is a side of the A/B."""
     assert live_server.process is not None
