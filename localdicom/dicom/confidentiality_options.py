@@ -1,11 +1,15 @@
-"""The option columns of PS3.15 Annex E Table E.1-1 for the options localdicom offers.
+"""The options of PS3.15 Annex E localdicom offers (:class:`DeidOption`, by the names
+``--deid-option`` takes) and their columns of Table E.1-1; apart from
+:mod:`.confidentiality` so that the commands can offer the options without importing the
+Basic Profile's tables.
 
-Data only, as the standard publishes it: each dict maps a tag to the action the option
-requires instead of the Basic Profile's (K keep, C clean). Extracted from the machine-readable
-copy of the table in innolitics' dicom-standard (MIT; its confidentiality_profile_attributes
-.json, the 2020 edition of PS3.15). An attribute the standard added to an option column later
-is missing here and gets the Basic Profile's action: more is removed, never less. The Basic
-Profile column itself comes from the dicom-anonymizer package (:mod:`.confidentiality`).
+The columns are data only, as the standard publishes them: each dict maps a tag to the
+action the option requires instead of the Basic Profile's (K keep, C clean). Extracted from
+the machine-readable copy of the table in innolitics' dicom-standard (MIT; its
+confidentiality_profile_attributes .json, the 2020 edition of PS3.15). An attribute the
+standard added to an option column later is missing here and gets the Basic Profile's
+action: more is removed, never less. The Basic Profile column itself comes from the
+dicom-anonymizer package (:mod:`.confidentiality`).
 """
 
 from enum import StrEnum
