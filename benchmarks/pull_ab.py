@@ -7,9 +7,9 @@ A/B of two builds.
 Stores COUNT 512x512 CT slices of one series in a source Orthanc (DICOMweb plugin), then has
 each checkout pull them into an empty archive (``python -m localdicom pull SOURCE --all``
 run in the checkout, so that it imports its own code), in turns, in the opposite order every
-other round. Before each pull the previous copy is deleted, everything is written back and
-the disk left alone for :data:`benchmarks.transfer.SETTLE` seconds, as
-:mod:`benchmarks.transfer` does; the first round warms up and is not counted. Prints every
+other round. Each pull goes to a new archive, and the copies are deleted only at the end (why:
+:mod:`benchmarks.transfer`); before each, everything is written back and the disk left alone
+for ``--settle`` seconds. The first round warms up and is not counted. Prints every
 round's seconds and CPU-seconds (the pull's process and the children it waited for) and
 their medians. :mod:`benchmarks.transfer` compares the same pull with Orthanc's own.
 """
@@ -34,8 +34,7 @@ from benchmarks.transfer import SERIES, SETTLE, STUDY, post, rest, settle
 def pull(
     checkout: Path, source: Server, archive: Path, count: int, pause: float
 ) -> tuple[float, float]:
-    """Seconds and CPU-seconds of one pull of the whole source into an empty ``archive``."""
-    shutil.rmtree(archive, ignore_errors=True)
+    """Seconds and CPU-seconds of one pull of the whole source into a new ``archive``."""
     settle(pause)
     usage = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
@@ -68,7 +67,8 @@ def compare(checkouts: list[Path], folder: Path, count: int, rounds: int, pause:
         for number in range(rounds + 1):
             turns = list(enumerate(checkouts))
             for at, checkout in turns if number % 2 == 0 else turns[::-1]:
-                measured = pull(checkout, source, work / "archive", count, pause)
+                archive = work / f"archive-{number}-{at}"
+                measured = pull(checkout, source, archive, count, pause)
                 if number:  # the first round warms each checkout up
                     times[at].append(measured)
     finally:

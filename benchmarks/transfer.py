@@ -7,22 +7,27 @@ one run.
 Generates synthetic 512x512 CT instances (cached in FOLDER, ~0.5 MB each) and stores them in
 a source Orthanc (DICOMweb plugin). Then:
 
-- pull: ``localdicom pull SOURCE --all`` into an empty archive (a fresh process, start-up
-  included, one flush at the end), against a second Orthanc that has the source among its
+- pull: ``localdicom pull SOURCE --all`` into a new archive (a fresh process, start-up
+  included, one flush at the end), against a new Orthanc that has the source among its
   ``DicomWeb.Servers`` retrieving the same study (``POST /dicom-web/servers/source/retrieve``,
   WADO-RS, stored with its SyncStorageArea);
-- push: ``localdicom push TARGET --all`` from that archive to an empty Orthanc, against the
-  second Orthanc sending the study it holds to another empty Orthanc
+- push: ``localdicom push TARGET --all`` from that archive to an empty Orthanc, against an
+  Orthanc sending the study it holds to another empty Orthanc
   (``POST /dicom-web/servers/target/stow``, STOW-RS).
 
-Every destination is checked afterwards (it holds every instance), and emptied for the next
-round; before each timed run everything is written back and the disk left alone for
-``SETTLE`` seconds (files deleted just before make creating files dearer). Prints, for every
-run (``--rounds``, Orthanc first in each), seconds and instances/s for each side,
-localdicom's speed-up (Orthanc's seconds / localdicom's), the CPU seconds of each side's
-client (localdicom's process; the Orthanc that retrieves or sends, read from /proc), which
-other load on the machine inflates less than the seconds, and the
-load average before the run.
+Every destination is checked afterwards (it holds every instance). Each round writes to
+destinations nobody wrote before (a new archive, new Orthancs; Orthanc's pusher started
+again to name its new target), and nothing is deleted until the end: on an ext4 without a
+journal (this project's benchmark machine: ``/proc/fs/jbd2`` is empty), creating a file
+skips every inode freed in the last 60 s, reading each one's inode table entry (Linux
+fs/ext4/ialloc.c, ``recently_deleted``, "in no journal mode"); right after the previous
+round's copies were deleted, 13 % of a pull's CPU went there (``perf``), a cost a laptop's
+journaled ext4 never has. Before each timed run everything is written back and the disk
+left alone for ``SETTLE`` seconds. Prints, for every run (``--rounds``, Orthanc first in
+each), seconds and instances/s for each side, localdicom's speed-up (Orthanc's seconds /
+localdicom's), the CPU seconds of each side's client (localdicom's process; the Orthanc that
+retrieves or sends, read from /proc), which other load on the machine inflates less than the
+seconds, and the load average before the run.
 """
 
 from __future__ import annotations
@@ -112,13 +117,6 @@ def timed_post(server: Server, url: str, body: dict) -> Timing:
     return Timing(time.perf_counter() - started, server.cpu_seconds() - cpu)
 
 
-def delete_everything(server: Server) -> None:
-    with urllib.request.urlopen(rest(server) + "/studies", timeout=60) as response:
-        for study in json.loads(response.read()):
-            request = urllib.request.Request(rest(server) + f"/studies/{study}", method="DELETE")
-            urllib.request.urlopen(request, timeout=600).read()
-
-
 def settle(seconds: float) -> None:
     """Write everything back and wait before a timed run: on this ext4, files deleted just
     before (the previous run's) make every file created for a while after several times
@@ -133,8 +131,8 @@ def check(server: Server, count: int) -> None:
 
 
 class Bench:
-    """The servers of a run: a source Orthanc with the data, an Orthanc that pulls from it
-    and pushes to another, and the empty targets of both pushes."""
+    """The servers of a run: a source Orthanc with the data, an Orthanc per round that pulls
+    from it, an Orthanc that pushes to another, and the empty targets of both pushes."""
 
     def __init__(self, work: Path, files: list[Path], pause: float) -> None:
         self.work = work
@@ -145,15 +143,11 @@ class Bench:
         self.source = self.start(orthanc(work / "source"))
         for path in files:
             post(rest(self.source) + "/instances", path.read_bytes(), "application/dicom")
-        self.puller = self.start(
-            orthanc_with(work / "puller", {"source": [self.source.root + "/"]})
-        )
-        self.target_ours = self.start(orthanc(work / "target-ours"))
-        self.target_theirs = self.start(orthanc(work / "target-theirs"))
-        target = {"target": [self.target_theirs.root + "/"]}
-        self.pusher = self.start(orthanc_with(work / "pusher", target))
+        self.pusher = self.start(orthanc(work / "pusher"))
         for path in files:
             post(rest(self.pusher) + "/instances", path.read_bytes(), "application/dicom")
+        self.pusher.stop()  # started again each round, to send to that round's target
+        #: What the last pull stored, which the push sends.
         self.archive = work / "archive"
 
     def start(self, server: Server) -> Server:
@@ -165,35 +159,45 @@ class Bench:
         for server in reversed(self.servers):
             server.stop()
 
-    def pull(self) -> Row:
+    def pull(self, number: int) -> Row:
+        """Pull into a new Orthanc and a new archive (see the module docstring), which stay:
+        the push that follows sends this archive."""
         load = os.getloadavg()[0]
+        sources = {"source": [self.source.root + "/"]}
+        puller = self.start(orthanc_with(self.work / f"puller-{number}", sources))
         resources = {"Resources": [{"Study": uid(STUDY)}]}
-        url = rest(self.puller) + "/dicom-web/servers/source/retrieve"
+        url = rest(puller) + "/dicom-web/servers/source/retrieve"
         settle(self.pause)
-        theirs = timed_post(self.puller, url, resources)
-        check(self.puller, self.count)
-        delete_everything(self.puller)
-        shutil.rmtree(self.archive, ignore_errors=True)
+        theirs = timed_post(puller, url, resources)
+        check(puller, self.count)
+        puller.stop()
+        self.archive = self.work / f"archive-{number}"
         settle(self.pause)
         ours = localdicom("pull", self.source.root, "-a", str(self.archive), "--all", "-j", "4")
         if (held := sum(1 for _ in self.archive.glob("*/*/*.dcm"))) != self.count:
             raise RuntimeError(f"the archive holds {held} instances, not {self.count}")
         return Row("pull", theirs, ours, load)
 
-    def push(self) -> Row:
-        """Push what the last pull stored (pull first)."""
+    def push(self, number: int) -> Row:
+        """Push what the last pull stored to a new Orthanc, against Orthanc's pusher sending
+        the same to another new one (see the module docstring)."""
         load = os.getloadavg()[0]
+        target_ours = self.start(orthanc(self.work / f"target-ours-{number}"))
+        target_theirs = self.start(orthanc(self.work / f"target-theirs-{number}"))
+        pusher = self.start(
+            orthanc_with(self.work / "pusher", {"target": [target_theirs.root + "/"]})
+        )
         settle(self.pause)
-        ours = localdicom("push", self.target_ours.root, "-a", str(self.archive), "--all")
-        check(self.target_ours, self.count)
-        delete_everything(self.target_ours)
-        with urllib.request.urlopen(rest(self.pusher) + "/studies", timeout=60) as response:
+        ours = localdicom("push", target_ours.root, "-a", str(self.archive), "--all")
+        check(target_ours, self.count)
+        with urllib.request.urlopen(rest(pusher) + "/studies", timeout=60) as response:
             study_ids = json.loads(response.read())
-        url = rest(self.pusher) + "/dicom-web/servers/target/stow"
+        url = rest(pusher) + "/dicom-web/servers/target/stow"
         settle(self.pause)
-        theirs = timed_post(self.pusher, url, {"Resources": study_ids})
-        check(self.target_theirs, self.count)
-        delete_everything(self.target_theirs)
+        theirs = timed_post(pusher, url, {"Resources": study_ids})
+        check(target_theirs, self.count)
+        for server in (target_ours, target_theirs, pusher):
+            server.stop()
         return Row("push", theirs, ours, load)
 
 
@@ -205,12 +209,12 @@ def run(folder: Path, count: int, rounds: int, pause: float = SETTLE) -> list[Ro
     try:
         bench = Bench(work, files, pause)
         rows = []
-        for _ in range(rounds):
-            rows += [bench.pull(), bench.push()]
+        for number in range(rounds):
+            rows += [bench.pull(number), bench.push(number)]
     finally:
         if bench is not None:
             bench.stop()
-        shutil.rmtree(work, ignore_errors=True)  # five copies of the data; the cache stays
+        shutil.rmtree(work, ignore_errors=True)  # four copies of the data a round; the cache stays
     return sorted(rows, key=lambda row: row.name)
 
 
