@@ -7,9 +7,10 @@ A/B of two builds.
 Stores COUNT 512x512 CT slices of one series in a source Orthanc (DICOMweb plugin), then has
 each checkout pull them into an empty archive (``python -m localdicom pull SOURCE --all``
 run in the checkout, so that it imports its own code), in turns, in the opposite order every
-other round. Each pull goes to a new archive, and the copies are deleted only at the end (why:
-:mod:`benchmarks.transfer`); before each, everything is written back and the disk left alone
-for ``--settle`` seconds. The first round warms up and is not counted. Prints every
+other round. Each pull goes to a new archive; a round deletes the previous round's copies
+before it starts and waits :data:`benchmarks.transfer.INODE_REUSE` seconds (why: see
+:mod:`benchmarks.transfer`); before each pull, everything is written back and the disk left
+alone for ``--settle`` seconds. The first round warms up and is not counted. Prints every
 round's seconds and CPU-seconds (the pull's process and the children it waited for) and
 their medians. :mod:`benchmarks.transfer` compares the same pull with Orthanc's own.
 """
@@ -28,7 +29,7 @@ from pathlib import Path
 
 from benchmarks.dataset import write_series
 from benchmarks.servers import Server, orthanc
-from benchmarks.transfer import SERIES, SETTLE, STUDY, post, rest, settle
+from benchmarks.transfer import INODE_REUSE, SERIES, SETTLE, STUDY, post, rest, settle
 
 
 def pull(
@@ -65,9 +66,12 @@ def compare(checkouts: list[Path], folder: Path, count: int, rounds: int, pause:
         for path in files:
             post(rest(source) + "/instances", path.read_bytes(), "application/dicom")
         for number in range(rounds + 1):
+            if number:
+                shutil.rmtree(work / f"round-{number - 1}")
+                settle(INODE_REUSE if pause else 0)
             turns = list(enumerate(checkouts))
             for at, checkout in turns if number % 2 == 0 else turns[::-1]:
-                archive = work / f"archive-{number}-{at}"
+                archive = work / f"round-{number}" / str(at)
                 measured = pull(checkout, source, archive, count, pause)
                 if number:  # the first round warms each checkout up
                     times[at].append(measured)

@@ -17,12 +17,14 @@ a source Orthanc (DICOMweb plugin). Then:
 
 Every destination is checked afterwards (it holds every instance). Each round writes to
 destinations nobody wrote before (a new archive, new Orthancs; Orthanc's pusher started
-again to name its new target), and nothing is deleted until the end: on an ext4 without a
-journal (this project's benchmark machine: ``/proc/fs/jbd2`` is empty), creating a file
-skips every inode freed in the last 60 s, reading each one's inode table entry (Linux
-fs/ext4/ialloc.c, ``recently_deleted``, "in no journal mode"); right after the previous
-round's copies were deleted, 13 % of a pull's CPU went there (``perf``), a cost a laptop's
-journaled ext4 never has. Before each timed run everything is written back and the disk
+again to name its new target), and deletes the previous round's copies only before it
+starts, then waits :data:`INODE_REUSE` seconds: on an ext4 without a journal (this
+project's benchmark machine: ``/proc/fs/jbd2`` is empty), creating a file skips every inode
+freed in the last 60 s, reading each one's inode table entry (Linux fs/ext4/ialloc.c,
+``recently_deleted``, "in no journal mode"); a pull right after the previous round's copies
+were deleted spent 13 % of its CPU there (``perf``), a cost a laptop's journaled ext4 never
+has. Before each push both senders' files are read once, so that both
+send from the page cache. Before each timed run everything is written back and the disk
 left alone for ``SETTLE`` seconds. Prints, for every run (``--rounds``, Orthanc first in
 each), seconds and instances/s for each side, localdicom's speed-up (Orthanc's seconds /
 localdicom's), the CPU seconds of each side's client (localdicom's process; the Orthanc that
@@ -51,6 +53,9 @@ from benchmarks.servers import Server, orthanc
 STUDY, SERIES = "transfer-bench-study", "transfer-bench-series"
 #: Seconds waited after a sync before each timed run (:func:`settle`).
 SETTLE = 6
+#: Seconds after which ext4 without a journal allocates a freed inode again (RECENTCY_MIN
+#: in Linux fs/ext4/ialloc.c, once the inode table block is written back), and one more.
+INODE_REUSE = 61
 
 
 def post(url: str, data: bytes, content_type: str = "application/json") -> bytes:
@@ -117,6 +122,17 @@ def timed_post(server: Server, url: str, body: dict) -> Timing:
     return Timing(time.perf_counter() - started, server.cpu_seconds() - cpu)
 
 
+def read_through(folder: Path) -> None:
+    """Read every file under ``folder`` once, so that both pushes send from the page cache:
+    Orthanc's pusher has its files there since it stored them, while the pull wrote
+    localdicom's past it (see :mod:`localdicom.transfer.intake`)."""
+    for path in folder.rglob("*"):
+        if path.is_file():
+            with path.open("rb") as fp:
+                while fp.read(1 << 20):
+                    pass
+
+
 def settle(seconds: float) -> None:
     """Write everything back and wait before a timed run: on this ext4, files deleted just
     before (the previous run's) make every file created for a while after several times
@@ -150,6 +166,17 @@ class Bench:
         #: What the last pull stored, which the push sends.
         self.archive = work / "archive"
 
+    def clear(self, number: int) -> None:
+        """Delete the copies of round ``number`` (its servers are stopped), then wait until
+        ext4 without a journal takes freed inodes again (:data:`INODE_REUSE`), so that
+        no timed run creates files where files were just deleted, and the page cache holds
+        one round's copies at most."""
+        folder = self.work / f"round-{number}"
+        if not folder.exists():
+            return
+        shutil.rmtree(folder)
+        settle(INODE_REUSE if self.pause else 0)
+
     def start(self, server: Server) -> Server:
         self.servers.append(server)
         server.start()
@@ -164,14 +191,14 @@ class Bench:
         the push that follows sends this archive."""
         load = os.getloadavg()[0]
         sources = {"source": [self.source.root + "/"]}
-        puller = self.start(orthanc_with(self.work / f"puller-{number}", sources))
+        puller = self.start(orthanc_with(self.work / f"round-{number}" / "puller", sources))
         resources = {"Resources": [{"Study": uid(STUDY)}]}
         url = rest(puller) + "/dicom-web/servers/source/retrieve"
         settle(self.pause)
         theirs = timed_post(puller, url, resources)
         check(puller, self.count)
         puller.stop()
-        self.archive = self.work / f"archive-{number}"
+        self.archive = self.work / f"round-{number}" / "archive"
         settle(self.pause)
         ours = localdicom("pull", self.source.root, "-a", str(self.archive), "--all", "-j", "4")
         if (held := sum(1 for _ in self.archive.glob("*/*/*.dcm"))) != self.count:
@@ -182,8 +209,8 @@ class Bench:
         """Push what the last pull stored to a new Orthanc, against Orthanc's pusher sending
         the same to another new one (see the module docstring)."""
         load = os.getloadavg()[0]
-        target_ours = self.start(orthanc(self.work / f"target-ours-{number}"))
-        target_theirs = self.start(orthanc(self.work / f"target-theirs-{number}"))
+        target_ours = self.start(orthanc(self.work / f"round-{number}" / "target-ours"))
+        target_theirs = self.start(orthanc(self.work / f"round-{number}" / "target-theirs"))
         pusher = self.start(
             orthanc_with(self.work / "pusher", {"target": [target_theirs.root + "/"]})
         )
@@ -210,11 +237,12 @@ def run(folder: Path, count: int, rounds: int, pause: float = SETTLE) -> list[Ro
         bench = Bench(work, files, pause)
         rows = []
         for number in range(rounds):
+            bench.clear(number - 1)
             rows += [bench.pull(number), bench.push(number)]
     finally:
         if bench is not None:
             bench.stop()
-        shutil.rmtree(work, ignore_errors=True)  # four copies of the data a round; the cache stays
+        shutil.rmtree(work, ignore_errors=True)  # the last round's copies; the cache stays
     return sorted(rows, key=lambda row: row.name)
 
 
