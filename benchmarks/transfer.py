@@ -23,8 +23,7 @@ project's benchmark machine: ``/proc/fs/jbd2`` is empty), creating a file skips 
 freed in the last 60 s, reading each one's inode table entry (Linux fs/ext4/ialloc.c,
 ``recently_deleted``, "in no journal mode"); a pull right after the previous round's copies
 were deleted spent 13 % of its CPU there (``perf``), a cost a laptop's journaled ext4 never
-has. Before each push both senders' files are read once, so that both
-send from the page cache. Before each timed run everything is written back and the disk
+has. Before each timed run everything is written back and the disk
 left alone for ``SETTLE`` seconds. Prints, for every run (``--rounds``, Orthanc first in
 each), seconds and instances/s for each side, localdicom's speed-up (Orthanc's seconds /
 localdicom's), the CPU seconds of each side's client (localdicom's process; the Orthanc that
@@ -120,17 +119,6 @@ def timed_post(server: Server, url: str, body: dict) -> Timing:
     started = time.perf_counter()
     post(url, json.dumps(body).encode())
     return Timing(time.perf_counter() - started, server.cpu_seconds() - cpu)
-
-
-def read_through(folder: Path) -> None:
-    """Read every file under ``folder`` once, so that both pushes send from the page cache:
-    Orthanc's pusher has its files there since it stored them, while the pull wrote
-    localdicom's past it (see :mod:`localdicom.transfer.intake`)."""
-    for path in folder.rglob("*"):
-        if path.is_file():
-            with path.open("rb") as fp:
-                while fp.read(1 << 20):
-                    pass
 
 
 def settle(seconds: float) -> None:
