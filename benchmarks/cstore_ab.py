@@ -29,7 +29,7 @@ from pydicom.dataset import Dataset
 
 from benchmarks.dataset import ct_slice, uid
 from benchmarks.dimse import CALLING, DCMTK, send_at_once
-from benchmarks.servers import tree_cpu_seconds
+from benchmarks.servers import pids_for, tree_cpu_seconds
 
 
 def new_series(slices: list[Dataset], folder: Path) -> list[Path]:
@@ -109,9 +109,7 @@ def main() -> None:
         "--pid", type=int, action="append", default=[], help="each listener's process, in order"
     )
     options = parser.parse_args()
-    if options.pid and len(options.pid) != len(options.ports):
-        parser.error("give a --pid for every port, or none")
-    pids = options.pid or [None] * len(options.ports)
+    pids = pids_for(parser, options.pid, options.ports, "port")
     listeners = dict(zip(options.ports, pids, strict=True))
     associations = options.associations or [1, 4]
     compare(listeners, options.ae_title, options.rounds, options.count, associations)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import argparse
 import contextlib
 import json
 import os
@@ -116,6 +117,16 @@ def disk_flushes(path: Path) -> int | None:
     except OSError:
         return None
     return int(fields[15]) if len(fields) > 15 else None
+
+
+def pids_for(
+    parser: argparse.ArgumentParser, pids: list[int], targets: list, what: str
+) -> list[int | None]:
+    """The ``--pid`` given for each of ``targets``, in order, or None for each when none was
+    given; a usage error when some were given, not one per target."""
+    if pids and len(pids) != len(targets):
+        parser.error(f"give a --pid for every {what}, or none")
+    return pids or [None] * len(targets)
 
 
 def process_tree(pid: int) -> list[int]:

@@ -27,7 +27,7 @@ import uuid
 import aiohttp
 
 from benchmarks.dataset import ct_slice
-from benchmarks.servers import tree_cpu_seconds
+from benchmarks.servers import pids_for, tree_cpu_seconds
 
 
 def request_body(study: str, series: str, index: int) -> tuple[bytes, str]:
@@ -97,9 +97,7 @@ def main() -> None:
         "--pid", type=int, action="append", default=[], help="each server's process, in order"
     )
     options = parser.parse_args()
-    if options.pid and len(options.pid) != len(options.roots):
-        parser.error("give a --pid for every URL, or none")
-    pids = options.pid or [None] * len(options.roots)
+    pids = pids_for(parser, options.pid, options.roots, "URL")
     servers = dict(zip(options.roots, pids, strict=True))
     asyncio.run(compare(servers, options.rounds, options.count, options.concurrency))
 
