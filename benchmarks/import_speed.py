@@ -42,6 +42,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.dataset import write_series
+from benchmarks.servers import as_installed
 
 STUDY, SERIES = "study-import", "series-import"
 #: Seconds for which ext4 without a journal may pass over a freed inode (see above).
@@ -188,6 +189,7 @@ def main() -> None:
         print(f"removed the copies of an earlier run; waiting {RECENTLY_DELETED} s (see --help)")
         subprocess.run(["sync"], check=True)
         time.sleep(RECENTLY_DELETED)
+    as_installed()
     print(f"{os.cpu_count()} CPUs; {source}")
     print(f"load average before: {os.getloadavg()[0]:.2f}")
     for line in table(*measure(folder, source, args.repeat, args.workers)):

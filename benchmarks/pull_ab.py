@@ -28,7 +28,7 @@ import time
 from pathlib import Path
 
 from benchmarks.dataset import write_series
-from benchmarks.servers import Server, orthanc
+from benchmarks.servers import Server, as_installed, orthanc
 from benchmarks.transfer import INODE_REUSE, SERIES, SETTLE, STUDY, post, rest, settle
 
 
@@ -58,6 +58,8 @@ def pull(
 
 def compare(checkouts: list[Path], folder: Path, count: int, rounds: int, pause: float) -> None:
     files = write_series(folder / "data", STUDY, SERIES, count)
+    for checkout in checkouts:
+        as_installed(checkout / "localdicom")
     work = Path(tempfile.mkdtemp(prefix="pull-ab-", dir=folder))
     source = orthanc(work / "source")
     source.start()

@@ -47,7 +47,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from benchmarks.dataset import uid, write_series
-from benchmarks.servers import Server, orthanc
+from benchmarks.servers import Server, as_installed, orthanc
 
 STUDY, SERIES = "transfer-bench-study", "transfer-bench-series"
 #: Seconds waited after a sync before each timed run (:func:`settle`).
@@ -219,6 +219,7 @@ class Bench:
 def run(folder: Path, count: int, rounds: int, pause: float = SETTLE) -> list[Row]:
     """Pull then push, ``rounds`` times; Orthanc first in each."""
     files = write_series(folder / "data", STUDY, SERIES, count)
+    as_installed()
     work = Path(tempfile.mkdtemp(prefix="transfer-bench-", dir=folder))
     bench = None
     try:
