@@ -135,3 +135,12 @@ def test_cstore_ab_sends_new_instances_each_round_and_prints_rate_and_cpu(tmp_pa
         assert all(re.fullmatch(r"\d+\.\d", ms.strip()) for ms in row[4].split(",")), row
     stored = {path.stem for path in (tmp_path / "archive").rglob("*.dcm")}
     assert len(stored) == 3 * 2 * 3, "each round, for each count of associations, new instances"
+
+
+def test_http_floor_times_a_bare_application_whose_every_answer_is_right():
+    table = smoke("http_floor")
+    rows = [line.split("|")[1:-1] for line in table.splitlines() if re.match(r"\| \d", line)]
+    assert len(rows) == 1, table
+    _, p50, p95, errors = (cell.strip() for cell in rows[0])
+    assert 0 < float(p50) <= float(p95), table
+    assert errors == "0", table
