@@ -73,8 +73,9 @@ def main() -> None:
         serve(args.serve)
         return
     count, runs = (50, 1) if args.smoke else (args.requests, args.runs)
-    root = f"http://127.0.0.1:{free_port()}"
-    server = started(int(root.rsplit(":", 1)[1]))
+    port = free_port()
+    server = started(port)
+    root = f"http://127.0.0.1:{port}"
     try:
         measure_bare(root, [fixed_body] * min(count, 500))  # warm-up, not counted
         figures = [measure_bare(root, [fixed_body] * count) for _ in range(runs)]
