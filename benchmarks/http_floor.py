@@ -16,15 +16,14 @@ answers in 1.3-1.9 ms, and no search served by aiohttp answers faster than this.
 from __future__ import annotations
 
 import argparse
-import socket
-import subprocess
 import sys
-import time
+import tempfile
+from pathlib import Path
 
 from aiohttp import web
 
 from benchmarks.compare import BareConnection, Check, measure_bare
-from benchmarks.servers import free_port
+from benchmarks.servers import Server, free_port
 
 BODY = b'[{"00100020": {"vr": "LO", "Value": ["PID-1"]}}]'
 JSON = "application/dicom+json"
@@ -37,19 +36,6 @@ def serve(port: int) -> None:
     application = web.Application()
     application.router.add_get("/studies", answer)
     web.run_app(application, host="127.0.0.1", port=port, print=None)
-
-
-def started(port: int) -> subprocess.Popen:
-    server = subprocess.Popen([sys.executable, "-m", "benchmarks.http_floor", "--serve", str(port)])
-    deadline = time.monotonic() + 30
-    while time.monotonic() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=1).close()
-            return server
-        except OSError:
-            time.sleep(0.05)
-    server.kill()
-    raise SystemExit("the bare application did not start listening within 30 s")
 
 
 def fixed_body(connection: BareConnection) -> Check:
@@ -74,14 +60,15 @@ def main() -> None:
         return
     count, runs = (50, 1) if args.smoke else (args.requests, args.runs)
     port = free_port()
-    server = started(port)
-    root = f"http://127.0.0.1:{port}"
-    try:
-        measure_bare(root, [fixed_body] * min(count, 500))  # warm-up, not counted
-        figures = [measure_bare(root, [fixed_body] * count) for _ in range(runs)]
-    finally:
-        server.terminate()
-        server.wait()
+    command = [sys.executable, "-m", "benchmarks.http_floor", "--serve", str(port)]
+    with tempfile.TemporaryDirectory() as folder:
+        server = Server("bare aiohttp", command, f"http://127.0.0.1:{port}", Path(folder) / "log")
+        server.start(ready_path="/studies")
+        try:
+            measure_bare(server.root, [fixed_body] * min(count, 500))  # warm-up, not counted
+            figures = [measure_bare(server.root, [fixed_body] * count) for _ in range(runs)]
+        finally:
+            server.stop()
     print(f"a bare aiohttp application, one fixed body, {count} GETs per run")
     print()
     print("| run | p50 ms | p95 ms | errors |")

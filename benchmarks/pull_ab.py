@@ -29,7 +29,7 @@ from pathlib import Path
 
 from benchmarks.dataset import write_series
 from benchmarks.servers import Server, as_installed, orthanc
-from benchmarks.transfer import INODE_REUSE, SERIES, SETTLE, STUDY, post, rest, settle
+from benchmarks.transfer import SERIES, SETTLE, STUDY, clear_round, post, rest, settle
 
 
 def pull(
@@ -68,9 +68,7 @@ def compare(checkouts: list[Path], folder: Path, count: int, rounds: int, pause:
         for path in files:
             post(rest(source) + "/instances", path.read_bytes(), "application/dicom")
         for number in range(rounds + 1):
-            if number:
-                shutil.rmtree(work / f"round-{number - 1}")
-                settle(INODE_REUSE if pause else 0)
+            clear_round(work, number - 1, pause)
             turns = list(enumerate(checkouts))
             for at, checkout in turns if number % 2 == 0 else turns[::-1]:
                 archive = work / f"round-{number}" / str(at)

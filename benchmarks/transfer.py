@@ -129,6 +129,18 @@ def settle(seconds: float) -> None:
     time.sleep(seconds)
 
 
+def clear_round(work: Path, number: int, pause: float) -> None:
+    """Delete the copies of round ``number`` in ``work`` (its servers are stopped), if any,
+    then wait until ext4 without a journal takes freed inodes again (:data:`INODE_REUSE`;
+    no wait for a run without pauses), so that no timed run creates files where files were
+    just deleted, and the page cache holds one round's copies at most."""
+    folder = work / f"round-{number}"
+    if not folder.exists():
+        return
+    shutil.rmtree(folder)
+    settle(INODE_REUSE if pause else 0)
+
+
 def check(server: Server, count: int) -> None:
     if (held := instances_in(server)) != count:
         raise RuntimeError(f"{server.root} holds {held} instances, not {count}")
@@ -153,17 +165,6 @@ class Bench:
         self.pusher.stop()  # started again each round, to send to that round's target
         #: What the last pull stored, which the push sends.
         self.archive = work / "archive"
-
-    def clear(self, number: int) -> None:
-        """Delete the copies of round ``number`` (its servers are stopped), then wait until
-        ext4 without a journal takes freed inodes again (:data:`INODE_REUSE`), so that
-        no timed run creates files where files were just deleted, and the page cache holds
-        one round's copies at most."""
-        folder = self.work / f"round-{number}"
-        if not folder.exists():
-            return
-        shutil.rmtree(folder)
-        settle(INODE_REUSE if self.pause else 0)
 
     def start(self, server: Server) -> Server:
         self.servers.append(server)
@@ -226,7 +227,7 @@ def run(folder: Path, count: int, rounds: int, pause: float = SETTLE) -> list[Ro
         bench = Bench(work, files, pause)
         rows = []
         for number in range(rounds):
-            bench.clear(number - 1)
+            clear_round(work, number - 1, pause)
             rows += [bench.pull(number), bench.push(number)]
     finally:
         if bench is not None:
